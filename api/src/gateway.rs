@@ -1,0 +1,120 @@
+//! Bodies of the gateway API (`/v1/files/...`), served by the operator to clients.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Where a stored file stands, from the user's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Phase {
+    /// Known, but no verified copy has been observed yet.
+    Pending,
+    /// Fewer verified copies than wanted; copies are being added.
+    Replicating,
+    /// Exactly the wanted number of verified copies, and nothing extra.
+    Ready,
+    /// More copies than wanted, or stale or corrupt ones; extras are being removed.
+    Trimming,
+    /// The wanted level can't be reached now (too few replicas, or holders unreachable).
+    Degraded,
+    /// No verified copy is reachable.
+    Lost,
+    /// Deletion was requested; copies are being removed.
+    Deleting,
+}
+
+/// A condition in the Kubernetes sense: a named boolean with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Status of one stored file. Deterministic: no timestamps that change on every pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FileStatus {
+    pub namespace: String,
+    pub name: String,
+    /// Wanted replication level.
+    pub replicas: u32,
+    /// Number of verified copies of the current content on live replicas.
+    pub ready_replicas: u32,
+    pub phase: Phase,
+    /// The current content's sha256 (lowercase hex).
+    pub sha256: String,
+    /// The current content's size in bytes.
+    pub size: u64,
+    /// Replica ids holding a verified copy of the current content, sorted.
+    pub holders: Vec<String>,
+    /// Bumped on every change of content or replication level.
+    pub generation: u64,
+    /// The generation the status was computed for.
+    pub observed_generation: u64,
+    pub conditions: Vec<Condition>,
+}
+
+impl FileStatus {
+    /// True when the file has exactly `replicas` verified copies and nothing extra.
+    pub fn is_converged(&self) -> bool {
+        self.phase == Phase::Ready
+            && self.observed_generation == self.generation
+            && self.ready_replicas == self.replicas
+            && self.holders.len() == self.replicas as usize
+    }
+}
+
+/// `GET /v1/files/{namespace}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileList {
+    pub items: Vec<FileStatus>,
+}
+
+/// `PATCH /v1/files/{namespace}/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PatchFile {
+    /// New replication level, at least 1.
+    pub replicas: u32,
+}
+
+/// What `GET /v1/files/{namespace}/{name}/status?wait=...` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitFor {
+    /// Exactly `replicas` verified copies, nothing extra.
+    Converged,
+    /// The file is gone (the long poll answers 404 once it is).
+    Deleted,
+}
+
+/// One storage replica as the gateway sees it (`GET /v1/replicas`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    pub id: String,
+    pub url: String,
+    pub zone: Option<String>,
+    /// `Live`, `Unreachable` (within the grace period) or `Lost`.
+    pub health: String,
+    pub draining: bool,
+    pub free_bytes: u64,
+    pub capacity_bytes: u64,
+    pub objects: u64,
+    /// Seconds since the replica was last heard from.
+    pub last_seen_secs_ago: u64,
+}
+
+/// `GET /v1/replicas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaList {
+    pub items: Vec<ReplicaStatus>,
+}
+
+/// `PATCH /v1/replicas/{id}`: mark a replica draining (no new copies; its copies move away).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PatchReplica {
+    pub draining: bool,
+}

@@ -1,0 +1,192 @@
+//! Validation of namespaces and file names, and the deterministic mapping from a file name to
+//! a Kubernetes resource name.
+
+use std::fmt;
+
+/// Longest accepted file name, in bytes. It matches the usual file-system limit, so that a
+/// copy can be stored under its own name.
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest accepted namespace, in bytes (a DNS label, as in Kubernetes).
+pub const MAX_NAMESPACE_BYTES: usize = 63;
+
+/// Why a namespace or file name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name is {0} bytes long; the limit is {MAX_FILE_NAME_BYTES}")]
+    FileNameTooLong(usize),
+    #[error("name contains '/'")]
+    Slash,
+    #[error("name contains '..'")]
+    DotDot,
+    #[error("name contains a NUL byte")]
+    Nul,
+    #[error("name contains a control character")]
+    Control,
+    #[error("name '.' is reserved")]
+    Dot,
+    #[error("name must not start with '.deposito'")]
+    Reserved,
+    #[error(
+        "namespace '{0}' is not a DNS label (lowercase letters, digits and '-', at most 63 bytes)"
+    )]
+    Namespace(String),
+}
+
+/// Checks a user-visible file name. Refuses what could escape a folder or confuse a file
+/// system: `/`, `..`, NUL, control characters, `.`, and more than 255 bytes.
+pub fn validate_file_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_FILE_NAME_BYTES {
+        return Err(NameError::FileNameTooLong(name.len()));
+    }
+    if name.contains('\0') {
+        return Err(NameError::Nul);
+    }
+    if name.contains('/') {
+        return Err(NameError::Slash);
+    }
+    if name.contains("..") {
+        return Err(NameError::DotDot);
+    }
+    if name == "." {
+        return Err(NameError::Dot);
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NameError::Control);
+    }
+    if name.starts_with(".deposito") {
+        return Err(NameError::Reserved);
+    }
+    Ok(())
+}
+
+/// Checks a namespace: a DNS label, like a Kubernetes namespace.
+pub fn validate_namespace(namespace: &str) -> Result<(), NameError> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= MAX_NAMESPACE_BYTES
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::Namespace(namespace.to_string()))
+    }
+}
+
+/// A validated (namespace, file name) pair: the identity of a stored file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl FileKey {
+    /// Validates both parts.
+    pub fn new(namespace: &str, name: &str) -> Result<Self, NameError> {
+        validate_namespace(namespace)?;
+        validate_file_name(name)?;
+        Ok(Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for FileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The Kubernetes resource name (`metadata.name`) of a StoredFile for a file name.
+///
+/// The mapping is deterministic: the file name is lowercased, every run of characters outside
+/// `[a-z0-9.-]` becomes `-`, it is trimmed to 40 bytes, and the first 10 hex digits of the
+/// sha256 of the original name are appended, so that names differing only in case or in
+/// replaced characters never collide. The result is a valid DNS subdomain of at most 52 bytes.
+pub fn resource_name(file_name: &str) -> String {
+    let mut slug = String::new();
+    for c in file_name.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' {
+            slug.push(c);
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug
+        .trim_matches(|c| c == '-' || c == '.')
+        .chars()
+        .take(40)
+        .collect();
+    let slug = slug.trim_matches(|c| c == '-' || c == '.');
+    let digest = &crate::sha256_hex(file_name.as_bytes())[..10];
+    if slug.is_empty() {
+        format!("f-{digest}")
+    } else {
+        format!("{slug}-{digest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_table() {
+        let long = "a".repeat(256);
+        let max = "a".repeat(255);
+        let cases: &[(&str, Result<(), NameError>)] = &[
+            ("report.pdf", Ok(())),
+            ("with space.txt", Ok(())),
+            ("ünïcødé", Ok(())),
+            (".hidden", Ok(())),
+            (&max, Ok(())),
+            ("", Err(NameError::Empty)),
+            (&long, Err(NameError::FileNameTooLong(256))),
+            ("a/b", Err(NameError::Slash)),
+            ("..", Err(NameError::DotDot)),
+            ("../evil", Err(NameError::Slash)),
+            ("a..b", Err(NameError::DotDot)),
+            ("nul\0byte", Err(NameError::Nul)),
+            ("tab\tname", Err(NameError::Control)),
+            (".", Err(NameError::Dot)),
+            (".deposito-tmp", Err(NameError::Reserved)),
+        ];
+        for (name, want) in cases {
+            assert_eq!(&validate_file_name(name), want, "name {name:?}");
+        }
+    }
+
+    #[test]
+    fn namespaces_table() {
+        for ok in ["default", "team-a", "a1", &"a".repeat(63)] {
+            assert_eq!(validate_namespace(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "Team", "a_b", "-a", "a-", "a/b", &"a".repeat(64)] {
+            assert!(validate_namespace(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn resource_names_are_deterministic_valid_and_distinct() {
+        let a = resource_name("My Report (final).PDF");
+        assert_eq!(a, resource_name("My Report (final).PDF"));
+        assert!(a.starts_with("my-report-final-.pdf-") || a.starts_with("my-report-final-"));
+        assert_ne!(resource_name("A.txt"), resource_name("a.txt"));
+        for name in ["A.txt", "___", "x".repeat(255).as_str(), "ünï"] {
+            let r = resource_name(name);
+            assert!(r.len() <= 52, "{r}");
+            assert!(r
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'));
+            assert!(r.as_bytes()[0].is_ascii_alphanumeric(), "{r}");
+        }
+    }
+}

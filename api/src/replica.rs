@@ -1,0 +1,87 @@
+//! Bodies of the replica API (`/v1/objects/...`), used by the operator and by peers, and of
+//! the registration API that replicas call on the operator in local mode.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Whether a stored copy can be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectState {
+    /// Verified against its sha256 when written and at its last scrub.
+    Ready,
+    /// Failed verification: quarantined, never served, to be replaced.
+    Corrupt,
+}
+
+/// One stored copy: an object is identified by (namespace, name, sha256), so a replica can
+/// hold the old and the new content of a name side by side while a replacement converges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ObjectInfo {
+    pub namespace: String,
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub state: ObjectState,
+    /// Unix seconds when this copy was committed.
+    pub stored_at: u64,
+}
+
+/// `GET /v1/inventory?after=CURSOR&limit=N`: one page of a replica's objects, in a stable
+/// order. `next` is the cursor for the following page, absent on the last page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventoryPage {
+    pub items: Vec<ObjectInfo>,
+    pub next: Option<String>,
+}
+
+/// `POST /v1/objects/{namespace}/{name}/{sha256}/pull`: fetch the object from a peer and
+/// verify it before committing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PullRequest {
+    /// Base URL of the peer replica holding a verified copy, e.g. `http://127.0.0.3:7070`.
+    pub source: String,
+}
+
+/// `GET /v1/scrub`: progress of the background scrubber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ScrubStatus {
+    /// Completed full passes since start.
+    pub passes: u64,
+    /// Objects verified since start.
+    pub objects_checked: u64,
+    /// Copies found corrupt since start.
+    pub corrupt_found: u64,
+    /// Unix seconds when the last full pass finished, if any.
+    pub last_pass_finished: Option<u64>,
+    /// Seconds between passes.
+    pub interval_secs: u64,
+    /// Hashing rate limit, in bytes per second.
+    pub rate_bytes_per_sec: u64,
+}
+
+/// `POST /v1/replicas/register` on the operator (local and compose modes): registration and
+/// heartbeat in one. Replicas send it at start and then periodically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// Stable identity of the replica (its name; kept across restarts).
+    pub id: String,
+    /// Base URL where the replica's API is reachable.
+    pub url: String,
+    /// Topology zone, if any.
+    pub zone: Option<String>,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub objects: u64,
+    /// Transfers (uploads, downloads, pulls) in progress: the replica's current load.
+    pub active_transfers: u64,
+    /// Whether the replica's data directory is writable and has room.
+    pub ready: bool,
+}
+
+/// Answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    /// Seconds the replica should wait before its next heartbeat.
+    pub heartbeat_secs: u64,
+}

@@ -1,0 +1,204 @@
+//! Command-line syntax (clap derive). Parsing only: no I/O happens here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default gateway URL (the local operator's default `--listen`).
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7800";
+/// Default `--timeout` of the commands that wait for convergence, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
+
+/// Deposito client: store files with N verified copies, retrieve them, change N.
+#[derive(Debug, Parser)]
+#[command(name = "deposito", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that apply to every command; each has an environment-variable twin.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Gateway base URL.
+    #[arg(long, global = true, env = "DEPOSITO_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
+    pub server: String,
+    /// Client bearer token (takes precedence over --token-file).
+    #[arg(
+        long,
+        global = true,
+        env = "DEPOSITO_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// File holding the client token [default: $DEPOSITO_DATA_DIR/token, else
+    /// ~/.local/share/deposito/token].
+    #[arg(long, global = true, env = "DEPOSITO_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Namespace of the files.
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "DEPOSITO_NAMESPACE",
+        default_value = "default",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a file and keep N verified copies of it.
+    Deposit(DepositArgs),
+    /// Download a file, verifying its sha256.
+    Retrieve(RetrieveArgs),
+    /// Change a file's replication level and wait until it has exactly N copies.
+    SetReplicas(SetReplicasArgs),
+    /// List the files of the namespace.
+    Ls(JsonArgs),
+    /// Show one file's status: holders, ready copies, phase, conditions.
+    Status(StatusArgs),
+    /// Delete a file and all of its copies.
+    Rm(RmArgs),
+    /// List the storage replicas.
+    Replicas(JsonArgs),
+    /// Mark a replica draining: it gets no new copies and its copies move away.
+    Drain(ReplicaIdArgs),
+    /// Clear a replica's draining mark.
+    Undrain(ReplicaIdArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// How long to wait, shared by the commands that wait for convergence.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return once the gateway acknowledges, without waiting for the copies.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this many seconds (exit 1).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DepositArgs {
+    /// The local file to upload.
+    pub path: PathBuf,
+    /// Number of copies to keep (at least 1).
+    #[arg(short = 'r', long, default_value_t = 1, value_name = "N")]
+    pub replicas: u32,
+    /// Name to store the file under [default: the file name of PATH].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RetrieveArgs {
+    /// Name of the stored file.
+    pub name: String,
+    /// Where to write it: a file, a directory, or `-` for stdout [default: ./NAME].
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetReplicasArgs {
+    /// Name of the stored file.
+    pub name: String,
+    /// New number of copies (at least 1).
+    pub replicas: u32,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Name of the stored file.
+    pub name: String,
+    /// Print the FileStatus JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Name of the stored file.
+    pub name: String,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicaIdArgs {
+    /// Replica id, as shown by `deposito replicas`.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// Shell to generate the script for.
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_parse_before_and_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "deposito",
+            "--server",
+            "http://h:1",
+            "deposit",
+            "f.txt",
+            "-r",
+            "3",
+            "-n",
+            "team",
+            "--token",
+            "t",
+            "--no-wait",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.server, "http://h:1");
+        assert_eq!(cli.global.namespace, "team");
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+        match cli.command {
+            Command::Deposit(d) => {
+                assert_eq!(d.replicas, 3);
+                assert!(d.wait.no_wait);
+                assert_eq!(d.wait.timeout, DEFAULT_TIMEOUT_SECS);
+                assert_eq!(d.path, PathBuf::from("f.txt"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_clap_errors() {
+        assert!(Cli::try_parse_from(["deposito", "deposit"]).is_err());
+        assert!(Cli::try_parse_from(["deposito", "set-replicas", "a", "x"]).is_err());
+        assert!(Cli::try_parse_from(["deposito", "frobnicate"]).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! `deposito deposit PATH`: hash, upload (streaming), wait for N verified copies.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use deposito_api::gateway::FileStatus;
+use sha2::{Digest, Sha256};
+
+use super::{print_out, validate_name, validate_replicas, Ctx};
+use crate::cli::{DepositArgs, GlobalOpts};
+use crate::error::Error;
+use crate::progress;
+
+const HASH_CHUNK: usize = 1024 * 1024;
+
+/// The name a file is stored under: `--name`, else the file name of PATH.
+pub fn name_for(path: &Path, name: Option<&str>) -> Result<String, Error> {
+    if let Some(n) = name {
+        return Ok(n.to_string());
+    }
+    match path.file_name().map(|n| n.to_str()) {
+        Some(Some(n)) => Ok(n.to_string()),
+        Some(None) => Err(Error::Usage(format!(
+            "the file name of {} is not valid UTF-8; give one with --name",
+            path.display()
+        ))),
+        None => Err(Error::Usage(format!(
+            "{} has no file name; give one with --name",
+            path.display()
+        ))),
+    }
+}
+
+/// What a deposit needs, validated.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub path: PathBuf,
+    pub name: String,
+    pub replicas: u32,
+    pub wait: bool,
+    pub timeout: Duration,
+}
+
+/// Local checks, before anything is sent: name, replication level, readable regular file.
+pub fn plan(args: &DepositArgs) -> Result<Plan, Error> {
+    let name = name_for(&args.path, args.name.as_deref())?;
+    validate_name(&name)?;
+    validate_replicas(args.replicas)?;
+    let meta = std::fs::metadata(&args.path)
+        .map_err(|e| Error::io(format!("cannot read {}", args.path.display()), &e))?;
+    if !meta.is_file() {
+        return Err(Error::Usage(format!(
+            "{} is not a regular file",
+            args.path.display()
+        )));
+    }
+    Ok(Plan {
+        path: args.path.clone(),
+        name,
+        replicas: args.replicas,
+        wait: !args.wait.no_wait,
+        timeout: Duration::from_secs(args.wait.timeout),
+    })
+}
+
+/// Streams the file through sha256 with a "hashing" bar. Returns (hex digest, bytes read).
+pub async fn hash_file(path: &Path) -> Result<(String, u64), Error> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let ctx = |e: &std::io::Error| Error::io(format!("cannot read {}", path.display()), e);
+        let mut file = std::fs::File::open(&path).map_err(|e| ctx(&e))?;
+        let len = file.metadata().map_err(|e| ctx(&e))?.len();
+        let bar = progress::bytes_bar(Some(len), "hashing");
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; HASH_CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return Err(ctx(&e));
+                }
+            };
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            bar.set_position(total);
+        }
+        bar.finish_and_clear();
+        Ok((hex::encode(hasher.finalize()), total))
+    })
+    .await
+    .map_err(|e| Error::Io {
+        context: "hashing".into(),
+        reason: e.to_string(),
+    })?
+}
+
+/// The summary line printed after a deposit.
+pub fn summary(st: &FileStatus, waited: bool) -> String {
+    if waited {
+        format!(
+            "deposited {}: {}/{} copies, {} bytes, sha256 {}",
+            st.name, st.ready_replicas, st.replicas, st.size, st.sha256
+        )
+    } else {
+        format!(
+            "deposited {}: {}/{} copies (not waiting for replication), {} bytes, sha256 {}",
+            st.name, st.ready_replicas, st.replicas, st.size, st.sha256
+        )
+    }
+}
+
+/// Hashes, uploads and (unless `plan.wait` is false) waits. Returns the summary line.
+pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
+    let c = &ctx.client;
+    let ns = &ctx.namespace;
+    // Fail fast (unreachable server, bad token) before hashing a large file.
+    match c.head_file(ns, &plan.name).await {
+        Ok(_) => {}
+        Err(e @ (Error::Unreachable { .. } | Error::Api { status: 401, .. })) => return Err(e),
+        Err(_) => {}
+    }
+    let (sha256, size) = hash_file(&plan.path).await?;
+    let bar = progress::bytes_bar(Some(size), "uploading");
+    let bar2 = bar.clone();
+    let uploaded = c
+        .put_file(ns, &plan.name, plan.replicas, &sha256, &plan.path, size, move |n| {
+            bar2.inc(n)
+        })
+        .await;
+    bar.finish_and_clear();
+    let st = uploaded?;
+    if st.sha256 != sha256 && !st.sha256.is_empty() {
+        return Err(Error::Protocol(format!(
+            "the gateway acknowledged sha256 {} but the file's sha256 is {sha256}",
+            st.sha256
+        )));
+    }
+    if !plan.wait {
+        return Ok(summary(&st, false));
+    }
+    let st = super::wait::wait_converged(c, ns, &plan.name, st, plan.timeout, Some(&sha256)).await?;
+    Ok(summary(&st, true))
+}
+
+pub async fn run(global: &GlobalOpts, args: DepositArgs) -> Result<(), Error> {
+    let plan = plan(&args)?;
+    let ctx = Ctx::from_opts(global)?;
+    let line = deposit(&ctx, &plan).await?;
+    print_out(&format!("{line}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::WaitArgs;
+
+    fn args(path: &Path, name: Option<&str>, replicas: u32) -> DepositArgs {
+        DepositArgs {
+            path: path.to_path_buf(),
+            replicas,
+            name: name.map(Into::into),
+            wait: WaitArgs {
+                no_wait: false,
+                timeout: 600,
+            },
+        }
+    }
+
+    #[test]
+    fn plan_checks_name_replicas_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("data.bin");
+        std::fs::write(&f, b"x").unwrap();
+        let p = plan(&args(&f, None, 2)).unwrap();
+        assert_eq!(p.name, "data.bin");
+        assert_eq!(p.replicas, 2);
+        assert_eq!(plan(&args(&f, Some("other"), 1)).unwrap().name, "other");
+        let e = plan(&args(&f, Some("a/b"), 1)).unwrap_err().to_string();
+        assert_eq!(e, "invalid name 'a/b': name contains '/'");
+        let e = plan(&args(&f, None, 0)).unwrap_err().to_string();
+        assert!(e.starts_with("invalid replicas 0"), "{e}");
+        let e = plan(&args(&dir.path().join("missing"), None, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("missing: no such file or directory"), "{e}");
+        let e = plan(&args(dir.path(), Some("d"), 1)).unwrap_err().to_string();
+        assert!(e.ends_with("is not a regular file"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn hash_matches_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("abc");
+        std::fs::write(&f, b"abc").unwrap();
+        let (h, n) = hash_file(&f).await.unwrap();
+        assert_eq!(h, deposito_api::sha256_hex(b"abc"));
+        assert_eq!(n, 3);
+    }
+}

@@ -1,0 +1,98 @@
+//! `ls`, `status`, `rm`, `set-replicas`.
+
+use std::time::Duration;
+
+use super::{print_out, to_json, validate_name, validate_replicas, Ctx};
+use crate::cli::{GlobalOpts, JsonArgs, RmArgs, SetReplicasArgs, StatusArgs};
+use crate::error::Error;
+use crate::format;
+
+/// `deposito ls`: the table (or JSON) on stdout.
+pub async fn ls(ctx: &Ctx, json: bool) -> Result<String, Error> {
+    let list = ctx.client.list(&ctx.namespace).await?;
+    if json {
+        Ok(to_json(&list))
+    } else if list.items.is_empty() {
+        eprintln!("no files in namespace {}", ctx.namespace);
+        Ok(String::new())
+    } else {
+        Ok(format::file_table(&list))
+    }
+}
+
+pub async fn run_ls(global: &GlobalOpts, args: JsonArgs) -> Result<(), Error> {
+    let ctx = Ctx::from_opts(global)?;
+    print_out(&ls(&ctx, args.json).await?)
+}
+
+pub async fn run_status(global: &GlobalOpts, args: StatusArgs) -> Result<(), Error> {
+    validate_name(&args.name)?;
+    let ctx = Ctx::from_opts(global)?;
+    let st = ctx.client.status(&ctx.namespace, &args.name, None).await?;
+    if args.json {
+        print_out(&to_json(&st))
+    } else {
+        print_out(&format::file_status(&st))
+    }
+}
+
+/// `deposito set-replicas`: PATCH, then (unless `no_wait`) wait for exactly N copies.
+pub async fn set_replicas(
+    ctx: &Ctx,
+    name: &str,
+    replicas: u32,
+    wait: Option<Duration>,
+) -> Result<String, Error> {
+    validate_name(name)?;
+    validate_replicas(replicas)?;
+    let st = ctx
+        .client
+        .set_replicas(&ctx.namespace, name, replicas)
+        .await?;
+    match wait {
+        None => Ok(format!(
+            "{name}: replication level set to {replicas} ({}/{} copies ready, not waiting)",
+            st.ready_replicas, st.replicas
+        )),
+        Some(timeout) => {
+            let st =
+                super::wait::wait_converged(&ctx.client, &ctx.namespace, name, st, timeout, None)
+                    .await?;
+            Ok(format!(
+                "{name}: {}/{} copies, {} bytes, sha256 {}",
+                st.ready_replicas, st.replicas, st.size, st.sha256
+            ))
+        }
+    }
+}
+
+pub async fn run_set_replicas(global: &GlobalOpts, args: SetReplicasArgs) -> Result<(), Error> {
+    validate_name(&args.name)?;
+    validate_replicas(args.replicas)?;
+    let ctx = Ctx::from_opts(global)?;
+    let wait = (!args.wait.no_wait).then(|| Duration::from_secs(args.wait.timeout));
+    let line = set_replicas(&ctx, &args.name, args.replicas, wait).await?;
+    print_out(&format!("{line}\n"))
+}
+
+/// `deposito rm`: DELETE, then (unless `no_wait`) wait until the file is gone.
+pub async fn rm(ctx: &Ctx, name: &str, wait: Option<Duration>) -> Result<String, Error> {
+    validate_name(name)?;
+    let st = ctx.client.delete(&ctx.namespace, name).await?;
+    match wait {
+        None => Ok(format!("deletion of {name} requested")),
+        Some(timeout) => {
+            super::wait::wait_deleted(&ctx.client, &ctx.namespace, name, Some(st), timeout)
+                .await?;
+            Ok(format!("deleted {name}"))
+        }
+    }
+}
+
+pub async fn run_rm(global: &GlobalOpts, args: RmArgs) -> Result<(), Error> {
+    validate_name(&args.name)?;
+    let ctx = Ctx::from_opts(global)?;
+    let wait = (!args.wait.no_wait).then(|| Duration::from_secs(args.wait.timeout));
+    let line = rm(&ctx, &args.name, wait).await?;
+    print_out(&format!("{line}\n"))
+}

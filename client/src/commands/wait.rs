@@ -1,0 +1,152 @@
+//! Waiting for convergence or deletion with the gateway's long poll.
+
+use std::time::{Duration, Instant};
+
+use deposito_api::gateway::{FileStatus, WaitFor};
+
+use crate::api::GatewayClient;
+use crate::error::Error;
+use crate::format::{describe_status, phase_name};
+use crate::progress;
+
+/// Longest single long poll the client asks for, in seconds.
+pub const POLL_SECS: u64 = 20;
+/// A poll that answers faster than this without news is followed by a pause, so that a
+/// gateway that ignores `wait` is not hammered.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Pause after a transient error before trying again.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+fn poll_secs(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    secs.clamp(1, POLL_SECS)
+}
+
+/// Waits until the file has exactly `replicas` verified copies and nothing extra
+/// (`FileStatus::is_converged`). `expect_sha256`, when given, must be the converged content's
+/// digest (another deposit replacing the file meanwhile is reported). On timeout the error
+/// gives the last status seen.
+pub async fn wait_converged(
+    client: &GatewayClient,
+    ns: &str,
+    name: &str,
+    initial: FileStatus,
+    timeout: Duration,
+    expect_sha256: Option<&str>,
+) -> Result<FileStatus, Error> {
+    let deadline = Instant::now() + timeout;
+    let bar = progress::copies_bar(initial.replicas);
+    let mut last = initial;
+    let mut last_err: Option<Error> = None;
+    let result = loop {
+        bar.set_length(u64::from(last.replicas));
+        bar.set_position(u64::from(last.ready_replicas.min(last.replicas)));
+        bar.set_message(phase_name(last.phase));
+        if last.is_converged() {
+            break Ok(last);
+        }
+        if Instant::now() >= deadline {
+            let mut msg = format!(
+                "timed out after {}s waiting for {name} to converge to {} copies: {}",
+                timeout.as_secs(),
+                last.replicas,
+                describe_status(&last)
+            );
+            if let Some(e) = &last_err {
+                msg.push_str(&format!("; last error: {}", e.one_line()));
+            }
+            break Err(Error::Timeout(msg));
+        }
+        let started = Instant::now();
+        match client
+            .status(ns, name, Some((WaitFor::Converged, poll_secs(deadline))))
+            .await
+        {
+            Ok(st) => {
+                last = st;
+                last_err = None;
+                if !last.is_converged() && started.elapsed() < MIN_POLL_INTERVAL {
+                    tokio::time::sleep(MIN_POLL_INTERVAL).await;
+                }
+            }
+            Err(e) if e.is_transient() => {
+                last_err = Some(e);
+                tokio::time::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    bar.finish_and_clear();
+    let st = result?;
+    if let Some(want) = expect_sha256 {
+        if !st.sha256.is_empty() && st.sha256 != want {
+            return Err(Error::Protocol(format!(
+                "{name} was replaced by another deposit while waiting (now sha256 {})",
+                st.sha256
+            )));
+        }
+    }
+    Ok(st)
+}
+
+/// Waits until the file is gone (`wait=deleted` answers 404).
+pub async fn wait_deleted(
+    client: &GatewayClient,
+    ns: &str,
+    name: &str,
+    initial: Option<FileStatus>,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    let bar = progress::bytes_bar(None, "deleting");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>11} {spinner} {msg} {elapsed}")
+            .expect("static template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let mut last = initial;
+    let mut last_err: Option<Error> = None;
+    let result = loop {
+        if let Some(st) = &last {
+            bar.set_message(format!("{} copies left", st.holders.len()));
+        }
+        if Instant::now() >= deadline {
+            let mut msg = format!("timed out after {}s waiting for {name} to be deleted", timeout.as_secs());
+            if let Some(st) = &last {
+                msg.push_str(&format!(
+                    ": phase {}, {} copies left",
+                    phase_name(st.phase),
+                    st.holders.len()
+                ));
+            }
+            if let Some(e) = &last_err {
+                msg.push_str(&format!("; last error: {}", e.one_line()));
+            }
+            break Err(Error::Timeout(msg));
+        }
+        let started = Instant::now();
+        match client
+            .status(ns, name, Some((WaitFor::Deleted, poll_secs(deadline))))
+            .await
+        {
+            Ok(st) => {
+                last = Some(st);
+                last_err = None;
+                if started.elapsed() < MIN_POLL_INTERVAL {
+                    tokio::time::sleep(MIN_POLL_INTERVAL).await;
+                }
+            }
+            Err(e) if e.is_status(404) => break Ok(()),
+            Err(e) if e.is_transient() => {
+                last_err = Some(e);
+                tokio::time::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    bar.finish_and_clear();
+    result
+}

@@ -1,0 +1,359 @@
+//! Human-readable output: tables and status descriptions. Pure functions, unit tested.
+
+use deposito_api::gateway::{FileList, FileStatus, Phase, ReplicaList};
+
+/// Left-aligned columns separated by three spaces, no trailing spaces.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                l.push_str(cell);
+                l.push_str(&" ".repeat(pad + 3));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Bytes in binary units: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The first 12 hex digits of a digest (`-` when there is none yet).
+pub fn short_sha(sha: &str) -> String {
+    if sha.is_empty() {
+        "-".into()
+    } else {
+        sha.chars().take(12).collect()
+    }
+}
+
+pub fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Pending => "Pending",
+        Phase::Replicating => "Replicating",
+        Phase::Ready => "Ready",
+        Phase::Trimming => "Trimming",
+        Phase::Degraded => "Degraded",
+        Phase::Lost => "Lost",
+        Phase::Deleting => "Deleting",
+    }
+}
+
+/// `deposito ls`.
+pub fn file_table(list: &FileList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .items
+        .iter()
+        .map(|f| {
+            vec![
+                f.name.clone(),
+                f.replicas.to_string(),
+                f.ready_replicas.to_string(),
+                human_bytes(f.size),
+                phase_name(f.phase).to_string(),
+                short_sha(&f.sha256),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "REPLICAS", "READY", "SIZE", "PHASE", "SHA256"],
+        &rows,
+    )
+}
+
+/// Condition messages worth showing to a user: problems, not the all-good ones.
+fn notable_conditions(st: &FileStatus) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in &st.conditions {
+        let good_when_true = matches!(c.type_.as_str(), "Ready" | "Converged" | "Available");
+        let bad = if good_when_true {
+            c.status != "True"
+        } else {
+            c.status == "True"
+        };
+        let msg = c.message.trim();
+        if bad && !msg.is_empty() && !out.iter().any(|m| m == msg) {
+            out.push(msg.to_string());
+        }
+    }
+    out
+}
+
+/// One-line description of where a file stands, used in progress and timeout messages:
+/// `phase Degraded, 3/5 copies ready; wants 5 copies, only 3 replicas available`.
+pub fn describe_status(st: &FileStatus) -> String {
+    let mut s = format!(
+        "phase {}, {}/{} copies ready",
+        phase_name(st.phase),
+        st.ready_replicas,
+        st.replicas
+    );
+    let extra = st.holders.len().saturating_sub(st.replicas as usize);
+    if extra > 0 {
+        s.push_str(&format!(", {extra} extra to trim"));
+    }
+    let notes = notable_conditions(st);
+    if !notes.is_empty() {
+        s.push_str("; ");
+        s.push_str(&notes.join("; "));
+    } else if st.phase == Phase::Degraded {
+        s.push_str(&format!(
+            "; wants {} copies, only {} available",
+            st.replicas, st.ready_replicas
+        ));
+    } else if st.phase == Phase::Lost {
+        s.push_str("; no verified copy is reachable");
+    }
+    crate::error::one_line(&s)
+}
+
+/// `deposito status`.
+pub fn file_status(st: &FileStatus) -> String {
+    let holders = if st.holders.is_empty() {
+        "-".to_string()
+    } else {
+        st.holders.join(", ")
+    };
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{:<12}{}\n", format!("{k}:"), v));
+    kv("name", st.name.clone());
+    kv("namespace", st.namespace.clone());
+    kv("phase", phase_name(st.phase).to_string());
+    kv(
+        "replicas",
+        format!("{} wanted, {} ready", st.replicas, st.ready_replicas),
+    );
+    kv("size", format!("{} bytes ({})", st.size, human_bytes(st.size)));
+    kv(
+        "sha256",
+        if st.sha256.is_empty() {
+            "-".into()
+        } else {
+            st.sha256.clone()
+        },
+    );
+    kv("holders", holders);
+    kv(
+        "generation",
+        format!("{} (observed {})", st.generation, st.observed_generation),
+    );
+    if st.conditions.is_empty() {
+        kv("conditions", "-".into());
+    } else {
+        out.push_str("conditions:\n");
+        let rows: Vec<Vec<String>> = st
+            .conditions
+            .iter()
+            .map(|c| {
+                vec![
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    crate::error::one_line(&c.message),
+                ]
+            })
+            .collect();
+        for line in table(&["TYPE", "STATUS", "REASON", "MESSAGE"], &rows).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `deposito replicas`.
+pub fn replica_table(list: &ReplicaList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .items
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.url.clone(),
+                r.zone.clone().unwrap_or_else(|| "-".into()),
+                r.health.clone(),
+                if r.draining { "yes" } else { "no" }.to_string(),
+                human_bytes(r.free_bytes),
+                human_bytes(r.capacity_bytes),
+                r.objects.to_string(),
+                format!("{}s", r.last_seen_secs_ago),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "URL", "ZONE", "HEALTH", "DRAINING", "FREE", "CAPACITY", "OBJECTS", "LAST-SEEN",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use deposito_api::gateway::{Condition, ReplicaStatus};
+
+    pub(crate) fn status(name: &str, replicas: u32, ready: u32, phase: Phase) -> FileStatus {
+        FileStatus {
+            namespace: "default".into(),
+            name: name.into(),
+            replicas,
+            ready_replicas: ready,
+            phase,
+            sha256: "ab".repeat(32),
+            size: 1536,
+            holders: (0..ready).map(|i| format!("replica-{i}")).collect(),
+            generation: 2,
+            observed_generation: 2,
+            conditions: vec![],
+        }
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn ls_table_is_aligned() {
+        let list = FileList {
+            items: vec![
+                status("a.txt", 2, 2, Phase::Ready),
+                status("longer name.bin", 5, 3, Phase::Degraded),
+            ],
+        };
+        let out = file_table(&list);
+        let want = "\
+NAME              REPLICAS   READY   SIZE      PHASE      SHA256
+a.txt             2          2       1.5 KiB   Ready      abababababab
+longer name.bin   5          3       1.5 KiB   Degraded   abababababab
+";
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn empty_sha_is_a_dash() {
+        assert_eq!(short_sha(""), "-");
+    }
+
+    #[test]
+    fn describe_degraded_uses_condition_or_fallback() {
+        let mut st = status("f", 5, 3, Phase::Degraded);
+        assert_eq!(
+            describe_status(&st),
+            "phase Degraded, 3/5 copies ready; wants 5 copies, only 3 available"
+        );
+        st.conditions = vec![
+            Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "NotEnoughReplicas".into(),
+                message: "wants 5 copies, only 3 replicas available".into(),
+            },
+            Condition {
+                type_: "Degraded".into(),
+                status: "True".into(),
+                reason: "NotEnoughReplicas".into(),
+                message: "wants 5 copies, only 3 replicas available".into(),
+            },
+        ];
+        assert_eq!(
+            describe_status(&st),
+            "phase Degraded, 3/5 copies ready; wants 5 copies, only 3 replicas available"
+        );
+        let mut st = status("f", 1, 1, Phase::Trimming);
+        st.holders.push("replica-9".into());
+        assert_eq!(
+            describe_status(&st),
+            "phase Trimming, 1/1 copies ready, 1 extra to trim"
+        );
+    }
+
+    #[test]
+    fn status_output_lists_everything() {
+        let mut st = status("f.txt", 2, 2, Phase::Ready);
+        st.conditions.push(Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "Converged".into(),
+            message: "2/2 verified copies".into(),
+        });
+        let out = file_status(&st);
+        let sha = "ab".repeat(32);
+        let want = format!(
+            "\
+name:       f.txt
+namespace:  default
+phase:      Ready
+replicas:   2 wanted, 2 ready
+size:       1536 bytes (1.5 KiB)
+sha256:     {sha}
+holders:    replica-0, replica-1
+generation: 2 (observed 2)
+conditions:
+  TYPE    STATUS   REASON      MESSAGE
+  Ready   True     Converged   2/2 verified copies
+"
+        );
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn replica_table_shows_draining_and_zone() {
+        let list = ReplicaList {
+            items: vec![ReplicaStatus {
+                id: "r0".into(),
+                url: "http://127.0.0.10:7070".into(),
+                zone: None,
+                health: "Live".into(),
+                draining: true,
+                free_bytes: 2048,
+                capacity_bytes: 4096,
+                objects: 3,
+                last_seen_secs_ago: 1,
+            }],
+        };
+        let out = replica_table(&list);
+        let mut lines = out.lines();
+        assert!(lines.next().unwrap().starts_with("ID   URL"));
+        assert_eq!(
+            lines.next().unwrap(),
+            "r0   http://127.0.0.10:7070   -      Live     yes        2.0 KiB   4.0 KiB    3         1s"
+        );
+    }
+}

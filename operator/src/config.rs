@@ -1,0 +1,80 @@
+//! Command-line flags of `deposito-operator` (each with an environment twin).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Deposito operator: reconciles file copies across storage replicas and serves the gateway.
+#[derive(Debug, Parser)]
+#[command(name = "deposito-operator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Modes of the operator.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a whole local system: SQLite catalog, registration-based membership, reconcile
+    /// loop and gateway; with `--replicas K`, also K supervised replica processes.
+    Local(LocalArgs),
+}
+
+/// Flags of `deposito-operator local`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// Address the gateway listens on.
+    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "127.0.0.1:7800")]
+    pub listen: SocketAddr,
+    /// Folder for the catalog, the tokens and the children's data
+    /// [default: $HOME/.local/share/deposito].
+    #[arg(long, env = "DEPOSITO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Replica processes to start and supervise (0: wait for replicas to register).
+    #[arg(long, env = "DEPOSITO_REPLICAS", default_value_t = 0)]
+    pub replicas: u32,
+    /// Port of the supervised replicas; replica i listens on 127.0.0.(10+i). A port that is
+    /// taken is replaced by a free one, remembered in the replica's folder.
+    #[arg(long, env = "DEPOSITO_REPLICA_PORT", default_value_t = 7070)]
+    pub replica_port: u16,
+    /// The `deposito-replica` binary [default: next to this binary, else on PATH].
+    #[arg(long, env = "DEPOSITO_REPLICA_BINARY")]
+    pub replica_binary: Option<PathBuf>,
+    /// Seconds a holder may be unreachable before its copies are replaced elsewhere.
+    #[arg(long, env = "DEPOSITO_GRACE_PERIOD_SECS", default_value_t = 300)]
+    pub grace_period_secs: u64,
+    /// Seconds between periodic reconcile passes (changes wake the loop sooner).
+    #[arg(long, env = "DEPOSITO_RECONCILE_INTERVAL_SECS", default_value_t = 2)]
+    pub reconcile_interval_secs: u64,
+    /// Seconds before a copy that no catalog entry claims is removed.
+    #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
+    pub orphan_grace_secs: u64,
+    /// Heartbeat period asked of replicas, in seconds.
+    #[arg(long, env = "DEPOSITO_HEARTBEAT_SECS", default_value_t = 2)]
+    pub heartbeat_secs: u64,
+    /// File holding the client token [default: DATA_DIR/token, generated if missing].
+    #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// File holding the replica token [default: DATA_DIR/replica-token, generated if missing].
+    #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
+    pub replica_token_file: Option<PathBuf>,
+    /// Scrub interval passed to supervised replicas, in seconds.
+    #[arg(long, env = "DEPOSITO_SCRUB_INTERVAL_SECS", default_value_t = 3600)]
+    pub scrub_interval_secs: u64,
+}
+
+impl LocalArgs {
+    /// The data folder, defaulting to `$HOME/.local/share/deposito`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+/// `$HOME/.local/share/deposito` (or `./deposito-data` without a home).
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/share/deposito"),
+        _ => PathBuf::from("deposito-data"),
+    }
+}

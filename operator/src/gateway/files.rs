@@ -1,0 +1,273 @@
+//! `/v1/files/...`: deposit, retrieve, inspect, re-replicate, delete, list, wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use deposito_api::gateway::{FileList, FileStatus, PatchFile, WaitFor};
+use deposito_api::names::validate_namespace;
+use deposito_api::{
+    is_sha256_hex, FileKey, HEADER_PHASE, HEADER_READY_REPLICAS, HEADER_REPLICAS, HEADER_SHA256,
+};
+use serde::Deserialize;
+use tracing::instrument;
+
+use super::transfer;
+use crate::core::phase_name;
+use crate::error::GatewayError;
+use crate::state::Context;
+
+/// Longest long poll.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+type Ctx = State<Arc<Context>>;
+type FilePath = Result<Path<(String, String)>, PathRejection>;
+
+fn file_key(path: FilePath) -> Result<FileKey, GatewayError> {
+    let Path((namespace, name)) = path.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    Ok(FileKey::new(&namespace, &name)?)
+}
+
+/// Parses a replication level: an integer of at least 1.
+pub fn parse_replicas(raw: Option<&str>) -> Result<u32, GatewayError> {
+    let Some(raw) = raw else { return Ok(1) };
+    match raw.parse::<u32>() {
+        Ok(0) => Err(GatewayError::InvalidReplicas(
+            "replicas must be at least 1".into(),
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(GatewayError::InvalidReplicas(format!(
+            "replicas must be a positive integer, got '{raw}'"
+        ))),
+    }
+}
+
+async fn load(ctx: &Context, key: &FileKey) -> Result<crate::local::catalog::Entry, GatewayError> {
+    let lookup = key.clone();
+    match ctx.catalog.run(move |c| c.get(&lookup)).await? {
+        Some(entry) if !entry.deleting => Ok(entry),
+        _ => Err(GatewayError::NotFound(format!("file {key}"))),
+    }
+}
+
+/// Query of a deposit.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PutQuery {
+    /// Replication level wanted (default 1).
+    replicas: Option<String>,
+    /// Expected sha256 (alternative to the `x-deposito-sha256` header).
+    sha256: Option<String>,
+}
+
+/// Deposits a file: streams the body to one replica, and acknowledges once it is fsync'd
+/// there and recorded in the catalog. The reconcile loop then adds the other copies.
+#[utoipa::path(put, path = "/v1/files/{namespace}/{name}", params(PutQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = FileStatus), (status = 400, body = deposito_api::ErrorBody),
+        (status = 401, body = deposito_api::ErrorBody), (status = 507, body = deposito_api::ErrorBody)))]
+#[instrument(skip(ctx, query, headers, body))]
+pub async fn put_file(
+    State(ctx): Ctx,
+    path: FilePath,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
+    let key = file_key(path)?;
+    let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    let replicas = parse_replicas(query.replicas.as_deref())?;
+    let header_sha = headers.get(HEADER_SHA256).and_then(|v| v.to_str().ok());
+    let expected = query.sha256.as_deref().or(header_sha).map(str::to_ascii_lowercase);
+    if let Some(sha) = &expected {
+        if !is_sha256_hex(sha) {
+            return Err(GatewayError::InvalidDigest(format!(
+                "'{sha}' is not a hex sha256 digest"
+            )));
+        }
+    }
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+
+    let target = transfer::upload_target(&ctx, &key, content_length)?;
+    // Held until the catalog commit, so no reconcile pass runs on this file in between.
+    let _guard = ctx.locks.lock(&key).await;
+    let info = transfer::upload(&ctx, &target, &key, expected.as_deref(), content_length, body)
+        .await?;
+    let (k, sha, holder) = (key.clone(), info.sha256.clone(), target.id.clone());
+    let entry = ctx
+        .catalog
+        .run(move |c| c.put_content(&k, replicas, &sha, info.size, &holder))
+        .await?;
+    drop(_guard);
+    tracing::info!(file = %key, replicas, sha256 = %entry.sha256, size = entry.size, holder = %target.id, "deposited");
+    ctx.publish_change();
+    ctx.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(entry.to_file_status())))
+}
+
+/// Streams the current content from a verified holder. Supports `Range` and `If-None-Match`.
+#[utoipa::path(get, path = "/v1/files/{namespace}/{name}",
+    responses((status = 200, content_type = "application/octet-stream"), (status = 206),
+        (status = 304), (status = 404, body = deposito_api::ErrorBody)))]
+#[instrument(skip(ctx, headers))]
+pub async fn get_file(
+    State(ctx): Ctx,
+    path: FilePath,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let key = file_key(path)?;
+    let entry = load(&ctx, &key).await?;
+    let etag = format!("\"{}\"", entry.sha256);
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        *response.headers_mut() = transfer::content_headers(&entry);
+        return Ok(response);
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    transfer::download(&ctx, &entry, range).await
+}
+
+/// The file's metadata as headers.
+#[utoipa::path(head, path = "/v1/files/{namespace}/{name}",
+    responses((status = 200), (status = 404)))]
+pub async fn head_file(State(ctx): Ctx, path: FilePath) -> Result<Response, GatewayError> {
+    let key = file_key(path)?;
+    let entry = load(&ctx, &key).await?;
+    let status = entry.to_file_status();
+    let mut headers = transfer::content_headers(&entry);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.size));
+    headers.insert(HEADER_REPLICAS, HeaderValue::from(status.replicas));
+    headers.insert(HEADER_READY_REPLICAS, HeaderValue::from(status.ready_replicas));
+    headers.insert(HEADER_PHASE, HeaderValue::from_static(phase_name(status.phase)));
+    Ok((headers, Body::empty()).into_response())
+}
+
+/// Changes the replication level.
+#[utoipa::path(patch, path = "/v1/files/{namespace}/{name}", request_body = PatchFile,
+    responses((status = 200, body = FileStatus), (status = 400, body = deposito_api::ErrorBody),
+        (status = 404, body = deposito_api::ErrorBody)))]
+#[instrument(skip(ctx, body))]
+pub async fn patch_file(
+    State(ctx): Ctx,
+    path: FilePath,
+    body: Result<Json<PatchFile>, JsonRejection>,
+) -> Result<Json<FileStatus>, GatewayError> {
+    let key = file_key(path)?;
+    let Json(patch) = body.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    if patch.replicas == 0 {
+        return Err(GatewayError::InvalidReplicas("replicas must be at least 1".into()));
+    }
+    let k = key.clone();
+    let entry = ctx
+        .catalog
+        .run(move |c| c.set_replicas(&k, patch.replicas))
+        .await?
+        .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
+    ctx.publish_change();
+    ctx.wake.notify_one();
+    Ok(Json(entry.to_file_status()))
+}
+
+/// Requests deletion; copies are removed by the reconcile loop, then the entry goes.
+#[utoipa::path(delete, path = "/v1/files/{namespace}/{name}",
+    responses((status = 202, body = FileStatus), (status = 404, body = deposito_api::ErrorBody)))]
+#[instrument(skip(ctx))]
+pub async fn delete_file(
+    State(ctx): Ctx,
+    path: FilePath,
+) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
+    let key = file_key(path)?;
+    let k = key.clone();
+    let entry = ctx
+        .catalog
+        .run(move |c| c.mark_deleting(&k))
+        .await?
+        .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
+    ctx.publish_change();
+    ctx.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(entry.to_file_status())))
+}
+
+/// Lists a namespace's files with their status.
+#[utoipa::path(get, path = "/v1/files/{namespace}", responses((status = 200, body = FileList)))]
+pub async fn list_files(
+    State(ctx): Ctx,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<FileList>, GatewayError> {
+    let Path(namespace) = path.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    validate_namespace(&namespace)?;
+    let entries = ctx.catalog.run(move |c| c.list(Some(&namespace))).await?;
+    Ok(Json(FileList {
+        items: entries.iter().map(|e| e.to_file_status()).collect(),
+    }))
+}
+
+/// Query of the status long poll.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StatusQuery {
+    /// Condition to wait for; without it the status is returned at once.
+    wait: Option<WaitFor>,
+    /// Seconds to wait at most (capped at 60).
+    timeout: Option<u64>,
+}
+
+/// The file's status; with `wait`, a long poll until the condition holds or time runs out.
+#[utoipa::path(get, path = "/v1/files/{namespace}/{name}/status", params(StatusQuery),
+    responses((status = 200, body = FileStatus), (status = 404, body = deposito_api::ErrorBody)))]
+pub async fn file_status(
+    State(ctx): Ctx,
+    path: FilePath,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Json<FileStatus>, GatewayError> {
+    let key = file_key(path)?;
+    let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    let timeout = Duration::from_secs(query.timeout.unwrap_or(30)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes = ctx.changes.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let lookup = key.clone();
+        let entry = ctx.catalog.run(move |c| c.get(&lookup)).await?;
+        let Some(entry) = entry else {
+            return Err(GatewayError::NotFound(format!("file {key}")));
+        };
+        let status = entry.to_file_status();
+        let done = match query.wait {
+            None => true,
+            Some(WaitFor::Converged) => status.is_converged(),
+            Some(WaitFor::Deleted) => false,
+        };
+        if done {
+            return Ok(Json(status));
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return Ok(Json(status)) },
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(status)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_parameter_table() {
+        assert_eq!(parse_replicas(None).unwrap(), 1);
+        assert_eq!(parse_replicas(Some("3")).unwrap(), 3);
+        for bad in ["0", "-1", "x", "", "1.5"] {
+            assert!(
+                matches!(parse_replicas(Some(bad)), Err(GatewayError::InvalidReplicas(_))),
+                "{bad}"
+            );
+        }
+    }
+}

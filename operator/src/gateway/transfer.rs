@@ -1,0 +1,160 @@
+//! The data path through the gateway: choosing a replica for an upload, streaming the body to
+//! it, and streaming a verified copy back out. Memory stays bounded whatever the file size:
+//! bytes flow through in chunks and are never collected.
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use deposito_api::replica::ObjectInfo;
+use deposito_api::{FileKey, HEADER_SHA256};
+use futures::StreamExt;
+
+use crate::core::{self, Health, ReplicaView};
+use crate::error::GatewayError;
+use crate::local::catalog::Entry;
+use crate::state::Context;
+
+/// Live replicas, as the gateway sees them between reconcile passes.
+pub fn live_views(ctx: &Context) -> Vec<ReplicaView> {
+    ctx.membership
+        .snapshot()
+        .into_iter()
+        .filter(|m| m.heard && m.since_seen <= ctx.settings.liveness_timeout)
+        .map(|m| ReplicaView {
+            id: m.id,
+            zone: m.zone,
+            health: Health::Live,
+            draining: m.draining,
+            free_bytes: if m.ready { m.free_bytes } else { 0 },
+            active_transfers: m.active_transfers,
+            url: m.url,
+        })
+        .collect()
+}
+
+/// Picks the replica that receives an upload: the placement's first choice among live,
+/// undraining replicas with room for `size` bytes (when known).
+pub fn upload_target(
+    ctx: &Context,
+    key: &FileKey,
+    size: Option<u64>,
+) -> Result<ReplicaView, GatewayError> {
+    let views = live_views(ctx);
+    let candidates: Vec<&ReplicaView> = views
+        .iter()
+        .filter(|v| !v.draining && v.free_bytes > 0 && size.is_none_or(|s| v.free_bytes > s))
+        .collect();
+    let ranked = core::placement::rank_targets(&candidates, &[], 1, &key.namespace, &key.name);
+    let Some(id) = ranked.first() else {
+        return Err(if views.is_empty() {
+            GatewayError::NoReplica("no live replica to store the file".into())
+        } else {
+            GatewayError::InsufficientStorage(
+                "no live replica has room for the file".into(),
+            )
+        });
+    };
+    Ok(views
+        .into_iter()
+        .find(|v| &v.id == id)
+        .expect("ranked id comes from the views"))
+}
+
+/// Streams the request body to `target`, which verifies and fsyncs it before answering.
+pub async fn upload(
+    ctx: &Context,
+    target: &ReplicaView,
+    key: &FileKey,
+    expected_sha256: Option<&str>,
+    content_length: Option<u64>,
+    body: Body,
+) -> Result<ObjectInfo, GatewayError> {
+    let counter = ctx.metrics.bytes_uploaded.clone();
+    let stream = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            counter.inc_by(bytes.len() as u64);
+        }
+        chunk
+    });
+    let info = ctx
+        .replicas
+        .put(
+            &target.url,
+            key,
+            expected_sha256,
+            content_length,
+            reqwest::Body::wrap_stream(stream),
+        )
+        .await
+        .map_err(GatewayError::from_upload)?;
+    if let Some(expected) = expected_sha256 {
+        if info.sha256 != expected {
+            return Err(GatewayError::DigestMismatch(format!(
+                "content has sha256 {}, expected {expected}",
+                info.sha256
+            )));
+        }
+    }
+    Ok(info)
+}
+
+/// Headers describing the current content.
+pub fn content_headers(entry: &Entry) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let etag = format!("\"{}\"", entry.sha256);
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
+    headers.insert(HEADER_SHA256, HeaderValue::from_str(&entry.sha256).expect("hex"));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers
+}
+
+/// Streams the current content (or the requested range) from the first holder that answers.
+pub async fn download(
+    ctx: &Context,
+    entry: &Entry,
+    range: Option<&str>,
+) -> Result<Response, GatewayError> {
+    let views = live_views(ctx);
+    // Verified holders first, least loaded first; then any other live replica, in case the
+    // status is behind what the replicas hold.
+    let mut order: Vec<&ReplicaView> = views.iter().collect();
+    order.sort_by_key(|v| (!entry.status.holders.contains(&v.id), v.active_transfers, v.id.clone()));
+    for view in order {
+        let response = match ctx.replicas.get(&view.url, &entry.key, &entry.sha256, range).await {
+            Ok(response) => response,
+            Err(err) => {
+                tracing::debug!(replica = %view.id, %err, "holder could not serve");
+                continue;
+            }
+        };
+        let status = StatusCode::from_u16(response.status().as_u16())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut headers = content_headers(entry);
+        for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
+            if let Some(value) = response.headers().get(name.as_str()) {
+                if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        let counter = ctx.metrics.bytes_downloaded.clone();
+        let stream = response.bytes_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                counter.inc_by(bytes.len() as u64);
+            }
+            chunk.map_err(std::io::Error::other)
+        });
+        let mut out = Response::new(Body::from_stream(stream));
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        return Ok(out);
+    }
+    Err(GatewayError::NoReplica(format!(
+        "no verified copy of {} is reachable",
+        entry.key
+    )))
+}

@@ -1,0 +1,373 @@
+//! The local catalog: one SQLite database holding every stored file's desired state and last
+//! computed status, and the replicas that have registered.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, so a committed deposit survives a crash.
+//! Calls are synchronous and short; async callers go through [`Catalog::run`].
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use deposito_api::gateway::{Condition, FileStatus, Phase};
+use deposito_api::FileKey;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// Failure of the catalog store.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt status column: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("catalog task failed: {0}")]
+    Join(String),
+}
+
+/// The part of an entry the reconcile loop writes: what it last observed and decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedStatus {
+    pub phase: Phase,
+    pub ready_replicas: u32,
+    pub holders: Vec<String>,
+    /// Holders of the current content that were unreachable (within the grace period) at the
+    /// last pass: they still count toward the replication level.
+    #[serde(default)]
+    pub unreachable_holders: Vec<String>,
+    pub observed_generation: u64,
+    pub conditions: Vec<Condition>,
+}
+
+/// One catalog row: desired state plus last status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub key: FileKey,
+    pub replicas: u32,
+    pub sha256: String,
+    pub size: u64,
+    pub generation: u64,
+    pub deleting: bool,
+    pub status: ObservedStatus,
+}
+
+impl Entry {
+    /// The user-facing status.
+    pub fn to_file_status(&self) -> FileStatus {
+        FileStatus {
+            namespace: self.key.namespace.clone(),
+            name: self.key.name.clone(),
+            replicas: self.replicas,
+            ready_replicas: self.status.ready_replicas,
+            phase: if self.deleting {
+                Phase::Deleting
+            } else {
+                self.status.phase
+            },
+            sha256: self.sha256.clone(),
+            size: self.size,
+            holders: self.status.holders.clone(),
+            generation: self.generation,
+            observed_generation: self.status.observed_generation,
+            conditions: self.status.conditions.clone(),
+        }
+    }
+}
+
+/// A registered replica as persisted (so that a restarted operator remembers who held what).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub id: String,
+    pub url: String,
+    pub zone: Option<String>,
+    pub draining: bool,
+}
+
+/// Handle to the SQLite catalog. Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    conn: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    namespace  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    replicas   INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    deleting   INTEGER NOT NULL DEFAULT 0,
+    status     TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    id       TEXT PRIMARY KEY,
+    url      TEXT NOT NULL,
+    zone     TEXT,
+    draining INTEGER NOT NULL DEFAULT 0
+);
+";
+
+const COLUMNS: &str = "namespace, name, replicas, sha256, size, generation, deleting, status";
+
+fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, String)> {
+    let status: String = row.get(7)?;
+    Ok((
+        Entry {
+            key: FileKey {
+                namespace: row.get(0)?,
+                name: row.get(1)?,
+                },
+            replicas: row.get(2)?,
+            sha256: row.get(3)?,
+            size: row.get::<_, i64>(4)? as u64,
+            generation: row.get::<_, i64>(5)? as u64,
+            deleting: row.get::<_, i64>(6)? != 0,
+            status: ObservedStatus {
+                phase: Phase::Pending,
+                ready_replicas: 0,
+                holders: vec![],
+                unreachable_holders: vec![],
+                observed_generation: 0,
+                conditions: vec![],
+            },
+        },
+        status,
+    ))
+}
+
+fn decode(pair: (Entry, String)) -> Result<Entry, CatalogError> {
+    let (mut entry, status) = pair;
+    entry.status = serde_json::from_str(&status)?;
+    Ok(entry)
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on a blocking thread, so async tasks never wait on SQLite's fsyncs.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, CatalogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&this))
+            .await
+            .map_err(|e| CatalogError::Join(e.to_string()))?
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records new content for `key` (creating the entry, or replacing the content of an
+    /// existing one, which also cancels a pending deletion). `holder` is the replica that
+    /// acknowledged the bytes.
+    pub fn put_content(
+        &self,
+        key: &FileKey,
+        replicas: u32,
+        sha256: &str,
+        size: u64,
+        holder: &str,
+    ) -> Result<Entry, CatalogError> {
+        let status = ObservedStatus {
+            phase: Phase::Pending,
+            ready_replicas: 0,
+            holders: vec![holder.to_string()],
+            unreachable_holders: vec![],
+            observed_generation: 0,
+            conditions: vec![],
+        };
+        let status_json = serde_json::to_string(&status)?;
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6)
+             ON CONFLICT (namespace, name) DO UPDATE SET
+               replicas = excluded.replicas, sha256 = excluded.sha256, size = excluded.size,
+               generation = files.generation + 1, deleting = 0, status = excluded.status",
+            params![key.namespace, key.name, replicas, sha256, size as i64, status_json],
+        )?;
+        drop(conn);
+        Ok(self.get(key)?.expect("row just written"))
+    }
+
+    /// Changes the replication level. `None` when there is no such (undeleted) entry.
+    pub fn set_replicas(&self, key: &FileKey, replicas: u32) -> Result<Option<Entry>, CatalogError> {
+        let changed = self.conn().execute(
+            "UPDATE files SET replicas = ?3, generation = generation + 1
+             WHERE namespace = ?1 AND name = ?2 AND deleting = 0 AND replicas != ?3",
+            params![key.namespace, key.name, replicas],
+        )?;
+        let entry = self.get(key)?;
+        Ok(entry.filter(|e| !e.deleting && (changed == 1 || e.replicas == replicas)))
+    }
+
+    /// Marks an entry for deletion. `None` when there is no such entry.
+    pub fn mark_deleting(&self, key: &FileKey) -> Result<Option<Entry>, CatalogError> {
+        self.conn().execute(
+            "UPDATE files SET deleting = 1, generation = generation + 1
+             WHERE namespace = ?1 AND name = ?2 AND deleting = 0",
+            params![key.namespace, key.name],
+        )?;
+        self.get(key)
+    }
+
+    /// Removes a deleted entry once its copies are gone, unless it changed since `generation`.
+    pub fn finalize_delete(&self, key: &FileKey, generation: u64) -> Result<bool, CatalogError> {
+        let n = self.conn().execute(
+            "DELETE FROM files WHERE namespace = ?1 AND name = ?2 AND deleting = 1 AND generation = ?3",
+            params![key.namespace, key.name, generation as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Stores the status computed for `generation`; ignored if the entry moved on meanwhile.
+    /// Returns true when the stored status changed.
+    pub fn write_status(
+        &self,
+        key: &FileKey,
+        generation: u64,
+        status: &ObservedStatus,
+    ) -> Result<bool, CatalogError> {
+        let json = serde_json::to_string(status)?;
+        let n = self.conn().execute(
+            "UPDATE files SET status = ?4
+             WHERE namespace = ?1 AND name = ?2 AND generation = ?3 AND status != ?4",
+            params![key.namespace, key.name, generation as i64, json],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// One entry.
+    pub fn get(&self, key: &FileKey) -> Result<Option<Entry>, CatalogError> {
+        let conn = self.conn();
+        let pair = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name = ?2"),
+                params![key.namespace, key.name],
+                row_to_entry,
+            )
+            .optional()?;
+        pair.map(decode).transpose()
+    }
+
+    /// Every entry of one namespace, or of all namespaces, sorted by key.
+    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<Entry>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM files WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name"
+        ))?;
+        let rows = stmt.query_map(params![namespace], row_to_entry)?;
+        rows.map(|r| decode(r?)).collect()
+    }
+
+    /// Remembers a replica (registration) so that its copies are not forgotten across restarts.
+    pub fn upsert_replica(&self, id: &str, url: &str, zone: Option<&str>) -> Result<(), CatalogError> {
+        self.conn().execute(
+            "INSERT INTO replicas (id, url, zone) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET url = excluded.url, zone = excluded.zone
+             WHERE replicas.url != excluded.url OR replicas.zone IS NOT excluded.zone",
+            params![id, url, zone],
+        )?;
+        Ok(())
+    }
+
+    /// Sets or clears a replica's draining mark. False when the replica is unknown.
+    pub fn set_draining(&self, id: &str, draining: bool) -> Result<bool, CatalogError> {
+        let n = self.conn().execute(
+            "UPDATE replicas SET draining = ?2 WHERE id = ?1",
+            params![id, draining as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Every replica ever registered.
+    pub fn replicas(&self) -> Result<Vec<ReplicaRow>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, url, zone, draining FROM replicas ORDER BY id")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(ReplicaRow {
+                id: row.get(0)?,
+                url: row.get(1)?,
+                zone: row.get(2)?,
+                draining: row.get::<_, i64>(3)? != 0,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> FileKey {
+        FileKey::new("default", name).unwrap()
+    }
+
+    #[test]
+    fn entries_survive_reopen_and_generations_advance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite3");
+        {
+            let catalog = Catalog::open(&path).unwrap();
+            let e = catalog.put_content(&key("a"), 3, "aa", 10, "r1").unwrap();
+            assert_eq!((e.generation, e.replicas, e.status.holders.clone()), (1, 3, vec!["r1".to_string()]));
+            let e = catalog.set_replicas(&key("a"), 5).unwrap().unwrap();
+            assert_eq!(e.generation, 2);
+            // Same level again: no new generation.
+            assert_eq!(catalog.set_replicas(&key("a"), 5).unwrap().unwrap().generation, 2);
+            assert!(catalog.set_replicas(&key("missing"), 2).unwrap().is_none());
+        }
+        let catalog = Catalog::open(&path).unwrap();
+        let e = catalog.get(&key("a")).unwrap().unwrap();
+        assert_eq!((e.replicas, e.sha256.as_str(), e.size, e.generation), (5, "aa", 10, 2));
+    }
+
+    #[test]
+    fn status_writes_are_fenced_by_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.db")).unwrap();
+        catalog.put_content(&key("a"), 1, "aa", 1, "r1").unwrap();
+        let status = ObservedStatus {
+            phase: Phase::Ready,
+            ready_replicas: 1,
+            holders: vec!["r1".into()],
+            unreachable_holders: vec![],
+            observed_generation: 1,
+            conditions: vec![],
+        };
+        assert!(catalog.write_status(&key("a"), 1, &status).unwrap());
+        assert!(!catalog.write_status(&key("a"), 1, &status).unwrap(), "unchanged");
+        catalog.set_replicas(&key("a"), 2).unwrap();
+        assert!(!catalog.write_status(&key("a"), 1, &status).unwrap(), "stale generation");
+    }
+
+    #[test]
+    fn deletion_is_finalized_only_for_the_marked_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.db")).unwrap();
+        catalog.put_content(&key("a"), 1, "aa", 1, "r1").unwrap();
+        let marked = catalog.mark_deleting(&key("a")).unwrap().unwrap();
+        assert!(marked.deleting);
+        assert!(catalog.set_replicas(&key("a"), 3).unwrap().is_none());
+        // A new deposit revives the entry before the deletion finishes.
+        catalog.put_content(&key("a"), 1, "bb", 1, "r2").unwrap();
+        assert!(!catalog.finalize_delete(&key("a"), marked.generation).unwrap());
+        let again = catalog.mark_deleting(&key("a")).unwrap().unwrap();
+        assert!(catalog.finalize_delete(&key("a"), again.generation).unwrap());
+        assert!(catalog.get(&key("a")).unwrap().is_none());
+    }
+}

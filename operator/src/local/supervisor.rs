@@ -1,0 +1,227 @@
+//! Runs the local system's replica processes and keeps them running, as a kubelet would: a
+//! replica that dies is restarted with the same address and data folder, with backoff.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::process::Command;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::LocalArgs;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long is considered healthy again: backoff resets.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+/// One supervised replica.
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// The supervisor of every replica child.
+pub struct Supervisor {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The address replica `index` listens on: kept in its folder's `listen` file, else
+/// `127.0.0.(10+index):port`, or a free port on that address if the port is taken.
+pub fn child_address(dir: &Path, index: u32, port: u16) -> anyhow::Result<SocketAddr> {
+    let file = dir.join("listen");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Ok(addr) = text.trim().parse() {
+            return Ok(addr);
+        }
+    }
+    anyhow::ensure!(index < 240, "at most 240 supervised replicas");
+    let ip = Ipv4Addr::new(127, 0, 0, 10 + index as u8);
+    let addr = match TcpListener::bind((ip, port)) {
+        Ok(listener) => listener.local_addr()?,
+        Err(_) => TcpListener::bind((ip, 0))?.local_addr()?,
+    };
+    std::fs::write(&file, addr.to_string())?;
+    Ok(addr)
+}
+
+/// The replica binary: the flag, else next to this executable, else on PATH.
+fn replica_binary(args: &LocalArgs) -> PathBuf {
+    if let Some(path) = &args.replica_binary {
+        return path.clone();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("deposito-replica")))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("deposito-replica"))
+}
+
+impl Supervisor {
+    /// Starts `args.replicas` children (none when it is 0).
+    pub fn start(
+        args: &LocalArgs,
+        data_dir: &Path,
+        gateway_url: &str,
+        replica_token: &str,
+    ) -> anyhow::Result<Self> {
+        let (stop, _) = watch::channel(false);
+        let binary = replica_binary(args);
+        let mut tasks = Vec::new();
+        for index in 0..args.replicas {
+            let dir = data_dir.join("replicas").join(format!("replica-{index}"));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let spec = ChildSpec {
+                id: format!("replica-{index}"),
+                listen: child_address(&dir, index, args.replica_port)?,
+                data_dir: dir,
+            };
+            println!("deposito: {} on http://{} (data in {})", spec.id, spec.listen, spec.data_dir.display());
+            let command = ChildCommand {
+                binary: binary.clone(),
+                spec,
+                gateway_url: gateway_url.to_string(),
+                token: replica_token.to_string(),
+                scrub_interval_secs: args.scrub_interval_secs,
+                heartbeat_secs: args.heartbeat_secs,
+            };
+            tasks.push(tokio::spawn(supervise(command, stop.subscribe())));
+        }
+        Ok(Self { stop, tasks })
+    }
+
+    /// Stops every child (SIGTERM, then SIGKILL after 5 s) and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct ChildCommand {
+    binary: PathBuf,
+    spec: ChildSpec,
+    gateway_url: String,
+    token: String,
+    scrub_interval_secs: u64,
+    heartbeat_secs: u64,
+}
+
+impl ChildCommand {
+    fn build(&self) -> anyhow::Result<Command> {
+        let log_path = self.spec.data_dir.join("replica.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let mut command = Command::new(&self.binary);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("DEPOSITO_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .arg("--listen")
+            .arg(self.spec.listen.to_string())
+            .arg("--data-dir")
+            .arg(&self.spec.data_dir)
+            .arg("--register")
+            .arg(&self.gateway_url)
+            .arg("--id")
+            .arg(&self.spec.id)
+            .arg("--scrub-interval-secs")
+            .arg(self.scrub_interval_secs.to_string())
+            .arg("--heartbeat-secs")
+            .arg(self.heartbeat_secs.to_string())
+            .env("DEPOSITO_TOKEN", &self.token)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
+        // the operator dies, so that no replica outlives a crashed operator.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        Ok(command)
+    }
+}
+
+async fn supervise(command: ChildCommand, mut stop: watch::Receiver<bool>) {
+    let id = command.spec.id.clone();
+    let mut backoff = Duration::from_secs(1);
+    let mut restarts = 0u64;
+    loop {
+        let started = Instant::now();
+        match command.build().and_then(|mut c| c.spawn().map_err(Into::into)) {
+            Ok(mut child) => {
+                info!(replica = %id, pid = child.id(), restarts, "replica started");
+                tokio::select! {
+                    status = child.wait() => {
+                        warn!(replica = %id, ?status, "replica exited");
+                    }
+                    _ = stop.changed() => {
+                        terminate(&mut child).await;
+                        return;
+                    }
+                }
+            }
+            Err(err) => warn!(replica = %id, %err, "cannot start replica"),
+        }
+        if started.elapsed() > HEALTHY_RUN {
+            backoff = Duration::from_secs(1);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        restarts += 1;
+    }
+}
+
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_addresses_are_distinct_and_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let first = child_address(&a, 0, 0).unwrap();
+        let second = child_address(&b, 1, 0).unwrap();
+        assert_ne!(first.ip(), second.ip());
+        assert_eq!(first.ip(), Ipv4Addr::new(127, 0, 0, 10));
+        assert_eq!(child_address(&a, 0, 0).unwrap(), first, "kept across restarts");
+    }
+}

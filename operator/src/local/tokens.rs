@@ -1,0 +1,58 @@
+//! Bearer tokens of the local system: read from a file, or generated once and kept.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use rand::RngCore;
+
+/// Reads the token from `explicit` if given, else from `default_path`, creating it there (mode
+/// 0600, 32 random bytes as hex) when missing.
+pub fn load_or_create(explicit: Option<&Path>, default_path: &Path) -> anyhow::Result<String> {
+    let path = explicit.unwrap_or(default_path);
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            if token.is_empty() {
+                bail!("token file {} is empty", path.display());
+            }
+            Ok(token)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            let mut bytes = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            let token = hex::encode(bytes);
+            let tmp = path.with_extension("tmp");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            writeln!(file, "{token}")?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(token)
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot read token file {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_generated_token_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let first = load_or_create(None, &path).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_or_create(None, &path).unwrap(), first);
+        assert!(load_or_create(Some(&dir.path().join("missing")), &path).is_err());
+    }
+}

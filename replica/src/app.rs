@@ -1,0 +1,94 @@
+//! The state shared by the HTTP handlers and the background tasks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use deposito_api::replica::RegisterRequest;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::scrub::Scrubber;
+use crate::storage::Store;
+
+/// One running replica.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub token: String,
+    pub id: String,
+    pub advertise_url: String,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub scrubber: Scrubber,
+    /// Client for pulls from peers and for registration.
+    pub http: reqwest::Client,
+    active_transfers: AtomicU64,
+}
+
+/// Shared handle on the [`App`].
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn new(
+        config: Config,
+        token: String,
+        id: String,
+        advertise_url: String,
+        store: Store,
+    ) -> Self {
+        let scrubber = Scrubber::new(config.scrub_interval_secs, config.scrub_rate_mib);
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("TLS backend initializes");
+        Self {
+            config,
+            token,
+            id,
+            advertise_url,
+            store,
+            metrics: Metrics::new(),
+            scrubber,
+            http,
+            active_transfers: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a transfer for as long as the returned guard lives.
+    pub fn transfer(self: &Arc<Self>) -> TransferGuard {
+        self.active_transfers.fetch_add(1, Ordering::Relaxed);
+        TransferGuard { app: self.clone() }
+    }
+
+    pub fn active_transfers(&self) -> u64 {
+        self.active_transfers.load(Ordering::Relaxed)
+    }
+
+    /// What the replica tells the operator about itself (`GET /v1/info`, heartbeats).
+    pub async fn describe(&self) -> RegisterRequest {
+        let space = self.store.space().ok();
+        let ready = self.store.probe().await.is_ok();
+        RegisterRequest {
+            id: self.id.clone(),
+            url: self.advertise_url.clone(),
+            zone: self.config.zone.clone(),
+            capacity_bytes: space.map_or(0, |s| s.capacity_bytes),
+            free_bytes: space.map_or(0, |s| s.free_bytes),
+            objects: self.store.stats().ready,
+            active_transfers: self.active_transfers(),
+            ready,
+        }
+    }
+}
+
+/// Decrements the active-transfer count when dropped.
+#[derive(Debug)]
+pub struct TransferGuard {
+    app: Arc<App>,
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        self.app.active_transfers.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,181 @@
+//! Command-line flags (each with an environment twin) and their resolution.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+/// Environment variable carrying the replica token (env only, never a flag).
+pub const TOKEN_ENV: &str = "DEPOSITO_TOKEN";
+
+/// Configuration of one storage replica. Parsed from flags and environment by the binary;
+/// library users may build it with [`Config::new`] and adjust the public fields.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "deposito-replica",
+    version,
+    about = "Deposito storage replica: stores verified copies and serves them over HTTP"
+)]
+pub struct Config {
+    /// Address to serve on.
+    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Where copies live.
+    #[arg(long, env = "DEPOSITO_DATA_DIR", default_value = "./replica-data")]
+    pub data_dir: PathBuf,
+    /// File holding the replica token (alternatively set DEPOSITO_TOKEN).
+    #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The replica token itself. Filled from DEPOSITO_TOKEN or --token-file by
+    /// [`Config::resolve_token`]; never a command-line flag.
+    #[arg(skip)]
+    pub token: Option<String>,
+    /// Operator base URL to register with and send heartbeats to.
+    #[arg(long, env = "DEPOSITO_REGISTER")]
+    pub register: Option<String>,
+    /// Stable replica id (default: kept in DIR/replica-id, else generated and kept there).
+    #[arg(long, env = "DEPOSITO_REPLICA_ID")]
+    pub id: Option<String>,
+    /// URL peers and the operator use to reach this replica (default: http://<listen>).
+    #[arg(long, env = "DEPOSITO_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Topology zone.
+    #[arg(long, env = "DEPOSITO_ZONE")]
+    pub zone: Option<String>,
+    /// Heartbeat period in seconds (the operator's answer may override it).
+    #[arg(long, env = "DEPOSITO_HEARTBEAT_SECS", default_value_t = 2)]
+    pub heartbeat_secs: u64,
+    /// Pause between scrub passes, in seconds.
+    #[arg(long, env = "DEPOSITO_SCRUB_INTERVAL_SECS", default_value_t = 3600)]
+    pub scrub_interval_secs: u64,
+    /// Scrub hashing limit in MiB/s (0 = unlimited).
+    #[arg(long, env = "DEPOSITO_SCRUB_RATE_MIB", default_value_t = 64)]
+    pub scrub_rate_mib: u64,
+    /// Below this free space, writes get 507 and /readyz fails.
+    #[arg(long, env = "DEPOSITO_MIN_FREE_BYTES", default_value_t = 0)]
+    pub min_free_bytes: u64,
+}
+
+/// Why a configuration can't be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no replica token: set DEPOSITO_TOKEN or --token-file/DEPOSITO_TOKEN_FILE")]
+    MissingToken,
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("token file {0} is empty")]
+    EmptyTokenFile(PathBuf),
+    #[error("cannot read or write replica id in {path}: {source}")]
+    ReplicaId {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// A configuration with the documented defaults, the given data dir and token.
+    pub fn new(data_dir: impl Into<PathBuf>, token: impl Into<String>) -> Self {
+        let mut cfg = Config::parse_from(["deposito-replica"]);
+        cfg.data_dir = data_dir.into();
+        cfg.token = Some(token.into());
+        cfg
+    }
+
+    /// Fills `token` from DEPOSITO_TOKEN, else from `token_file`, unless already set.
+    pub fn resolve_token(&mut self) -> Result<(), ConfigError> {
+        if self.token.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Ok(());
+        }
+        if let Ok(t) = std::env::var(TOKEN_ENV) {
+            let t = t.trim().to_string();
+            if !t.is_empty() {
+                self.token = Some(t);
+                return Ok(());
+            }
+        }
+        let Some(path) = &self.token_file else {
+            return Err(ConfigError::MissingToken);
+        };
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+            path: path.clone(),
+            source,
+        })?;
+        let t = raw.trim();
+        if t.is_empty() {
+            return Err(ConfigError::EmptyTokenFile(path.clone()));
+        }
+        self.token = Some(t.to_string());
+        Ok(())
+    }
+
+    /// The token, after [`Config::resolve_token`]; an error when there is none.
+    pub fn token(&self) -> Result<&str, ConfigError> {
+        match self.token.as_deref() {
+            Some(t) if !t.is_empty() => Ok(t),
+            _ => Err(ConfigError::MissingToken),
+        }
+    }
+}
+
+/// The replica id: `configured`, else the content of `DIR/replica-id`, else a new
+/// `r-<8 hex>` that is written there.
+pub fn resolve_replica_id(configured: Option<&str>, data_dir: &Path) -> Result<String, ConfigError> {
+    if let Some(id) = configured.map(str::trim).filter(|s| !s.is_empty()) {
+        return Ok(id.to_string());
+    }
+    let path = data_dir.join("replica-id");
+    let err = |source| ConfigError::ReplicaId {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let id = format!("r-{:08x}", rand::random::<u32>());
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    crate::storage::fsutil::write_file_atomic(&path, format!("{id}\n").as_bytes()).map_err(err)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::parse_from(["deposito-replica"]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(c.data_dir, PathBuf::from("./replica-data"));
+        assert_eq!(c.heartbeat_secs, 2);
+        assert_eq!(c.scrub_interval_secs, 3600);
+        assert_eq!(c.scrub_rate_mib, 64);
+        assert_eq!(c.min_free_bytes, 0);
+    }
+
+    #[test]
+    fn replica_id_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = resolve_replica_id(None, dir.path()).unwrap();
+        assert!(a.starts_with("r-") && a.len() == 10, "{a}");
+        assert_eq!(resolve_replica_id(None, dir.path()).unwrap(), a);
+        assert_eq!(resolve_replica_id(Some("x1"), dir.path()).unwrap(), "x1");
+    }
+
+    #[test]
+    fn token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "secret\n").unwrap();
+        let mut c = Config::parse_from(["deposito-replica", "--token-file", f.to_str().unwrap()]);
+        if std::env::var(TOKEN_ENV).is_err() {
+            c.resolve_token().unwrap();
+            assert_eq!(c.token().unwrap(), "secret");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The replica's one error type, mapped once to an HTTP status and a JSON [`ErrorBody`].
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use deposito_api::{ErrorBody, NameError};
+
+/// Everything a replica operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    InvalidName(#[from] NameError),
+    #[error("'{0}' is not a sha256 digest (64 lowercase hex characters)")]
+    InvalidDigest(String),
+    #[error("digest mismatch: expected {expected}, content has {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("body cut short: {0}")]
+    IncompleteBody(String),
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(String),
+    #[error("object not found")]
+    NotFound,
+    #[error("the copy failed verification and is quarantined; it is never served")]
+    Corrupt,
+    #[error("range not satisfiable (object size {size})")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("pull failed: {0}")]
+    PullFailed(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("I/O error: {0}")]
+    Io(std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for results of replica operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// True when an I/O error means the disk (or quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        if is_no_space(&e) {
+            Error::InsufficientStorage(e.to_string())
+        } else {
+            Error::Io(e)
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("background task failed: {e}"))
+    }
+}
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::InvalidName(_)
+            | Error::InvalidDigest(_)
+            | Error::DigestMismatch { .. }
+            | Error::IncompleteBody(_)
+            | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::NotFound | Error::Corrupt => StatusCode::NOT_FOUND,
+            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Error::PullFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Io(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Unauthorized => "unauthorized",
+            Error::InvalidName(_) => "invalid_name",
+            Error::InvalidDigest(_) => "invalid_digest",
+            Error::DigestMismatch { .. } => "digest_mismatch",
+            Error::IncompleteBody(_) => "incomplete_body",
+            Error::InsufficientStorage(_) => "insufficient_storage",
+            Error::NotFound => "not_found",
+            Error::Corrupt => "corrupt",
+            Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Error::PullFailed(_) => "pull_failed",
+            Error::BadRequest(_) => "bad_request",
+            Error::NotReady(_) => "not_ready",
+            Error::Io(_) | Error::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            code: self.code().to_string(),
+            error: self.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        } else {
+            tracing::debug!(code = self.code(), error = %self, "request refused");
+        }
+        let mut resp = (status, Json(self.body())).into_response();
+        if let Error::RangeNotSatisfiable { size } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_maps_to_507() {
+        let e: Error = std::io::Error::from_raw_os_error(libc::ENOSPC).into();
+        assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(e.code(), "insufficient_storage");
+        let e: Error = std::io::Error::from_raw_os_error(libc::EIO).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

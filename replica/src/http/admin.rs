@@ -1,0 +1,121 @@
+//! Inventory, scrub, info, probes, metrics and the OpenAPI document.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use deposito_api::replica::{InventoryPage, RegisterRequest, ScrubStatus};
+use deposito_api::ErrorBody;
+use serde::Deserialize;
+use tracing::instrument;
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::storage::ObjKey;
+
+/// Default and largest inventory page sizes.
+pub const DEFAULT_PAGE: usize = 1000;
+pub const MAX_PAGE: usize = 10_000;
+
+/// Query of `GET /v1/inventory`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct InventoryQuery {
+    /// Cursor from the previous page's `next`.
+    pub after: Option<String>,
+    /// Page size (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// One page of the copies held, sorted by (namespace, name, sha256), corrupt ones included.
+#[utoipa::path(
+    get,
+    path = "/v1/inventory",
+    params(InventoryQuery),
+    responses(
+        (status = 200, body = InventoryPage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app))]
+pub async fn inventory(
+    State(app): State<AppState>,
+    q: Result<Query<InventoryQuery>, QueryRejection>,
+) -> Result<Json<InventoryPage>> {
+    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = q
+        .after
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(ObjKey::from_cursor)
+        .transpose()?;
+    let (items, next) = app.store.page(after.as_ref(), limit);
+    Ok(Json(InventoryPage {
+        items,
+        next: next.map(|k| k.cursor()),
+    }))
+}
+
+/// Progress of the scrubber.
+#[utoipa::path(get, path = "/v1/scrub", responses((status = 200, body = ScrubStatus)), security(("bearer" = [])))]
+pub async fn scrub_status(State(app): State<AppState>) -> Json<ScrubStatus> {
+    Json(app.scrubber.status())
+}
+
+/// Start a scrub pass now.
+#[utoipa::path(post, path = "/v1/scrub", responses((status = 202, body = ScrubStatus)), security(("bearer" = [])))]
+#[instrument(skip(app))]
+pub async fn scrub_now(State(app): State<AppState>) -> (StatusCode, Json<ScrubStatus>) {
+    app.scrubber.trigger();
+    (StatusCode::ACCEPTED, Json(app.scrubber.status()))
+}
+
+/// The replica as it describes itself to the operator.
+#[utoipa::path(get, path = "/v1/info", responses((status = 200, body = RegisterRequest)), security(("bearer" = [])))]
+pub async fn info(State(app): State<AppState>) -> Json<RegisterRequest> {
+    Json(app.describe().await)
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "{\"status\":\"ok\"}")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the data dir is writable and has at least `--min-free-bytes` free.
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, description = "{\"status\":\"ready\"}"),
+    (status = 503, body = ErrorBody),
+))]
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
+    app.store.probe().await?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    app.metrics.refresh(&app.store, app.active_transfers());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document of this API.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::ApiDoc::openapi())
+}

@@ -1,0 +1,157 @@
+//! The HTTP API: routes, bearer-token authentication, request metrics, OpenAPI.
+
+mod admin;
+mod body;
+mod objects;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::app::AppState;
+use crate::error::Error;
+
+pub use admin::{DEFAULT_PAGE, MAX_PAGE};
+
+/// The OpenAPI description of the replica API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "deposito-replica", description = "Deposito storage replica API"),
+    paths(
+        objects::put_object,
+        objects::get_object,
+        objects::head_object,
+        objects::delete_object,
+        objects::pull_object,
+        admin::inventory,
+        admin::scrub_status,
+        admin::scrub_now,
+        admin::info,
+        admin::healthz,
+        admin::readyz,
+        admin::metrics,
+    ),
+    components(schemas(
+        deposito_api::replica::ObjectInfo,
+        deposito_api::replica::ObjectState,
+        deposito_api::replica::InventoryPage,
+        deposito_api::replica::PullRequest,
+        deposito_api::replica::ScrubStatus,
+        deposito_api::replica::RegisterRequest,
+        deposito_api::ErrorBody,
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Requires the replica token on every `/v1/*` route.
+async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), app.token.as_bytes()));
+        if !ok {
+            return Error::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Counts answered requests by method and status.
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let resp = next.run(req).await;
+    app.metrics.observe_request(&method, resp.status().as_u16());
+    resp
+}
+
+async fn not_found() -> Error {
+    Error::NotFound
+}
+
+/// The replica's router.
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/v1/objects/{ns}/{name}", put(objects::put_object))
+        .route(
+            "/v1/objects/{ns}/{name}/{sha256}",
+            get(objects::get_object)
+                .head(objects::head_object)
+                .delete(objects::delete_object),
+        )
+        .route(
+            "/v1/objects/{ns}/{name}/{sha256}/pull",
+            post(objects::pull_object),
+        )
+        .route("/v1/inventory", get(admin::inventory))
+        .route("/v1/scrub", get(admin::scrub_status).post(admin::scrub_now))
+        .route("/v1/info", get(admin::info))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .route("/openapi.json", get(admin::openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .layer(DefaultBodyLimit::disable())
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_table() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn openapi_lists_the_object_routes() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for p in [
+            "/v1/objects/{ns}/{name}",
+            "/v1/objects/{ns}/{name}/{sha256}",
+            "/v1/objects/{ns}/{name}/{sha256}/pull",
+            "/v1/inventory",
+            "/v1/scrub",
+        ] {
+            assert!(paths.contains_key(p), "{p}");
+        }
+        assert!(doc["components"]["schemas"]["ObjectInfo"].is_object());
+    }
+}

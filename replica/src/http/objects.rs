@@ -1,0 +1,271 @@
+//! `/v1/objects/...`: PUT, GET, HEAD, DELETE and pull of one copy.
+
+use std::io::SeekFrom;
+
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use deposito_api::replica::{ObjectInfo, ObjectState, PullRequest};
+use deposito_api::{is_sha256_hex, ErrorBody, FileKey, HEADER_SHA256};
+use futures::TryStreamExt;
+use tokio::io::AsyncSeekExt;
+use tracing::instrument;
+
+use super::body::{FileBody, Verify};
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::range::{parse_range, RangeSpec};
+use crate::storage::{ObjKey, Written};
+
+fn written_response(w: Written) -> Response {
+    let status = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(w.info)).into_response()
+}
+
+/// The expected digest of an upload, from `x-deposito-sha256`.
+fn expected_digest(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(v) = headers.get(HEADER_SHA256) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    if !is_sha256_hex(&s) {
+        return Err(Error::InvalidDigest(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+    }
+    Ok(Some(s))
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| Error::BadRequest("invalid Content-Length".to_string())),
+    }
+}
+
+/// Upload a copy.
+#[utoipa::path(
+    put,
+    path = "/v1/objects/{ns}/{name}",
+    params(
+        ("ns" = String, Path, description = "namespace (DNS label)"),
+        ("name" = String, Path, description = "file name"),
+        ("x-deposito-sha256" = Option<String>, Header, description = "expected sha256 (lowercase hex)"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "stored", body = ObjectInfo),
+        (status = 200, description = "this exact copy was already stored", body = ObjectInfo),
+        (status = 400, description = "invalid_name, invalid_digest, digest_mismatch or incomplete_body", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 507, description = "insufficient_storage", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app, headers, body))]
+pub async fn put_object(
+    State(app): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let key = FileKey::new(&ns, &name)?;
+    let expected = expected_digest(&headers)?;
+    let len = content_length(&headers)?;
+    let _transfer = app.transfer();
+    let metrics = &app.metrics;
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| Error::IncompleteBody(e.to_string()))
+        .inspect_ok(|b| {
+            metrics.bytes_received.inc_by(b.len() as u64);
+        });
+    let w = app.store.write(&key, expected.as_deref(), len, stream).await?;
+    Ok(written_response(w))
+}
+
+/// Looks up a servable copy.
+fn ready_copy(app: &AppState, ns: &str, name: &str, sha: &str) -> Result<(ObjKey, ObjectInfo)> {
+    let key = ObjKey::new(ns, name, sha)?;
+    let info = app.store.get(&key).ok_or(Error::NotFound)?;
+    if info.state != ObjectState::Ready {
+        return Err(Error::Corrupt);
+    }
+    Ok((key, info))
+}
+
+fn object_headers(resp: &mut Response, info: &ObjectInfo) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", info.sha256)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&info.sha256) {
+        h.insert(HEADER_SHA256, v);
+    }
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+}
+
+/// Download a copy (Range supported; full reads are verified while streaming).
+#[utoipa::path(
+    get,
+    path = "/v1/objects/{ns}/{name}/{sha256}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("name" = String, Path, description = "file name"),
+        ("sha256" = String, Path, description = "content sha256"),
+        ("Range" = Option<String>, Header, description = "bytes=a-b, bytes=a- or bytes=-n"),
+    ),
+    responses(
+        (status = 200, description = "the bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "the requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 404, description = "not_found, or corrupt (quarantined copies are never served)", body = ErrorBody),
+        (status = 416, description = "range_not_satisfiable", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app, headers))]
+pub async fn get_object(
+    State(app): State<AppState>,
+    Path((ns, name, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (key, info) = ready_copy(&app, &ns, &name, &sha)?;
+    let path = app.store.data_path(&key, ObjectState::Ready);
+    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound
+        } else {
+            e.into()
+        }
+    })?;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match parse_range(range, info.size) {
+        RangeSpec::Full => (StatusCode::OK, 0, info.size),
+        spec @ RangeSpec::Partial { start, .. } => (
+            StatusCode::PARTIAL_CONTENT,
+            start,
+            spec.len().unwrap_or(0),
+        ),
+        RangeSpec::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size: info.size }),
+    };
+    let verify = (status == StatusCode::OK).then(|| Verify {
+        key: key.clone(),
+        size: info.size,
+        stored_at: info.stored_at,
+    });
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await?;
+    }
+    let body = FileBody::new(app.clone(), file, len, verify);
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = status;
+    object_headers(&mut resp, &info);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if status == StatusCode::PARTIAL_CONTENT {
+        let cr = format!("bytes {}-{}/{}", start, start + len - 1, info.size);
+        if let Ok(v) = HeaderValue::from_str(&cr) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Headers of a copy, without the bytes.
+#[utoipa::path(
+    head,
+    path = "/v1/objects/{ns}/{name}/{sha256}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("name" = String, Path, description = "file name"),
+        ("sha256" = String, Path, description = "content sha256"),
+    ),
+    responses(
+        (status = 200, description = "present and ready"),
+        (status = 404, description = "absent or corrupt"),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app))]
+pub async fn head_object(
+    State(app): State<AppState>,
+    Path((ns, name, sha)): Path<(String, String, String)>,
+) -> Result<Response> {
+    let (_, info) = ready_copy(&app, &ns, &name, &sha)?;
+    let mut resp = Response::new(Body::empty());
+    object_headers(&mut resp, &info);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    Ok(resp)
+}
+
+/// Remove a copy (ready or quarantined).
+#[utoipa::path(
+    delete,
+    path = "/v1/objects/{ns}/{name}/{sha256}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("name" = String, Path, description = "file name"),
+        ("sha256" = String, Path, description = "content sha256"),
+    ),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 404, description = "not_found", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app))]
+pub async fn delete_object(
+    State(app): State<AppState>,
+    Path((ns, name, sha)): Path<(String, String, String)>,
+) -> Result<StatusCode> {
+    let key = ObjKey::new(&ns, &name, &sha)?;
+    app.store.delete(&key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Fetch a copy from a peer replica, verify it and commit it.
+#[utoipa::path(
+    post,
+    path = "/v1/objects/{ns}/{name}/{sha256}/pull",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("name" = String, Path, description = "file name"),
+        ("sha256" = String, Path, description = "content sha256"),
+    ),
+    request_body = PullRequest,
+    responses(
+        (status = 201, description = "pulled and committed", body = ObjectInfo),
+        (status = 200, description = "already held", body = ObjectInfo),
+        (status = 400, description = "digest_mismatch or bad request", body = ErrorBody),
+        (status = 502, description = "pull_failed", body = ErrorBody),
+        (status = 507, description = "insufficient_storage", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app, req))]
+pub async fn pull_object(
+    State(app): State<AppState>,
+    Path((ns, name, sha)): Path<(String, String, String)>,
+    req: Result<Json<PullRequest>, JsonRejection>,
+) -> Result<Response> {
+    let key = ObjKey::new(&ns, &name, &sha)?;
+    let Json(req) = req.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let w = crate::pull::pull(&app, &key, &req.source).await?;
+    Ok(written_response(w))
+}

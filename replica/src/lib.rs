@@ -1,0 +1,139 @@
+//! `deposito-replica`: the Deposito storage server.
+//!
+//! It stores verified copies of files under `objects/{ns}/{name}/{sha256}`, serves them over
+//! HTTP with the replica token, pulls copies from peers, scrubs what it holds on a schedule,
+//! and registers with the operator. See `docs/api.md` for the contract.
+//!
+//! Library use (tests, the local operator): build a [`Config`], then [`start`] it to get a
+//! [`Running`] server bound to its address, or [`run`] it until SIGTERM/SIGINT.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod pull;
+pub mod range;
+pub mod register;
+pub mod scrub;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use app::{App, AppState};
+pub use config::{Config, ConfigError};
+pub use error::Error;
+pub use storage::{ObjKey, Store};
+
+/// How long a stopping server waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A replica serving in the background.
+#[derive(Debug)]
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// The shared state (store, metrics, scrubber).
+    pub app: AppState,
+    cancel: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The base URL of the server (`http://addr`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections and background work, and waits (bounded) for in-flight
+    /// requests to finish.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.task).await {
+            Ok(joined) => joined.context("server task")?.context("server"),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish in time; exiting anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the store, binds `config.listen` and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let token = config.token()?.to_string();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let id = config::resolve_replica_id(config.id.as_deref(), &config.data_dir)?;
+    let store = Store::open(&config.data_dir, config.min_free_bytes)
+        .await
+        .with_context(|| format!("cannot open data dir {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let advertise = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let register_url = config.register.clone();
+    let app = Arc::new(App::new(config, token, id, advertise, store));
+    let cancel = CancellationToken::new();
+    tokio::spawn(scrub::run(app.clone(), cancel.child_token()));
+    if let Some(base) = register_url {
+        tokio::spawn(register::run(app.clone(), base, cancel.child_token()));
+    }
+    let router = http::router(app.clone());
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    tracing::info!(%addr, id = %app.id, url = %app.advertise_url, "replica serving");
+    Ok(Running {
+        addr,
+        app,
+        cancel,
+        task,
+    })
+}
+
+/// Runs a replica until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

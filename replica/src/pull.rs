@@ -1,0 +1,96 @@
+//! Pulling a copy from a peer replica: stream, verify against the wanted sha256, commit.
+
+use deposito_api::replica::ObjectState;
+use deposito_api::{ErrorBody, FileKey};
+use futures::TryStreamExt;
+use tracing::instrument;
+
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::storage::{ObjKey, Written};
+
+/// The URL of `key` on the peer at `source`, with each path segment escaped.
+pub fn object_url(source: &str, key: &ObjKey) -> Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(source)
+        .map_err(|e| Error::BadRequest(format!("invalid pull source '{source}': {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::BadRequest(format!(
+            "pull source '{source}' is not an http(s) URL"
+        )));
+    }
+    url.path_segments_mut()
+        .map_err(|_| Error::BadRequest(format!("invalid pull source '{source}'")))?
+        .pop_if_empty()
+        .extend(["v1", "objects", &key.namespace, &key.name, &key.sha256]);
+    Ok(url)
+}
+
+/// Fetches `key` from the peer at `source` and commits it once verified.
+///
+/// Already holding a ready copy answers at once. A peer error or a transfer cut short is
+/// `pull_failed`; content that doesn't match the sha256 is `digest_mismatch`.
+#[instrument(skip(app), fields(key = %key))]
+pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written> {
+    if let Some(info) = app.store.get(key) {
+        if info.state == ObjectState::Ready {
+            return Ok(Written {
+                info,
+                created: false,
+            });
+        }
+    }
+    let url = object_url(source, key)?;
+    let _transfer = app.transfer();
+    let resp = app
+        .http
+        .get(url.clone())
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .map_err(|e| Error::PullFailed(format!("GET {url}: {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| format!("{}: {}", b.code, b.error))
+            .unwrap_or(text);
+        return Err(Error::PullFailed(format!("GET {url}: {status}: {msg}")));
+    }
+    let len = resp.content_length();
+    let metrics = &app.metrics;
+    let body = resp
+        .bytes_stream()
+        .map_err(|e| Error::PullFailed(format!("transfer from peer cut short: {e}")))
+        .inspect_ok(|b| {
+            metrics.bytes_received.inc_by(b.len() as u64);
+        });
+    let file_key = FileKey::new(&key.namespace, &key.name)?;
+    let written = app
+        .store
+        .write(&file_key, Some(&key.sha256), len, body)
+        .await
+        .map_err(|e| match e {
+            Error::IncompleteBody(m) => Error::PullFailed(format!("transfer from peer cut short: {m}")),
+            other => other,
+        })?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_urls_escape_names() {
+        let key = ObjKey::new("default", "a b#?.txt", &"a".repeat(64)).unwrap();
+        let u = object_url("http://127.0.0.3:7070", &key).unwrap();
+        assert_eq!(
+            u.as_str(),
+            format!("http://127.0.0.3:7070/v1/objects/default/a%20b%23%3F.txt/{}", "a".repeat(64))
+        );
+        let u = object_url("http://h:1/base/", &key).unwrap();
+        assert!(u.as_str().starts_with("http://h:1/base/v1/objects/"), "{u}");
+        assert!(object_url("ftp://x", &key).is_err());
+        assert!(object_url("not a url", &key).is_err());
+    }
+}

@@ -1,0 +1,290 @@
+//! The on-disk store of copies and its in-memory index.
+//!
+//! Layout under the data dir: `objects/{ns}/{name}/{sha256}` (the bytes) with `{sha256}.json`
+//! (its [`ObjectInfo`]), `quarantine/{ns}/{name}/{sha256}[.json]` for copies that failed
+//! verification, and `tmp/` for in-flight writes. Nothing partial is ever visible under
+//! `objects/`: data is written to `tmp/`, verified, fsync'd and renamed into place.
+
+pub mod fsutil;
+mod scan;
+mod write;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use deposito_api::replica::{ObjectInfo, ObjectState};
+use deposito_api::{is_sha256_hex, FileKey};
+use tracing::instrument;
+
+use crate::error::{Error, Result};
+pub use fsutil::Space;
+pub use write::Written;
+
+/// Identity of one copy: (namespace, name, sha256). Orders like the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjKey {
+    pub namespace: String,
+    pub name: String,
+    pub sha256: String,
+}
+
+impl ObjKey {
+    /// Validates all three parts.
+    pub fn new(namespace: &str, name: &str, sha256: &str) -> Result<Self> {
+        let key = FileKey::new(namespace, name)?;
+        Self::from_file_key(key, sha256)
+    }
+
+    pub fn from_file_key(key: FileKey, sha256: &str) -> Result<Self> {
+        if !is_sha256_hex(sha256) {
+            return Err(Error::InvalidDigest(sha256.to_string()));
+        }
+        Ok(Self {
+            namespace: key.namespace,
+            name: key.name,
+            sha256: sha256.to_string(),
+        })
+    }
+
+    pub fn of(info: &ObjectInfo) -> Self {
+        Self {
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            sha256: info.sha256.clone(),
+        }
+    }
+
+    /// The opaque inventory cursor for this key (hex, safe in a query string).
+    pub fn cursor(&self) -> String {
+        hex::encode(format!("{}/{}/{}", self.namespace, self.name, self.sha256))
+    }
+
+    /// Parses a cursor made by [`ObjKey::cursor`].
+    pub fn from_cursor(cursor: &str) -> Result<Self> {
+        let bad = || Error::BadRequest(format!("invalid inventory cursor '{cursor}'"));
+        let raw = hex::decode(cursor).map_err(|_| bad())?;
+        let s = String::from_utf8(raw).map_err(|_| bad())?;
+        let mut parts = s.splitn(3, '/');
+        let (Some(ns), Some(name), Some(sha)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        Ok(Self {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            sha256: sha.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ObjKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.namespace, self.name, &self.sha256[..12.min(self.sha256.len())])
+    }
+}
+
+/// Counts over the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub ready: u64,
+    pub corrupt: u64,
+    pub bytes_used: u64,
+}
+
+/// The store: a data dir plus an index of every copy in it.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    min_free_bytes: u64,
+    index: Mutex<BTreeMap<ObjKey, ObjectInfo>>,
+    /// Serializes the short renaming steps (commit, quarantine, delete).
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`: empties `tmp/` and rebuilds the index
+    /// from `objects/` and `quarantine/`.
+    #[instrument(skip_all, fields(root = %root.as_ref().display()))]
+    pub async fn open(root: impl AsRef<Path>, min_free_bytes: u64) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let r = root.clone();
+        let index = tokio::task::spawn_blocking(move || scan::open_dir(&r)).await??;
+        tracing::info!(objects = index.len(), "store opened");
+        Ok(Self {
+            root,
+            min_free_bytes,
+            index: Mutex::new(index),
+            commit_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_bytes
+    }
+
+    /// Where the bytes of a copy in `state` live.
+    pub fn data_path(&self, key: &ObjKey, state: ObjectState) -> PathBuf {
+        data_path(&self.root, key, state)
+    }
+
+    /// The index entry of a copy.
+    pub fn get(&self, key: &ObjKey) -> Option<ObjectInfo> {
+        self.lock_index().get(key).cloned()
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjKey, ObjectInfo>> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One inventory page: up to `limit` copies after `after`, and the cursor of the next page.
+    pub fn page(&self, after: Option<&ObjKey>, limit: usize) -> (Vec<ObjectInfo>, Option<ObjKey>) {
+        let index = self.lock_index();
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut it = index.range((lower, Bound::Unbounded));
+        let items: Vec<ObjectInfo> = it.by_ref().take(limit).map(|(_, v)| v.clone()).collect();
+        let next = if it.next().is_some() {
+            items.last().map(ObjKey::of)
+        } else {
+            None
+        };
+        (items, next)
+    }
+
+    /// Every ready copy, for the scrubber.
+    pub fn ready_objects(&self) -> Vec<ObjectInfo> {
+        self.lock_index()
+            .values()
+            .filter(|i| i.state == ObjectState::Ready)
+            .cloned()
+            .collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let index = self.lock_index();
+        let mut s = Stats::default();
+        for info in index.values() {
+            match info.state {
+                ObjectState::Ready => s.ready += 1,
+                ObjectState::Corrupt => s.corrupt += 1,
+            }
+            s.bytes_used += info.size;
+        }
+        s
+    }
+
+    /// Space of the data dir's file system.
+    pub fn space(&self) -> Result<Space> {
+        Ok(fsutil::space(&self.root)?)
+    }
+
+    /// Fails with 507 when free space is below `min_free_bytes + extra`.
+    pub fn check_free(&self, extra: u64) -> Result<()> {
+        let space = self.space()?;
+        let need = self.min_free_bytes.saturating_add(extra);
+        if space.free_bytes < need {
+            return Err(Error::InsufficientStorage(format!(
+                "{} bytes free, {} needed",
+                space.free_bytes, need
+            )));
+        }
+        Ok(())
+    }
+
+    /// Readiness: `tmp/` accepts a new file, and free space is at least `min_free_bytes`.
+    pub async fn probe(&self) -> Result<()> {
+        let tmp = self.tmp_dir();
+        tokio::task::spawn_blocking(move || fsutil::write_temp(&tmp, "probe", b"ok").map(drop))
+            .await?
+            .map_err(|e| Error::NotReady(format!("data dir not writable: {e}")))?;
+        self.check_free(0)
+            .map_err(|e| Error::NotReady(e.to_string()))
+    }
+
+    /// Moves a ready copy to `quarantine/` with state corrupt. When `stored_at` is given, only
+    /// the copy committed at that time is moved (a newer commit is left alone).
+    #[instrument(skip(self), fields(key = %key))]
+    pub async fn quarantine(&self, key: &ObjKey, stored_at: Option<u64>, reason: &str) -> Result<bool> {
+        let _g = self.commit_lock.lock().await;
+        let Some(info) = self.get(key) else {
+            return Ok(false);
+        };
+        if info.state != ObjectState::Ready || stored_at.is_some_and(|t| t != info.stored_at) {
+            return Ok(false);
+        }
+        tracing::warn!(reason, "quarantining copy");
+        let root = self.root.clone();
+        let k = key.clone();
+        let moved = tokio::task::spawn_blocking(move || scan::quarantine_blocking(&root, &k, info))
+            .await??;
+        self.lock_index().insert(key.clone(), moved);
+        Ok(true)
+    }
+
+    /// Removes a copy, ready or quarantined.
+    #[instrument(skip(self), fields(key = %key))]
+    pub async fn delete(&self, key: &ObjKey) -> Result<ObjectInfo> {
+        let _g = self.commit_lock.lock().await;
+        let info = self.get(key).ok_or(Error::NotFound)?;
+        let data = self.data_path(key, info.state);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            fsutil::remove_if_exists(&data)?;
+            fsutil::remove_if_exists(&json_path(&data))?;
+            let dir = data.parent().expect("data path has a parent");
+            fsutil::fsync_dir(dir)?;
+            // Tidy empty name and namespace folders; failure (not empty) is fine.
+            if std::fs::remove_dir(dir).is_ok() {
+                if let Some(ns_dir) = dir.parent() {
+                    let _ = std::fs::remove_dir(ns_dir);
+                }
+            }
+            Ok(())
+        })
+        .await??;
+        self.lock_index().remove(key);
+        tracing::info!("copy deleted");
+        Ok(info)
+    }
+
+    fn insert(&self, info: ObjectInfo) {
+        self.lock_index().insert(ObjKey::of(&info), info);
+    }
+}
+
+/// `objects/` or `quarantine/` path of a copy.
+pub(crate) fn data_path(root: &Path, key: &ObjKey, state: ObjectState) -> PathBuf {
+    let area = match state {
+        ObjectState::Ready => "objects",
+        ObjectState::Corrupt => "quarantine",
+    };
+    root.join(area)
+        .join(&key.namespace)
+        .join(&key.name)
+        .join(&key.sha256)
+}
+
+/// The metadata file beside a data file.
+pub(crate) fn json_path(data: &Path) -> PathBuf {
+    let mut s = data.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! Rebuilding the index from disk at startup, and the blocking quarantine/remove steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::path::Path;
+
+use deposito_api::replica::{ObjectInfo, ObjectState};
+use deposito_api::{is_sha256_hex, FileKey};
+use sha2::{Digest, Sha256};
+
+use super::fsutil;
+use super::{data_path, json_path, ObjKey};
+
+/// Creates the layout, empties `tmp/`, and indexes `quarantine/` then `objects/`.
+pub(super) fn open_dir(root: &Path) -> io::Result<BTreeMap<ObjKey, ObjectInfo>> {
+    for d in ["objects", "quarantine", "tmp"] {
+        fsutil::create_dir_all_durable(&root.join(d))?;
+    }
+    let tmp = root.join("tmp");
+    for entry in std::fs::read_dir(&tmp)? {
+        let entry = entry?;
+        let path = entry.path();
+        let res = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = res {
+            tracing::warn!(path = %path.display(), error = %e, "cannot clean tmp entry");
+        }
+    }
+    let mut index = BTreeMap::new();
+    scan_area(root, ObjectState::Corrupt, &mut index)?;
+    scan_area(root, ObjectState::Ready, &mut index)?;
+    Ok(index)
+}
+
+fn area_name(state: ObjectState) -> &'static str {
+    match state {
+        ObjectState::Ready => "objects",
+        ObjectState::Corrupt => "quarantine",
+    }
+}
+
+fn scan_area(
+    root: &Path,
+    state: ObjectState,
+    index: &mut BTreeMap<ObjKey, ObjectInfo>,
+) -> io::Result<()> {
+    let area = root.join(area_name(state));
+    for ns in read_dirs(&area)? {
+        for name in read_dirs(&area.join(&ns))? {
+            let Ok(key) = FileKey::new(&ns, &name) else {
+                tracing::warn!(namespace = %ns, name = %name, area = area_name(state), "skipping folder with an invalid name");
+                continue;
+            };
+            scan_name_dir(root, state, &key, index)?;
+        }
+    }
+    Ok(())
+}
+
+/// Names of the sub-directories of `dir` (that are valid UTF-8).
+fn read_dirs(dir: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            match entry.file_name().into_string() {
+                Ok(s) => out.push(s),
+                Err(n) => tracing::warn!(name = ?n, "skipping non-UTF-8 folder"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn scan_name_dir(
+    root: &Path,
+    state: ObjectState,
+    key: &FileKey,
+    index: &mut BTreeMap<ObjKey, ObjectInfo>,
+) -> io::Result<()> {
+    let dir = root.join(area_name(state)).join(&key.namespace).join(&key.name);
+    let mut datas = BTreeSet::new();
+    let mut jsons = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let fname = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type()?.is_file() {
+            tracing::warn!(path = %entry.path().display(), "ignoring unexpected entry");
+        } else if is_sha256_hex(&fname) {
+            datas.insert(fname);
+        } else if let Some(sha) = fname.strip_suffix(".json").filter(|s| is_sha256_hex(s)) {
+            jsons.insert(sha.to_string());
+        } else {
+            tracing::warn!(path = %entry.path().display(), "ignoring unexpected file");
+        }
+    }
+    for sha in jsons.difference(&datas) {
+        let path = dir.join(format!("{sha}.json"));
+        tracing::warn!(path = %path.display(), "removing metadata without data");
+        fsutil::remove_if_exists(&path)?;
+    }
+    for sha in &datas {
+        let okey = ObjKey {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            sha256: sha.clone(),
+        };
+        if let Some(info) = load_copy(root, state, &okey)? {
+            if info.state == ObjectState::Ready {
+                // A verified copy supersedes a quarantined one of the same content.
+                if index.get(&okey).is_some_and(|i| i.state == ObjectState::Corrupt) {
+                    remove_copy(&data_path(root, &okey, ObjectState::Corrupt))?;
+                }
+            }
+            index.insert(okey, info);
+        }
+    }
+    Ok(())
+}
+
+/// Reads one copy's metadata, repairing what can be repaired: data without metadata is
+/// re-hashed (metadata recreated when it matches, quarantined otherwise); metadata whose size
+/// or identity disagrees with the data quarantines the copy.
+fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option<ObjectInfo>> {
+    let data = data_path(root, key, state);
+    let meta = std::fs::metadata(&data)?;
+    let len = meta.len();
+    let parsed: Option<ObjectInfo> = std::fs::read(json_path(&data))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let matches = |i: &ObjectInfo| {
+        i.namespace == key.namespace && i.name == key.name && i.sha256 == key.sha256
+    };
+    let info = match parsed {
+        Some(mut i) if matches(&i) && i.size == len => {
+            i.state = state;
+            return Ok(Some(i));
+        }
+        Some(i) if matches(&i) => {
+            tracing::warn!(path = %data.display(), want = i.size, have = len, "data size disagrees with metadata");
+            corrupt_info(key, len, i.stored_at)
+        }
+        _ => {
+            tracing::warn!(path = %data.display(), "data without valid metadata: re-hashing");
+            let stored_at = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(super::now_secs, |d| d.as_secs());
+            let actual = hash_file(&data)?;
+            if actual == key.sha256 && state == ObjectState::Ready {
+                let info = ObjectInfo {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    sha256: key.sha256.clone(),
+                    size: len,
+                    state,
+                    stored_at,
+                };
+                write_meta(root, &json_path(&data), &info)?;
+                return Ok(Some(info));
+            }
+            corrupt_info(key, len, stored_at)
+        }
+    };
+    if info.state == ObjectState::Corrupt && state == ObjectState::Ready {
+        return quarantine_blocking(root, key, info).map(Some);
+    }
+    if state == ObjectState::Corrupt && info.state == ObjectState::Corrupt {
+        write_meta(root, &json_path(&data), &info)?;
+    }
+    Ok(Some(info))
+}
+
+fn corrupt_info(key: &ObjKey, size: u64, stored_at: u64) -> ObjectInfo {
+    ObjectInfo {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        sha256: key.sha256.clone(),
+        size,
+        state: ObjectState::Corrupt,
+        stored_at,
+    }
+}
+
+/// Writes metadata atomically through `tmp/`.
+fn write_meta(root: &Path, path: &Path, info: &ObjectInfo) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(info).map_err(io::Error::other)?;
+    let tmp = fsutil::write_temp(&root.join("tmp"), "meta", &json)?;
+    std::fs::rename(tmp.path(), path)?;
+    tmp.keep();
+    fsutil::fsync_dir(path.parent().expect("metadata path has a parent"))
+}
+
+/// Moves a ready copy (data if present, and metadata) to `quarantine/`, state corrupt.
+pub(super) fn quarantine_blocking(
+    root: &Path,
+    key: &ObjKey,
+    mut info: ObjectInfo,
+) -> io::Result<ObjectInfo> {
+    let from = data_path(root, key, ObjectState::Ready);
+    let to = data_path(root, key, ObjectState::Corrupt);
+    let to_dir = to.parent().expect("quarantine path has a parent");
+    fsutil::create_dir_all_durable(to_dir)?;
+    info.state = ObjectState::Corrupt;
+    match std::fs::metadata(&from) {
+        Ok(m) => {
+            info.size = m.len();
+            std::fs::rename(&from, &to)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Keep an empty stand-in so that the corrupt copy stays listed.
+            std::fs::File::create(&to)?.sync_all()?;
+            info.size = 0;
+        }
+        Err(e) => return Err(e),
+    }
+    write_meta(root, &json_path(&to), &info)?;
+    fsutil::remove_if_exists(&json_path(&from))?;
+    fsutil::fsync_dir(from.parent().expect("data path has a parent"))?;
+    Ok(info)
+}
+
+/// Removes a copy's data and metadata, if present.
+pub(crate) fn remove_copy(data: &Path) -> io::Result<()> {
+    let existed = data.exists() || json_path(data).exists();
+    fsutil::remove_if_exists(data)?;
+    fsutil::remove_if_exists(&json_path(data))?;
+    if existed {
+        fsutil::fsync_dir(data.parent().expect("data path has a parent"))?;
+    }
+    Ok(())
+}
+
+/// sha256 of a whole file, in 1 MiB reads.
+pub(crate) fn hash_file(path: &Path) -> io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}

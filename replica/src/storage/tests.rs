@@ -1,0 +1,265 @@
+//! Unit tests of the store: atomic commits, cleanup on failure, metadata, index rebuild,
+//! quarantine and paging.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use deposito_api::replica::{ObjectInfo, ObjectState};
+use deposito_api::{sha256_hex, FileKey};
+use futures::stream;
+
+use super::*;
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn chunks(data: &[u8]) -> impl futures::Stream<Item = Result<Bytes>> {
+    let parts: Vec<Result<Bytes>> = data
+        .chunks(7)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    stream::iter(parts)
+}
+
+fn fkey(name: &str) -> FileKey {
+    FileKey::new("default", name).unwrap()
+}
+
+async fn put(store: &Store, name: &str, data: &[u8]) -> ObjectInfo {
+    store
+        .write(&fkey(name), None, Some(data.len() as u64), chunks(data))
+        .await
+        .unwrap()
+        .info
+}
+
+#[tokio::test]
+async fn commit_writes_data_and_metadata_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let data = b"hello deposito, this is a test body".repeat(100);
+    let sha = sha256_hex(&data);
+    let w = store
+        .write(&fkey("a.txt"), Some(&sha), Some(data.len() as u64), chunks(&data))
+        .await
+        .unwrap();
+    assert!(w.created);
+    assert_eq!(w.info.sha256, sha);
+    assert_eq!(w.info.size, data.len() as u64);
+    let key = ObjKey::of(&w.info);
+    let path = store.data_path(&key, ObjectState::Ready);
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    let meta: ObjectInfo = serde_json::from_slice(&std::fs::read(json_path(&path)).unwrap()).unwrap();
+    assert_eq!(meta, w.info);
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+    assert_eq!(store.get(&key), Some(w.info.clone()));
+    // Same content again: idempotent, 200-style.
+    let again = store
+        .write(&fkey("a.txt"), None, None, chunks(&data))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.info, w.info);
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn failing_writer_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let body = stream::iter(vec![
+        Ok(Bytes::from_static(b"first part")),
+        Err(Error::IncompleteBody("connection reset".into())),
+    ]);
+    let err = store.write(&fkey("b"), None, None, body).await.unwrap_err();
+    assert!(matches!(err, Error::IncompleteBody(_)), "{err:?}");
+    assert!(files_under(&dir.path().join("objects")).is_empty());
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+    assert_eq!(store.stats(), Stats::default());
+}
+
+#[tokio::test]
+async fn short_body_is_incomplete_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let err = store
+        .write(&fkey("c"), None, Some(1000), chunks(b"only ten b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::IncompleteBody(_)), "{err:?}");
+    assert!(files_under(&dir.path().join("objects")).is_empty());
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn dropped_write_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let body = stream::iter(vec![Ok(Bytes::from_static(b"partial"))])
+        .chain(stream::pending::<Result<Bytes>>());
+    let fut = store.write(&fkey("d"), None, None, body);
+    assert!(tokio::time::timeout(Duration::from_millis(200), fut).await.is_err());
+    assert!(files_under(&dir.path().join("objects")).is_empty());
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn digest_mismatch_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let wrong = sha256_hex(b"something else");
+    let err = store
+        .write(&fkey("e"), Some(&wrong), None, chunks(b"actual content"))
+        .await
+        .unwrap_err();
+    match err {
+        Error::DigestMismatch { expected, actual } => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, sha256_hex(b"actual content"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(files_under(&dir.path().join("objects")).is_empty());
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn min_free_bytes_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), u64::MAX / 2).await.unwrap();
+    let err = store
+        .write(&fkey("f"), None, None, chunks(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InsufficientStorage(_)), "{err:?}");
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+    assert!(store.probe().await.is_err());
+}
+
+#[tokio::test]
+async fn startup_rebuilds_and_repairs_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (good, nojson, badjson, rotten) = {
+        let store = Store::open(root, 0).await.unwrap();
+        (
+            put(&store, "good", b"good bytes").await,
+            put(&store, "nojson", b"lost its metadata").await,
+            put(&store, "badsize", b"metadata says another size").await,
+            put(&store, "rotten", b"will rot without metadata").await,
+        )
+    };
+    let p = |i: &ObjectInfo, s| data_path(root, &ObjKey::of(i), s);
+    // Data without metadata, intact: metadata is recreated.
+    std::fs::remove_file(json_path(&p(&nojson, ObjectState::Ready))).unwrap();
+    // Data whose size disagrees with its metadata: quarantined.
+    std::fs::write(p(&badjson, ObjectState::Ready), b"short").unwrap();
+    // Data without metadata that no longer matches its name: quarantined.
+    std::fs::remove_file(json_path(&p(&rotten, ObjectState::Ready))).unwrap();
+    std::fs::write(p(&rotten, ObjectState::Ready), b"will rot without metadatA").unwrap();
+    // Metadata without data: dropped.
+    let orphan = root.join("objects/default/orphan").join(format!("{}.json", "0".repeat(64)));
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, serde_json::to_vec(&good).unwrap()).unwrap();
+    // Leftovers of an interrupted write: removed.
+    std::fs::write(root.join("tmp/data-leftover"), b"partial").unwrap();
+
+    let store = Store::open(root, 0).await.unwrap();
+    assert!(files_under(&root.join("tmp")).is_empty());
+    assert!(!orphan.exists());
+    assert_eq!(store.get(&ObjKey::of(&good)), Some(good.clone()));
+    let nj = store.get(&ObjKey::of(&nojson)).unwrap();
+    assert_eq!(nj.state, ObjectState::Ready);
+    assert_eq!(nj.size, nojson.size);
+    assert!(json_path(&p(&nojson, ObjectState::Ready)).exists());
+    for bad in [&badjson, &rotten] {
+        let info = store.get(&ObjKey::of(bad)).unwrap();
+        assert_eq!(info.state, ObjectState::Corrupt, "{}", bad.name);
+        assert!(!p(bad, ObjectState::Ready).exists());
+        assert!(p(bad, ObjectState::Corrupt).exists());
+        let meta: ObjectInfo =
+            serde_json::from_slice(&std::fs::read(json_path(&p(bad, ObjectState::Corrupt))).unwrap())
+                .unwrap();
+        assert_eq!(meta.state, ObjectState::Corrupt);
+    }
+    let s = store.stats();
+    assert_eq!((s.ready, s.corrupt), (2, 2));
+    // And a third open finds the same thing.
+    drop(store);
+    let store = Store::open(root, 0).await.unwrap();
+    assert_eq!(store.stats(), s);
+}
+
+#[tokio::test]
+async fn quarantine_moves_the_copy_and_a_new_write_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let info = put(&store, "q", b"quarantine me").await;
+    let key = ObjKey::of(&info);
+    // A stale stored_at does not quarantine a newer commit.
+    assert!(!store.quarantine(&key, Some(info.stored_at + 1), "test").await.unwrap());
+    assert!(store.quarantine(&key, Some(info.stored_at), "test").await.unwrap());
+    assert_eq!(store.get(&key).unwrap().state, ObjectState::Corrupt);
+    assert!(!store.data_path(&key, ObjectState::Ready).exists());
+    assert!(store.data_path(&key, ObjectState::Corrupt).exists());
+    let (items, _) = store.page(None, 10);
+    assert_eq!(items[0].state, ObjectState::Corrupt);
+    // Survives a restart.
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    assert_eq!(store.get(&key).unwrap().state, ObjectState::Corrupt);
+    // A verified write of the same content replaces the quarantined copy.
+    let w = store
+        .write(&fkey("q"), None, None, chunks(b"quarantine me"))
+        .await
+        .unwrap();
+    assert!(w.created);
+    assert_eq!(store.get(&key).unwrap().state, ObjectState::Ready);
+    assert!(!store.data_path(&key, ObjectState::Corrupt).exists());
+    // Delete works on quarantined copies too.
+    assert!(store.quarantine(&key, None, "again").await.unwrap());
+    store.delete(&key).await.unwrap();
+    assert!(store.get(&key).is_none());
+    assert!(files_under(&dir.path().join("quarantine")).is_empty());
+    assert!(matches!(store.delete(&key).await, Err(Error::NotFound)));
+}
+
+#[tokio::test]
+async fn pages_are_sorted_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    for i in (0..25).rev() {
+        put(&store, &format!("file-{i:02}"), format!("content {i}").as_bytes()).await;
+    }
+    let mut all = Vec::new();
+    let mut after: Option<ObjKey> = None;
+    loop {
+        let (items, next) = store.page(after.as_ref(), 10);
+        assert!(items.len() <= 10);
+        all.extend(items);
+        match next {
+            Some(k) => after = Some(ObjKey::from_cursor(&k.cursor()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 25);
+    let names: Vec<_> = all.iter().map(|i| i.name.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert!(ObjKey::from_cursor("zz").is_err());
+}

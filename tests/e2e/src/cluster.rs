@@ -1,0 +1,630 @@
+//! A local Deposito cluster of real processes: one `deposito-operator local` (catalog,
+//! controller, gateway) and K `deposito-replica` processes, each on its own loopback address,
+//! all under one temporary folder. Everything is killed when the `Cluster` is dropped.
+
+use crate::bins::bin;
+use crate::files;
+use crate::http::{self, Reply};
+use crate::proc::{self, Output, Proc};
+use crate::wait::{wait_for, wait_sync};
+use deposito_api::gateway::{FileList, FileStatus, ReplicaList};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// How long to wait for processes to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Options of a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    replicas: usize,
+    grace_period_secs: u64,
+    reconcile_interval_secs: u64,
+    orphan_grace_secs: u64,
+    scrub_interval_secs: u64,
+    tmpfs: Vec<(usize, String)>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            replicas: 3,
+            grace_period_secs: 300,
+            reconcile_interval_secs: 1,
+            orphan_grace_secs: 5,
+            scrub_interval_secs: 3600,
+            tmpfs: Vec::new(),
+        }
+    }
+}
+
+impl ClusterBuilder {
+    pub fn replicas(mut self, k: usize) -> Self {
+        self.replicas = k;
+        self
+    }
+    pub fn grace_period_secs(mut self, s: u64) -> Self {
+        self.grace_period_secs = s;
+        self
+    }
+    pub fn reconcile_interval_secs(mut self, s: u64) -> Self {
+        self.reconcile_interval_secs = s;
+        self
+    }
+    pub fn orphan_grace_secs(mut self, s: u64) -> Self {
+        self.orphan_grace_secs = s;
+        self
+    }
+    pub fn scrub_interval_secs(mut self, s: u64) -> Self {
+        self.scrub_interval_secs = s;
+        self
+    }
+    /// Mounts a tmpfs of `size` (e.g. `"4m"`) as replica `k`'s data dir (1-based; needs root).
+    pub fn tmpfs_replica(mut self, k: usize, size: &str) -> Self {
+        self.tmpfs.push((k, size.to_string()));
+        self
+    }
+
+    /// Starts the operator and the replicas, and waits until every replica is registered and
+    /// live.
+    pub async fn start(self) -> Cluster {
+        let root = tempfile::Builder::new()
+            .prefix("deposito-e2e-")
+            .tempdir_in(base_tmp())
+            .expect("temp dir");
+        let rootp = root.path().to_path_buf();
+        let op_dir = rootp.join("operator");
+        std::fs::create_dir_all(rootp.join("logs")).expect("logs dir");
+        let op_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(Ipv4Addr::LOCALHOST));
+        let block = random_block();
+        let mut c = Cluster {
+            root: Some(root),
+            root_path: rootp.clone(),
+            op_dir,
+            op_addr,
+            op: None,
+            opts: self.clone(),
+            replicas: Vec::new(),
+            token: String::new(),
+            replica_token: String::new(),
+            http: http::client(),
+            mounts: Vec::new(),
+        };
+        c.spawn_operator();
+        c.token = read_token(&c.op_dir.join("token"), c.op.as_mut().expect("operator"));
+        c.replica_token =
+            read_token(&c.op_dir.join("replica-token"), c.op.as_mut().expect("operator"));
+        for k in 1..=self.replicas {
+            let ip = Ipv4Addr::new(127, block.0, block.1, k as u8);
+            let dir = rootp.join(format!("r{k}"));
+            std::fs::create_dir_all(&dir).expect("replica dir");
+            if let Some((_, size)) = self.tmpfs.iter().find(|(i, _)| *i == k) {
+                mount_tmpfs(&dir, size);
+                c.mounts.push(dir.clone());
+            }
+            c.replicas.push(Replica {
+                id: format!("replica-{k}"),
+                addr: SocketAddr::new(IpAddr::V4(ip), free_port(ip)),
+                dir,
+                proc: None,
+            });
+            c.spawn_replica(k);
+        }
+        c.wait_healthy().await;
+        c
+    }
+}
+
+/// One replica process of a [`Cluster`].
+pub struct Replica {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Replica {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
+    }
+    pub fn is_up(&self) -> bool {
+        self.proc.is_some()
+    }
+}
+
+/// A running local cluster. See the module documentation.
+pub struct Cluster {
+    root: Option<tempfile::TempDir>,
+    pub root_path: PathBuf,
+    pub op_dir: PathBuf,
+    pub op_addr: SocketAddr,
+    op: Option<Proc>,
+    opts: ClusterBuilder,
+    pub replicas: Vec<Replica>,
+    /// Client token (gateway).
+    pub token: String,
+    /// Replica token (cluster-internal).
+    pub replica_token: String,
+    pub http: reqwest::Client,
+    mounts: Vec<PathBuf>,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Base URL of the gateway.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.op_addr)
+    }
+
+    /// The replica with 1-based index `k`.
+    pub fn replica(&self, k: usize) -> &Replica {
+        &self.replicas[k - 1]
+    }
+
+    /// 1-based index of the replica with id `id`.
+    pub fn index_of(&self, id: &str) -> usize {
+        1 + self
+            .replicas
+            .iter()
+            .position(|r| r.id == id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+    }
+
+    /// A fresh scratch path inside the cluster's temporary folder (not a replica's).
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let d = self.root_path.join("scratch");
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        d.join(name)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.root_path.join("logs").join(format!("{name}.log"))
+    }
+
+    fn spawn_operator(&mut self) {
+        let o = &self.opts;
+        let mut cmd = Command::new(bin("deposito-operator"));
+        cmd.arg("local")
+            .arg("--listen")
+            .arg(self.op_addr.to_string())
+            .arg("--data-dir")
+            .arg(&self.op_dir)
+            .arg("--grace-period-secs")
+            .arg(o.grace_period_secs.to_string())
+            .arg("--reconcile-interval-secs")
+            .arg(o.reconcile_interval_secs.to_string())
+            .arg("--orphan-grace-secs")
+            .arg(o.orphan_grace_secs.to_string());
+        clean_env(&mut cmd, &self.root_path);
+        self.op = Some(Proc::spawn("operator", cmd, &self.log("operator")));
+    }
+
+    fn spawn_replica(&mut self, k: usize) {
+        let r = &self.replicas[k - 1];
+        let mut cmd = Command::new(bin("deposito-replica"));
+        cmd.arg("--listen")
+            .arg(r.addr.to_string())
+            .arg("--data-dir")
+            .arg(&r.dir)
+            .arg("--register")
+            .arg(self.url())
+            .arg("--id")
+            .arg(&r.id)
+            .arg("--heartbeat-secs")
+            .arg("1")
+            .arg("--scrub-interval-secs")
+            .arg(self.opts.scrub_interval_secs.to_string());
+        clean_env(&mut cmd, &self.root_path);
+        cmd.env("DEPOSITO_TOKEN", &self.replica_token);
+        let p = Proc::spawn(&r.id, cmd, &self.log(&r.id));
+        self.replicas[k - 1].proc = Some(p);
+    }
+
+    /// Waits until the gateway answers, every running replica answers `/healthz`, and the
+    /// gateway lists every running replica as `Live`.
+    pub async fn wait_healthy(&self) {
+        let c = &self;
+        wait_for("gateway /healthz", START_TIMEOUT, || async move {
+            c.check_alive()?;
+            c.get_status(&format!("{}/healthz", c.url())).await
+        })
+        .await;
+        for r in self.replicas.iter().filter(|r| r.is_up()) {
+            wait_for(&format!("{} /healthz", r.id), START_TIMEOUT, || async move {
+                c.check_alive()?;
+                c.get_status(&format!("{}/healthz", r.url())).await
+            })
+            .await;
+        }
+        wait_for("every running replica Live", START_TIMEOUT, || async move {
+            let list = c.replica_list().await?;
+            let live: Vec<&str> = list
+                .items
+                .iter()
+                .filter(|s| s.health == "Live")
+                .map(|s| s.id.as_str())
+                .collect();
+            let missing: Vec<&str> = c
+                .replicas
+                .iter()
+                .filter(|r| r.is_up() && !live.contains(&r.id.as_str()))
+                .map(|r| r.id.as_str())
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not live: {missing:?}; list: {:?}", list.items))
+            }
+        })
+        .await;
+    }
+
+    async fn get_status(&self, url: &str) -> Result<(), String> {
+        match self.http.get(url).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{url}: {}", r.status())),
+            Err(e) => Err(format!("{url}: {e}")),
+        }
+    }
+
+    /// Err when a process we started has exited unexpectedly (with its log tail).
+    pub fn check_alive(&self) -> Result<(), String> {
+        if let Some(op) = &self.op {
+            if let Some(pid) = op.pid() {
+                if !proc::alive(pid) {
+                    return Err(format!("operator exited; log:\n{}", op.log_tail(30)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- fault injection -----
+
+    /// kill -9 replica `k` (1-based).
+    pub fn kill_replica(&mut self, k: usize) {
+        if let Some(mut p) = self.replicas[k - 1].proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Starts replica `k` again, same address, same data dir, and waits until it is live.
+    pub async fn restart_replica(&mut self, k: usize) {
+        self.kill_replica(k);
+        self.spawn_replica(k);
+        self.wait_healthy().await;
+    }
+
+    /// kill -9 the operator, start it again with the same data dir and address, and wait until
+    /// every running replica is registered again.
+    pub async fn restart_operator(&mut self) {
+        if let Some(mut p) = self.op.take() {
+            p.kill9();
+        }
+        self.spawn_operator();
+        self.wait_healthy().await;
+    }
+
+    /// The operator's process id.
+    pub fn operator_pid(&self) -> Option<u32> {
+        self.op.as_ref().and_then(Proc::pid)
+    }
+
+    /// Peak RSS (VmHWM) of every running process: ("operator" | replica id, bytes).
+    pub fn peak_rss(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        if let Some(v) = self.op.as_ref().and_then(Proc::peak_rss) {
+            out.push(("operator".to_string(), v));
+        }
+        for r in &self.replicas {
+            if let Some(v) = r.proc.as_ref().and_then(Proc::peak_rss) {
+                out.push((r.id.clone(), v));
+            }
+        }
+        out
+    }
+
+    // ----- disk -----
+
+    /// Data dirs of all replicas (running or not).
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        self.replicas.iter().map(|r| r.dir.clone()).collect()
+    }
+
+    /// Data dirs of running replicas.
+    pub fn live_data_dirs(&self) -> Vec<PathBuf> {
+        self.replicas
+            .iter()
+            .filter(|r| r.is_up())
+            .map(|r| r.dir.clone())
+            .collect()
+    }
+
+    /// Byte-identical copies of `original` under every replica's `objects/`.
+    pub fn count_copies(&self, original: &Path) -> usize {
+        files::count_copies(&self.data_dirs(), original)
+    }
+
+    /// Byte-identical copies of `original` under running replicas' `objects/`.
+    pub fn count_live_copies(&self, original: &Path) -> usize {
+        files::count_copies(&self.live_data_dirs(), original)
+    }
+
+    /// Waits until exactly `n` byte-identical copies of `original` are on disk.
+    pub fn wait_copies(&self, original: &Path, n: usize, timeout: Duration) {
+        wait_sync(
+            &format!("{n} copies of {}", original.display()),
+            timeout,
+            || {
+                self.check_alive()?;
+                let c = files::identical_copies(&self.data_dirs(), original);
+                if c.len() == n {
+                    Ok(())
+                } else {
+                    Err(format!("{} copies: {c:?}", c.len()))
+                }
+            },
+        )
+    }
+
+    // ----- client binary -----
+
+    /// A `deposito` command pointed at the gateway with the client token.
+    pub fn client_cmd(&self) -> Command {
+        let mut cmd = Command::new(bin("deposito"));
+        clean_env(&mut cmd, &self.root_path);
+        cmd.env("DEPOSITO_SERVER", self.url())
+            .env("DEPOSITO_TOKEN", &self.token);
+        cmd
+    }
+
+    /// Runs the client with `args` (10 minute limit).
+    pub fn client(&self, args: &[&str]) -> Output {
+        let mut cmd = self.client_cmd();
+        cmd.args(args);
+        proc::run(cmd, Duration::from_secs(600))
+    }
+
+    /// Runs the client and panics with its output unless it exits 0.
+    pub fn client_ok(&self, args: &[&str]) -> Output {
+        let out = self.client(args);
+        assert!(out.ok(), "deposito {args:?} failed: {out}");
+        out
+    }
+
+    // ----- gateway API -----
+
+    /// `GET /v1/files/default/{name}/status`: None on 404.
+    pub async fn status(&self, name: &str) -> Result<Option<FileStatus>, String> {
+        let url = format!("{}/v1/files/default/{}/status", self.url(), http::encode_segment(name.as_bytes()));
+        let r = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        if r.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let reply = Reply::read(r).await;
+        if reply.status != 200 {
+            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
+        }
+        serde_json::from_str(&reply.body).map(Some).map_err(|e| format!("{e}: {}", reply.body))
+    }
+
+    /// Waits until `name` has converged (exactly its wanted number of verified copies).
+    pub async fn wait_converged(&self, name: &str, timeout: Duration) -> FileStatus {
+        let c = &self;
+        wait_for(&format!("{name} converged"), timeout, || async move {
+            c.check_alive()?;
+            match c.status(name).await? {
+                Some(s) if s.is_converged() => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Waits until `name` is gone from the catalog.
+    pub async fn wait_deleted(&self, name: &str, timeout: Duration) {
+        let c = &self;
+        wait_for(&format!("{name} deleted"), timeout, || async move {
+            c.check_alive()?;
+            match c.status(name).await? {
+                None => Ok(()),
+                Some(s) => Err(format!("{s:?}")),
+            }
+        })
+        .await
+    }
+
+    /// `GET /v1/files/default`.
+    pub async fn list(&self) -> Result<FileList, String> {
+        let url = format!("{}/v1/files/default", self.url());
+        let r = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())?;
+        let reply = Reply::read(r).await;
+        if reply.status != 200 {
+            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
+        }
+        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
+    }
+
+    /// `GET /v1/replicas`.
+    pub async fn replica_list(&self) -> Result<ReplicaList, String> {
+        let url = format!("{}/v1/replicas", self.url());
+        let r = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())?;
+        let reply = Reply::read(r).await;
+        if reply.status != 200 {
+            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
+        }
+        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
+    }
+
+    /// Streams the file at `path` to `PUT /v1/files/default/{name}?replicas=N`.
+    pub async fn put_file(&self, name: &str, path: &Path, replicas: u32) -> Reply {
+        let url = format!(
+            "{}/v1/files/default/{}?replicas={replicas}",
+            self.url(),
+            http::encode_segment(name.as_bytes())
+        );
+        let len = std::fs::metadata(path).expect("stat upload").len();
+        let r = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(http::file_body(path).await)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        Reply::read(r).await
+    }
+
+    /// `PUT` of in-memory bytes with an optional expected digest header.
+    pub async fn put_bytes(&self, name: &str, bytes: Vec<u8>, replicas: u32, sha256: Option<&str>) -> Reply {
+        let url = format!(
+            "{}/v1/files/default/{}?replicas={replicas}",
+            self.url(),
+            http::encode_segment(name.as_bytes())
+        );
+        let mut req = self.http.put(&url).bearer_auth(&self.token).body(bytes);
+        if let Some(d) = sha256 {
+            req = req.header(deposito_api::HEADER_SHA256, d);
+        }
+        Reply::read(req.send().await.unwrap_or_else(|e| panic!("PUT {url}: {e}"))).await
+    }
+
+    /// [`Cluster::put_bytes`] taking an owned name (for streams of requests).
+    pub async fn put_bytes_owned(&self, name: String, bytes: Vec<u8>, replicas: u32) -> Reply {
+        self.put_bytes(&name, bytes, replicas, None).await
+    }
+
+    /// `PATCH /v1/files/default/{name}` with `{"replicas": n}`.
+    pub async fn set_replicas(&self, name: &str, n: u32) -> Reply {
+        let url = format!("{}/v1/files/default/{}", self.url(), http::encode_segment(name.as_bytes()));
+        let r = self
+            .http
+            .patch(&url)
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "replicas": n }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PATCH {url}: {e}"));
+        Reply::read(r).await
+    }
+
+    /// `DELETE /v1/files/default/{name}`.
+    pub async fn delete(&self, name: &str) -> Reply {
+        let url = format!("{}/v1/files/default/{}", self.url(), http::encode_segment(name.as_bytes()));
+        let r = self.http.delete(&url).bearer_auth(&self.token).send().await.unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
+        Reply::read(r).await
+    }
+
+    /// `POST /v1/scrub` on replica `k` with the replica token.
+    pub async fn scrub_now(&self, k: usize) -> Reply {
+        let url = format!("{}/v1/scrub", self.replica(k).url());
+        let r = self.http.post(&url).bearer_auth(&self.replica_token).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        Reply::read(r).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for r in &mut self.replicas {
+            if let Some(mut p) = r.proc.take() {
+                if panicking {
+                    eprintln!("===== {} log (tail) =====\n{}", p.name, p.log_tail(40));
+                }
+                p.kill9();
+            }
+        }
+        if let Some(mut p) = self.op.take() {
+            if panicking {
+                eprintln!("===== operator log (tail) =====\n{}", p.log_tail(60));
+            }
+            p.kill9();
+        }
+        for m in self.mounts.drain(..) {
+            umount(&m);
+        }
+        if let Some(root) = self.root.take() {
+            if std::env::var_os("DEPOSITO_E2E_KEEP").is_some() {
+                eprintln!("keeping {}", root.keep().display());
+            }
+        }
+    }
+}
+
+/// Where test folders are created: `$DEPOSITO_E2E_TMP`, else the system temp dir.
+pub fn base_tmp() -> PathBuf {
+    std::env::var_os("DEPOSITO_E2E_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A random 127.A.B.0/24 block (A ≥ 1, so never 127.0.0.x) for one test's replicas.
+pub fn random_block() -> (u8, u8) {
+    (rand::random::<u8>().max(1), rand::random::<u8>())
+}
+
+/// A port that is free on `ip` right now (bind to port 0 and release).
+pub fn free_port(ip: Ipv4Addr) -> u16 {
+    let l = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
+    l.local_addr().expect("local addr").port()
+}
+
+/// Removes inherited `DEPOSITO_*` variables and points HOME inside the test folder.
+pub fn clean_env(cmd: &mut Command, home: &Path) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("DEPOSITO_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+}
+
+/// Waits until `path` holds a non-empty token; panics if `owner` exits first.
+pub fn read_token(path: &Path, owner: &mut Proc) -> String {
+    wait_sync(&format!("token file {}", path.display()), START_TIMEOUT, || {
+        if !owner.is_running() {
+            panic!("{} exited before writing {}; log:\n{}", owner.name, path.display(), owner.log_tail(40));
+        }
+        match std::fs::read_to_string(path) {
+            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Ok(_) => Err("empty".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
+
+/// `mount -t tmpfs -o size=SIZE tmpfs DIR`.
+pub fn mount_tmpfs(dir: &Path, size: &str) {
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(st.success(), "mount tmpfs on {} failed (needs root)", dir.display());
+}
+
+/// Unmounts `dir` (lazily if busy).
+pub fn umount(dir: &Path) {
+    let ok = Command::new("umount").arg(dir).status().map(|s| s.success()).unwrap_or(false);
+    if !ok {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+    }
+}

@@ -1,0 +1,20 @@
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = deposito_kubelet::Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let res = rt.block_on(deposito_kubelet::run(cli));
+    deposito_kubelet::process::kill_all();
+    if let Err(e) = &res {
+        tracing::error!(error = %format!("{e:#}"), "kubelet failed");
+    }
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    res
+}

@@ -1,0 +1,232 @@
+//! Starting a container as a local process in its own mount namespace, and stopping it.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// A bind mount inside the container's mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything needed to start one container process.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub binary: PathBuf,
+    pub argv0: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+    pub mounts: Vec<Mount>,
+    pub log_path: PathBuf,
+}
+
+static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn registry<R>(f: impl FnOnce(&mut HashSet<i32>) -> R) -> R {
+    let mut g = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(HashSet::new))
+}
+
+/// Forget a process group once it has been reaped.
+pub fn forget(pid: i32) {
+    registry(|r| r.remove(&pid));
+}
+
+/// SIGKILL every process group this kubelet started (used on exit).
+pub fn kill_all() {
+    let pids: Vec<i32> = registry(|r| r.drain().collect());
+    for pid in pids {
+        signal_group(pid, libc::SIGKILL);
+    }
+}
+
+/// Send a signal to the process group of `pid`, and to `pid` itself.
+pub fn signal_group(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2) calls.
+    unsafe {
+        libc::kill(-pid, sig);
+        libc::kill(pid, sig);
+    }
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Create the mount point on the host: a directory, or an empty file when the source is a file.
+fn ensure_target(m: &Mount) -> io::Result<()> {
+    if m.source.is_file() {
+        if !m.target.exists() {
+            if let Some(parent) = m.target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&m.target, b"")?;
+        }
+        Ok(())
+    } else {
+        std::fs::create_dir_all(&m.target)
+    }
+}
+
+/// Start the process. Stdout and stderr are appended to `log_path`.
+pub fn spawn(l: &Launch) -> io::Result<Child> {
+    for m in &l.mounts {
+        ensure_target(m)?;
+    }
+    if let Some(parent) = l.log_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&l.log_path)?;
+    let log2 = log.try_clone()?;
+
+    // Everything the child needs after fork is prepared here: no allocation in pre_exec.
+    let mounts: Vec<(CString, CString, bool)> = l
+        .mounts
+        .iter()
+        .map(|m| Ok((cstr(&m.source)?, cstr(&m.target)?, m.read_only)))
+        .collect::<io::Result<_>>()?;
+    let cwd = l.working_dir.as_deref().map(cstr).transpose()?;
+    let root = CString::new("/").expect("static");
+    let none = CString::new("none").expect("static");
+
+    let mut cmd = Command::new(&l.binary);
+    cmd.arg0(&l.argv0)
+        .args(&l.args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env("HOME", "/root")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .kill_on_drop(false);
+    for (k, v) in &l.env {
+        cmd.env(k, v);
+    }
+    // SAFETY: the closure only makes async-signal-safe system calls on pre-built C strings.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+            if libc::getppid() == 1 {
+                // The kubelet died between fork and prctl.
+                libc::_exit(1);
+            }
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                none.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            for (src, dst, ro) in &mounts {
+                check(libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ))?;
+                if *ro {
+                    check(libc::mount(
+                        none.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
+                }
+            }
+            if let Some(cwd) = &cwd {
+                check(libc::chdir(cwd.as_ptr()))?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        registry(|r| r.insert(pid as i32));
+    }
+    Ok(child)
+}
+
+/// Exit code as Kubernetes reports it: the code, or 128 + signal.
+pub fn exit_code(status: &std::process::ExitStatus) -> (i32, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => (c, None),
+        (None, Some(s)) => (128 + s, Some(s)),
+        _ => (255, None),
+    }
+}
+
+/// SIGTERM the process group, wait up to `grace`, then SIGKILL. Returns the exit status.
+pub async fn terminate(child: &mut Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let pid = child.id().map(|p| p as i32);
+    if let Some(pid) = pid {
+        signal_group(pid, libc::SIGTERM);
+    }
+    let st = match tokio::time::timeout(grace, child.wait()).await {
+        Ok(r) => r.ok(),
+        Err(_) => {
+            if let Some(pid) = pid {
+                signal_group(pid, libc::SIGKILL);
+            }
+            child.wait().await.ok()
+        }
+    };
+    if let Some(pid) = pid {
+        // Leftover members of the group, if any.
+        signal_group(pid, libc::SIGKILL);
+        forget(pid);
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_with_bind_mount_and_env() {
+        let base = std::env::temp_dir().join(format!("kubelet-proc-{}", std::process::id()));
+        let src = base.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("hello"), "hi").unwrap();
+        let target = base.join("mnt");
+        let l = Launch {
+            binary: "/bin/sh".into(),
+            argv0: "sh".into(),
+            args: vec!["-c".into(), format!("cat {}/hello; echo \" $FOO\"; pwd", target.display())],
+            env: vec![("FOO".into(), "bar".into())],
+            working_dir: Some(target.clone()),
+            mounts: vec![Mount { source: src.clone(), target: target.clone(), read_only: true }],
+            log_path: base.join("log"),
+        };
+        let mut child = match spawn(&l) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skipping (no mount namespaces here?): {e}");
+                return;
+            }
+        };
+        let st = child.wait().await.unwrap();
+        assert_eq!(exit_code(&st), (0, None));
+        let out = std::fs::read_to_string(base.join("log")).unwrap();
+        assert_eq!(out, format!("hi bar\n{}\n", target.display()));
+        // The host side of the mount point stays empty.
+        assert!(std::fs::read_dir(&target).unwrap().next().is_none());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

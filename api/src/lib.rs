@@ -30,7 +30,9 @@ pub struct ErrorBody {
 
 /// Returns true when `s` is a lowercase hex sha256 digest (64 characters).
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The sha256 of `bytes` as lowercase hex.

@@ -11,8 +11,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncReadExt;
 
-pub use crate::error::Error;
 use crate::error::from_reqwest;
+pub use crate::error::Error;
 
 /// Upper bound of a long poll the gateway honors (`timeout` at most 60 s).
 pub const MAX_LONG_POLL_SECS: u64 = 60;
@@ -99,19 +99,18 @@ impl GatewayClient {
         read_json(resp, &self.server, what).await
     }
 
-    /// `PUT /v1/files/{ns}/{name}?replicas=N` with the body streamed from `path`. Exactly `size`
-    /// bytes are sent (with `Content-Length`), and `sha256` goes in `x-deposito-sha256`.
-    /// `on_chunk` is called with the length of every chunk as it is read.
+    /// `PUT /v1/files/{ns}/{name}?replicas=N` with the body streamed from `upload.path`.
+    /// Exactly `upload.size` bytes are sent (with `Content-Length`), and `upload.sha256` goes in
+    /// `x-deposito-sha256`. `on_chunk` is called with the length of every chunk as it is read.
     pub async fn put_file(
         &self,
         ns: &str,
         name: &str,
         replicas: u32,
-        sha256: &str,
-        path: &Path,
-        size: u64,
+        upload: &Upload<'_>,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<FileStatus, Error> {
+        let Upload { path, size, sha256 } = *upload;
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))?;
@@ -245,6 +244,16 @@ impl GatewayClient {
         self.send(req, &format!("update of replica {id}")).await?;
         Ok(())
     }
+}
+
+/// A local file to upload, already hashed.
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub path: &'a Path,
+    /// Bytes to send (the length that was hashed).
+    pub size: u64,
+    /// Lowercase hex sha256 of those bytes.
+    pub sha256: &'a str,
 }
 
 /// A download in progress.

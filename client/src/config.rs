@@ -154,10 +154,7 @@ mod tests {
     #[test]
     fn default_token_file_prefers_data_dir_then_home() {
         let env = env_of(&[("DEPOSITO_DATA_DIR", "/data"), ("HOME", "/home/u")]);
-        assert_eq!(
-            default_token_file(&env),
-            Some(PathBuf::from("/data/token"))
-        );
+        assert_eq!(default_token_file(&env), Some(PathBuf::from("/data/token")));
         let env = env_of(&[("HOME", "/home/u")]);
         assert_eq!(
             default_token_file(&env),
@@ -238,10 +235,7 @@ mod tests {
 
     #[test]
     fn server_urls_are_normalized() {
-        assert_eq!(
-            normalize_server("http://h:7800/").unwrap(),
-            "http://h:7800"
-        );
+        assert_eq!(normalize_server("http://h:7800/").unwrap(), "http://h:7800");
         assert_eq!(
             normalize_server("127.0.0.1:7800").unwrap(),
             "http://127.0.0.1:7800"

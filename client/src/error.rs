@@ -66,9 +66,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } | Error::Transport { .. } => true,
-            Error::Api { status, .. } => {
-                *status >= 500 && *status != 501 && *status != 507
-            }
+            Error::Api { status, .. } => *status >= 500 && *status != 501 && *status != 507,
             _ => false,
         }
     }

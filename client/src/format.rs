@@ -92,22 +92,32 @@ pub fn file_table(list: &FileList) -> String {
     )
 }
 
-/// Condition messages worth showing to a user: problems, not the all-good ones.
+/// Condition messages worth showing to a user: problems, not the all-good ones. Conditions
+/// that are bad when true (`Degraded`...) explain more than a false `Ready`, so those come
+/// alone when there are any.
 fn notable_conditions(st: &FileStatus) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut not_ready: Vec<String> = Vec::new();
     for c in &st.conditions {
         let good_when_true = matches!(c.type_.as_str(), "Ready" | "Converged" | "Available");
-        let bad = if good_when_true {
-            c.status != "True"
-        } else {
-            c.status == "True"
+        let msg = c.message.trim().to_string();
+        if msg.is_empty() {
+            continue;
+        }
+        let list = match (good_when_true, c.status == "True") {
+            (false, true) => &mut problems,
+            (true, false) => &mut not_ready,
+            _ => continue,
         };
-        let msg = c.message.trim();
-        if bad && !msg.is_empty() && !out.iter().any(|m| m == msg) {
-            out.push(msg.to_string());
+        if !list.contains(&msg) {
+            list.push(msg);
         }
     }
-    out
+    if problems.is_empty() {
+        not_ready
+    } else {
+        problems
+    }
 }
 
 /// One-line description of where a file stands, used in progress and timeout messages:
@@ -154,7 +164,10 @@ pub fn file_status(st: &FileStatus) -> String {
         "replicas",
         format!("{} wanted, {} ready", st.replicas, st.ready_replicas),
     );
-    kv("size", format!("{} bytes ({})", st.size, human_bytes(st.size)));
+    kv(
+        "size",
+        format!("{} bytes ({})", st.size, human_bytes(st.size)),
+    );
     kv(
         "sha256",
         if st.sha256.is_empty() {
@@ -214,7 +227,15 @@ pub fn replica_table(list: &ReplicaList) -> String {
         .collect();
     table(
         &[
-            "ID", "URL", "ZONE", "HEALTH", "DRAINING", "FREE", "CAPACITY", "OBJECTS", "LAST-SEEN",
+            "ID",
+            "URL",
+            "ZONE",
+            "HEALTH",
+            "DRAINING",
+            "FREE",
+            "CAPACITY",
+            "OBJECTS",
+            "LAST-SEEN",
         ],
         &rows,
     )
@@ -283,7 +304,7 @@ longer name.bin   5          3       1.5 KiB   Degraded   abababababab
                 type_: "Ready".into(),
                 status: "False".into(),
                 reason: "NotEnoughReplicas".into(),
-                message: "wants 5 copies, only 3 replicas available".into(),
+                message: "3/5 verified copies".into(),
             },
             Condition {
                 type_: "Degraded".into(),
@@ -295,6 +316,11 @@ longer name.bin   5          3       1.5 KiB   Degraded   abababababab
         assert_eq!(
             describe_status(&st),
             "phase Degraded, 3/5 copies ready; wants 5 copies, only 3 replicas available"
+        );
+        st.conditions.remove(1);
+        assert_eq!(
+            describe_status(&st),
+            "phase Degraded, 3/5 copies ready; 3/5 verified copies"
         );
         let mut st = status("f", 1, 1, Phase::Trimming);
         st.holders.push("replica-9".into());

@@ -22,7 +22,10 @@ pub fn main_with(cli: cli::Cli) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("deposito: cannot start the runtime: {}", error::io_reason(&e));
+            eprintln!(
+                "deposito: cannot start the runtime: {}",
+                error::io_reason(&e)
+            );
             return 1;
         }
     };

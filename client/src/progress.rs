@@ -30,8 +30,10 @@ pub fn bytes_bar(len: Option<u64>, label: &str) -> ProgressBar {
         None => {
             let pb = ProgressBar::with_draw_target(None, target());
             pb.set_style(
-                ProgressStyle::with_template("{prefix:>11} {spinner} {bytes} {binary_bytes_per_sec}")
-                    .expect("static template"),
+                ProgressStyle::with_template(
+                    "{prefix:>11} {spinner} {bytes} {binary_bytes_per_sec}",
+                )
+                .expect("static template"),
             );
             pb
         }

@@ -94,7 +94,9 @@ fn invalid_name_and_replicas_are_refused_locally() {
     let f = f.to_str().unwrap();
     let url = closed_port_url();
     let out = deposito(
-        &["--server", &url, "--token", "t", "deposit", f, "--name", "a/b"],
+        &[
+            "--server", &url, "--token", "t", "deposit", f, "--name", "a/b",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(1));
@@ -102,7 +104,10 @@ fn invalid_name_and_replicas_are_refused_locally() {
         stderr_line(&out),
         "deposito: invalid name 'a/b': name contains '/'"
     );
-    let out = deposito(&["--server", &url, "--token", "t", "deposit", f, "-r", "0"], &[]);
+    let out = deposito(
+        &["--server", &url, "--token", "t", "deposit", f, "-r", "0"],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr_line(&out),

@@ -142,7 +142,10 @@ async fn deposit_sends_digest_and_exact_bytes_then_waits_for_convergence() {
         .unwrap();
     assert_eq!(
         line,
-        format!("deposited data.bin: 2/2 copies, {} bytes, sha256 {sha}", data.len())
+        format!(
+            "deposited data.bin: 2/2 copies, {} bytes, sha256 {sha}",
+            data.len()
+        )
     );
 
     let r = rec.lock().unwrap();
@@ -224,7 +227,10 @@ async fn gateway_json_errors_become_one_line_messages() {
     let base = serve(router).await;
     let c = ctx(&base);
     let e = set_replicas(&c, "f", 3, None).await.unwrap_err();
-    assert_eq!(e.one_line(), "400 invalid_replicas: replicas must be at least 1");
+    assert_eq!(
+        e.one_line(),
+        "400 invalid_replicas: replicas must be at least 1"
+    );
     let e = c.client.status("default", "f", None).await.unwrap_err();
     assert_eq!(e.one_line(), "502 bad_gateway: upstream failed");
     let e = c.client.list("default").await.unwrap_err();
@@ -303,14 +309,23 @@ async fn retrieve_detects_digest_mismatch_and_leaves_no_file() {
         .unwrap_err();
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e:?}");
     assert!(e.one_line().starts_with("digest mismatch for f.txt"), "{e}");
-    assert!(dir_entries(dir.path()).is_empty(), "{:?}", dir_entries(dir.path()));
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
 }
 
 #[tokio::test]
 async fn retrieve_writes_verified_file_and_nothing_else() {
     let data = test_bytes(5 * 1024 * 1024 + 3);
     let sha = sha256_hex(&data);
-    let base = serve(file_router(data.clone(), Some(sha.clone()), Some(sha.clone()))).await;
+    let base = serve(file_router(
+        data.clone(),
+        Some(sha.clone()),
+        Some(sha.clone()),
+    ))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy.bin");
     std::fs::write(&out, b"old content").unwrap();
@@ -345,7 +360,10 @@ async fn rm_waits_until_the_file_is_gone() {
         .route(
             "/v1/files/{ns}/{name}",
             axum::routing::delete(|Path((_ns, name)): Path<(String, String)>| async move {
-                (StatusCode::ACCEPTED, Json(fstatus(&name, 1, 1, 1, Phase::Deleting)))
+                (
+                    StatusCode::ACCEPTED,
+                    Json(fstatus(&name, 1, 1, 1, Phase::Deleting)),
+                )
             }),
         )
         .route(

@@ -19,6 +19,10 @@ pub enum Command {
     /// Run a whole local system: SQLite catalog, registration-based membership, reconcile
     /// loop and gateway; with `--replicas K`, also K supervised replica processes.
     Local(LocalArgs),
+    /// Run a storage replica in this process (what `deposito-replica` runs). The local
+    /// launcher uses it when no `deposito-replica` binary sits next to this one.
+    #[command(hide = true)]
+    Replica(deposito_replica::Config),
 }
 
 /// Flags of `deposito-operator local`.

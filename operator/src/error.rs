@@ -67,9 +67,9 @@ impl GatewayError {
                 "insufficient_storage" => Self::InsufficientStorage(body.error),
                 _ => Self::Replica(format!("{status}: {}", body.error)),
             },
-            ReplicaClientError::Transport(msg) => Self::IncompleteBody(format!(
-                "upload did not complete: {msg}"
-            )),
+            ReplicaClientError::Transport(msg) => {
+                Self::IncompleteBody(format!("upload did not complete: {msg}"))
+            }
         }
     }
 }

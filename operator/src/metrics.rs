@@ -49,13 +49,29 @@ impl Default for Metrics {
         let replicas = Family::<HealthLabels, Gauge>::default();
         let bytes_uploaded = Counter::default();
         let bytes_downloaded = Counter::default();
-        registry.register("reconcile_passes", "Reconcile passes run", reconcile_passes.clone());
-        registry.register("actions", "Pulls and deletes asked of replicas", actions.clone());
+        registry.register(
+            "reconcile_passes",
+            "Reconcile passes run",
+            reconcile_passes.clone(),
+        );
+        registry.register(
+            "actions",
+            "Pulls and deletes asked of replicas",
+            actions.clone(),
+        );
         registry.register("events", "Events emitted, by reason", events.clone());
         registry.register("files", "Files in the catalog", files.clone());
         registry.register("replicas", "Known replicas by health", replicas.clone());
-        registry.register("bytes_uploaded", "Bytes received from clients", bytes_uploaded.clone());
-        registry.register("bytes_downloaded", "Bytes sent to clients", bytes_downloaded.clone());
+        registry.register(
+            "bytes_uploaded",
+            "Bytes received from clients",
+            bytes_uploaded.clone(),
+        );
+        registry.register(
+            "bytes_downloaded",
+            "Bytes sent to clients",
+            bytes_downloaded.clone(),
+        );
         Self {
             registry,
             reconcile_passes,

@@ -118,7 +118,11 @@ pub async fn pass(ctx: &Context) -> bool {
     ctx.metrics.reconcile_passes.inc();
     let observation = observe(ctx).await;
     for health in [Health::Live, Health::Unreachable, Health::Lost] {
-        let n = observation.views.iter().filter(|v| v.health == health).count();
+        let n = observation
+            .views
+            .iter()
+            .filter(|v| v.health == health)
+            .count();
         ctx.metrics
             .replicas
             .get_or_create(&crate::metrics::HealthLabels {
@@ -231,7 +235,11 @@ async fn reconcile_file(
 
     if plan.finalized {
         let (k, generation) = (key.clone(), entry.generation);
-        match ctx.catalog.run(move |c| c.finalize_delete(&k, generation)).await {
+        match ctx
+            .catalog
+            .run(move |c| c.finalize_delete(&k, generation))
+            .await
+        {
             Ok(true) => {
                 info!("deleted: every copy removed");
                 ctx.publish_change();
@@ -295,7 +303,11 @@ async fn execute(ctx: &Context, key: &FileKey, observation: &Observation, action
             let (Some(target_url), Some(source_url)) = (target_url, source_url) else {
                 return false;
             };
-            match ctx.replicas.pull(&target_url, &source_url, key, &sha256).await {
+            match ctx
+                .replicas
+                .pull(&target_url, &source_url, key, &sha256)
+                .await
+            {
                 Ok(_) => {
                     info!(%target, %source, "replicated");
                     true

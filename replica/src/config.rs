@@ -122,7 +122,10 @@ impl Config {
 
 /// The replica id: `configured`, else the content of `DIR/replica-id`, else a new
 /// `r-<8 hex>` that is written there.
-pub fn resolve_replica_id(configured: Option<&str>, data_dir: &Path) -> Result<String, ConfigError> {
+pub fn resolve_replica_id(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<String, ConfigError> {
     if let Some(id) = configured.map(str::trim).filter(|s| !s.is_empty()) {
         return Ok(id.to_string());
     }

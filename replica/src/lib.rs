@@ -78,6 +78,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let listen_file = config.data_dir.join("listen");
+    storage::fsutil::write_file_atomic(&listen_file, format!("{addr}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", listen_file.display()))?;
     let advertise = config
         .advertise_url
         .clone()

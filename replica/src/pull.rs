@@ -70,7 +70,9 @@ pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written>
         .write(&file_key, Some(&key.sha256), len, body)
         .await
         .map_err(|e| match e {
-            Error::IncompleteBody(m) => Error::PullFailed(format!("transfer from peer cut short: {m}")),
+            Error::IncompleteBody(m) => {
+                Error::PullFailed(format!("transfer from peer cut short: {m}"))
+            }
             other => other,
         })?;
     Ok(written)
@@ -86,7 +88,10 @@ mod tests {
         let u = object_url("http://127.0.0.3:7070", &key).unwrap();
         assert_eq!(
             u.as_str(),
-            format!("http://127.0.0.3:7070/v1/objects/default/a%20b%23%3F.txt/{}", "a".repeat(64))
+            format!(
+                "http://127.0.0.3:7070/v1/objects/default/a%20b%23%3F.txt/{}",
+                "a".repeat(64)
+            )
         );
         let u = object_url("http://h:1/base/", &key).unwrap();
         assert!(u.as_str().starts_with("http://h:1/base/v1/objects/"), "{u}");

@@ -128,7 +128,9 @@ pub async fn pass(app: &AppState) {
     for info in objects {
         let key = ObjKey::of(&info);
         let path = app.store.data_path(&key, ObjectState::Ready);
-        let mut lim = limiter.take().expect("limiter is returned after each object");
+        let mut lim = limiter
+            .take()
+            .expect("limiter is returned after each object");
         let res = tokio::task::spawn_blocking(move || {
             let r = hash_limited(&path, &mut lim);
             (r, lim)
@@ -159,7 +161,11 @@ pub async fn pass(app: &AppState) {
         app.metrics.scrubbed_objects.inc();
         app.scrubber.lock().objects_checked += 1;
         if let Some(reason) = problem {
-            match app.store.quarantine(&key, Some(info.stored_at), &reason).await {
+            match app
+                .store
+                .quarantine(&key, Some(info.stored_at), &reason)
+                .await
+            {
                 Ok(true) => {
                     corrupt += 1;
                     app.metrics.corrupt_found.inc();
@@ -191,6 +197,10 @@ mod tests {
         assert_eq!(len, 3 * MIB);
         assert_eq!(sha, deposito_api::sha256_hex(&vec![7u8; 3 * MIB as usize]));
         // 3 MiB at 10 MiB/s takes at least ~0.3 s.
-        assert!(t.elapsed() >= Duration::from_millis(280), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(280),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

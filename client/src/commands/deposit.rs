@@ -8,6 +8,7 @@ use deposito_api::gateway::FileStatus;
 use sha2::{Digest, Sha256};
 
 use super::{print_out, validate_name, validate_replicas, Ctx};
+use crate::api::Upload;
 use crate::cli::{DepositArgs, GlobalOpts};
 use crate::error::Error;
 use crate::progress;
@@ -127,10 +128,13 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
     let (sha256, size) = hash_file(&plan.path).await?;
     let bar = progress::bytes_bar(Some(size), "uploading");
     let bar2 = bar.clone();
+    let upload = Upload {
+        path: &plan.path,
+        size,
+        sha256: &sha256,
+    };
     let uploaded = c
-        .put_file(ns, &plan.name, plan.replicas, &sha256, &plan.path, size, move |n| {
-            bar2.inc(n)
-        })
+        .put_file(ns, &plan.name, plan.replicas, &upload, move |n| bar2.inc(n))
         .await;
     bar.finish_and_clear();
     let st = uploaded?;
@@ -143,7 +147,8 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
     if !plan.wait {
         return Ok(summary(&st, false));
     }
-    let st = super::wait::wait_converged(c, ns, &plan.name, st, plan.timeout, Some(&sha256)).await?;
+    let st =
+        super::wait::wait_converged(c, ns, &plan.name, st, plan.timeout, Some(&sha256)).await?;
     Ok(summary(&st, true))
 }
 
@@ -188,7 +193,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.ends_with("missing: no such file or directory"), "{e}");
-        let e = plan(&args(dir.path(), Some("d"), 1)).unwrap_err().to_string();
+        let e = plan(&args(dir.path(), Some("d"), 1))
+            .unwrap_err()
+            .to_string();
         assert!(e.ends_with("is not a regular file"), "{e}");
     }
 

@@ -82,8 +82,7 @@ pub async fn rm(ctx: &Ctx, name: &str, wait: Option<Duration>) -> Result<String,
     match wait {
         None => Ok(format!("deletion of {name} requested")),
         Some(timeout) => {
-            super::wait::wait_deleted(&ctx.client, &ctx.namespace, name, Some(st), timeout)
-                .await?;
+            super::wait::wait_deleted(&ctx.client, &ctx.namespace, name, Some(st), timeout).await?;
             Ok(format!("deleted {name}"))
         }
     }

@@ -37,12 +37,8 @@ impl Ctx {
 
 /// Checks a file name locally, with the same rules as the gateway.
 pub fn validate_name(name: &str) -> Result<(), Error> {
-    deposito_api::names::validate_file_name(name).map_err(|e| {
-        Error::Usage(format!(
-            "invalid name '{}': {e}",
-            name.escape_debug()
-        ))
-    })
+    deposito_api::names::validate_file_name(name)
+        .map_err(|e| Error::Usage(format!("invalid name '{}': {e}", name.escape_debug())))
 }
 
 /// Checks a replication level locally.

@@ -18,7 +18,11 @@ pub async fn run_list(global: &GlobalOpts, args: JsonArgs) -> Result<(), Error> 
     }
 }
 
-pub async fn run_drain(global: &GlobalOpts, args: ReplicaIdArgs, draining: bool) -> Result<(), Error> {
+pub async fn run_drain(
+    global: &GlobalOpts,
+    args: ReplicaIdArgs,
+    draining: bool,
+) -> Result<(), Error> {
     if args.id.is_empty() {
         return Err(Error::Usage("replica id is empty".into()));
     }

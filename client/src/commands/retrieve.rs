@@ -68,30 +68,32 @@ pub async fn retrieve(ctx: &Ctx, name: &str, dest: &Dest) -> Result<(u64, String
     let what = format!("download of {name}");
     let server = ctx.client.server().to_string();
 
-    let (mut writer, guard): (Box<dyn tokio::io::AsyncWrite + Unpin + Send>, Option<TempGuard>) =
-        match dest {
-            Dest::Stdout => (Box::new(tokio::io::stdout()), None),
-            Dest::File(path) => {
-                let dir = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                    _ => PathBuf::from("."),
-                };
-                let tmp = temp_path(&dir);
-                let file = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot create a file in {}", dir.display()), &e))?;
-                (
-                    Box::new(file),
-                    Some(TempGuard {
-                        path: tmp,
-                        armed: true,
-                    }),
-                )
-            }
-        };
+    let (mut writer, guard): (
+        Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+        Option<TempGuard>,
+    ) = match dest {
+        Dest::Stdout => (Box::new(tokio::io::stdout()), None),
+        Dest::File(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let tmp = temp_path(&dir);
+            let file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .await
+                .map_err(|e| Error::io(format!("cannot create a file in {}", dir.display()), &e))?;
+            (
+                Box::new(file),
+                Some(TempGuard {
+                    path: tmp,
+                    armed: true,
+                }),
+            )
+        }
+    };
     let write_ctx = match dest {
         Dest::Stdout => "cannot write to stdout".to_string(),
         Dest::File(p) => format!("cannot write {}", p.display()),
@@ -186,7 +188,10 @@ mod tests {
 
     #[test]
     fn destinations() {
-        assert_eq!(dest_for("a.txt", None), Dest::File(PathBuf::from("./a.txt")));
+        assert_eq!(
+            dest_for("a.txt", None),
+            Dest::File(PathBuf::from("./a.txt"))
+        );
         assert_eq!(dest_for("a.txt", Some(Path::new("-"))), Dest::Stdout);
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(

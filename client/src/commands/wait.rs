@@ -72,8 +72,10 @@ pub async fn wait_converged(
             }
             Err(e) if e.is_transient() => {
                 last_err = Some(e);
-                tokio::time::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
-                    .await;
+                tokio::time::sleep(
+                    RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
             }
             Err(e) => break Err(e),
         }
@@ -113,7 +115,10 @@ pub async fn wait_deleted(
             bar.set_message(format!("{} copies left", st.holders.len()));
         }
         if Instant::now() >= deadline {
-            let mut msg = format!("timed out after {}s waiting for {name} to be deleted", timeout.as_secs());
+            let mut msg = format!(
+                "timed out after {}s waiting for {name} to be deleted",
+                timeout.as_secs()
+            );
             if let Some(st) = &last {
                 msg.push_str(&format!(
                     ": phase {}, {} copies left",
@@ -141,8 +146,10 @@ pub async fn wait_deleted(
             Err(e) if e.is_status(404) => break Ok(()),
             Err(e) if e.is_transient() => {
                 last_err = Some(e);
-                tokio::time::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
-                    .await;
+                tokio::time::sleep(
+                    RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
             }
             Err(e) => break Err(e),
         }

@@ -82,7 +82,11 @@ pub async fn put_file(
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     let replicas = parse_replicas(query.replicas.as_deref())?;
     let header_sha = headers.get(HEADER_SHA256).and_then(|v| v.to_str().ok());
-    let expected = query.sha256.as_deref().or(header_sha).map(str::to_ascii_lowercase);
+    let expected = query
+        .sha256
+        .as_deref()
+        .or(header_sha)
+        .map(str::to_ascii_lowercase);
     if let Some(sha) = &expected {
         if !is_sha256_hex(sha) {
             return Err(GatewayError::InvalidDigest(format!(
@@ -98,8 +102,15 @@ pub async fn put_file(
     let target = transfer::upload_target(&ctx, &key, content_length)?;
     // Held until the catalog commit, so no reconcile pass runs on this file in between.
     let _guard = ctx.locks.lock(&key).await;
-    let info = transfer::upload(&ctx, &target, &key, expected.as_deref(), content_length, body)
-        .await?;
+    let info = transfer::upload(
+        &ctx,
+        &target,
+        &key,
+        expected.as_deref(),
+        content_length,
+        body,
+    )
+    .await?;
     let (k, sha, holder) = (key.clone(), info.sha256.clone(), target.id.clone());
     let entry = ctx
         .catalog
@@ -125,7 +136,9 @@ pub async fn get_file(
     let key = file_key(path)?;
     let entry = load(&ctx, &key).await?;
     let etag = format!("\"{}\"", entry.sha256);
-    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
     if if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         *response.headers_mut() = transfer::content_headers(&entry);
@@ -145,8 +158,14 @@ pub async fn head_file(State(ctx): Ctx, path: FilePath) -> Result<Response, Gate
     let mut headers = transfer::content_headers(&entry);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.size));
     headers.insert(HEADER_REPLICAS, HeaderValue::from(status.replicas));
-    headers.insert(HEADER_READY_REPLICAS, HeaderValue::from(status.ready_replicas));
-    headers.insert(HEADER_PHASE, HeaderValue::from_static(phase_name(status.phase)));
+    headers.insert(
+        HEADER_READY_REPLICAS,
+        HeaderValue::from(status.ready_replicas),
+    );
+    headers.insert(
+        HEADER_PHASE,
+        HeaderValue::from_static(phase_name(status.phase)),
+    );
     Ok((headers, Body::empty()).into_response())
 }
 
@@ -163,7 +182,9 @@ pub async fn patch_file(
     let key = file_key(path)?;
     let Json(patch) = body.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     if patch.replicas == 0 {
-        return Err(GatewayError::InvalidReplicas("replicas must be at least 1".into()));
+        return Err(GatewayError::InvalidReplicas(
+            "replicas must be at least 1".into(),
+        ));
     }
     let k = key.clone();
     let entry = ctx
@@ -265,7 +286,10 @@ mod tests {
         assert_eq!(parse_replicas(Some("3")).unwrap(), 3);
         for bad in ["0", "-1", "x", "", "1.5"] {
             assert!(
-                matches!(parse_replicas(Some(bad)), Err(GatewayError::InvalidReplicas(_))),
+                matches!(
+                    parse_replicas(Some(bad)),
+                    Err(GatewayError::InvalidReplicas(_))
+                ),
                 "{bad}"
             );
         }

@@ -66,7 +66,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
                 .delete(files::delete_file),
         )
         .route("/v1/files/{namespace}", get(files::list_files))
-        .route("/v1/files/{namespace}/{name}/status", get(files::file_status))
+        .route(
+            "/v1/files/{namespace}/{name}/status",
+            get(files::file_status),
+        )
         .route("/v1/replicas", get(replicas::list_replicas))
         .route(
             "/v1/replicas/{id}",

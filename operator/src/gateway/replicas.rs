@@ -21,7 +21,9 @@ pub async fn register(
 ) -> Result<Json<RegisterResponse>, GatewayError> {
     let Json(beat) = body.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     if beat.id.is_empty() || beat.id.len() > 253 || !beat.url.starts_with("http") {
-        return Err(GatewayError::BadRequest("a replica needs an id and an http(s) url".into()));
+        return Err(GatewayError::BadRequest(
+            "a replica needs an id and an http(s) url".into(),
+        ));
     }
     let catalog_beat = beat.clone();
     let membership_ctx = ctx.clone();

@@ -49,9 +49,7 @@ pub fn upload_target(
         return Err(if views.is_empty() {
             GatewayError::NoReplica("no live replica to store the file".into())
         } else {
-            GatewayError::InsufficientStorage(
-                "no live replica has room for the file".into(),
-            )
+            GatewayError::InsufficientStorage("no live replica has room for the file".into())
         });
     };
     Ok(views
@@ -103,7 +101,10 @@ pub fn content_headers(entry: &Entry) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let etag = format!("\"{}\"", entry.sha256);
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
-    headers.insert(HEADER_SHA256, HeaderValue::from_str(&entry.sha256).expect("hex"));
+    headers.insert(
+        HEADER_SHA256,
+        HeaderValue::from_str(&entry.sha256).expect("hex"),
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
         header::CONTENT_TYPE,
@@ -122,17 +123,27 @@ pub async fn download(
     // Verified holders first, least loaded first; then any other live replica, in case the
     // status is behind what the replicas hold.
     let mut order: Vec<&ReplicaView> = views.iter().collect();
-    order.sort_by_key(|v| (!entry.status.holders.contains(&v.id), v.active_transfers, v.id.clone()));
+    order.sort_by_key(|v| {
+        (
+            !entry.status.holders.contains(&v.id),
+            v.active_transfers,
+            v.id.clone(),
+        )
+    });
     for view in order {
-        let response = match ctx.replicas.get(&view.url, &entry.key, &entry.sha256, range).await {
+        let response = match ctx
+            .replicas
+            .get(&view.url, &entry.key, &entry.sha256, range)
+            .await
+        {
             Ok(response) => response,
             Err(err) => {
                 tracing::debug!(replica = %view.id, %err, "holder could not serve");
                 continue;
             }
         };
-        let status = StatusCode::from_u16(response.status().as_u16())
-            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut headers = content_headers(entry);
         for name in [header::CONTENT_LENGTH, header::CONTENT_RANGE] {
             if let Some(value) = response.headers().get(name.as_str()) {

@@ -116,7 +116,7 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, String)> {
             key: FileKey {
                 namespace: row.get(0)?,
                 name: row.get(1)?,
-                },
+            },
             replicas: row.get(2)?,
             sha256: row.get(3)?,
             size: row.get::<_, i64>(4)? as u64,
@@ -167,7 +167,9 @@ impl Catalog {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records new content for `key` (creating the entry, or replacing the content of an
@@ -204,7 +206,11 @@ impl Catalog {
     }
 
     /// Changes the replication level. `None` when there is no such (undeleted) entry.
-    pub fn set_replicas(&self, key: &FileKey, replicas: u32) -> Result<Option<Entry>, CatalogError> {
+    pub fn set_replicas(
+        &self,
+        key: &FileKey,
+        replicas: u32,
+    ) -> Result<Option<Entry>, CatalogError> {
         let changed = self.conn().execute(
             "UPDATE files SET replicas = ?3, generation = generation + 1
              WHERE namespace = ?1 AND name = ?2 AND deleting = 0 AND replicas != ?3",
@@ -274,7 +280,12 @@ impl Catalog {
     }
 
     /// Remembers a replica (registration) so that its copies are not forgotten across restarts.
-    pub fn upsert_replica(&self, id: &str, url: &str, zone: Option<&str>) -> Result<(), CatalogError> {
+    pub fn upsert_replica(
+        &self,
+        id: &str,
+        url: &str,
+        zone: Option<&str>,
+    ) -> Result<(), CatalogError> {
         self.conn().execute(
             "INSERT INTO replicas (id, url, zone) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, zone = excluded.zone
@@ -296,7 +307,8 @@ impl Catalog {
     /// Every replica ever registered.
     pub fn replicas(&self) -> Result<Vec<ReplicaRow>, CatalogError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT id, url, zone, draining FROM replicas ORDER BY id")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id, url, zone, draining FROM replicas ORDER BY id")?;
         let rows = stmt.query_map([], |row| {
             Ok(ReplicaRow {
                 id: row.get(0)?,
@@ -324,16 +336,29 @@ mod tests {
         {
             let catalog = Catalog::open(&path).unwrap();
             let e = catalog.put_content(&key("a"), 3, "aa", 10, "r1").unwrap();
-            assert_eq!((e.generation, e.replicas, e.status.holders.clone()), (1, 3, vec!["r1".to_string()]));
+            assert_eq!(
+                (e.generation, e.replicas, e.status.holders.clone()),
+                (1, 3, vec!["r1".to_string()])
+            );
             let e = catalog.set_replicas(&key("a"), 5).unwrap().unwrap();
             assert_eq!(e.generation, 2);
             // Same level again: no new generation.
-            assert_eq!(catalog.set_replicas(&key("a"), 5).unwrap().unwrap().generation, 2);
+            assert_eq!(
+                catalog
+                    .set_replicas(&key("a"), 5)
+                    .unwrap()
+                    .unwrap()
+                    .generation,
+                2
+            );
             assert!(catalog.set_replicas(&key("missing"), 2).unwrap().is_none());
         }
         let catalog = Catalog::open(&path).unwrap();
         let e = catalog.get(&key("a")).unwrap().unwrap();
-        assert_eq!((e.replicas, e.sha256.as_str(), e.size, e.generation), (5, "aa", 10, 2));
+        assert_eq!(
+            (e.replicas, e.sha256.as_str(), e.size, e.generation),
+            (5, "aa", 10, 2)
+        );
     }
 
     #[test]
@@ -350,9 +375,15 @@ mod tests {
             conditions: vec![],
         };
         assert!(catalog.write_status(&key("a"), 1, &status).unwrap());
-        assert!(!catalog.write_status(&key("a"), 1, &status).unwrap(), "unchanged");
+        assert!(
+            !catalog.write_status(&key("a"), 1, &status).unwrap(),
+            "unchanged"
+        );
         catalog.set_replicas(&key("a"), 2).unwrap();
-        assert!(!catalog.write_status(&key("a"), 1, &status).unwrap(), "stale generation");
+        assert!(
+            !catalog.write_status(&key("a"), 1, &status).unwrap(),
+            "stale generation"
+        );
     }
 
     #[test]
@@ -365,9 +396,13 @@ mod tests {
         assert!(catalog.set_replicas(&key("a"), 3).unwrap().is_none());
         // A new deposit revives the entry before the deletion finishes.
         catalog.put_content(&key("a"), 1, "bb", 1, "r2").unwrap();
-        assert!(!catalog.finalize_delete(&key("a"), marked.generation).unwrap());
+        assert!(!catalog
+            .finalize_delete(&key("a"), marked.generation)
+            .unwrap());
         let again = catalog.mark_deleting(&key("a")).unwrap().unwrap();
-        assert!(catalog.finalize_delete(&key("a"), again.generation).unwrap());
+        assert!(catalog
+            .finalize_delete(&key("a"), again.generation)
+            .unwrap());
         assert!(catalog.get(&key("a")).unwrap().is_none());
     }
 }

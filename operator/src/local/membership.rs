@@ -62,7 +62,13 @@ impl Membership {
                     heard: false,
                     since_seen: Duration::ZERO,
                 };
-                (row.id, Record { member, last_seen: now })
+                (
+                    row.id,
+                    Record {
+                        member,
+                        last_seen: now,
+                    },
+                )
             })
             .collect();
         Ok(Self {
@@ -76,7 +82,8 @@ impl Membership {
         let changed = {
             let mut records = self.records.lock().expect("membership lock");
             let known = records.get(&beat.id);
-            let changed = known.is_none_or(|r| r.member.url != beat.url || r.member.zone != beat.zone);
+            let changed =
+                known.is_none_or(|r| r.member.url != beat.url || r.member.zone != beat.zone);
             let draining = known.is_some_and(|r| r.member.draining);
             records.insert(
                 beat.id.clone(),
@@ -166,7 +173,10 @@ mod tests {
         let m = Membership::load(Catalog::open(&path).unwrap()).unwrap();
         let snap = m.snapshot();
         assert_eq!(snap.len(), 1);
-        assert_eq!((snap[0].id.as_str(), snap[0].url.as_str(), snap[0].draining), ("r1", "http://a", true));
+        assert_eq!(
+            (snap[0].id.as_str(), snap[0].url.as_str(), snap[0].draining),
+            ("r1", "http://a", true)
+        );
         assert!(!snap[0].heard, "not heard from until it speaks again");
     }
 }

@@ -23,10 +23,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let client_token = tokens::load_or_create(
-        args.token_file.as_deref(),
-        &data_dir.join("token"),
-    )?;
+    let client_token = tokens::load_or_create(args.token_file.as_deref(), &data_dir.join("token"))?;
     let replica_token = tokens::load_or_create(
         args.replica_token_file.as_deref(),
         &data_dir.join("replica-token"),

@@ -51,16 +51,23 @@ pub fn child_address(dir: &Path, index: u32, port: u16) -> anyhow::Result<Socket
     Ok(addr)
 }
 
-/// The replica binary: the flag, else next to this executable, else on PATH.
-fn replica_binary(args: &LocalArgs) -> PathBuf {
+/// The replica program and its leading arguments: the flag, else `deposito-replica` next to
+/// this executable, else this executable's own `replica` subcommand (so that
+/// `cargo run --bin deposito-operator` works without building the replica binary).
+fn replica_program(args: &LocalArgs) -> (PathBuf, Vec<String>) {
     if let Some(path) = &args.replica_binary {
-        return path.clone();
+        return (path.clone(), vec![]);
     }
-    std::env::current_exe()
-        .ok()
+    let exe = std::env::current_exe().ok();
+    let sibling = exe
+        .as_ref()
         .and_then(|exe| exe.parent().map(|dir| dir.join("deposito-replica")))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("deposito-replica"))
+        .filter(|path| path.exists());
+    match (sibling, exe) {
+        (Some(path), _) => (path, vec![]),
+        (None, Some(exe)) => (exe, vec!["replica".to_string()]),
+        (None, None) => (PathBuf::from("deposito-replica"), vec![]),
+    }
 }
 
 impl Supervisor {
@@ -72,7 +79,7 @@ impl Supervisor {
         replica_token: &str,
     ) -> anyhow::Result<Self> {
         let (stop, _) = watch::channel(false);
-        let binary = replica_binary(args);
+        let (binary, leading_args) = replica_program(args);
         let mut tasks = Vec::new();
         for index in 0..args.replicas {
             let dir = data_dir.join("replicas").join(format!("replica-{index}"));
@@ -83,9 +90,15 @@ impl Supervisor {
                 listen: child_address(&dir, index, args.replica_port)?,
                 data_dir: dir,
             };
-            println!("deposito: {} on http://{} (data in {})", spec.id, spec.listen, spec.data_dir.display());
+            println!(
+                "deposito: {} on http://{} (data in {})",
+                spec.id,
+                spec.listen,
+                spec.data_dir.display()
+            );
             let command = ChildCommand {
                 binary: binary.clone(),
+                leading_args: leading_args.clone(),
                 spec,
                 gateway_url: gateway_url.to_string(),
                 token: replica_token.to_string(),
@@ -108,6 +121,7 @@ impl Supervisor {
 
 struct ChildCommand {
     binary: PathBuf,
+    leading_args: Vec<String>,
     spec: ChildSpec,
     gateway_url: String,
     token: String,
@@ -130,6 +144,7 @@ impl ChildCommand {
             }
         }
         command
+            .args(&self.leading_args)
             .arg("--listen")
             .arg(self.spec.listen.to_string())
             .arg("--data-dir")
@@ -165,7 +180,10 @@ async fn supervise(command: ChildCommand, mut stop: watch::Receiver<bool>) {
     let mut restarts = 0u64;
     loop {
         let started = Instant::now();
-        match command.build().and_then(|mut c| c.spawn().map_err(Into::into)) {
+        match command
+            .build()
+            .and_then(|mut c| c.spawn().map_err(Into::into))
+        {
             Ok(mut child) => {
                 info!(replica = %id, pid = child.id(), restarts, "replica started");
                 tokio::select! {
@@ -222,6 +240,10 @@ mod tests {
         let second = child_address(&b, 1, 0).unwrap();
         assert_ne!(first.ip(), second.ip());
         assert_eq!(first.ip(), Ipv4Addr::new(127, 0, 0, 10));
-        assert_eq!(child_address(&a, 0, 0).unwrap(), first, "kept across restarts");
+        assert_eq!(
+            child_address(&a, 0, 0).unwrap(),
+            first,
+            "kept across restarts"
+        );
     }
 }

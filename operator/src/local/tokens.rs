@@ -51,7 +51,10 @@ mod tests {
         let path = dir.path().join("token");
         let first = load_or_create(None, &path).unwrap();
         assert_eq!(first.len(), 64);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(load_or_create(None, &path).unwrap(), first);
         assert!(load_or_create(Some(&dir.path().join("missing")), &path).is_err());
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use deposito_api::replica::{ObjectInfo, ObjectState, PullRequest};
 use deposito_api::{is_sha256_hex, ErrorBody, FileKey, HEADER_SHA256};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncSeekExt;
 use tracing::instrument;
 
@@ -19,6 +19,11 @@ use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::range::{parse_range, RangeSpec};
 use crate::storage::{ObjKey, Written};
+
+/// Most bytes of a refused upload read and discarded before answering.
+const DRAIN_LIMIT: u64 = 64 << 20;
+/// Longest time spent discarding a refused upload.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn written_response(w: Written) -> Response {
     let status = if w.created {
@@ -36,7 +41,9 @@ fn expected_digest(headers: &HeaderMap) -> Result<Option<String>> {
     };
     let s = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
     if !is_sha256_hex(&s) {
-        return Err(Error::InvalidDigest(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+        return Err(Error::InvalidDigest(
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        ));
     }
     Ok(Some(s))
 }
@@ -84,14 +91,35 @@ pub async fn put_object(
     let len = content_length(&headers)?;
     let _transfer = app.transfer();
     let metrics = &app.metrics;
-    let stream = body
-        .into_data_stream()
+    let mut data = body.into_data_stream();
+    let stream = (&mut data)
         .map_err(|e| Error::IncompleteBody(e.to_string()))
         .inspect_ok(|b| {
             metrics.bytes_received.inc_by(b.len() as u64);
         });
-    let w = app.store.write(&key, expected.as_deref(), len, stream).await?;
-    Ok(written_response(w))
+    let res = app
+        .store
+        .write(&key, expected.as_deref(), len, stream)
+        .await;
+    if res.is_err() {
+        drain(&mut data).await;
+    }
+    Ok(written_response(res?))
+}
+
+/// Reads and discards what is left of a refused upload (bounded in bytes and time), so that
+/// the client, still sending, reads the error instead of a connection reset.
+async fn drain(data: &mut axum::body::BodyDataStream) {
+    let mut left: u64 = DRAIN_LIMIT;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = data.next().await {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Looks up a servable copy.
@@ -156,11 +184,9 @@ pub async fn get_object(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match parse_range(range, info.size) {
         RangeSpec::Full => (StatusCode::OK, 0, info.size),
-        spec @ RangeSpec::Partial { start, .. } => (
-            StatusCode::PARTIAL_CONTENT,
-            start,
-            spec.len().unwrap_or(0),
-        ),
+        spec @ RangeSpec::Partial { start, .. } => {
+            (StatusCode::PARTIAL_CONTENT, start, spec.len().unwrap_or(0))
+        }
         RangeSpec::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size: info.size }),
     };
     let verify = (status == StatusCode::OK).then(|| Verify {

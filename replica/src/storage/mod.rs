@@ -81,7 +81,13 @@ impl ObjKey {
 
 impl std::fmt::Display for ObjKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}@{}", self.namespace, self.name, &self.sha256[..12.min(self.sha256.len())])
+        write!(
+            f,
+            "{}/{}@{}",
+            self.namespace,
+            self.name,
+            &self.sha256[..12.min(self.sha256.len())]
+        )
     }
 }
 
@@ -220,7 +226,12 @@ impl Store {
     /// Moves a ready copy to `quarantine/` with state corrupt. When `stored_at` is given, only
     /// the copy committed at that time is moved (a newer commit is left alone).
     #[instrument(skip(self), fields(key = %key))]
-    pub async fn quarantine(&self, key: &ObjKey, stored_at: Option<u64>, reason: &str) -> Result<bool> {
+    pub async fn quarantine(
+        &self,
+        key: &ObjKey,
+        stored_at: Option<u64>,
+        reason: &str,
+    ) -> Result<bool> {
         let _g = self.commit_lock.lock().await;
         let Some(info) = self.get(key) else {
             return Ok(false);

@@ -81,7 +81,10 @@ fn scan_name_dir(
     key: &FileKey,
     index: &mut BTreeMap<ObjKey, ObjectInfo>,
 ) -> io::Result<()> {
-    let dir = root.join(area_name(state)).join(&key.namespace).join(&key.name);
+    let dir = root
+        .join(area_name(state))
+        .join(&key.namespace)
+        .join(&key.name);
     let mut datas = BTreeSet::new();
     let mut jsons = BTreeSet::new();
     for entry in std::fs::read_dir(&dir)? {
@@ -111,7 +114,10 @@ fn scan_name_dir(
         if let Some(info) = load_copy(root, state, &okey)? {
             if info.state == ObjectState::Ready {
                 // A verified copy supersedes a quarantined one of the same content.
-                if index.get(&okey).is_some_and(|i| i.state == ObjectState::Corrupt) {
+                if index
+                    .get(&okey)
+                    .is_some_and(|i| i.state == ObjectState::Corrupt)
+                {
                     remove_copy(&data_path(root, &okey, ObjectState::Corrupt))?;
                 }
             }

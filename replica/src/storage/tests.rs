@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::{sha256_hex, FileKey};
-use futures::stream;
+use futures::{stream, StreamExt};
 
 use super::*;
 
@@ -55,7 +55,12 @@ async fn commit_writes_data_and_metadata_atomically() {
     let data = b"hello deposito, this is a test body".repeat(100);
     let sha = sha256_hex(&data);
     let w = store
-        .write(&fkey("a.txt"), Some(&sha), Some(data.len() as u64), chunks(&data))
+        .write(
+            &fkey("a.txt"),
+            Some(&sha),
+            Some(data.len() as u64),
+            chunks(&data),
+        )
         .await
         .unwrap();
     assert!(w.created);
@@ -64,7 +69,8 @@ async fn commit_writes_data_and_metadata_atomically() {
     let key = ObjKey::of(&w.info);
     let path = store.data_path(&key, ObjectState::Ready);
     assert_eq!(std::fs::read(&path).unwrap(), data);
-    let meta: ObjectInfo = serde_json::from_slice(&std::fs::read(json_path(&path)).unwrap()).unwrap();
+    let meta: ObjectInfo =
+        serde_json::from_slice(&std::fs::read(json_path(&path)).unwrap()).unwrap();
     assert_eq!(meta, w.info);
     assert!(files_under(&dir.path().join("tmp")).is_empty());
     assert_eq!(store.get(&key), Some(w.info.clone()));
@@ -110,10 +116,13 @@ async fn short_body_is_incomplete_and_leaves_nothing() {
 async fn dropped_write_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0).await.unwrap();
-    let body = stream::iter(vec![Ok(Bytes::from_static(b"partial"))])
+    let body = stream::iter(vec![Ok::<Bytes, Error>(Bytes::from_static(b"partial"))])
         .chain(stream::pending::<Result<Bytes>>());
-    let fut = store.write(&fkey("d"), None, None, body);
-    assert!(tokio::time::timeout(Duration::from_millis(200), fut).await.is_err());
+    let k = fkey("d");
+    let fut = store.write(&k, None, None, body);
+    assert!(tokio::time::timeout(Duration::from_millis(200), fut)
+        .await
+        .is_err());
     assert!(files_under(&dir.path().join("objects")).is_empty());
     assert!(files_under(&dir.path().join("tmp")).is_empty());
 }
@@ -173,7 +182,9 @@ async fn startup_rebuilds_and_repairs_the_index() {
     std::fs::remove_file(json_path(&p(&rotten, ObjectState::Ready))).unwrap();
     std::fs::write(p(&rotten, ObjectState::Ready), b"will rot without metadatA").unwrap();
     // Metadata without data: dropped.
-    let orphan = root.join("objects/default/orphan").join(format!("{}.json", "0".repeat(64)));
+    let orphan = root
+        .join("objects/default/orphan")
+        .join(format!("{}.json", "0".repeat(64)));
     std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
     std::fs::write(&orphan, serde_json::to_vec(&good).unwrap()).unwrap();
     // Leftovers of an interrupted write: removed.
@@ -192,9 +203,10 @@ async fn startup_rebuilds_and_repairs_the_index() {
         assert_eq!(info.state, ObjectState::Corrupt, "{}", bad.name);
         assert!(!p(bad, ObjectState::Ready).exists());
         assert!(p(bad, ObjectState::Corrupt).exists());
-        let meta: ObjectInfo =
-            serde_json::from_slice(&std::fs::read(json_path(&p(bad, ObjectState::Corrupt))).unwrap())
-                .unwrap();
+        let meta: ObjectInfo = serde_json::from_slice(
+            &std::fs::read(json_path(&p(bad, ObjectState::Corrupt))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(meta.state, ObjectState::Corrupt);
     }
     let s = store.stats();
@@ -212,8 +224,14 @@ async fn quarantine_moves_the_copy_and_a_new_write_replaces_it() {
     let info = put(&store, "q", b"quarantine me").await;
     let key = ObjKey::of(&info);
     // A stale stored_at does not quarantine a newer commit.
-    assert!(!store.quarantine(&key, Some(info.stored_at + 1), "test").await.unwrap());
-    assert!(store.quarantine(&key, Some(info.stored_at), "test").await.unwrap());
+    assert!(!store
+        .quarantine(&key, Some(info.stored_at + 1), "test")
+        .await
+        .unwrap());
+    assert!(store
+        .quarantine(&key, Some(info.stored_at), "test")
+        .await
+        .unwrap());
     assert_eq!(store.get(&key).unwrap().state, ObjectState::Corrupt);
     assert!(!store.data_path(&key, ObjectState::Ready).exists());
     assert!(store.data_path(&key, ObjectState::Corrupt).exists());
@@ -243,7 +261,12 @@ async fn pages_are_sorted_and_complete() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0).await.unwrap();
     for i in (0..25).rev() {
-        put(&store, &format!("file-{i:02}"), format!("content {i}").as_bytes()).await;
+        put(
+            &store,
+            &format!("file-{i:02}"),
+            format!("content {i}").as_bytes(),
+        )
+        .await;
     }
     let mut all = Vec::new();
     let mut after: Option<ObjKey> = None;

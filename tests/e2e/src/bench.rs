@@ -60,19 +60,38 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
     }
     let opts = if quick {
-        Options { sizes: vec![MIB, 64 * MIB], small_files: 200, rerep_size: 64 * MIB }
+        Options {
+            sizes: vec![MIB, 64 * MIB],
+            small_files: 200,
+            rerep_size: 64 * MIB,
+        }
     } else {
-        Options { sizes: vec![MIB, 64 * MIB, 1024 * MIB], small_files: 2000, rerep_size: 1024 * MIB }
+        Options {
+            sizes: vec![MIB, 64 * MIB, 1024 * MIB],
+            small_files: 2000,
+            rerep_size: 1024 * MIB,
+        }
     };
     let c = Cluster::builder().replicas(3).start().await;
-    eprintln!("cluster up: gateway {}, data under {}", c.url(), c.root_path.display());
+    eprintln!(
+        "cluster up: gateway {}, data under {}",
+        c.url(),
+        c.root_path.display()
+    );
     let plain = PlainServer::start(&c.scratch("plain-http"));
     let mut rows = Vec::new();
     let mut client_rss = 0u64;
 
     let sha_total = if quick { 256 * MIB } else { 1024 * MIB };
     let sha = sha256_rate(sha_total);
-    rows.push(Row { op: "baseline: sha256 in-process".into(), size: human(sha_total), time: secs(sha_total as f64 / sha), rate: sha, unit: "MiB/s", base: None });
+    rows.push(Row {
+        op: "baseline: sha256 in-process".into(),
+        size: human(sha_total),
+        time: secs(sha_total as f64 / sha),
+        rate: sha,
+        unit: "MiB/s",
+        base: None,
+    });
 
     let mut rerep_base = None;
     for &size in &opts.sizes {
@@ -80,28 +99,73 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         let digest = write_random_file(&input, size, random_seed());
         let t_cp = cp_sync(&input, &c.scratch("cp-copy"));
         let t_http = plain.put_file(&c.http, &input).await;
-        let b = Base { cp: size as f64 / t_cp.as_secs_f64(), http: size as f64 / t_http.as_secs_f64() };
-        rows.push(Row { op: "baseline: cp + sync".into(), size: human(size), time: t_cp, rate: b.cp, unit: "MiB/s", base: None });
-        rows.push(Row { op: "baseline: plain loopback HTTP PUT".into(), size: human(size), time: t_http, rate: b.http, unit: "MiB/s", base: None });
+        let b = Base {
+            cp: size as f64 / t_cp.as_secs_f64(),
+            http: size as f64 / t_http.as_secs_f64(),
+        };
+        rows.push(Row {
+            op: "baseline: cp + sync".into(),
+            size: human(size),
+            time: t_cp,
+            rate: b.cp,
+            unit: "MiB/s",
+            base: None,
+        });
+        rows.push(Row {
+            op: "baseline: plain loopback HTTP PUT".into(),
+            size: human(size),
+            time: t_http,
+            rate: b.http,
+            unit: "MiB/s",
+            base: None,
+        });
         let base = Some([sha, b.cp, b.http]);
 
         for n in [1u32, 3] {
             let name = format!("bench-{size}-n{n}");
-            let out = c.client(&["deposit", path(&input), "--replicas", &n.to_string(), "--name", &name]);
+            let out = c.client(&[
+                "deposit",
+                path(&input),
+                "--replicas",
+                &n.to_string(),
+                "--name",
+                &name,
+            ]);
             ensure!(out.ok(), "deposit {name}: {out}");
             client_rss = client_rss.max(out.max_rss);
             let t = out.elapsed;
             c.wait_converged(&name, CONVERGE).await;
-            let what = if n == 1 { "deposit N=1 (acknowledged)" } else { "deposit N=3 (3 copies)" };
-            rows.push(Row { op: what.into(), size: human(size), time: t, rate: size as f64 / t.as_secs_f64(), unit: "MiB/s", base });
+            let what = if n == 1 {
+                "deposit N=1 (acknowledged)"
+            } else {
+                "deposit N=3 (3 copies)"
+            };
+            rows.push(Row {
+                op: what.into(),
+                size: human(size),
+                time: t,
+                rate: size as f64 / t.as_secs_f64(),
+                unit: "MiB/s",
+                base,
+            });
         }
         let got = c.scratch("retrieved");
         let name = format!("bench-{size}-n1");
         let out = c.client(&["retrieve", &name, "-o", path(&got)]);
         ensure!(out.ok(), "retrieve {name}: {out}");
         client_rss = client_rss.max(out.max_rss);
-        ensure!(sha256_file(&got)? == digest, "retrieved bytes of {name} differ");
-        rows.push(Row { op: "retrieve".into(), size: human(size), time: out.elapsed, rate: size as f64 / out.elapsed.as_secs_f64(), unit: "MiB/s", base });
+        ensure!(
+            sha256_file(&got)? == digest,
+            "retrieved bytes of {name} differ"
+        );
+        rows.push(Row {
+            op: "retrieve".into(),
+            size: human(size),
+            time: out.elapsed,
+            rate: size as f64 / out.elapsed.as_secs_f64(),
+            unit: "MiB/s",
+            base,
+        });
         std::fs::remove_file(&got)?;
         for n in [1, 3] {
             delete(&c, &format!("bench-{size}-n{n}")).await?;
@@ -116,7 +180,14 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     // Re-replication from 1 to 3 copies.
     let (input, base) = rerep_base.context("re-replication size among the sizes")?;
     let size = opts.rerep_size;
-    let out = c.client(&["deposit", path(&input), "--replicas", "1", "--name", "bench-rerep"]);
+    let out = c.client(&[
+        "deposit",
+        path(&input),
+        "--replicas",
+        "1",
+        "--name",
+        "bench-rerep",
+    ]);
     ensure!(out.ok(), "deposit bench-rerep: {out}");
     c.wait_converged("bench-rerep", CONVERGE).await;
     let start = Instant::now();
@@ -124,8 +195,18 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     ensure!(r.status == 200, "PATCH bench-rerep: {r:?}");
     c.wait_converged("bench-rerep", CONVERGE).await;
     let t = start.elapsed();
-    ensure!(c.count_copies(&input) == 3, "re-replication did not leave 3 identical copies");
-    rows.push(Row { op: "re-replication 1 → 3 copies".into(), size: human(size), time: t, rate: size as f64 / t.as_secs_f64(), unit: "MiB/s", base });
+    ensure!(
+        c.count_copies(&input) == 3,
+        "re-replication did not leave 3 identical copies"
+    );
+    rows.push(Row {
+        op: "re-replication 1 → 3 copies".into(),
+        size: human(size),
+        time: t,
+        rate: size as f64 / t.as_secs_f64(),
+        unit: "MiB/s",
+        base,
+    });
     delete(&c, "bench-rerep").await?;
     std::fs::remove_file(&input)?;
 
@@ -164,9 +245,30 @@ async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::
     let cp_ops = count as f64 / t_cp.as_secs_f64();
     let http_ops = plain.put_small(&c.http, &bodies, CONCURRENCY).await;
     let ops = |r: f64| secs(count as f64 / r);
-    rows.push(Row { op: "baseline: sha256 in-process".into(), size: "4 KiB each".into(), time: secs(1.0 / sha_ops), rate: sha_ops, unit: "ops/s", base: None });
-    rows.push(Row { op: "baseline: cp -r + sync".into(), size: size.clone(), time: t_cp, rate: cp_ops, unit: "ops/s", base: None });
-    rows.push(Row { op: format!("baseline: plain HTTP PUT, {CONCURRENCY} in flight"), size: size.clone(), time: ops(http_ops), rate: http_ops, unit: "ops/s", base: None });
+    rows.push(Row {
+        op: "baseline: sha256 in-process".into(),
+        size: "4 KiB each".into(),
+        time: secs(1.0 / sha_ops),
+        rate: sha_ops,
+        unit: "ops/s",
+        base: None,
+    });
+    rows.push(Row {
+        op: "baseline: cp -r + sync".into(),
+        size: size.clone(),
+        time: t_cp,
+        rate: cp_ops,
+        unit: "ops/s",
+        base: None,
+    });
+    rows.push(Row {
+        op: format!("baseline: plain HTTP PUT, {CONCURRENCY} in flight"),
+        size: size.clone(),
+        time: ops(http_ops),
+        rate: http_ops,
+        unit: "ops/s",
+        base: None,
+    });
     let base = Some([sha_ops, cp_ops, http_ops]);
 
     let start = Instant::now();
@@ -179,7 +281,14 @@ async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::
     if let Some(bad) = results.iter().find(|r| r.status != 201) {
         bail!("small deposit failed: {bad:?}");
     }
-    rows.push(Row { op: format!("deposit N=2 (acknowledged), {CONCURRENCY} in flight"), size: size.clone(), time: t_ack, rate: count as f64 / t_ack.as_secs_f64(), unit: "ops/s", base });
+    rows.push(Row {
+        op: format!("deposit N=2 (acknowledged), {CONCURRENCY} in flight"),
+        size: size.clone(),
+        time: t_ack,
+        rate: count as f64 / t_ack.as_secs_f64(),
+        unit: "ops/s",
+        base,
+    });
     let deadline = Instant::now() + CONVERGE;
     loop {
         let list = c.list().await.map_err(anyhow::Error::msg)?;
@@ -187,11 +296,21 @@ async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::
         if done == count {
             break;
         }
-        ensure!(Instant::now() < deadline, "small files not converged: {done}/{count}");
+        ensure!(
+            Instant::now() < deadline,
+            "small files not converged: {done}/{count}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let t_conv = start.elapsed();
-    rows.push(Row { op: "deposit N=2 (2 copies each)".into(), size, time: t_conv, rate: count as f64 / t_conv.as_secs_f64(), unit: "ops/s", base });
+    rows.push(Row {
+        op: "deposit N=2 (2 copies each)".into(),
+        size,
+        time: t_conv,
+        rate: count as f64 / t_conv.as_secs_f64(),
+        unit: "ops/s",
+        base,
+    });
     Ok(rows)
 }
 
@@ -206,14 +325,28 @@ fn print_table(rows: &[Row]) {
     println!("| operation | size | time | rate | × sha256 | × cp+sync | × plain HTTP |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
     for r in rows {
-        let rate = if r.unit == "MiB/s" { r.rate / MIB as f64 } else { r.rate };
+        let rate = if r.unit == "MiB/s" {
+            r.rate / MIB as f64
+        } else {
+            r.rate
+        };
         let ratios = match r.base {
-            Some(b) => b.iter().map(|x| format!("{:.2}", r.rate / x)).collect::<Vec<_>>(),
+            Some(b) => b
+                .iter()
+                .map(|x| format!("{:.2}", r.rate / x))
+                .collect::<Vec<_>>(),
             None => vec!["".into(); 3],
         };
         println!(
             "| {} | {} | {:.3} s | {:.1} {} | {} | {} | {} |",
-            r.op, r.size, r.time.as_secs_f64(), rate, r.unit, ratios[0], ratios[1], ratios[2]
+            r.op,
+            r.size,
+            r.time.as_secs_f64(),
+            rate,
+            r.unit,
+            ratios[0],
+            ratios[1],
+            ratios[2]
         );
     }
 }

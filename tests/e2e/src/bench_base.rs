@@ -42,8 +42,18 @@ pub fn sha256_small_ops(n: usize) -> f64 {
 /// Time of `cp -r SRC DST && sync` (DST removed afterwards).
 pub fn cp_sync(src: &Path, dst: &Path) -> Duration {
     let start = Instant::now();
-    let ok = Command::new("cp").arg("-r").arg(src).arg(dst).status().map(|s| s.success());
-    assert!(matches!(ok, Ok(true)), "cp {} {} failed", src.display(), dst.display());
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .map(|s| s.success());
+    assert!(
+        matches!(ok, Ok(true)),
+        "cp {} {} failed",
+        src.display(),
+        dst.display()
+    );
     let ok = Command::new("sync").status().map(|s| s.success());
     assert!(matches!(ok, Ok(true)), "sync failed");
     let t = start.elapsed();
@@ -143,7 +153,8 @@ fn serve(s: TcpStream, dir: &Path) -> std::io::Result<()> {
             }
         }
         let name = path.trim_start_matches('/').replace('/', "_");
-        let mut f = std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(dir.join(name))?);
+        let mut f =
+            std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(dir.join(name))?);
         std::io::copy(&mut (&mut r).take(len), &mut f)?;
         f.flush()?;
         w.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")?;

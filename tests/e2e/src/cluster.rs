@@ -4,10 +4,9 @@
 
 use crate::bins::bin;
 use crate::files;
-use crate::http::{self, Reply};
+use crate::http;
 use crate::proc::{self, Output, Proc};
 use crate::wait::{wait_for, wait_sync};
-use deposito_api::gateway::{FileList, FileStatus, ReplicaList};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,7 +76,10 @@ impl ClusterBuilder {
         let rootp = root.path().to_path_buf();
         let op_dir = rootp.join("operator");
         std::fs::create_dir_all(rootp.join("logs")).expect("logs dir");
-        let op_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), free_port(Ipv4Addr::LOCALHOST));
+        let op_addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            free_port(Ipv4Addr::LOCALHOST),
+        );
         let block = random_block();
         let mut c = Cluster {
             root: Some(root),
@@ -94,8 +96,10 @@ impl ClusterBuilder {
         };
         c.spawn_operator();
         c.token = read_token(&c.op_dir.join("token"), c.op.as_mut().expect("operator"));
-        c.replica_token =
-            read_token(&c.op_dir.join("replica-token"), c.op.as_mut().expect("operator"));
+        c.replica_token = read_token(
+            &c.op_dir.join("replica-token"),
+            c.op.as_mut().expect("operator"),
+        );
         for k in 1..=self.replicas {
             let ip = Ipv4Addr::new(127, block.0, block.1, k as u8);
             let dir = rootp.join(format!("r{k}"));
@@ -238,10 +242,14 @@ impl Cluster {
         })
         .await;
         for r in self.replicas.iter().filter(|r| r.is_up()) {
-            wait_for(&format!("{} /healthz", r.id), START_TIMEOUT, || async move {
-                c.check_alive()?;
-                c.get_status(&format!("{}/healthz", r.url())).await
-            })
+            wait_for(
+                &format!("{} /healthz", r.id),
+                START_TIMEOUT,
+                || async move {
+                    c.check_alive()?;
+                    c.get_status(&format!("{}/healthz", r.url())).await
+                },
+            )
             .await;
         }
         wait_for("every running replica Live", START_TIMEOUT, || async move {
@@ -399,143 +407,6 @@ impl Cluster {
         assert!(out.ok(), "deposito {args:?} failed: {out}");
         out
     }
-
-    // ----- gateway API -----
-
-    /// `GET /v1/files/default/{name}/status`: None on 404.
-    pub async fn status(&self, name: &str) -> Result<Option<FileStatus>, String> {
-        let url = format!("{}/v1/files/default/{}/status", self.url(), http::encode_segment(name.as_bytes()));
-        let r = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if r.status().as_u16() == 404 {
-            return Ok(None);
-        }
-        let reply = Reply::read(r).await;
-        if reply.status != 200 {
-            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
-        }
-        serde_json::from_str(&reply.body).map(Some).map_err(|e| format!("{e}: {}", reply.body))
-    }
-
-    /// Waits until `name` has converged (exactly its wanted number of verified copies).
-    pub async fn wait_converged(&self, name: &str, timeout: Duration) -> FileStatus {
-        let c = &self;
-        wait_for(&format!("{name} converged"), timeout, || async move {
-            c.check_alive()?;
-            match c.status(name).await? {
-                Some(s) if s.is_converged() => Ok(s),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await
-    }
-
-    /// Waits until `name` is gone from the catalog.
-    pub async fn wait_deleted(&self, name: &str, timeout: Duration) {
-        let c = &self;
-        wait_for(&format!("{name} deleted"), timeout, || async move {
-            c.check_alive()?;
-            match c.status(name).await? {
-                None => Ok(()),
-                Some(s) => Err(format!("{s:?}")),
-            }
-        })
-        .await
-    }
-
-    /// `GET /v1/files/default`.
-    pub async fn list(&self) -> Result<FileList, String> {
-        let url = format!("{}/v1/files/default", self.url());
-        let r = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())?;
-        let reply = Reply::read(r).await;
-        if reply.status != 200 {
-            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
-        }
-        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
-    }
-
-    /// `GET /v1/replicas`.
-    pub async fn replica_list(&self) -> Result<ReplicaList, String> {
-        let url = format!("{}/v1/replicas", self.url());
-        let r = self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| e.to_string())?;
-        let reply = Reply::read(r).await;
-        if reply.status != 200 {
-            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
-        }
-        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
-    }
-
-    /// Streams the file at `path` to `PUT /v1/files/default/{name}?replicas=N`.
-    pub async fn put_file(&self, name: &str, path: &Path, replicas: u32) -> Reply {
-        let url = format!(
-            "{}/v1/files/default/{}?replicas={replicas}",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
-        let len = std::fs::metadata(path).expect("stat upload").len();
-        let r = self
-            .http
-            .put(&url)
-            .bearer_auth(&self.token)
-            .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(http::file_body(path).await)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
-        Reply::read(r).await
-    }
-
-    /// `PUT` of in-memory bytes with an optional expected digest header.
-    pub async fn put_bytes(&self, name: &str, bytes: Vec<u8>, replicas: u32, sha256: Option<&str>) -> Reply {
-        let url = format!(
-            "{}/v1/files/default/{}?replicas={replicas}",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
-        let mut req = self.http.put(&url).bearer_auth(&self.token).body(bytes);
-        if let Some(d) = sha256 {
-            req = req.header(deposito_api::HEADER_SHA256, d);
-        }
-        Reply::read(req.send().await.unwrap_or_else(|e| panic!("PUT {url}: {e}"))).await
-    }
-
-    /// [`Cluster::put_bytes`] taking an owned name (for streams of requests).
-    pub async fn put_bytes_owned(&self, name: String, bytes: Vec<u8>, replicas: u32) -> Reply {
-        self.put_bytes(&name, bytes, replicas, None).await
-    }
-
-    /// `PATCH /v1/files/default/{name}` with `{"replicas": n}`.
-    pub async fn set_replicas(&self, name: &str, n: u32) -> Reply {
-        let url = format!("{}/v1/files/default/{}", self.url(), http::encode_segment(name.as_bytes()));
-        let r = self
-            .http
-            .patch(&url)
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "replicas": n }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("PATCH {url}: {e}"));
-        Reply::read(r).await
-    }
-
-    /// `DELETE /v1/files/default/{name}`.
-    pub async fn delete(&self, name: &str) -> Reply {
-        let url = format!("{}/v1/files/default/{}", self.url(), http::encode_segment(name.as_bytes()));
-        let r = self.http.delete(&url).bearer_auth(&self.token).send().await.unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
-        Reply::read(r).await
-    }
-
-    /// `POST /v1/scrub` on replica `k` with the replica token.
-    pub async fn scrub_now(&self, k: usize) -> Reply {
-        let url = format!("{}/v1/scrub", self.replica(k).url());
-        let r = self.http.post(&url).bearer_auth(&self.replica_token).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        Reply::read(r).await
-    }
 }
 
 impl Drop for Cluster {
@@ -599,16 +470,25 @@ pub fn clean_env(cmd: &mut Command, home: &Path) {
 
 /// Waits until `path` holds a non-empty token; panics if `owner` exits first.
 pub fn read_token(path: &Path, owner: &mut Proc) -> String {
-    wait_sync(&format!("token file {}", path.display()), START_TIMEOUT, || {
-        if !owner.is_running() {
-            panic!("{} exited before writing {}; log:\n{}", owner.name, path.display(), owner.log_tail(40));
-        }
-        match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            Ok(_) => Err("empty".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
+    wait_sync(
+        &format!("token file {}", path.display()),
+        START_TIMEOUT,
+        || {
+            if !owner.is_running() {
+                panic!(
+                    "{} exited before writing {}; log:\n{}",
+                    owner.name,
+                    path.display(),
+                    owner.log_tail(40)
+                );
+            }
+            match std::fs::read_to_string(path) {
+                Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+                Ok(_) => Err("empty".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
 }
 
 /// `mount -t tmpfs -o size=SIZE tmpfs DIR`.
@@ -618,12 +498,20 @@ pub fn mount_tmpfs(dir: &Path, size: &str) {
         .arg(dir)
         .status()
         .expect("run mount");
-    assert!(st.success(), "mount tmpfs on {} failed (needs root)", dir.display());
+    assert!(
+        st.success(),
+        "mount tmpfs on {} failed (needs root)",
+        dir.display()
+    );
 }
 
 /// Unmounts `dir` (lazily if busy).
 pub fn umount(dir: &Path) {
-    let ok = Command::new("umount").arg(dir).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("umount")
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
         let _ = Command::new("umount").arg("-l").arg(dir).status();
     }

@@ -91,26 +91,41 @@ impl Launcher {
     /// Waits until the gateway lists `k` replicas, all Live.
     pub async fn wait_live(&self, k: usize) {
         let l = &self;
-        wait_for(&format!("{k} live replicas"), START_TIMEOUT, || async move {
-            let url = format!("{}/v1/replicas", l.url());
-            let r = l.http.get(&url).bearer_auth(&l.token).send().await.map_err(|e| e.to_string())?;
-            let reply = http::Reply::read(r).await;
-            let list: deposito_api::gateway::ReplicaList =
-                serde_json::from_str(&reply.body).map_err(|e| format!("{} {}: {e}", reply.status, reply.body))?;
-            let live = list.items.iter().filter(|s| s.health == "Live").count();
-            if live == k {
-                Ok(())
-            } else {
-                Err(format!("{live} live: {:?}", list.items))
-            }
-        })
+        wait_for(
+            &format!("{k} live replicas"),
+            START_TIMEOUT,
+            || async move {
+                let url = format!("{}/v1/replicas", l.url());
+                let r = l
+                    .http
+                    .get(&url)
+                    .bearer_auth(&l.token)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let reply = http::Reply::read(r).await;
+                let list: deposito_api::gateway::ReplicaList = serde_json::from_str(&reply.body)
+                    .map_err(|e| format!("{} {}: {e}", reply.status, reply.body))?;
+                let live = list.items.iter().filter(|s| s.health == "Live").count();
+                if live == k {
+                    Ok(())
+                } else {
+                    Err(format!("{live} live: {:?}", list.items))
+                }
+            },
+        )
         .await;
     }
 
     /// The replica children's data dirs (`DIR/replicas/*`).
     pub fn child_data_dirs(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.data_dir.join("replicas"))
-            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -119,7 +134,9 @@ impl Launcher {
     /// Replica processes among the operator's descendants, with their listen address and data
     /// dir (from their flags or env, else from their data dir's `listen` file).
     pub fn children(&self) -> Vec<Child> {
-        let Some(op) = self.operator_pid() else { return Vec::new() };
+        let Some(op) = self.operator_pid() else {
+            return Vec::new();
+        };
         proc::descendants(op)
             .into_iter()
             .filter(|p| proc::alive(*p))
@@ -138,7 +155,11 @@ impl Launcher {
                         .and_then(|d| std::fs::read_to_string(d.join("listen")).ok())
                         .map(|s| s.trim().to_string())
                 });
-                Child { pid, listen, data_dir }
+                Child {
+                    pid,
+                    listen,
+                    data_dir,
+                }
             })
             .collect()
     }
@@ -210,9 +231,15 @@ fn free_port_on_children(k: usize) -> u16 {
 pub fn listener_pid(addr: &str) -> Option<u32> {
     let out = Command::new("ss").args(["-ltnpH"]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.split_whitespace().nth(3) == Some(addr))?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some(addr))?;
     let pid_part = line.split("pid=").nth(1)?;
-    pid_part.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    pid_part
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Files under the `objects/` of each data dir equal to `original`.

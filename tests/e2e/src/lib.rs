@@ -13,6 +13,7 @@ pub mod bench;
 mod bench_base;
 pub mod bins;
 pub mod cluster;
+mod cluster_api;
 pub mod files;
 pub mod http;
 pub mod launcher;

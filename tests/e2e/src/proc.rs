@@ -304,7 +304,11 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     let r = unsafe { libc::wait4(pid as i32, &mut status, 0, &mut usage) };
     let _ = done_tx.send(());
     let timed_out = watchdog.join().unwrap_or(false);
-    assert!(r == pid as i32, "wait4 failed: {}", std::io::Error::last_os_error());
+    assert!(
+        r == pid as i32,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
     // The child is reaped; forget the handle so std never waits on a recycled pid.
     std::mem::forget(child);
     let code = if libc::WIFEXITED(status) {

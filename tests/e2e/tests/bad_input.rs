@@ -14,7 +14,10 @@ const SETTLE: Duration = Duration::from_secs(30);
 async fn assert_pristine(c: &Cluster, what: &str) {
     wait_sync(&format!("no files left after {what}"), SETTLE, || {
         let dirs = c.data_dirs();
-        let left: Vec<_> = object_files(&dirs).into_iter().chain(tmp_files(&dirs)).collect();
+        let left: Vec<_> = object_files(&dirs)
+            .into_iter()
+            .chain(tmp_files(&dirs))
+            .collect();
         if left.is_empty() {
             Ok(())
         } else {
@@ -22,14 +25,22 @@ async fn assert_pristine(c: &Cluster, what: &str) {
         }
     });
     let list = c.list().await.expect("list files");
-    assert!(list.items.is_empty(), "{what} added to the catalog: {:?}", list.items);
+    assert!(
+        list.items.is_empty(),
+        "{what} added to the catalog: {:?}",
+        list.items
+    );
 }
 
 fn assert_one_line_error(out: &deposito_e2e::proc::Output, what: &str) {
     assert_eq!(out.code, 1, "{what}: client should exit 1: {out}");
     let err = out.stderr.trim();
     assert!(!err.is_empty(), "{what}: no error message: {out}");
-    assert_eq!(err.lines().count(), 1, "{what}: error message should be one line: {out}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{what}: error message should be one line: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,19 +79,32 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
         assert_pristine(&c, &format!("HTTP {what}")).await;
     }
     let r = c.put_bytes("ok.bin", body.clone(), 0, None).await;
-    assert_eq!(r.expect_client_error("?replicas=0").code, "invalid_replicas", "{r:?}");
+    assert_eq!(
+        r.expect_client_error("?replicas=0").code,
+        "invalid_replicas",
+        "{r:?}"
+    );
     assert_pristine(&c, "?replicas=0").await;
 
     let other = deposito_api::sha256_hex(b"other content");
-    let r = c.put_bytes("digest.bin", body.clone(), 1, Some(&other)).await;
-    assert_eq!(r.expect_client_error("wrong digest").code, "digest_mismatch", "{r:?}");
+    let r = c
+        .put_bytes("digest.bin", body.clone(), 1, Some(&other))
+        .await;
+    assert_eq!(
+        r.expect_client_error("wrong digest").code,
+        "digest_mismatch",
+        "{r:?}"
+    );
     assert_pristine(&c, "wrong digest").await;
 
     // Paths that reqwest would normalize: raw requests.
     for (what, path) in [
         ("raw name ..", "/v1/files/default/..?replicas=1"),
         ("raw name %2E%2E", "/v1/files/default/%2E%2E?replicas=1"),
-        ("raw name with %2F..%2F", "/v1/files/default/..%2F..%2Fetc?replicas=1"),
+        (
+            "raw name with %2F..%2F",
+            "/v1/files/default/..%2F..%2Fetc?replicas=1",
+        ),
     ] {
         let r = raw_request(c.op_addr, "PUT", path, Some(&c.token), &[], &body);
         r.expect_client_error(what);
@@ -88,15 +112,34 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
     }
 
     // A client that disconnects mid-upload, to the gateway and to a replica.
-    upload_then_disconnect(c.op_addr, "/v1/files/default/cut.bin?replicas=1", &c.token, 10 * MIB, MIB as usize);
+    upload_then_disconnect(
+        c.op_addr,
+        "/v1/files/default/cut.bin?replicas=1",
+        &c.token,
+        10 * MIB,
+        MIB as usize,
+    );
     assert_pristine(&c, "upload cut short at the gateway").await;
     assert!(c.status("cut.bin").await.unwrap().is_none());
     let rep = c.replica(1).addr;
-    upload_then_disconnect(rep, "/v1/objects/default/cut.bin", &c.replica_token, 10 * MIB, MIB as usize);
+    upload_then_disconnect(
+        rep,
+        "/v1/objects/default/cut.bin",
+        &c.replica_token,
+        10 * MIB,
+        MIB as usize,
+    );
     assert_pristine(&c, "upload cut short at a replica").await;
 
     // The replica refuses bad names and digests too.
-    let r = raw_request(rep, "PUT", "/v1/objects/default/..", Some(&c.replica_token), &[], &body);
+    let r = raw_request(
+        rep,
+        "PUT",
+        "/v1/objects/default/..",
+        Some(&c.replica_token),
+        &[],
+        &body,
+    );
     r.expect_client_error("replica name ..");
     let r = raw_request(
         rep,
@@ -106,7 +149,10 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
         &[(deposito_api::HEADER_SHA256, &other)],
         &body,
     );
-    assert_eq!(r.expect_client_error("replica wrong digest").code, "digest_mismatch");
+    assert_eq!(
+        r.expect_client_error("replica wrong digest").code,
+        "digest_mismatch"
+    );
     assert_pristine(&c, "replica bad input").await;
 
     // The cluster still works: a good deposit is stored.
@@ -148,13 +194,33 @@ async fn no_token_or_wrong_token_gets_401_from_gateway_and_replica() {
     let mut cases: Vec<(String, String, String, Option<String>)> = Vec::new();
     for (m, u) in &gateway_routes {
         cases.push(("gateway, no token".into(), m.to_string(), u.clone(), None));
-        cases.push(("gateway, wrong token".into(), m.to_string(), u.clone(), Some(wrong(&c.token))));
-        cases.push(("gateway, not bearer".into(), m.to_string(), u.clone(), Some(format!("Basic {}", c.token))));
+        cases.push((
+            "gateway, wrong token".into(),
+            m.to_string(),
+            u.clone(),
+            Some(wrong(&c.token)),
+        ));
+        cases.push((
+            "gateway, not bearer".into(),
+            m.to_string(),
+            u.clone(),
+            Some(format!("Basic {}", c.token)),
+        ));
     }
     for (m, u) in &replica_routes {
         cases.push(("replica, no token".into(), m.to_string(), u.clone(), None));
-        cases.push(("replica, wrong token".into(), m.to_string(), u.clone(), Some(wrong(&c.replica_token))));
-        cases.push(("replica, client token".into(), m.to_string(), u.clone(), Some(format!("Bearer {}", c.token))));
+        cases.push((
+            "replica, wrong token".into(),
+            m.to_string(),
+            u.clone(),
+            Some(wrong(&c.replica_token)),
+        ));
+        cases.push((
+            "replica, client token".into(),
+            m.to_string(),
+            u.clone(),
+            Some(format!("Bearer {}", c.token)),
+        ));
     }
     for (label, method, url, auth) in cases {
         let mut req = c
@@ -165,10 +231,23 @@ async fn no_token_or_wrong_token_gets_401_from_gateway_and_replica() {
         if let Some(a) = &auth {
             req = req.header("authorization", a);
         }
-        let r = Reply::read(req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))).await;
-        assert_eq!(r.status, 401, "{label}: {method} {url} answered {} {:?}", r.status, r.body);
+        let r = Reply::read(
+            req.send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e}")),
+        )
+        .await;
+        assert_eq!(
+            r.status, 401,
+            "{label}: {method} {url} answered {} {:?}",
+            r.status, r.body
+        );
         if method != "HEAD" {
-            assert_eq!(r.error_body().code, "unauthorized", "{label}: {method} {url}");
+            assert_eq!(
+                r.error_body().code,
+                "unauthorized",
+                "{label}: {method} {url}"
+            );
         }
     }
     // Probes need no token.

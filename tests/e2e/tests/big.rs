@@ -15,10 +15,21 @@ async fn two_gib_deposit_and_retrieve_with_every_peak_rss_under_100_mib() {
     let input = c.scratch("big.bin");
     let sha = write_random_file(&input, SIZE, random_seed());
 
-    let dep = c.client_ok(&["deposit", input.to_str().unwrap(), "--replicas", "1", "--name", "big.bin"]);
+    let dep = c.client_ok(&[
+        "deposit",
+        input.to_str().unwrap(),
+        "--replicas",
+        "1",
+        "--name",
+        "big.bin",
+    ]);
     let st = c.wait_converged("big.bin", Duration::from_secs(600)).await;
     assert_eq!((st.sha256.as_str(), st.size), (sha.as_str(), SIZE));
-    assert_eq!(c.count_copies(&input), 1, "expected exactly one byte-identical copy");
+    assert_eq!(
+        c.count_copies(&input),
+        1,
+        "expected exactly one byte-identical copy"
+    );
 
     let out = c.scratch("big.out");
     let ret = c.client_ok(&["retrieve", "big.bin", "-o", out.to_str().unwrap()]);
@@ -28,9 +39,18 @@ async fn two_gib_deposit_and_retrieve_with_every_peak_rss_under_100_mib() {
     let mut rss = c.peak_rss();
     rss.push(("client deposit".into(), dep.max_rss));
     rss.push(("client retrieve".into(), ret.max_rss));
-    eprintln!("peak RSS: {:?}", rss.iter().map(|(n, b)| format!("{n} {:.1} MiB", *b as f64 / MIB as f64)).collect::<Vec<_>>());
+    eprintln!(
+        "peak RSS: {:?}",
+        rss.iter()
+            .map(|(n, b)| format!("{n} {:.1} MiB", *b as f64 / MIB as f64))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(rss.len(), 5, "missing a process: {rss:?}");
     for (name, bytes) in rss {
-        assert!(bytes < RSS_LIMIT, "{name} peak RSS {:.1} MiB ≥ 100 MiB", bytes as f64 / MIB as f64);
+        assert!(
+            bytes < RSS_LIMIT,
+            "{name} peak RSS {:.1} MiB ≥ 100 MiB",
+            bytes as f64 / MIB as f64
+        );
     }
 }

@@ -10,36 +10,65 @@ const T: Duration = Duration::from_secs(120);
 
 /// No file of `name` under objects/ of `dir`, and its tmp/ empty (eventually).
 fn no_partial(dir: &std::path::Path, name: &str) {
-    wait_sync(&format!("no partial {name} in {}", dir.display()), Duration::from_secs(30), || {
-        let objs: Vec<_> = files_under(&dir.join("objects").join("default").join(name));
-        let tmp = tmp_files(&[dir.to_path_buf()]);
-        if objs.is_empty() && tmp.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("objects: {objs:?}, tmp: {tmp:?}"))
-        }
-    });
+    wait_sync(
+        &format!("no partial {name} in {}", dir.display()),
+        Duration::from_secs(30),
+        || {
+            let objs: Vec<_> = files_under(&dir.join("objects").join("default").join(name));
+            let tmp = tmp_files(&[dir.to_path_buf()]);
+            if objs.is_empty() && tmp.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("objects: {objs:?}, tmp: {tmp:?}"))
+            }
+        },
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_only_replica_refuses_cleanly_and_keeps_acknowledged_data() {
-    let c = Cluster::builder().replicas(1).tmpfs_replica(1, "4m").start().await;
+    let c = Cluster::builder()
+        .replicas(1)
+        .tmpfs_replica(1, "4m")
+        .start()
+        .await;
     let small = c.scratch("small.bin");
     let big = c.scratch("big.bin");
     write_random_file(&small, 100 * 1024, random_seed());
     write_random_file(&big, 6 * MIB, random_seed());
-    c.client_ok(&["deposit", small.to_str().unwrap(), "--replicas", "1", "--name", "small.bin"]);
+    c.client_ok(&[
+        "deposit",
+        small.to_str().unwrap(),
+        "--replicas",
+        "1",
+        "--name",
+        "small.bin",
+    ]);
     c.wait_converged("small.bin", T).await;
 
-    let out = c.client(&["deposit", big.to_str().unwrap(), "--replicas", "1", "--name", "big.bin"]);
+    let out = c.client(&[
+        "deposit",
+        big.to_str().unwrap(),
+        "--replicas",
+        "1",
+        "--name",
+        "big.bin",
+    ]);
     assert_eq!(out.code, 1, "deposit onto a full disk should fail: {out}");
-    assert_eq!(out.stderr.trim().lines().count(), 1, "one-line error expected: {out}");
+    assert_eq!(
+        out.stderr.trim().lines().count(),
+        1,
+        "one-line error expected: {out}"
+    );
     let r = c.put_file("big.bin", &big, 1).await;
     assert!(r.status >= 400, "HTTP deposit onto a full disk: {r:?}");
     let e = r.error_body();
     assert_eq!(e.code, "insufficient_storage", "{r:?}");
     no_partial(&c.replica(1).dir, "big.bin");
-    assert!(c.status("big.bin").await.unwrap().is_none(), "failed deposit in the catalog");
+    assert!(
+        c.status("big.bin").await.unwrap().is_none(),
+        "failed deposit in the catalog"
+    );
 
     c.wait_copies(&small, 1, T);
     let got = c.scratch("small.out");
@@ -49,12 +78,23 @@ async fn full_disk_only_replica_refuses_cleanly_and_keeps_acknowledged_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothing() {
-    let c = Cluster::builder().replicas(2).tmpfs_replica(1, "4m").start().await;
+    let c = Cluster::builder()
+        .replicas(2)
+        .tmpfs_replica(1, "4m")
+        .start()
+        .await;
     let small = c.scratch("small.bin");
     let big = c.scratch("big.bin");
     write_random_file(&small, 100 * 1024, random_seed());
     write_random_file(&big, 6 * MIB, random_seed());
-    c.client_ok(&["deposit", small.to_str().unwrap(), "--replicas", "2", "--name", "small.bin"]);
+    c.client_ok(&[
+        "deposit",
+        small.to_str().unwrap(),
+        "--replicas",
+        "2",
+        "--name",
+        "small.bin",
+    ]);
     c.wait_converged("small.bin", T).await;
     c.wait_copies(&small, 2, T);
 
@@ -65,8 +105,18 @@ async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothi
         // Placed elsewhere: one good copy on the roomy replica, none (not even partial) on the
         // full one, and the status does not claim two.
         c.wait_copies(&big, 1, T);
-        assert!(same_bytes(&big, &c.replica(2).dir.join("objects/default/big.bin").join(deposito_e2e::files::sha256_file(&big).unwrap())));
-        let st = c.status("big.bin").await.unwrap().expect("acknowledged file in catalog");
+        assert!(same_bytes(
+            &big,
+            &c.replica(2)
+                .dir
+                .join("objects/default/big.bin")
+                .join(deposito_e2e::files::sha256_file(&big).unwrap())
+        ));
+        let st = c
+            .status("big.bin")
+            .await
+            .unwrap()
+            .expect("acknowledged file in catalog");
         assert!(st.ready_replicas <= 1 && !st.is_converged(), "{st:?}");
         let got = c.scratch("big.out");
         c.client_ok(&["retrieve", "big.bin", "-o", got.to_str().unwrap()]);
@@ -74,7 +124,10 @@ async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothi
     } else {
         let e = r.error_body();
         assert!(r.status >= 400, "{r:?}: {e:?}");
-        assert!(c.status("big.bin").await.unwrap().is_none(), "failed deposit in the catalog");
+        assert!(
+            c.status("big.bin").await.unwrap().is_none(),
+            "failed deposit in the catalog"
+        );
         no_partial(&c.replica(2).dir, "big.bin");
     }
     no_partial(&c.replica(1).dir, "big.bin");

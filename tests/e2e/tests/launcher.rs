@@ -13,7 +13,13 @@ const T: Duration = Duration::from_secs(120);
 
 async fn status(l: &Launcher, name: &str) -> Result<FileStatus, String> {
     let url = format!("{}/v1/files/default/{name}/status", l.url());
-    let r = l.http.get(&url).bearer_auth(&l.token).send().await.map_err(|e| e.to_string())?;
+    let r = l
+        .http
+        .get(&url)
+        .bearer_auth(&l.token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let s = r.status();
     let body = r.text().await.map_err(|e| e.to_string())?;
     if !s.is_success() {
@@ -39,30 +45,54 @@ async fn launcher_starts_3_replicas_restarts_a_killed_one_and_sigterm_stops_all(
     let mut l = Launcher::start(3, 300).await;
     let kids = l.wait_children(3);
     let dirs = l.child_data_dirs();
-    assert_eq!(dirs.len(), 3, "expected 3 data dirs under replicas/: {dirs:?}");
+    assert_eq!(
+        dirs.len(),
+        3,
+        "expected 3 data dirs under replicas/: {dirs:?}"
+    );
 
     let input = l.scratch("l.bin");
     write_random_file(&input, 2 * MIB, random_seed());
-    let out = l.client(&["deposit", input.to_str().unwrap(), "--replicas", "3", "--name", "l.bin"]);
+    let out = l.client(&[
+        "deposit",
+        input.to_str().unwrap(),
+        "--replicas",
+        "3",
+        "--name",
+        "l.bin",
+    ]);
     assert!(out.ok(), "deposit: {out}");
     let st = converged(&l, "l.bin").await;
     wait_sync("3 copies in the children's data dirs", T, || {
         let n = count_copies(&dirs, &input);
-        if n == 3 { Ok(()) } else { Err(format!("{n}")) }
+        if n == 3 {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
     });
 
     // kill -9 one child: the supervisor restarts it with the same address and data dir.
     let victim = kids[0].clone();
-    assert!(victim.listen.is_some() && victim.data_dir.is_some(), "can't tell the child's address/dir: {victim:?}");
+    assert!(
+        victim.listen.is_some() && victim.data_dir.is_some(),
+        "can't tell the child's address/dir: {victim:?}"
+    );
     signal(victim.pid, libc::SIGKILL);
     let back = wait_sync("the killed child restarted", T, || {
         let now = l.children();
-        match now.iter().find(|k| k.pid != victim.pid && k.data_dir == victim.data_dir) {
+        match now
+            .iter()
+            .find(|k| k.pid != victim.pid && k.data_dir == victim.data_dir)
+        {
             Some(k) if now.len() == 3 => Ok(k.clone()),
             _ => Err(format!("{now:?}")),
         }
     });
-    assert_eq!(back.listen, victim.listen, "restarted child listens elsewhere");
+    assert_eq!(
+        back.listen, victim.listen,
+        "restarted child listens elsewhere"
+    );
     l.wait_live(3).await;
 
     // Its copy is still reported: in its inventory and as a holder.
@@ -72,9 +102,19 @@ async fn launcher_starts_3_replicas_restarts_a_killed_one_and_sigterm_stops_all(
     wait_for("the restarted child's inventory lists l.bin", T, || {
         let (url, sha) = (inv_url.clone(), sha.clone());
         async move {
-            let r = l2.http.get(&url).bearer_auth(&l2.replica_token).send().await.map_err(|e| e.to_string())?;
+            let r = l2
+                .http
+                .get(&url)
+                .bearer_auth(&l2.replica_token)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             let page: InventoryPage = r.json().await.map_err(|e| e.to_string())?;
-            if page.items.iter().any(|o| o.name == "l.bin" && o.sha256 == sha) {
+            if page
+                .items
+                .iter()
+                .any(|o| o.name == "l.bin" && o.sha256 == sha)
+            {
                 Ok(())
             } else {
                 Err(format!("{:?}", page.items))
@@ -92,9 +132,16 @@ async fn launcher_starts_3_replicas_restarts_a_killed_one_and_sigterm_stops_all(
     // SIGTERM stops everything.
     let kids = l.wait_children(3);
     let code = l.terminate(Duration::from_secs(30));
-    assert!(code.is_some(), "operator did not exit within 30 s of SIGTERM");
+    assert!(
+        code.is_some(),
+        "operator did not exit within 30 s of SIGTERM"
+    );
     wait_sync("every child stopped", Duration::from_secs(30), || {
         let left: Vec<u32> = kids.iter().map(|k| k.pid).filter(|p| alive(*p)).collect();
-        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
     });
 }

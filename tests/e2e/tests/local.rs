@@ -35,7 +35,11 @@ async fn expect_copies(c: &Cluster, name: &str, original: &Path, n: usize) {
     assert_eq!(st.replicas as usize, n, "status: {st:?}");
     c.wait_copies(original, n, CONVERGE);
     let holders: BTreeSet<usize> = holders_on_disk(c, original).into_iter().collect();
-    assert_eq!(holders.len(), n, "copies must be on {n} distinct replicas: {holders:?}");
+    assert_eq!(
+        holders.len(),
+        n,
+        "copies must be on {n} distinct replicas: {holders:?}"
+    );
 }
 
 fn path_str(p: &Path) -> &str {
@@ -48,7 +52,14 @@ async fn five_replicas_n3_gives_3_copies_then_5_then_1_retrieve_identical_rm_lea
     let input = c.scratch("f.bin");
     let sha = write_random_file(&input, 5 * MIB, random_seed());
 
-    c.client_ok(&["deposit", path_str(&input), "--replicas", "3", "--name", "f.bin"]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&input),
+        "--replicas",
+        "3",
+        "--name",
+        "f.bin",
+    ]);
     expect_copies(&c, "f.bin", &input, 3).await;
     let st = c.status("f.bin").await.unwrap().expect("f.bin in catalog");
     assert_eq!(st.sha256, sha);
@@ -63,7 +74,10 @@ async fn five_replicas_n3_gives_3_copies_then_5_then_1_retrieve_identical_rm_lea
 
     let out = c.scratch("f.out");
     c.client_ok(&["retrieve", "f.bin", "-o", path_str(&out)]);
-    assert!(same_bytes(&input, &out), "retrieved bytes differ from the deposit");
+    assert!(
+        same_bytes(&input, &out),
+        "retrieved bytes differ from the deposit"
+    );
 
     let ls = c.client_ok(&["ls"]);
     assert!(ls.stdout.contains("f.bin"), "ls does not list f.bin:\n{ls}");
@@ -72,7 +86,10 @@ async fn five_replicas_n3_gives_3_copies_then_5_then_1_retrieve_identical_rm_lea
     c.wait_deleted("f.bin", CONVERGE).await;
     c.wait_copies(&input, 0, CONVERGE);
     let ls = c.client_ok(&["ls"]);
-    assert!(!ls.stdout.contains("f.bin"), "ls still lists f.bin after rm:\n{ls}");
+    assert!(
+        !ls.stdout.contains("f.bin"),
+        "ls still lists f.bin after rm:\n{ls}"
+    );
     assert!(c.list().await.unwrap().items.is_empty());
 }
 
@@ -85,7 +102,14 @@ async fn killed_holder_is_replaced_after_grace_and_its_extra_copy_trimmed_on_ret
         .await;
     let input = c.scratch("k.bin");
     write_random_file(&input, 3 * MIB, random_seed());
-    c.client_ok(&["deposit", path_str(&input), "--replicas", "2", "--name", "k.bin"]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&input),
+        "--replicas",
+        "2",
+        "--name",
+        "k.bin",
+    ]);
     expect_copies(&c, "k.bin", &input, 2).await;
 
     let victim = holders_on_disk(&c, &input)[0];
@@ -104,7 +128,11 @@ async fn killed_holder_is_replaced_after_grace_and_its_extra_copy_trimmed_on_ret
         !st.holders.contains(&c.replica(victim).id),
         "dead replica still counted as holder: {st:?}"
     );
-    assert_eq!(c.count_copies(&input), 3, "the dead replica's copy is still on its disk");
+    assert_eq!(
+        c.count_copies(&input),
+        3,
+        "the dead replica's copy is still on its disk"
+    );
 
     // The dead replica returns with its copy: the extra copy is trimmed.
     c.restart_replica(victim).await;
@@ -126,7 +154,14 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
         .await;
     let input = c.scratch("s.bin");
     let sha = write_random_file(&input, 2 * MIB, random_seed());
-    c.client_ok(&["deposit", path_str(&input), "--replicas", "2", "--name", "s.bin"]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&input),
+        "--replicas",
+        "2",
+        "--name",
+        "s.bin",
+    ]);
     expect_copies(&c, "s.bin", &input, 2).await;
 
     let victim = holders_on_disk(&c, &input)[0];
@@ -137,7 +172,11 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
         .join("default")
         .join("s.bin")
         .join(&sha);
-    assert!(copy.is_file(), "layout objects/{{ns}}/{{name}}/{{sha256}} not found: {}", copy.display());
+    assert!(
+        copy.is_file(),
+        "layout objects/{{ns}}/{{name}}/{{sha256}} not found: {}",
+        copy.display()
+    );
     flip_middle_byte(&copy);
     let corrupt = c.scratch("s.corrupt");
     std::fs::copy(&copy, &corrupt).expect("keep corrupt bytes");
@@ -148,15 +187,19 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
         assert!((200..300).contains(&r.status), "POST /v1/scrub: {r:?}");
     }
     // The corrupt copy leaves objects/ (quarantined) and a good copy takes its place.
-    wait_sync("corrupt copy gone from objects/ and 2 good copies", CONVERGE, || {
-        let bad = identical_copies(&c.data_dirs(), &corrupt);
-        let good = c.count_copies(&input);
-        if bad.is_empty() && good == 2 {
-            Ok(())
-        } else {
-            Err(format!("corrupt in objects/: {bad:?}, good copies: {good}"))
-        }
-    });
+    wait_sync(
+        "corrupt copy gone from objects/ and 2 good copies",
+        CONVERGE,
+        || {
+            let bad = identical_copies(&c.data_dirs(), &corrupt);
+            let good = c.count_copies(&input);
+            if bad.is_empty() && good == 2 {
+                Ok(())
+            } else {
+                Err(format!("corrupt in objects/: {bad:?}, good copies: {good}"))
+            }
+        },
+    );
     expect_copies(&c, "s.bin", &input, 2).await;
     let url = format!("{}/v1/scrub", c.replica(victim).url());
     let scrub: deposito_api::replica::ScrubStatus = c
@@ -169,11 +212,17 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
         .json()
         .await
         .expect("ScrubStatus");
-    assert!(scrub.corrupt_found >= 1, "scrub status does not count the corruption: {scrub:?}");
+    assert!(
+        scrub.corrupt_found >= 1,
+        "scrub status does not count the corruption: {scrub:?}"
+    );
 
     let out = c.scratch("s.out");
     c.client_ok(&["retrieve", "s.bin", "-o", path_str(&out)]);
-    assert!(same_bytes(&input, &out), "retrieve after corruption gave other bytes");
+    assert!(
+        same_bytes(&input, &out),
+        "retrieve after corruption gave other bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,8 +242,22 @@ async fn operator_restart_keeps_catalog_and_converges() {
     let b = c.scratch("b.bin");
     write_random_file(&a, MIB, random_seed());
     write_random_file(&b, 300 * 1024, random_seed());
-    c.client_ok(&["deposit", path_str(&a), "--replicas", "2", "--name", "a.bin"]);
-    c.client_ok(&["deposit", path_str(&b), "--replicas", "1", "--name", "b.bin"]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&a),
+        "--replicas",
+        "2",
+        "--name",
+        "a.bin",
+    ]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&b),
+        "--replicas",
+        "1",
+        "--name",
+        "b.bin",
+    ]);
     expect_copies(&c, "a.bin", &a, 2).await;
     expect_copies(&c, "b.bin", &b, 1).await;
 
@@ -211,7 +274,10 @@ async fn operator_restart_keeps_catalog_and_converges() {
     let after = summary(c.list().await.unwrap());
     assert_eq!(before, after, "catalog changed across an operator restart");
     let ls = c.client_ok(&["ls"]);
-    assert!(ls.stdout.contains("a.bin") && ls.stdout.contains("b.bin"), "ls after restart:\n{ls}");
+    assert!(
+        ls.stdout.contains("a.bin") && ls.stdout.contains("b.bin"),
+        "ls after restart:\n{ls}"
+    );
 
     c.client_ok(&["set-replicas", "a.bin", "3"]);
     expect_copies(&c, "a.bin", &a, 3).await;
@@ -229,14 +295,31 @@ async fn deposit_again_under_same_name_leaves_n_new_copies_and_no_old() {
     write_random_file(&old, 2 * MIB, random_seed());
     let new_sha = write_random_file(&new, 2 * MIB + 17, random_seed());
 
-    c.client_ok(&["deposit", path_str(&old), "--replicas", "2", "--name", "r.bin"]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&old),
+        "--replicas",
+        "2",
+        "--name",
+        "r.bin",
+    ]);
     expect_copies(&c, "r.bin", &old, 2).await;
 
-    c.client_ok(&["deposit", path_str(&new), "--replicas", "2", "--name", "r.bin"]);
+    c.client_ok(&[
+        "deposit",
+        path_str(&new),
+        "--replicas",
+        "2",
+        "--name",
+        "r.bin",
+    ]);
     // Right after the acknowledgement, a read gives the whole new content.
     let out = c.scratch("r.out");
     c.client_ok(&["retrieve", "r.bin", "-o", path_str(&out)]);
-    assert!(same_bytes(&new, &out), "retrieve after re-deposit is not the new content");
+    assert!(
+        same_bytes(&new, &out),
+        "retrieve after re-deposit is not the new content"
+    );
 
     let st = c.wait_converged("r.bin", CONVERGE).await;
     assert_eq!(st.sha256, new_sha);
@@ -245,17 +328,21 @@ async fn deposit_again_under_same_name_leaves_n_new_copies_and_no_old() {
     expect_copies(&c, "r.bin", &new, 2).await;
     // No leftover files of the old content (sidecars included) under objects/.
     let old_sha = deposito_e2e::files::sha256_file(&old).unwrap();
-    wait_sync("no file of the old content under objects/", CONVERGE, || {
-        let left: Vec<_> = c
-            .data_dirs()
-            .iter()
-            .flat_map(|d| files_under(&d.join("objects")))
-            .filter(|p| p.to_string_lossy().contains(&old_sha))
-            .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    });
+    wait_sync(
+        "no file of the old content under objects/",
+        CONVERGE,
+        || {
+            let left: Vec<_> = c
+                .data_dirs()
+                .iter()
+                .flat_map(|d| files_under(&d.join("objects")))
+                .filter(|p| p.to_string_lossy().contains(&old_sha))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
 }

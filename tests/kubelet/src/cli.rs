@@ -105,7 +105,10 @@ pub fn resolve_binary(
         if cand.exists() {
             return Ok(cand);
         }
-        return Err(format!("binary {name:?} not found (looked in {})", rule.dir.display()));
+        return Err(format!(
+            "binary {name:?} not found (looked in {})",
+            rule.dir.display()
+        ));
     }
     let cand = rule.dir.join(&name);
     if cand.exists() {
@@ -120,7 +123,10 @@ pub fn resolve_binary(
             }
         }
     }
-    Err(format!("binary {name:?} not found in {} or PATH", rule.dir.display()))
+    Err(format!(
+        "binary {name:?} not found in {} or PATH",
+        rule.dir.display()
+    ))
 }
 
 #[cfg(test)]
@@ -148,8 +154,14 @@ mod tests {
 
     #[test]
     fn image_names() {
-        assert_eq!(image_binary_name("deposito-replica:dev"), "deposito-replica");
-        assert_eq!(image_binary_name("ghcr.io/x/deposito-operator:1.0"), "deposito-operator");
+        assert_eq!(
+            image_binary_name("deposito-replica:dev"),
+            "deposito-replica"
+        );
+        assert_eq!(
+            image_binary_name("ghcr.io/x/deposito-operator:1.0"),
+            "deposito-operator"
+        );
         assert_eq!(image_binary_name("localhost:5000/foo"), "foo");
         assert_eq!(image_binary_name("foo@sha256:abc"), "foo");
     }
@@ -167,8 +179,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kubelet-cli-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("mybin"), "").unwrap();
-        let rules = vec![ImageRule { pattern: "deposito:*".into(), dir: dir.clone() }];
-        assert_eq!(resolve_binary(&rules, "deposito:dev", &["mybin".into()]).unwrap(), dir.join("mybin"));
+        let rules = vec![ImageRule {
+            pattern: "deposito:*".into(),
+            dir: dir.clone(),
+        }];
+        assert_eq!(
+            resolve_binary(&rules, "deposito:dev", &["mybin".into()]).unwrap(),
+            dir.join("mybin")
+        );
         assert!(resolve_binary(&rules, "other:dev", &["mybin".into()]).is_err());
         assert_eq!(
             resolve_binary(&rules, "deposito:dev", &["/x/y/mybin".into()]).unwrap(),

@@ -19,7 +19,8 @@ pub struct ClusterInfo {
 
 impl ClusterInfo {
     pub fn from_kubeconfig(path: &Path) -> Result<Self> {
-        let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+        let kc =
+            Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
         let ctx_name = kc
             .current_context
             .clone()
@@ -37,7 +38,10 @@ impl ClusterInfo {
             .find(|c| c.name == ctx.cluster)
             .and_then(|c| c.cluster.clone())
             .ok_or_else(|| anyhow!("cluster {} not found", ctx.cluster))?;
-        let server = cluster.server.clone().ok_or_else(|| anyhow!("cluster has no server"))?;
+        let server = cluster
+            .server
+            .clone()
+            .ok_or_else(|| anyhow!("cluster has no server"))?;
         let (host, port) = split_server(&server)?;
         let ca_pem = if let Some(data) = &cluster.certificate_authority_data {
             Some(base64_decode(data).ok_or_else(|| anyhow!("bad certificate-authority-data"))?)
@@ -65,7 +69,10 @@ impl ClusterInfo {
     pub fn token_kubeconfig(&self, token: &str, namespace: &str) -> String {
         let mut cluster = format!("    server: {}\n", yaml_str(&self.server));
         if let Some(ca) = &self.ca_pem {
-            cluster.push_str(&format!("    certificate-authority-data: {}\n", base64_encode(ca)));
+            cluster.push_str(&format!(
+                "    certificate-authority-data: {}\n",
+                base64_encode(ca)
+            ));
         }
         if self.insecure {
             cluster.push_str("    insecure-skip-tls-verify: true\n");
@@ -87,8 +94,14 @@ fn split_server(server: &str) -> Result<(String, u16)> {
     let authority = rest.split('/').next().unwrap_or(rest);
     let default_port = if scheme == "http" { 80 } else { 443 };
     if let Some(v6) = authority.strip_prefix('[') {
-        let (h, p) = v6.split_once(']').ok_or_else(|| anyhow!("bad server {server}"))?;
-        let port = p.strip_prefix(':').map(|p| p.parse()).transpose()?.unwrap_or(default_port);
+        let (h, p) = v6
+            .split_once(']')
+            .ok_or_else(|| anyhow!("bad server {server}"))?;
+        let port = p
+            .strip_prefix(':')
+            .map(|p| p.parse())
+            .transpose()?
+            .unwrap_or(default_port);
         return Ok((h.to_string(), port));
     }
     match authority.rsplit_once(':') {
@@ -102,7 +115,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -157,8 +174,17 @@ mod tests {
 
     #[test]
     fn servers() {
-        assert_eq!(split_server("https://127.0.0.1:6443").unwrap(), ("127.0.0.1".into(), 6443));
-        assert_eq!(split_server("https://example.com").unwrap(), ("example.com".into(), 443));
-        assert_eq!(split_server("https://[::1]:6443/").unwrap(), ("::1".into(), 6443));
+        assert_eq!(
+            split_server("https://127.0.0.1:6443").unwrap(),
+            ("127.0.0.1".into(), 6443)
+        );
+        assert_eq!(
+            split_server("https://example.com").unwrap(),
+            ("example.com".into(), 443)
+        );
+        assert_eq!(
+            split_server("https://[::1]:6443/").unwrap(),
+            ("::1".into(), 6443)
+        );
     }
 }

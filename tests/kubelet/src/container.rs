@@ -45,18 +45,30 @@ type LaunchError = (String, String);
 pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchError> {
     let cfg_err = |m: String| ("CreateContainerConfigError".to_string(), m);
     let pod = pc.pod();
-    let vols = pc.ensure_volumes().await.map_err(|e| cfg_err(format!("{e:#}")))?;
-    let kubeconfig = pc.ensure_kubeconfig().await.map_err(|e| cfg_err(format!("{e:#}")))?;
+    let vols = pc
+        .ensure_volumes()
+        .await
+        .map_err(|e| cfg_err(format!("{e:#}")))?;
+    let kubeconfig = pc
+        .ensure_kubeconfig()
+        .await
+        .map_err(|e| cfg_err(format!("{e:#}")))?;
 
     let (secrets, cms) = referenced_objects([c]);
     let mut src = Sources::default();
     for s in secrets {
-        if let Some(d) = volumes::secret_data(&pc.ctx, &pc.ns, &s).await.map_err(|e| cfg_err(e.to_string()))? {
+        if let Some(d) = volumes::secret_data(&pc.ctx, &pc.ns, &s)
+            .await
+            .map_err(|e| cfg_err(e.to_string()))?
+        {
             src.secrets.insert(s, d);
         }
     }
     for s in cms {
-        if let Some(d) = volumes::config_map_data(&pc.ctx, &pc.ns, &s).await.map_err(|e| cfg_err(e.to_string()))? {
+        if let Some(d) = volumes::config_map_data(&pc.ctx, &pc.ns, &s)
+            .await
+            .map_err(|e| cfg_err(e.to_string()))?
+        {
             src.config_maps.insert(s, d);
         }
     }
@@ -66,18 +78,31 @@ pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchEr
     }
     let (command, args) = expand_argv(c, &env);
     let image = c.image.clone().unwrap_or_default();
-    let binary = resolve_binary(&pc.ctx.cli.images, &image, &command).map_err(|e| ("ErrImagePull".to_string(), e))?;
+    let binary = resolve_binary(&pc.ctx.cli.images, &image, &command)
+        .map_err(|e| ("ErrImagePull".to_string(), e))?;
     let (argv0, args) = match command.split_first() {
         Some((first, rest)) => (first.clone(), rest.iter().cloned().chain(args).collect()),
-        None => (binary.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(), args),
+        None => (
+            binary
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            args,
+        ),
     };
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        let base = vols
-            .get(&m.name)
-            .ok_or_else(|| cfg_err(format!("volume {} not found for mount {}", m.name, m.mount_path)))?;
+        let base = vols.get(&m.name).ok_or_else(|| {
+            cfg_err(format!(
+                "volume {} not found for mount {}",
+                m.name, m.mount_path
+            ))
+        })?;
         let sub = m.sub_path.clone().filter(|s| !s.is_empty()).or_else(|| {
-            m.sub_path_expr.clone().filter(|s| !s.is_empty()).map(|e| crate::env::expand(&e, &|n| env.get(n)))
+            m.sub_path_expr
+                .clone()
+                .filter(|s| !s.is_empty())
+                .map(|e| crate::env::expand(&e, &|n| env.get(n)))
         });
         let source = match sub {
             Some(s) if !s.starts_with('/') && !s.split('/').any(|p| p == "..") => {
@@ -90,15 +115,27 @@ pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchEr
             Some(s) => return Err(cfg_err(format!("bad subPath {s:?}"))),
             None => base.clone(),
         };
-        mounts.push(Mount { source, target: PathBuf::from(&m.mount_path), read_only: m.read_only.unwrap_or(false) });
+        mounts.push(Mount {
+            source,
+            target: PathBuf::from(&m.mount_path),
+            read_only: m.read_only.unwrap_or(false),
+        });
     }
-    let log_path = pc.ctx.state_dir.join("logs").join(format!("{}_{}_{}.log", pc.ns, pc.name, c.name));
+    let log_path = pc
+        .ctx
+        .state_dir
+        .join("logs")
+        .join(format!("{}_{}_{}.log", pc.ns, pc.name, c.name));
     Ok(Launch {
         binary,
         argv0,
         args,
         env: env.0,
-        working_dir: c.working_dir.clone().filter(|w| !w.is_empty()).map(PathBuf::from),
+        working_dir: c
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .map(PathBuf::from),
         mounts,
         log_path,
     })
@@ -106,7 +143,9 @@ pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchEr
 
 /// Wait until the liveness probe fails `failureThreshold` times in a row (forever if none).
 async fn liveness_failed(cfg: Option<ProbeCfg>) {
-    let Some(cfg) = cfg else { return std::future::pending().await };
+    let Some(cfg) = cfg else {
+        return std::future::pending().await;
+    };
     tokio::time::sleep(cfg.initial_delay).await;
     let mut t = Tracker::default();
     loop {
@@ -143,7 +182,12 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
             Ok(l) => l,
             Err((reason, message)) => {
                 tracing::warn!(container = %who, %reason, %message, "cannot start container");
-                pc.update(idx, |s| s.state = CState::Waiting { reason, message: Some(message) });
+                pc.update(idx, |s| {
+                    s.state = CState::Waiting {
+                        reason,
+                        message: Some(message),
+                    }
+                });
                 if sleep_or_stop(&pc, backoff).await {
                     break;
                 }
@@ -156,7 +200,10 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
             Err(e) => {
                 tracing::warn!(container = %who, error = %e, binary = %launch.binary.display(), "spawn failed");
                 pc.update(idx, |s| {
-                    s.state = CState::Waiting { reason: "RunContainerError".into(), message: Some(e.to_string()) }
+                    s.state = CState::Waiting {
+                        reason: "RunContainerError".into(),
+                        message: Some(e.to_string()),
+                    }
                 });
                 if sleep_or_stop(&pc, backoff).await {
                     break;
@@ -171,7 +218,10 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
         let has_readiness = c.readiness_probe.is_some();
         tracing::info!(container = %who, pid, binary = %launch.binary.display(), args = ?launch.args, "started");
         pc.update(idx, |s| {
-            s.state = CState::Running { pid, started_at: started_at.clone() };
+            s.state = CState::Running {
+                pid,
+                started_at: started_at.clone(),
+            };
             s.started = true;
             s.ready = !has_readiness;
             s.image_id = format!("process://{}", launch.binary.display());
@@ -198,13 +248,20 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
                 process::terminate(&mut child, Duration::from_secs(2)).await
             }
         };
-        let (code, signal) = status.as_ref().map(process::exit_code).unwrap_or((137, Some(9)));
+        let (code, signal) = status
+            .as_ref()
+            .map(process::exit_code)
+            .unwrap_or((137, Some(9)));
         tracing::info!(container = %who, pid, code, "exited");
         let terminated = CState::Terminated {
             pid: Some(pid),
             exit_code: code,
             signal,
-            reason: if code == 0 { "Completed".into() } else { "Error".into() },
+            reason: if code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            },
             started_at: Some(started_at),
             finished_at: now(),
         };
@@ -219,7 +276,10 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
                 s.restart_count += 1;
                 s.state = CState::Waiting {
                     reason: "CrashLoopBackOff".into(),
-                    message: Some(format!("back-off {}s restarting failed container", backoff.as_secs())),
+                    message: Some(format!(
+                        "back-off {}s restarting failed container",
+                        backoff.as_secs()
+                    )),
                 };
             } else {
                 s.state = terminated;

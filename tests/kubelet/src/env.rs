@@ -84,10 +84,18 @@ pub fn field_ref(pod: &Pod, path: &str, facts: &PodFacts) -> Result<String, Stri
         Some(rest.to_string())
     };
     if let Some(k) = sub("metadata.labels['") {
-        return Ok(meta.labels.as_ref().and_then(|l| l.get(&k).cloned()).unwrap_or_default());
+        return Ok(meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(&k).cloned())
+            .unwrap_or_default());
     }
     if let Some(k) = sub("metadata.annotations['") {
-        return Ok(meta.annotations.as_ref().and_then(|l| l.get(&k).cloned()).unwrap_or_default());
+        return Ok(meta
+            .annotations
+            .as_ref()
+            .and_then(|l| l.get(&k).cloned())
+            .unwrap_or_default());
     }
     Ok(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
@@ -169,13 +177,24 @@ pub fn build_env(
     env.set("KUBERNETES_SERVICE_HOST", facts.api_host.clone());
     env.set("KUBERNETES_SERVICE_PORT", facts.api_port.to_string());
     env.set("KUBERNETES_SERVICE_PORT_HTTPS", facts.api_port.to_string());
-    env.set("KUBERNETES_PORT", format!("tcp://{}:{}", facts.api_host, facts.api_port));
+    env.set(
+        "KUBERNETES_PORT",
+        format!("tcp://{}:{}", facts.api_host, facts.api_port),
+    );
     for ef in c.env_from.iter().flatten() {
         let prefix = ef.prefix.clone().unwrap_or_default();
         let (data, optional, what) = if let Some(s) = &ef.secret_ref {
-            (src.secrets.get(&s.name), s.optional.unwrap_or(false), format!("secret {}", s.name))
+            (
+                src.secrets.get(&s.name),
+                s.optional.unwrap_or(false),
+                format!("secret {}", s.name),
+            )
         } else if let Some(s) = &ef.config_map_ref {
-            (src.config_maps.get(&s.name), s.optional.unwrap_or(false), format!("configmap {}", s.name))
+            (
+                src.config_maps.get(&s.name),
+                s.optional.unwrap_or(false),
+                format!("configmap {}", s.name),
+            )
         } else {
             continue;
         };
@@ -295,7 +314,10 @@ mod tests {
                 labels: Some([("app".to_string(), "rep".to_string())].into()),
                 ..Default::default()
             },
-            spec: Some(PodSpec { service_account_name: Some("sa".into()), ..Default::default() }),
+            spec: Some(PodSpec {
+                service_account_name: Some("sa".into()),
+                ..Default::default()
+            }),
             status: None,
         }
     }
@@ -333,7 +355,11 @@ mod tests {
 
     #[test]
     fn env_building() {
-        let var = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), value_from: None };
+        let var = |n: &str, v: &str| EnvVar {
+            name: n.into(),
+            value: Some(v.into()),
+            value_from: None,
+        };
         let c = Container {
             name: "c".into(),
             env: Some(vec![
@@ -360,6 +386,9 @@ mod tests {
         assert_eq!(env.get("LATER").unwrap(), "$(DEFINED_AFTER)");
         assert_eq!(env.get("KUBERNETES_SERVICE_PORT").unwrap(), "6443");
         let (_, args) = expand_argv(&c, &env);
-        assert_eq!(args, vec!["--listen", "127.0.100.7:8080", "$(DEFINED_AFTER)"]);
+        assert_eq!(
+            args,
+            vec!["--listen", "127.0.100.7:8080", "$(DEFINED_AFTER)"]
+        );
     }
 }

@@ -22,7 +22,9 @@ impl Ipam {
             .collect::<Result<_, _>>()
             .with_context(|| format!("bad --ip-prefix {prefix:?}"))?;
         if parts.len() != 3 {
-            return Err(anyhow!("--ip-prefix must have three octets, got {prefix:?}"));
+            return Err(anyhow!(
+                "--ip-prefix must have three octets, got {prefix:?}"
+            ));
         }
         let mut by_uid = BTreeMap::new();
         if let Some(f) = &file {
@@ -30,7 +32,11 @@ impl Ipam {
                 by_uid = serde_json::from_str(&text).unwrap_or_default();
             }
         }
-        Ok(Ipam { base: [parts[0], parts[1], parts[2]], by_uid, file })
+        Ok(Ipam {
+            base: [parts[0], parts[1], parts[2]],
+            by_uid,
+            file,
+        })
     }
 
     fn candidate(&self, index: u32) -> Option<Ipv4Addr> {
@@ -40,7 +46,12 @@ impl Ipam {
         if second > 255 {
             return None;
         }
-        Some(Ipv4Addr::new(self.base[0], second as u8, (third % 256) as u8, (2 + index % per) as u8))
+        Some(Ipv4Addr::new(
+            self.base[0],
+            second as u8,
+            (third % 256) as u8,
+            (2 + index % per) as u8,
+        ))
     }
 
     /// The address of `uid`, allocating the lowest free one if it has none.
@@ -51,7 +62,9 @@ impl Ipam {
         let used: std::collections::HashSet<Ipv4Addr> = self.by_uid.values().copied().collect();
         let mut i = 0;
         let ip = loop {
-            let c = self.candidate(i).ok_or_else(|| anyhow!("pod IP range exhausted"))?;
+            let c = self
+                .candidate(i)
+                .ok_or_else(|| anyhow!("pod IP range exhausted"))?;
             if !used.contains(&c) {
                 break c;
             }
@@ -106,9 +119,18 @@ mod tests {
             assert!(seen.insert(ip), "duplicate {ip}");
             assert!(ip.octets()[3] >= 2 && ip.octets()[3] <= 254);
         }
-        assert_eq!(ipam.allocate("uid-0").unwrap(), Ipv4Addr::new(127, 0, 100, 2));
-        assert_eq!(ipam.allocate("uid-252").unwrap(), Ipv4Addr::new(127, 0, 100, 254));
-        assert_eq!(ipam.allocate("uid-253").unwrap(), Ipv4Addr::new(127, 0, 101, 2));
+        assert_eq!(
+            ipam.allocate("uid-0").unwrap(),
+            Ipv4Addr::new(127, 0, 100, 2)
+        );
+        assert_eq!(
+            ipam.allocate("uid-252").unwrap(),
+            Ipv4Addr::new(127, 0, 100, 254)
+        );
+        assert_eq!(
+            ipam.allocate("uid-253").unwrap(),
+            Ipv4Addr::new(127, 0, 101, 2)
+        );
         ipam.release("uid-1");
         assert_eq!(ipam.allocate("new").unwrap(), Ipv4Addr::new(127, 0, 100, 3));
     }

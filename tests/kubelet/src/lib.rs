@@ -48,7 +48,8 @@ async fn wait_for_file(path: &std::path::Path) {
 
 /// Run until SIGTERM or SIGINT, then kill every container process.
 pub async fn run(cli: Cli) -> Result<()> {
-    std::fs::create_dir_all(&cli.state_dir).with_context(|| format!("creating {}", cli.state_dir.display()))?;
+    std::fs::create_dir_all(&cli.state_dir)
+        .with_context(|| format!("creating {}", cli.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&cli.state_dir)?;
     for d in ["pods", "pvc", "logs"] {
         std::fs::create_dir_all(state_dir.join(d))?;
@@ -59,7 +60,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     let client = Client::try_from(config)?;
     let cluster = cluster::ClusterInfo::from_kubeconfig(&cli.kubeconfig)?;
     let ipam = ipam::Ipam::new(&cli.ip_prefix, Some(state_dir.join("pod-ips.json")))?;
-    let ctx = Arc::new(Ctx { client: client.clone(), cli: cli.clone(), cluster, state_dir, ipam: Mutex::new(ipam) });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        cli: cli.clone(),
+        cluster,
+        state_dir,
+        ipam: Mutex::new(ipam),
+    });
     tracing::info!(node = %cli.node_name, server = %ctx.cluster.server, state = %ctx.state_dir.display(), "process kubelet starting");
 
     let node = tokio::spawn(node::run(client.clone(), cli.node_name.clone()));

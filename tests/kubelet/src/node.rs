@@ -21,10 +21,15 @@ fn now() -> k8s_openapi::jiff::Timestamp {
 }
 
 fn resources() -> BTreeMap<String, Quantity> {
-    [("cpu", "2"), ("memory", "24Gi"), ("pods", "110"), ("ephemeral-storage", "100Gi")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
-        .collect()
+    [
+        ("cpu", "2"),
+        ("memory", "24Gi"),
+        ("pods", "110"),
+        ("ephemeral-storage", "100Gi"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+    .collect()
 }
 
 /// Node conditions: Ready, and no pressure. `since` is the transition time.
@@ -38,27 +43,58 @@ pub fn node_conditions(heartbeat: &Time, since: &Time) -> Vec<NodeCondition> {
         last_transition_time: Some(since.clone()),
     };
     vec![
-        cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        cond("Ready", "True", "KubeletReady", "process kubelet is posting ready status"),
+        cond(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        cond(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        cond(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        cond(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "process kubelet is posting ready status",
+        ),
     ]
 }
 
 fn node_status(name: &str, heartbeat: &Time, since: &Time) -> NodeStatus {
     NodeStatus {
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: "127.0.0.1".into() },
-            NodeAddress { type_: "Hostname".into(), address: name.into() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: "127.0.0.1".into(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: name.into(),
+            },
         ]),
         allocatable: Some(resources()),
         capacity: Some(resources()),
         conditions: Some(node_conditions(heartbeat, since)),
         node_info: Some(NodeSystemInfo {
-            architecture: std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+            architecture: std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
             boot_id: String::new(),
             container_runtime_version: "process://0.1.0".into(),
-            kernel_version: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().into(),
+            kernel_version: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .into(),
             kube_proxy_version: String::new(),
             kubelet_version: "v1.36.0-deposito".into(),
             machine_id: String::new(),
@@ -84,12 +120,18 @@ pub async fn register(client: &Client, name: &str, since: &Time) -> Result<Node>
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let node = Node {
-        metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
         ..Default::default()
     };
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = name, "registered node"),
-        Err(kube::Error::Api(e)) if e.code == 409 => tracing::info!(node = name, "node already registered"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(node = name, "node already registered")
+        }
         Err(e) => return Err(e.into()),
     }
     post_status(client, name, since).await
@@ -98,7 +140,13 @@ pub async fn register(client: &Client, name: &str, since: &Time) -> Result<Node>
 async fn post_status(client: &Client, name: &str, since: &Time) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
     let status = node_status(name, &Time(now()), since);
-    Ok(api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status }))).await?)
+    Ok(api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?)
 }
 
 async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
@@ -110,7 +158,14 @@ async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
         renew_time: Some(MicroTime(now())),
         ..Default::default()
     };
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec }))).await {
+    match api
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => {
             let lease = Lease {

@@ -17,7 +17,10 @@ fn uid_of(p: &Pod) -> String {
 }
 
 fn is_terminal(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
 }
 
 struct Manager {
@@ -41,7 +44,11 @@ impl Manager {
             // Nothing runs for it (finished, or from before a restart): just let it go.
             self.finished.insert(uid.clone());
             let ctx = self.ctx.clone();
-            let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = p
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             let name = p.metadata.name.clone().unwrap_or_default();
             tokio::spawn(async move {
                 worker::cleanup(&ctx, &uid);
@@ -76,7 +83,12 @@ pub async fn run(ctx: Arc<Ctx>) {
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cli.node_name));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut m = Manager { ctx: ctx.clone(), workers: HashMap::new(), finished: HashSet::new(), done_tx };
+    let mut m = Manager {
+        ctx: ctx.clone(),
+        workers: HashMap::new(),
+        finished: HashSet::new(),
+        done_tx,
+    };
     let mut listing: Option<HashSet<String>> = None;
     let mut first_list = true;
     loop {
@@ -118,7 +130,9 @@ pub async fn run(ctx: Arc<Ctx>) {
 
 /// Pod directories left by a previous kubelet run for pods that no longer exist.
 fn remove_stale_pod_dirs(ctx: &Ctx, live: &HashSet<String>) {
-    let Ok(rd) = std::fs::read_dir(ctx.state_dir.join("pods")) else { return };
+    let Ok(rd) = std::fs::read_dir(ctx.state_dir.join("pods")) else {
+        return;
+    };
     for e in rd.flatten() {
         let uid = e.file_name().to_string_lossy().into_owned();
         if !live.contains(&uid) {

@@ -10,9 +10,19 @@ use tokio::net::TcpStream;
 /// What a probe does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Http { host: String, port: u16, path: String, headers: Vec<(String, String)> },
-    Tcp { host: String, port: u16 },
-    Exec { command: Vec<String> },
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+        headers: Vec<(String, String)>,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Exec {
+        command: Vec<String>,
+    },
 }
 
 /// A probe with its timing, periods capped so that tests run fast.
@@ -51,9 +61,17 @@ pub fn probe_config(p: &Probe, c: &Container, pod_ip: &str) -> Result<ProbeCfg, 
     let secs = |v: Option<i32>, d: i32| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
     let action = if let Some(h) = &p.http_get {
         Action::Http {
-            host: h.host.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| pod_ip.to_string()),
+            host: h
+                .host
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| pod_ip.to_string()),
             port: resolve_port(&h.port, c)?,
-            path: h.path.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".into()),
+            path: h
+                .path
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "/".into()),
             headers: h
                 .http_headers
                 .iter()
@@ -63,13 +81,22 @@ pub fn probe_config(p: &Probe, c: &Container, pod_ip: &str) -> Result<ProbeCfg, 
         }
     } else if let Some(t) = &p.tcp_socket {
         Action::Tcp {
-            host: t.host.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| pod_ip.to_string()),
+            host: t
+                .host
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| pod_ip.to_string()),
             port: resolve_port(&t.port, c)?,
         }
     } else if let Some(g) = &p.grpc {
-        Action::Tcp { host: pod_ip.to_string(), port: u16::try_from(g.port).map_err(|e| e.to_string())? }
+        Action::Tcp {
+            host: pod_ip.to_string(),
+            port: u16::try_from(g.port).map_err(|e| e.to_string())?,
+        }
     } else if let Some(e) = &p.exec {
-        Action::Exec { command: e.command.clone().unwrap_or_default() }
+        Action::Exec {
+            command: e.command.clone().unwrap_or_default(),
+        }
     } else {
         return Err("probe has no handler".into());
     };
@@ -94,9 +121,16 @@ pub async fn run_once(action: &Action, timeout: Duration) -> bool {
 async fn run_inner(action: &Action) -> bool {
     match action {
         Action::Tcp { host, port } => TcpStream::connect((host.as_str(), *port)).await.is_ok(),
-        Action::Http { host, port, path, headers } => http_get(host, *port, path, headers).await.unwrap_or(false),
+        Action::Http {
+            host,
+            port,
+            path,
+            headers,
+        } => http_get(host, *port, path, headers).await.unwrap_or(false),
         Action::Exec { command } => {
-            let Some((prog, args)) = command.split_first() else { return false };
+            let Some((prog, args)) = command.split_first() else {
+                return false;
+            };
             tokio::process::Command::new(prog)
                 .args(args)
                 .stdin(std::process::Stdio::null())
@@ -111,9 +145,18 @@ async fn run_inner(action: &Action) -> bool {
     }
 }
 
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> std::io::Result<bool> {
+async fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> std::io::Result<bool> {
     let mut s = TcpStream::connect((host, port)).await?;
-    let host_hdr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let host_hdr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_hdr}\r\nUser-Agent: kube-probe/1.36\r\nAccept: */*\r\nConnection: close\r\n"
     );
@@ -177,7 +220,11 @@ mod tests {
     fn config_from_spec() {
         let c = Container {
             name: "c".into(),
-            ports: Some(vec![ContainerPort { name: Some("http".into()), container_port: 8080, ..Default::default() }]),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]),
             ..Default::default()
         };
         let p = Probe {
@@ -192,7 +239,12 @@ mod tests {
         let cfg = probe_config(&p, &c, "127.0.100.2").unwrap();
         assert_eq!(
             cfg.action,
-            Action::Http { host: "127.0.100.2".into(), port: 8080, path: "/healthz".into(), headers: vec![] }
+            Action::Http {
+                host: "127.0.100.2".into(),
+                port: 8080,
+                path: "/healthz".into(),
+                headers: vec![]
+            }
         );
         assert_eq!(cfg.period, MAX_PERIOD);
         assert_eq!(cfg.failure_threshold, 3);
@@ -204,14 +256,20 @@ mod tests {
     #[test]
     fn status_lines() {
         assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status_line(b"garbage"), None);
     }
 
     #[test]
     fn thresholds() {
         let cfg = ProbeCfg {
-            action: Action::Tcp { host: "h".into(), port: 1 },
+            action: Action::Tcp {
+                host: "h".into(),
+                port: 1,
+            },
             initial_delay: Duration::ZERO,
             period: MAX_PERIOD,
             timeout: MAX_PERIOD,
@@ -236,13 +294,31 @@ mod tests {
                 let mut b = [0u8; 1024];
                 let n = s.read(&mut b).await.unwrap();
                 let ok = String::from_utf8_lossy(&b[..n]).starts_with("GET /ok ");
-                let resp = if ok { "HTTP/1.1 200 OK\r\n\r\n" } else { "HTTP/1.1 500 NO\r\n\r\n" };
+                let resp = if ok {
+                    "HTTP/1.1 200 OK\r\n\r\n"
+                } else {
+                    "HTTP/1.1 500 NO\r\n\r\n"
+                };
                 let _ = s.write_all(resp.as_bytes()).await;
             }
         });
-        let a = |path: &str| Action::Http { host: "127.0.0.1".into(), port, path: path.into(), headers: vec![] };
+        let a = |path: &str| Action::Http {
+            host: "127.0.0.1".into(),
+            port,
+            path: path.into(),
+            headers: vec![],
+        };
         assert!(run_once(&a("/ok"), Duration::from_secs(2)).await);
         assert!(!run_once(&a("/bad"), Duration::from_secs(2)).await);
-        assert!(run_once(&Action::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(2)).await);
+        assert!(
+            run_once(
+                &Action::Tcp {
+                    host: "127.0.0.1".into(),
+                    port
+                },
+                Duration::from_secs(2)
+            )
+            .await
+        );
     }
 }

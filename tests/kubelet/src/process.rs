@@ -60,7 +60,8 @@ pub fn signal_group(pid: i32, sig: i32) {
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Create the mount point on the host: a directory, or an empty file when the source is a file.
@@ -86,7 +87,10 @@ pub fn spawn(l: &Launch) -> io::Result<Child> {
     if let Some(parent) = l.log_path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&l.log_path)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&l.log_path)?;
     let log2 = log.try_clone()?;
 
     // Everything the child needs after fork is prepared here: no allocation in pre_exec.
@@ -103,7 +107,10 @@ pub fn spawn(l: &Launch) -> io::Result<Child> {
     cmd.arg0(&l.argv0)
         .args(&l.args)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
         .env("HOME", "/root")
         .stdin(std::process::Stdio::null())
         .stdout(log)
@@ -116,8 +123,20 @@ pub fn spawn(l: &Launch) -> io::Result<Child> {
     // SAFETY: the closure only makes async-signal-safe system calls on pre-built C strings.
     unsafe {
         cmd.pre_exec(move || {
-            let check = |rc: libc::c_int| if rc != 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
-            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+            let check = |rc: libc::c_int| {
+                if rc != 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ))?;
             if libc::getppid() == 1 {
                 // The kubelet died between fork and prctl.
                 libc::_exit(1);
@@ -208,10 +227,17 @@ mod tests {
         let l = Launch {
             binary: "/bin/sh".into(),
             argv0: "sh".into(),
-            args: vec!["-c".into(), format!("cat {}/hello; echo \" $FOO\"; pwd", target.display())],
+            args: vec![
+                "-c".into(),
+                format!("cat {}/hello; echo \" $FOO\"; pwd", target.display()),
+            ],
             env: vec![("FOO".into(), "bar".into())],
             working_dir: Some(target.clone()),
-            mounts: vec![Mount { source: src.clone(), target: target.clone(), read_only: true }],
+            mounts: vec![Mount {
+                source: src.clone(),
+                target: target.clone(),
+                read_only: true,
+            }],
             log_path: base.join("log"),
         };
         let mut child = match spawn(&l) {

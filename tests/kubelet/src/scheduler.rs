@@ -12,8 +12,14 @@ use kube::Client;
 /// Whether this kubelet should bind `pod`.
 pub fn wants_binding(pod: &Pod) -> bool {
     let Some(spec) = &pod.spec else { return false };
-    let default_sched = matches!(spec.scheduler_name.as_deref(), None | Some("") | Some("default-scheduler"));
-    let gated = spec.scheduling_gates.as_ref().is_some_and(|g| !g.is_empty());
+    let default_sched = matches!(
+        spec.scheduler_name.as_deref(),
+        None | Some("") | Some("default-scheduler")
+    );
+    let gated = spec
+        .scheduling_gates
+        .as_ref()
+        .is_some_and(|g| !g.is_empty());
     let terminal = pod
         .status
         .as_ref()
@@ -27,11 +33,19 @@ pub fn wants_binding(pod: &Pod) -> bool {
 }
 
 async fn bind(client: Client, pod: Pod, node: String) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client, &ns);
     let binding = Binding {
-        metadata: ObjectMeta { name: Some(name.clone()), uid: pod.metadata.uid.clone(), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
         target: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Node".into()),
@@ -42,7 +56,12 @@ async fn bind(client: Client, pod: Pod, node: String) {
     let mut delay = Duration::from_millis(500);
     for _ in 0..8 {
         match api
-            .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
             .await
         {
             Ok(_) => {

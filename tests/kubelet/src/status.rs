@@ -9,14 +9,30 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// State of one container process.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CState {
-    Waiting { reason: String, message: Option<String> },
-    Running { pid: u32, started_at: Time },
-    Terminated { pid: Option<u32>, exit_code: i32, signal: Option<i32>, reason: String, started_at: Option<Time>, finished_at: Time },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        pid: u32,
+        started_at: Time,
+    },
+    Terminated {
+        pid: Option<u32>,
+        exit_code: i32,
+        signal: Option<i32>,
+        reason: String,
+        started_at: Option<Time>,
+        finished_at: Time,
+    },
 }
 
 impl CState {
     pub fn waiting(reason: &str) -> Self {
-        CState::Waiting { reason: reason.into(), message: None }
+        CState::Waiting {
+            reason: reason.into(),
+            message: None,
+        }
     }
     fn pid(&self) -> Option<u32> {
         match self {
@@ -28,14 +44,26 @@ impl CState {
     fn to_api(&self) -> ContainerState {
         match self {
             CState::Waiting { reason, message } => ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: message.clone(),
+                }),
                 ..Default::default()
             },
             CState::Running { started_at, .. } => ContainerState {
-                running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }),
+                running: Some(ContainerStateRunning {
+                    started_at: Some(started_at.clone()),
+                }),
                 ..Default::default()
             },
-            CState::Terminated { pid, exit_code, signal, reason, started_at, finished_at } => ContainerState {
+            CState::Terminated {
+                pid,
+                exit_code,
+                signal,
+                reason,
+                started_at,
+                finished_at,
+            } => ContainerState {
                 terminated: Some(ContainerStateTerminated {
                     container_id: pid.map(|p| format!("process://{p}")),
                     exit_code: *exit_code,
@@ -85,13 +113,26 @@ impl ContainerSnap {
         ContainerStatus {
             name: self.name.clone(),
             image: self.image.clone(),
-            image_id: if self.image_id.is_empty() { format!("process://{}", self.image) } else { self.image_id.clone() },
-            container_id: self.state.pid().or(self.last_state.as_ref().and_then(|s| s.pid())).map(|p| format!("process://{p}")),
+            image_id: if self.image_id.is_empty() {
+                format!("process://{}", self.image)
+            } else {
+                self.image_id.clone()
+            },
+            container_id: self
+                .state
+                .pid()
+                .or(self.last_state.as_ref().and_then(|s| s.pid()))
+                .map(|p| format!("process://{p}")),
             ready: self.ready,
             started: Some(self.started),
             restart_count: self.restart_count,
             state: Some(self.state.to_api()),
-            last_state: Some(self.last_state.as_ref().map(|s| s.to_api()).unwrap_or_default()),
+            last_state: Some(
+                self.last_state
+                    .as_ref()
+                    .map(|s| s.to_api())
+                    .unwrap_or_default(),
+            ),
             ..Default::default()
         }
     }
@@ -112,16 +153,30 @@ pub fn phase(containers: &[ContainerSnap]) -> &'static str {
         return "Pending";
     }
     if containers.iter().all(|c| c.done) {
-        let ok = containers.iter().all(|c| matches!(c.state, CState::Terminated { exit_code: 0, .. }));
+        let ok = containers
+            .iter()
+            .all(|c| matches!(c.state, CState::Terminated { exit_code: 0, .. }));
         return if ok { "Succeeded" } else { "Failed" };
     }
     let active = containers.iter().any(|c| {
-        matches!(c.state, CState::Running { .. } | CState::Terminated { .. }) || c.last_state.is_some()
+        matches!(c.state, CState::Running { .. } | CState::Terminated { .. })
+            || c.last_state.is_some()
     });
-    if active { "Running" } else { "Pending" }
+    if active {
+        "Running"
+    } else {
+        "Pending"
+    }
 }
 
-fn condition(kind: &str, ok: bool, reason: Option<&str>, message: Option<String>, prev: &[PodCondition], now: &Time) -> PodCondition {
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    prev: &[PodCondition],
+    now: &Time,
+) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     let last = prev
         .iter()
@@ -139,18 +194,52 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>, message: Option<String>
 }
 
 /// The pod conditions; `prev` keeps transition times stable.
-pub fn conditions(containers: &[ContainerSnap], prev: &[PodCondition], now: &Time) -> Vec<PodCondition> {
+pub fn conditions(
+    containers: &[ContainerSnap],
+    prev: &[PodCondition],
+    now: &Time,
+) -> Vec<PodCondition> {
     let ph = phase(containers);
-    let not_ready: Vec<&str> = containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    let not_ready: Vec<&str> = containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
     let all_ready = not_ready.is_empty() && !containers.is_empty();
-    let msg = (!not_ready.is_empty()).then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
+    let msg = (!not_ready.is_empty())
+        .then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
     let terminal = ph == "Succeeded" || ph == "Failed";
-    let reason = if terminal { "PodCompleted" } else { "ContainersNotReady" };
+    let reason = if terminal {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
     vec![
-        condition("PodReadyToStartContainers", !terminal, None, None, prev, now),
+        condition(
+            "PodReadyToStartContainers",
+            !terminal,
+            None,
+            None,
+            prev,
+            now,
+        ),
         condition("Initialized", true, None, None, prev, now),
-        condition("Ready", all_ready && !terminal, Some(reason), msg.clone(), prev, now),
-        condition("ContainersReady", all_ready && !terminal, Some(reason), msg, prev, now),
+        condition(
+            "Ready",
+            all_ready && !terminal,
+            Some(reason),
+            msg.clone(),
+            prev,
+            now,
+        ),
+        condition(
+            "ContainersReady",
+            all_ready && !terminal,
+            Some(reason),
+            msg,
+            prev,
+            now,
+        ),
         condition("PodScheduled", true, None, None, prev, now),
     ]
 }
@@ -161,9 +250,13 @@ pub fn build_status(view: &PodView, prev_conditions: &[PodCondition], now: &Time
         phase: Some(phase(&view.containers).into()),
         conditions: Some(conditions(&view.containers, prev_conditions, now)),
         host_ip: Some(view.host_ip.clone()),
-        host_ips: Some(vec![HostIP { ip: view.host_ip.clone() }]),
+        host_ips: Some(vec![HostIP {
+            ip: view.host_ip.clone(),
+        }]),
         pod_ip: Some(view.pod_ip.clone()),
-        pod_ips: Some(vec![PodIP { ip: view.pod_ip.clone() }]),
+        pod_ips: Some(vec![PodIP {
+            ip: view.pod_ip.clone(),
+        }]),
         start_time: Some(view.start_time.clone()),
         container_statuses: Some(view.containers.iter().map(|c| c.to_api()).collect()),
         qos_class: Some("BestEffort".into()),
@@ -181,7 +274,10 @@ mod tests {
 
     fn running(name: &str, ready: bool) -> ContainerSnap {
         ContainerSnap {
-            state: CState::Running { pid: 42, started_at: t(0) },
+            state: CState::Running {
+                pid: 42,
+                started_at: t(0),
+            },
             started: true,
             ready,
             ..ContainerSnap::new(name, "deposito:dev")
@@ -198,7 +294,14 @@ mod tests {
         assert_eq!(phase(&[ContainerSnap::new("a", "i")]), "Pending");
         assert_eq!(phase(&[running("a", false)]), "Running");
         let done = |code| ContainerSnap {
-            state: CState::Terminated { pid: Some(1), exit_code: code, signal: None, reason: "Completed".into(), started_at: None, finished_at: t(1) },
+            state: CState::Terminated {
+                pid: Some(1),
+                exit_code: code,
+                signal: None,
+                reason: "Completed".into(),
+                started_at: None,
+                finished_at: t(1),
+            },
             done: true,
             ..ContainerSnap::new("a", "i")
         };
@@ -219,7 +322,10 @@ mod tests {
         let c = conditions(&[running("a", true), running("b", false)], &[], &t(5));
         assert_eq!(get(&c, "Ready").status, "False");
         assert_eq!(get(&c, "ContainersReady").status, "False");
-        assert_eq!(get(&c, "Ready").message.as_deref(), Some("containers with unready status: [b]"));
+        assert_eq!(
+            get(&c, "Ready").message.as_deref(),
+            Some("containers with unready status: [b]")
+        );
         assert_eq!(get(&c, "PodScheduled").status, "True");
         assert_eq!(get(&c, "Initialized").status, "True");
 

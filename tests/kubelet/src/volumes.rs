@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, KeyToPath, Pod, ProjectedVolumeSource, Secret, ServiceAccount, Volume, VolumeProjection,
+    ConfigMap, KeyToPath, Pod, ProjectedVolumeSource, Secret, ServiceAccount, Volume,
+    VolumeProjection,
 };
 use kube::api::{Api, PostParams};
 
@@ -38,7 +39,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
-        path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     std::fs::write(&tmp, data)?;
     std::fs::rename(&tmp, path)
@@ -47,18 +50,27 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// Reject item paths that would escape the volume directory.
 fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf> {
     let p = Path::new(rel);
-    if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return Err(anyhow!("bad item path {rel:?}"));
     }
     Ok(dir.join(p))
 }
 
-fn write_items(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<KeyToPath>>) -> Result<()> {
+fn write_items(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     match items {
         Some(items) if !items.is_empty() => {
             for it in items {
-                let v = data.get(&it.key).ok_or_else(|| anyhow!("key {} not found", it.key))?;
+                let v = data
+                    .get(&it.key)
+                    .ok_or_else(|| anyhow!("key {} not found", it.key))?;
                 write_atomic(&safe_join(dir, &it.path)?, v)?;
             }
         }
@@ -72,11 +84,19 @@ fn write_items(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<
 }
 
 /// Data of a Secret, or None if it does not exist.
-pub async fn secret_data(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+pub async fn secret_data(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     Ok(api.get_opt(name).await?.map(|s| {
-        let mut d: BTreeMap<String, Vec<u8>> =
-            s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        let mut d: BTreeMap<String, Vec<u8>> = s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
         for (k, v) in s.string_data.unwrap_or_default() {
             d.insert(k, v.into_bytes());
         }
@@ -85,16 +105,28 @@ pub async fn secret_data(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<BTree
 }
 
 /// Data of a ConfigMap, or None if it does not exist.
-pub async fn config_map_data(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+pub async fn config_map_data(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let cm = api.get_opt(name).await?;
     if cm.is_none() && name == "kube-root-ca.crt" {
         // Not published yet: use the CA of the admin kubeconfig.
-        return Ok(ctx.cluster.ca_pem.clone().map(|ca| [("ca.crt".to_string(), ca)].into()));
+        return Ok(ctx
+            .cluster
+            .ca_pem
+            .clone()
+            .map(|ca| [("ca.crt".to_string(), ca)].into()));
     }
     Ok(cm.map(|c| {
-        let mut d: BTreeMap<String, Vec<u8>> =
-            c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        let mut d: BTreeMap<String, Vec<u8>> = c
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
         for (k, v) in c.binary_data.unwrap_or_default() {
             d.insert(k, v.0);
         }
@@ -103,8 +135,17 @@ pub async fn config_map_data(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<B
 }
 
 /// A token for the pod's service account, bound to the pod.
-pub async fn request_token(ctx: &Ctx, pod: &Pod, audiences: Vec<String>, seconds: i64) -> Result<String> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+pub async fn request_token(
+    ctx: &Ctx,
+    pod: &Pod,
+    audiences: Vec<String>,
+    seconds: i64,
+) -> Result<String> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let sa = service_account(pod);
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
     let req = TokenRequest {
@@ -124,7 +165,9 @@ pub async fn request_token(ctx: &Ctx, pod: &Pod, audiences: Vec<String>, seconds
         .create_token_request(&sa, &PostParams::default(), &req)
         .await
         .with_context(|| format!("token request for serviceaccount {ns}/{sa}"))?;
-    tr.status.and_then(|s| s.token).ok_or_else(|| anyhow!("token request returned no token"))
+    tr.status
+        .and_then(|s| s.token)
+        .ok_or_else(|| anyhow!("token request returned no token"))
 }
 
 pub fn service_account(pod: &Pod) -> String {
@@ -138,7 +181,11 @@ pub fn service_account(pod: &Pod) -> String {
 /// Write (or refresh) the kubeconfig the pod's processes use; returns its path.
 pub async fn write_kubeconfig(ctx: &Ctx, pod: &Pod, uid: &str) -> Result<PathBuf> {
     let token = request_token(ctx, pod, vec![], TOKEN_SECONDS).await?;
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let path = pod_dir(ctx, uid).join("kubeconfig");
     write_atomic(&path, ctx.cluster.token_kubeconfig(&token, &ns).as_bytes())?;
     Ok(path)
@@ -157,8 +204,18 @@ pub fn default_sa_volume() -> Volume {
     serde_json::from_value(v).expect("static volume")
 }
 
-async fn write_projected(ctx: &Ctx, pod: &Pod, facts: &PodFacts, dir: &Path, p: &ProjectedVolumeSource) -> Result<()> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+async fn write_projected(
+    ctx: &Ctx,
+    pod: &Pod,
+    facts: &PodFacts,
+    dir: &Path,
+    p: &ProjectedVolumeSource,
+) -> Result<()> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     std::fs::create_dir_all(dir)?;
     for src in p.sources.iter().flatten() {
         write_projection(ctx, pod, facts, &ns, dir, src).await?;
@@ -166,10 +223,23 @@ async fn write_projected(ctx: &Ctx, pod: &Pod, facts: &PodFacts, dir: &Path, p: 
     Ok(())
 }
 
-async fn write_projection(ctx: &Ctx, pod: &Pod, facts: &PodFacts, ns: &str, dir: &Path, src: &VolumeProjection) -> Result<()> {
+async fn write_projection(
+    ctx: &Ctx,
+    pod: &Pod,
+    facts: &PodFacts,
+    ns: &str,
+    dir: &Path,
+    src: &VolumeProjection,
+) -> Result<()> {
     if let Some(t) = &src.service_account_token {
-        let aud = t.audience.clone().filter(|a| !a.is_empty()).map(|a| vec![a]).unwrap_or_default();
-        let token = request_token(ctx, pod, aud, t.expiration_seconds.unwrap_or(TOKEN_SECONDS)).await?;
+        let aud = t
+            .audience
+            .clone()
+            .filter(|a| !a.is_empty())
+            .map(|a| vec![a])
+            .unwrap_or_default();
+        let token =
+            request_token(ctx, pod, aud, t.expiration_seconds.unwrap_or(TOKEN_SECONDS)).await?;
         write_atomic(&safe_join(dir, &t.path)?, token.as_bytes())?;
     }
     if let Some(c) = &src.config_map {
@@ -199,7 +269,11 @@ async fn write_projection(ctx: &Ctx, pod: &Pod, facts: &PodFacts, ns: &str, dir:
 
 /// The volumes of a pod, including the service-account volume added when needed.
 pub fn pod_volumes(pod: &Pod) -> Vec<Volume> {
-    let mut vols = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    let mut vols = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
     if needs_sa_volume(pod) {
         vols.push(default_sa_volume());
     }
@@ -212,16 +286,27 @@ pub fn needs_sa_volume(pod: &Pod) -> bool {
     if spec.automount_service_account_token == Some(false) {
         return false;
     }
-    !spec
-        .containers
-        .iter()
-        .any(|c| c.volume_mounts.iter().flatten().any(|m| m.mount_path.trim_end_matches('/') == SA_MOUNT))
+    !spec.containers.iter().any(|c| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path.trim_end_matches('/') == SA_MOUNT)
+    })
 }
 
 /// Prepare every volume of the pod on the host (idempotent, also used to refresh tokens and
 /// secret contents). Returns volume name → host directory.
-pub async fn prepare(ctx: &Ctx, pod: &Pod, uid: &str, facts: &PodFacts) -> Result<HashMap<String, PathBuf>> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+pub async fn prepare(
+    ctx: &Ctx,
+    pod: &Pod,
+    uid: &str,
+    facts: &PodFacts,
+) -> Result<HashMap<String, PathBuf>> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let base = pod_dir(ctx, uid);
     let mut out = HashMap::new();
     for v in pod_volumes(pod) {
@@ -254,7 +339,9 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, uid: &str, facts: &PodFacts) -> Resul
             let dir = base.join("downward").join(&v.name);
             let p = ProjectedVolumeSource {
                 sources: Some(vec![VolumeProjection {
-                    downward_api: Some(k8s_openapi::api::core::v1::DownwardAPIProjection { items: d.items.clone() }),
+                    downward_api: Some(k8s_openapi::api::core::v1::DownwardAPIProjection {
+                        items: d.items.clone(),
+                    }),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -281,14 +368,20 @@ mod tests {
     #[test]
     fn sa_volume_rules() {
         let mut pod = Pod {
-            spec: Some(PodSpec { containers: vec![Container::default()], ..Default::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container::default()],
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert!(needs_sa_volume(&pod));
         assert_eq!(pod_volumes(&pod).len(), 1);
         assert!(pod_volumes(&pod)[0].projected.is_some());
-        pod.spec.as_mut().unwrap().containers[0].volume_mounts =
-            Some(vec![VolumeMount { name: "x".into(), mount_path: SA_MOUNT.into(), ..Default::default() }]);
+        pod.spec.as_mut().unwrap().containers[0].volume_mounts = Some(vec![VolumeMount {
+            name: "x".into(),
+            mount_path: SA_MOUNT.into(),
+            ..Default::default()
+        }]);
         assert!(!needs_sa_volume(&pod));
         pod.spec.as_mut().unwrap().containers[0].volume_mounts = None;
         pod.spec.as_mut().unwrap().automount_service_account_token = Some(false);
@@ -298,13 +391,25 @@ mod tests {
     #[test]
     fn items_written() {
         let dir = std::env::temp_dir().join(format!("kubelet-vol-{}", std::process::id()));
-        let data: BTreeMap<String, Vec<u8>> = [("a".to_string(), b"1".to_vec()), ("b".to_string(), b"2".to_vec())].into();
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ]
+        .into();
         write_items(&dir, &data, None).unwrap();
         assert_eq!(std::fs::read(dir.join("b")).unwrap(), b"2");
-        let items = vec![KeyToPath { key: "a".into(), path: "sub/x".into(), mode: None }];
+        let items = vec![KeyToPath {
+            key: "a".into(),
+            path: "sub/x".into(),
+            mode: None,
+        }];
         write_items(&dir, &data, Some(&items)).unwrap();
         assert_eq!(std::fs::read(dir.join("sub/x")).unwrap(), b"1");
-        let bad = vec![KeyToPath { key: "a".into(), path: "../x".into(), mode: None }];
+        let bad = vec![KeyToPath {
+            key: "a".into(),
+            path: "../x".into(),
+            mode: None,
+        }];
         assert!(write_items(&dir, &data, Some(&bad)).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

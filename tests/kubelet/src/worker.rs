@@ -41,7 +41,11 @@ impl PodCtx {
     }
 
     pub fn snap(&self, idx: usize) -> Option<ContainerSnap> {
-        self.snaps.lock().unwrap_or_else(|e| e.into_inner()).get(idx).cloned()
+        self.snaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(idx)
+            .cloned()
     }
 
     fn snaps(&self) -> Vec<ContainerSnap> {
@@ -50,7 +54,12 @@ impl PodCtx {
 
     /// Change a container's snapshot and wake the status writer.
     pub fn update(&self, idx: usize, f: impl FnOnce(&mut ContainerSnap)) {
-        if let Some(s) = self.snaps.lock().unwrap_or_else(|e| e.into_inner()).get_mut(idx) {
+        if let Some(s) = self
+            .snaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(idx)
+        {
             f(s);
         }
         self.changed.notify_one();
@@ -74,8 +83,16 @@ impl PodCtx {
             return Ok(k.clone());
         }
         let pod = self.pod();
-        let disabled = pod.spec.as_ref().and_then(|s| s.automount_service_account_token) == Some(false);
-        let k = if disabled { None } else { Some(volumes::write_kubeconfig(&self.ctx, &pod, &self.uid).await?) };
+        let disabled = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.automount_service_account_token)
+            == Some(false);
+        let k = if disabled {
+            None
+        } else {
+            Some(volumes::write_kubeconfig(&self.ctx, &pod, &self.uid).await?)
+        };
         *g = Some(k.clone());
         Ok(k)
     }
@@ -115,13 +132,21 @@ impl StatusWriter {
             start_time: self.start_time.clone(),
             containers: pc.snaps(),
         };
-        let prev = self.last.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let prev = self
+            .last
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let status = build_status(&view, &prev, &now());
         if self.last.as_ref() == Some(&status) {
             return;
         }
         let patch = json!({ "metadata": { "uid": pc.uid }, "status": status });
-        match self.api.patch_status(&pc.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .api
+            .patch_status(&pc.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => {
                 tracing::debug!(pod = %pc.name, phase = ?status.phase, "status written");
                 self.last = Some(status);
@@ -135,7 +160,11 @@ fn grace_of(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30)
         .max(0) as u64;
     Duration::from_secs(secs).min(MAX_GRACE)
@@ -149,7 +178,10 @@ pub fn cleanup(ctx: &Ctx, uid: &str) {
             tracing::warn!(uid, error = %e, "removing pod directory");
         }
     }
-    ctx.ipam.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
+    ctx.ipam
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .release(uid);
 }
 
 /// Delete the Pod object for good (grace 0, this UID only).
@@ -157,7 +189,10 @@ pub async fn force_delete(ctx: &Ctx, ns: &str, name: &str, uid: &str) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(name, &dp).await {
@@ -171,9 +206,18 @@ pub async fn force_delete(ctx: &Ctx, ns: &str, name: &str, uid: &str) {
 /// object, or None when it is gone.
 pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Pod>>) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let ip = match ctx.ipam.lock().unwrap_or_else(|e| e.into_inner()).allocate(&uid) {
+    let ip = match ctx
+        .ipam
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allocate(&uid)
+    {
         Ok(ip) => ip,
         Err(e) => {
             tracing::error!(pod = %name, error = %e, "no pod IP");
@@ -189,7 +233,10 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         api_port: ctx.cluster.port,
     };
     let spec = pod.spec.clone().unwrap_or_default();
-    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     let snaps = spec
         .containers
         .iter()
@@ -212,15 +259,31 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         kubeconfig: tokio::sync::Mutex::new(None),
         stop: stop_rx,
     });
-    let start_time = pod.status.as_ref().and_then(|s| s.start_time.clone()).unwrap_or_else(now);
-    let mut writer = StatusWriter { api: Api::namespaced(ctx.client.clone(), &ns), last: None, start_time };
+    let start_time = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .unwrap_or_else(now);
+    let mut writer = StatusWriter {
+        api: Api::namespaced(ctx.client.clone(), &ns),
+        last: None,
+        start_time,
+    };
 
     let mut tasks = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
-        tasks.push(tokio::spawn(container::run(pc.clone(), i, c.clone(), policy.clone())));
+        tasks.push(tokio::spawn(container::run(
+            pc.clone(),
+            i,
+            c.clone(),
+            policy.clone(),
+        )));
         tasks.push(tokio::spawn(container::readiness(pc.clone(), i, c.clone())));
     }
-    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + volumes::TOKEN_REFRESH, volumes::TOKEN_REFRESH);
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + volumes::TOKEN_REFRESH,
+        volumes::TOKEN_REFRESH,
+    );
     let deleted: bool = loop {
         writer.sync(&pc).await;
         tokio::select! {
@@ -266,11 +329,17 @@ mod tests {
 
     #[test]
     fn grace_is_capped() {
-        let mut p = Pod { spec: Some(PodSpec::default()), ..Default::default() };
+        let mut p = Pod {
+            spec: Some(PodSpec::default()),
+            ..Default::default()
+        };
         assert_eq!(grace_of(&p), MAX_GRACE);
         p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(3);
         assert_eq!(grace_of(&p), Duration::from_secs(3));
-        p.metadata = ObjectMeta { deletion_grace_period_seconds: Some(0), ..Default::default() };
+        p.metadata = ObjectMeta {
+            deletion_grace_period_seconds: Some(0),
+            ..Default::default()
+        };
         assert_eq!(grace_of(&p), Duration::ZERO);
     }
 }

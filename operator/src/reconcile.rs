@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use deposito_api::gateway::Phase;
 use deposito_api::replica::ObjectInfo;
 use deposito_api::FileKey;
 use futures::stream::{self, StreamExt};
@@ -218,8 +219,10 @@ async fn reconcile_file(
             return false;
         }
     };
-    let cutoff = unix_now().saturating_sub(ctx.settings.orphan_grace.as_secs());
-    let desired = desired_of(&entry, cutoff);
+    // No stale-copy age guard is needed here: uploads hold this file's lock from before the
+    // first byte reaches a replica until the catalog commit, and this pass read the entry
+    // under that lock, so any copy of other content is either superseded or unacknowledged.
+    let desired = desired_of(&entry, u64::MAX);
     let plan = core::plan_file(&desired, &observation.views, file_copies);
     for event in &plan.events {
         info!(reason = %event.reason, message = %event.message, "event");
@@ -229,6 +232,11 @@ async fn reconcile_file(
                 reason: event.reason.clone(),
             })
             .inc();
+    }
+    if plan.phase == Phase::Lost && entry.status.observed_generation != entry.generation {
+        // New content committed after this pass read the inventories: its copy is not in
+        // the snapshot yet. Look again next pass instead of publishing a false Lost.
+        return false;
     }
     let acted = !plan.actions.is_empty();
     execute(ctx, key, observation, &plan.actions).await;

@@ -13,7 +13,7 @@ pub enum RangeSpec {
 
 impl RangeSpec {
     /// Number of bytes selected, for a `Partial` range.
-    pub fn len(&self) -> Option<u64> {
+    pub fn selected_len(&self) -> Option<u64> {
         match self {
             RangeSpec::Partial { start, end } => Some(end - start + 1),
             _ => None,
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn partial_len() {
-        assert_eq!(Partial { start: 3, end: 3 }.len(), Some(1));
-        assert_eq!(Full.len(), None);
+        assert_eq!(Partial { start: 3, end: 3 }.selected_len(), Some(1));
+        assert_eq!(Full.selected_len(), None);
     }
 }

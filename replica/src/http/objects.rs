@@ -184,9 +184,11 @@ pub async fn get_object(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match parse_range(range, info.size) {
         RangeSpec::Full => (StatusCode::OK, 0, info.size),
-        spec @ RangeSpec::Partial { start, .. } => {
-            (StatusCode::PARTIAL_CONTENT, start, spec.len().unwrap_or(0))
-        }
+        spec @ RangeSpec::Partial { start, .. } => (
+            StatusCode::PARTIAL_CONTENT,
+            start,
+            spec.selected_len().unwrap_or(0),
+        ),
         RangeSpec::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size: info.size }),
     };
     let verify = (status == StatusCode::OK).then(|| Verify {

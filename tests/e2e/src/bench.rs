@@ -331,10 +331,7 @@ fn print_table(rows: &[Row]) {
             r.rate
         };
         let ratios = match r.base {
-            Some(b) => b
-                .iter()
-                .map(|x| format!("{:.2}", r.rate / x))
-                .collect::<Vec<_>>(),
+            Some(b) => b.iter().map(|x| ratio(r.rate / x)).collect::<Vec<_>>(),
             None => vec!["".into(); 3],
         };
         println!(
@@ -348,6 +345,14 @@ fn print_table(rows: &[Row]) {
             ratios[1],
             ratios[2]
         );
+    }
+}
+
+fn ratio(x: f64) -> String {
+    if x >= 0.01 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.4}")
     }
 }
 

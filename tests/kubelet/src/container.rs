@@ -300,6 +300,51 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
     });
 }
 
+/// Run the init containers one after the other, then the app containers (`idx` of app
+/// container `j` is `inits.len() + j`).
+pub async fn run_all(pc: Arc<PodCtx>, inits: Vec<Container>, apps: Vec<Container>, policy: String) {
+    let n = inits.len();
+    // An init container is retried on failure unless the pod never restarts.
+    let init_policy = if policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    };
+    for (i, c) in inits.into_iter().enumerate() {
+        run(pc.clone(), i, c, init_policy.to_string()).await;
+        let ok = pc
+            .snap(i)
+            .is_some_and(|s| matches!(s.state, CState::Terminated { exit_code: 0, .. }));
+        if !ok {
+            let stopped = pc.stop.borrow().is_some();
+            for j in 0..apps.len() {
+                pc.update(n + j, |s| {
+                    s.state = CState::waiting(if stopped {
+                        "ContainerStopped"
+                    } else {
+                        "InitError"
+                    });
+                    s.done = true;
+                });
+            }
+            return;
+        }
+    }
+    let mut tasks = Vec::new();
+    for (j, c) in apps.into_iter().enumerate() {
+        tasks.push(tokio::spawn(run(
+            pc.clone(),
+            n + j,
+            c.clone(),
+            policy.clone(),
+        )));
+        tasks.push(tokio::spawn(readiness(pc.clone(), n + j, c)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 /// Poll the readiness probe of container `idx` for the pod's lifetime.
 pub async fn readiness(pc: Arc<PodCtx>, idx: usize, c: Container) {
     let Some(p) = &c.readiness_probe else { return };

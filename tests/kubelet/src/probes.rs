@@ -112,10 +112,9 @@ pub fn probe_config(p: &Probe, c: &Container, pod_ip: &str) -> Result<ProbeCfg, 
 
 /// Run the probe once.
 pub async fn run_once(action: &Action, timeout: Duration) -> bool {
-    match tokio::time::timeout(timeout, run_inner(action)).await {
-        Ok(r) => r,
-        Err(_) => false,
-    }
+    tokio::time::timeout(timeout, run_inner(action))
+        .await
+        .unwrap_or(false)
 }
 
 async fn run_inner(action: &Action) -> bool {

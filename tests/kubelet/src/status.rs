@@ -144,7 +144,9 @@ pub struct PodView {
     pub pod_ip: String,
     pub host_ip: String,
     pub start_time: Time,
+    /// Init containers first (`init_count` of them), then the app containers.
     pub containers: Vec<ContainerSnap>,
+    pub init_count: usize,
 }
 
 /// Pod phase following the kubelet's rules, simplified.
@@ -196,6 +198,7 @@ fn condition(
 /// The pod conditions; `prev` keeps transition times stable.
 pub fn conditions(
     containers: &[ContainerSnap],
+    initialized: bool,
     prev: &[PodCondition],
     now: &Time,
 ) -> Vec<PodCondition> {
@@ -223,7 +226,14 @@ pub fn conditions(
             prev,
             now,
         ),
-        condition("Initialized", true, None, None, prev, now),
+        condition(
+            "Initialized",
+            initialized,
+            Some("ContainersNotInitialized"),
+            (!initialized).then(|| "containers with incomplete status: init".to_string()),
+            prev,
+            now,
+        ),
         condition(
             "Ready",
             all_ready && !terminal,
@@ -246,9 +256,15 @@ pub fn conditions(
 
 /// The full status to write through pods/status.
 pub fn build_status(view: &PodView, prev_conditions: &[PodCondition], now: &Time) -> PodStatus {
+    let n = view.init_count.min(view.containers.len());
+    let (init, main) = view.containers.split_at(n);
+    let initialized = init
+        .iter()
+        .all(|c| c.done && matches!(c.state, CState::Terminated { exit_code: 0, .. }));
     PodStatus {
-        phase: Some(phase(&view.containers).into()),
-        conditions: Some(conditions(&view.containers, prev_conditions, now)),
+        phase: Some(phase(main).into()),
+        conditions: Some(conditions(main, initialized, prev_conditions, now)),
+        init_container_statuses: (n > 0).then(|| init.iter().map(|c| c.to_api()).collect()),
         host_ip: Some(view.host_ip.clone()),
         host_ips: Some(vec![HostIP {
             ip: view.host_ip.clone(),
@@ -258,7 +274,7 @@ pub fn build_status(view: &PodView, prev_conditions: &[PodCondition], now: &Time
             ip: view.pod_ip.clone(),
         }]),
         start_time: Some(view.start_time.clone()),
-        container_statuses: Some(view.containers.iter().map(|c| c.to_api()).collect()),
+        container_statuses: Some(main.iter().map(|c| c.to_api()).collect()),
         qos_class: Some("BestEffort".into()),
         ..Default::default()
     }
@@ -319,7 +335,7 @@ mod tests {
 
     #[test]
     fn ready_conditions() {
-        let c = conditions(&[running("a", true), running("b", false)], &[], &t(5));
+        let c = conditions(&[running("a", true), running("b", false)], true, &[], &t(5));
         assert_eq!(get(&c, "Ready").status, "False");
         assert_eq!(get(&c, "ContainersReady").status, "False");
         assert_eq!(
@@ -329,12 +345,12 @@ mod tests {
         assert_eq!(get(&c, "PodScheduled").status, "True");
         assert_eq!(get(&c, "Initialized").status, "True");
 
-        let c2 = conditions(&[running("a", true), running("b", true)], &c, &t(9));
+        let c2 = conditions(&[running("a", true), running("b", true)], true, &c, &t(9));
         assert_eq!(get(&c2, "Ready").status, "True");
         assert_eq!(get(&c2, "Ready").last_transition_time, Some(t(9)));
         // Unchanged conditions keep their transition time.
         assert_eq!(get(&c2, "PodScheduled").last_transition_time, Some(t(5)));
-        let c3 = conditions(&[running("a", true), running("b", true)], &c2, &t(20));
+        let c3 = conditions(&[running("a", true), running("b", true)], true, &c2, &t(20));
         assert_eq!(c3, c2);
     }
 
@@ -345,6 +361,7 @@ mod tests {
             host_ip: "127.0.0.1".into(),
             start_time: t(0),
             containers: vec![running("replica", true)],
+            init_count: 0,
         };
         let s = build_status(&view, &[], &t(1));
         assert_eq!(s.phase.as_deref(), Some("Running"));
@@ -353,5 +370,40 @@ mod tests {
         assert_eq!(cs.container_id.as_deref(), Some("process://42"));
         assert!(cs.ready);
         assert!(cs.state.as_ref().unwrap().running.is_some());
+    }
+
+    #[test]
+    fn init_containers() {
+        let done = ContainerSnap {
+            state: CState::Terminated {
+                pid: Some(1),
+                exit_code: 0,
+                signal: None,
+                reason: "Completed".into(),
+                started_at: None,
+                finished_at: t(1),
+            },
+            done: true,
+            ..ContainerSnap::new("init", "i")
+        };
+        let mut view = PodView {
+            pod_ip: "127.0.100.2".into(),
+            host_ip: "127.0.0.1".into(),
+            start_time: t(0),
+            containers: vec![running("init", false), ContainerSnap::new("main", "i")],
+            init_count: 1,
+        };
+        let s = build_status(&view, &[], &t(1));
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert_eq!(s.init_container_statuses.as_ref().unwrap().len(), 1);
+        assert_eq!(s.container_statuses.as_ref().unwrap()[0].name, "main");
+        let conds = s.conditions.unwrap();
+        assert_eq!(get(&conds, "Initialized").status, "False");
+        view.containers = vec![done, running("main", true)];
+        let s = build_status(&view, &conds, &t(2));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let conds = s.conditions.unwrap();
+        assert_eq!(get(&conds, "Initialized").status, "True");
+        assert_eq!(get(&conds, "Ready").status, "True");
     }
 }

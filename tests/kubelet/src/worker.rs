@@ -122,6 +122,7 @@ struct StatusWriter {
     api: Api<Pod>,
     last: Option<PodStatus>,
     start_time: Time,
+    init_count: usize,
 }
 
 impl StatusWriter {
@@ -131,6 +132,7 @@ impl StatusWriter {
             host_ip: pc.facts.host_ip.clone(),
             start_time: self.start_time.clone(),
             containers: pc.snaps(),
+            init_count: self.init_count,
         };
         let prev = self
             .last
@@ -212,12 +214,20 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         .clone()
         .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let ip = match ctx
-        .ipam
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .allocate(&uid)
-    {
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    let allocated = if host_network {
+        Ok(std::net::Ipv4Addr::LOCALHOST)
+    } else {
+        ctx.ipam
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allocate(&uid)
+    };
+    let ip = match allocated {
         Ok(ip) => ip,
         Err(e) => {
             tracing::error!(pod = %name, error = %e, "no pod IP");
@@ -237,14 +247,18 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         .restart_policy
         .clone()
         .unwrap_or_else(|| "Always".into());
-    let snaps = spec
-        .containers
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    let snaps = inits
         .iter()
         .map(|c| ContainerSnap::new(&c.name, c.image.as_deref().unwrap_or("")))
+        .chain(spec.containers.iter().map(|c| {
+            let mut s = ContainerSnap::new(&c.name, c.image.as_deref().unwrap_or(""));
+            if !inits.is_empty() {
+                s.state = crate::status::CState::waiting("PodInitializing");
+            }
+            s
+        }))
         .collect();
-    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        tracing::warn!(pod = %name, "init containers are not run by the process kubelet");
-    }
     let (stop_tx, stop_rx) = watch::channel(None);
     let pc = Arc::new(PodCtx {
         ctx: ctx.clone(),
@@ -268,18 +282,15 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         api: Api::namespaced(ctx.client.clone(), &ns),
         last: None,
         start_time,
+        init_count: inits.len(),
     };
 
-    let mut tasks = Vec::new();
-    for (i, c) in spec.containers.iter().enumerate() {
-        tasks.push(tokio::spawn(container::run(
-            pc.clone(),
-            i,
-            c.clone(),
-            policy.clone(),
-        )));
-        tasks.push(tokio::spawn(container::readiness(pc.clone(), i, c.clone())));
-    }
+    let tasks = vec![tokio::spawn(container::run_all(
+        pc.clone(),
+        inits,
+        spec.containers.clone(),
+        policy,
+    ))];
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + volumes::TOKEN_REFRESH,
         volumes::TOKEN_REFRESH,

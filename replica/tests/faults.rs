@@ -1,0 +1,384 @@
+//! Faults over real HTTP: cut uploads, pulls between replicas, rot found by the scrubber and
+//! by reads, a full disk.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use deposito_api::replica::{InventoryPage, ObjectInfo, ObjectState, PullRequest, ScrubStatus};
+use deposito_api::{sha256_hex, ErrorBody};
+use reqwest::StatusCode;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_cut_short_leaves_no_file() {
+    let r = start("127.0.0.1").await;
+    let addr = r.running.addr;
+    let t = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "PUT /v1/objects/default/cut.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
+        .unwrap();
+        s.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(s);
+    });
+    // While the upload hangs, its temp file exists...
+    let tmp = r.dir.join("tmp");
+    assert!(
+        eventually(5, || async { !files_under(&tmp).is_empty() }).await,
+        "the upload never reached tmp/"
+    );
+    t.join().unwrap();
+    // ...and once the client is gone, nothing remains.
+    assert!(
+        eventually(5, || async { files_under(&tmp).is_empty() }).await,
+        "temp file left behind: {:?}",
+        files_under(&tmp)
+    );
+    assert!(files_under(&r.dir.join("objects")).is_empty());
+    let page: InventoryPage = client()
+        .get(format!("{}/v1/inventory", r.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_between_replicas_gives_identical_bytes() {
+    let a = start("127.0.0.2").await;
+    let b = start("127.0.0.3").await;
+    let c = client();
+    let data = payload(2 * 1024 * 1024 + 3, 7);
+    let sha = sha256_hex(&data);
+    let resp = c
+        .put(a.obj("team-a", "report final.pdf"))
+        .bearer_auth(TOKEN)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let pull_url = format!("{}/{sha}/pull", b.obj("team-a", "report%20final.pdf"));
+    let req = PullRequest { source: a.url() };
+    let resp = c
+        .post(&pull_url)
+        .bearer_auth(TOKEN)
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let info: ObjectInfo = resp.json().await.unwrap();
+    assert_eq!(info.sha256, sha);
+    let got = c
+        .get(format!("{}/{sha}", b.obj("team-a", "report%20final.pdf")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), &data[..]);
+    // Already held: 200.
+    let resp = c
+        .post(&pull_url)
+        .bearer_auth(TOKEN)
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The peer lacks it: 502 pull_failed with the peer's message; nothing written.
+    let other = sha256_hex(b"absent");
+    let resp = c
+        .post(format!("{}/{other}/pull", b.obj("team-a", "absent")))
+        .bearer_auth(TOKEN)
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let e: ErrorBody = resp.json().await.unwrap();
+    assert_eq!(e.code, "pull_failed");
+    assert!(e.error.contains("not_found"), "{}", e.error);
+    // An unreachable peer: 502 too.
+    let resp = c
+        .post(format!("{}/{other}/pull", b.obj("team-a", "absent")))
+        .bearer_auth(TOKEN)
+        .json(&PullRequest {
+            source: "http://127.0.0.1:9".into(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(files_under(&b.dir.join("tmp")).is_empty());
+    assert!(!b.dir.join("objects/team-a/absent").exists());
+    a.stop().await;
+    b.stop().await;
+}
+
+fn flip_byte(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x01]).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
+    let healthy = start("127.0.0.4").await;
+    let r = start("127.0.0.5").await;
+    let c = client();
+    let data = payload(300_000, 3);
+    let sha = sha256_hex(&data);
+    for rep in [&healthy, &r] {
+        let resp = c
+            .put(rep.obj("default", "rot.bin"))
+            .bearer_auth(TOKEN)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let good = c
+        .put(r.obj("default", "fine.bin"))
+        .bearer_auth(TOKEN)
+        .body("fine")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), StatusCode::CREATED);
+    let stored = r.dir.join("objects/default/rot.bin").join(&sha);
+    flip_byte(&stored, 12_345);
+
+    let scrub = format!("{}/v1/scrub", r.url());
+    let resp = c.post(&scrub).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let done = eventually(10, || async {
+        let s: ScrubStatus = c
+            .get(&scrub)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        s.passes >= 1
+    })
+    .await;
+    assert!(done, "scrub pass did not finish");
+    let s: ScrubStatus = c
+        .get(&scrub)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s.objects_checked, 2);
+    assert_eq!(s.corrupt_found, 1);
+
+    assert!(!stored.exists());
+    assert!(r.dir.join("quarantine/default/rot.bin").join(&sha).exists());
+    let url = format!("{}/{sha}", r.obj("default", "rot.bin"));
+    let resp = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "corrupt");
+    let page: InventoryPage = c
+        .get(format!("{}/v1/inventory", r.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let states: Vec<_> = page
+        .items
+        .iter()
+        .map(|i| (i.name.as_str(), i.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("fine.bin", ObjectState::Ready),
+            ("rot.bin", ObjectState::Corrupt)
+        ]
+    );
+    let m = c
+        .get(format!("{}/metrics", r.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("deposito_replica_corrupt_objects 1"), "{m}");
+    assert!(
+        m.contains("deposito_replica_scrubbed_objects_total 2"),
+        "{m}"
+    );
+
+    // A pull from a healthy holder replaces the quarantined copy.
+    let resp = c
+        .post(format!("{url}/pull"))
+        .bearer_auth(TOKEN)
+        .json(&PullRequest {
+            source: healthy.url(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(!r.dir.join("quarantine/default/rot.bin").join(&sha).exists());
+    let got = c
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), &data[..]);
+    healthy.stop().await;
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_of_a_rotten_copy_is_cut_and_quarantines_it() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let data = payload(1_000_000, 9);
+    let sha = sha256_hex(&data);
+    let resp = c
+        .put(r.obj("default", "r.bin"))
+        .bearer_auth(TOKEN)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    flip_byte(&r.dir.join("objects/default/r.bin").join(&sha), 999_000);
+    let url = format!("{}/{sha}", r.obj("default", "r.bin"));
+    let resp = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.bytes().await;
+    assert!(body.is_err(), "a corrupt body was delivered whole");
+    let quarantined = eventually(5, || async {
+        c.get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(quarantined);
+    assert!(r.dir.join("quarantine/default/r.bin").join(&sha).exists());
+    // Ranges of a ready copy are served without the full-read check; the copy is now
+    // quarantined, so they are refused too.
+    let resp = c
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    r.stop().await;
+}
+
+/// Unmounts on drop.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_answers_507_and_leaves_no_partial_file() {
+    let holder = tempfile::tempdir().unwrap();
+    let dir = holder.path().join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED full_disk test: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    let _mount = Mount(dir.clone());
+    let r = start_with(config(&dir, "127.0.0.1")).await;
+    let c = client();
+
+    // Streamed without a length, so the write itself runs into ENOSPC.
+    let data = payload(3 * 1024 * 1024, 5);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let resp = c
+        .put(r.obj("default", "too-big"))
+        .bearer_auth(TOKEN)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        resp.json::<ErrorBody>().await.unwrap().code,
+        "insufficient_storage"
+    );
+    assert!(files_under(&dir.join("objects")).is_empty());
+    assert!(files_under(&dir.join("tmp")).is_empty());
+
+    // With a Content-Length that can't fit, refused up front.
+    let resp = c
+        .put(r.obj("default", "too-big"))
+        .bearer_auth(TOKEN)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(files_under(&dir.join("tmp")).is_empty());
+
+    // The space was given back: a small file fits.
+    let resp = c
+        .put(r.obj("default", "small"))
+        .bearer_auth(TOKEN)
+        .body(payload(100_000, 6))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    r.stop().await;
+}

@@ -1,0 +1,284 @@
+//! Object API over real HTTP: round trips, ranges, auth, digests, names, paging, metrics.
+
+mod common;
+
+use common::*;
+use deposito_api::replica::{InventoryPage, ObjectInfo, ObjectState};
+use deposito_api::{sha256_hex, ErrorBody, HEADER_SHA256};
+use reqwest::StatusCode;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let data = payload(3 * 1024 * 1024 + 17, 1);
+    let sha = sha256_hex(&data);
+    let resp = c
+        .put(r.obj("default", "big file.bin"))
+        .bearer_auth(TOKEN)
+        .header(HEADER_SHA256, &sha)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let info: ObjectInfo = resp.json().await.unwrap();
+    assert_eq!(info.sha256, sha);
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.state, ObjectState::Ready);
+    // On disk exactly where the contract says, with no temp left.
+    let on_disk = r.dir.join("objects/default/big file.bin").join(&sha);
+    assert_eq!(std::fs::read(&on_disk).unwrap(), data);
+    assert!(files_under(&r.dir.join("tmp")).is_empty());
+
+    // The same object again: 200, idempotent.
+    let resp = c
+        .put(r.obj("default", "big file.bin"))
+        .bearer_auth(TOKEN)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let url = format!("{}/{sha}", r.obj("default", "big%20file.bin"));
+    let resp = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["etag"], format!("\"{sha}\"").as_str());
+    assert_eq!(resp.headers()[HEADER_SHA256], sha.as_str());
+    assert_eq!(resp.headers()["accept-ranges"], "bytes");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[..]);
+
+    let resp = c
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes 100-199/{}", data.len()).as_str()
+    );
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[100..200]);
+
+    let resp = c
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        resp.bytes().await.unwrap().as_ref(),
+        &data[data.len() - 10..]
+    );
+
+    let resp = c
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("range", format!("bytes={}-", data.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        resp.headers()["content-range"],
+        format!("bytes */{}", data.len()).as_str()
+    );
+
+    let resp = c.head(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+
+    let missing = format!("{}/{}", r.obj("default", "nope"), "a".repeat(64));
+    let resp = c.get(&missing).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "not_found");
+
+    // Delete: 204, then 404, and the file is gone.
+    let resp = c.delete(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(!on_disk.exists());
+    let resp = c.delete(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_routes_require_the_token_and_probes_do_not() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let sha = sha256_hex(b"x");
+    let get_url = format!("{}/{sha}", r.obj("default", "x"));
+    let inv = format!("{}/v1/inventory", r.url());
+    for auth in [
+        None,
+        Some("wrong-token"),
+        Some("test-replica-token-but-longer"),
+    ] {
+        let reqs = [
+            c.put(r.obj("default", "x")).body("x"),
+            c.get(&get_url),
+            c.get(&inv),
+            c.post(format!("{}/v1/scrub", r.url())),
+        ];
+        for req in reqs {
+            let req = match auth {
+                Some(t) => req.bearer_auth(t),
+                None => req,
+            };
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "auth {auth:?}");
+            assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "unauthorized");
+        }
+    }
+    // Nothing was written by the refused PUTs.
+    assert!(files_under(&r.dir.join("objects")).is_empty());
+    let resp = c.get(&inv).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let resp = c.get(format!("{}{open}", r.url())).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{open}");
+    }
+    let doc: serde_json::Value = c
+        .get(format!("{}/openapi.json", r.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/v1/objects/{ns}/{name}/{sha256}/pull"].is_object());
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_digest_and_bad_names_are_refused_and_leave_nothing() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let resp = c
+        .put(r.obj("default", "d.txt"))
+        .bearer_auth(TOKEN)
+        .header(HEADER_SHA256, sha256_hex(b"other content"))
+        .body("actual content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.json::<ErrorBody>().await.unwrap().code,
+        "digest_mismatch"
+    );
+    let resp = c
+        .put(r.obj("default", "d.txt"))
+        .bearer_auth(TOKEN)
+        .header(HEADER_SHA256, "not-a-digest")
+        .body("actual content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    for (ns, name) in [("default", "a..b"), ("Bad_NS", "ok"), ("default", "%2Fetc")] {
+        let resp = c
+            .put(r.obj(ns, name))
+            .bearer_auth(TOKEN)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{ns}/{name}");
+        assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "invalid_name");
+    }
+    assert!(files_under(&r.dir.join("objects")).is_empty());
+    assert!(files_under(&r.dir.join("tmp")).is_empty());
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inventory_pages_in_stable_order() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let mut expected = Vec::new();
+    for (ns, name) in [
+        ("b", "z"),
+        ("a", "y"),
+        ("a", "x"),
+        ("b", "a"),
+        ("a", "x2"),
+        ("c", "q q"),
+        ("a", "é"),
+    ] {
+        let body = format!("{ns}/{name}");
+        let resp = c
+            .put(r.obj(ns, name))
+            .bearer_auth(TOKEN)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        expected.push((
+            ns.to_string(),
+            name.to_string(),
+            sha256_hex(body.as_bytes()),
+        ));
+    }
+    expected.sort();
+    let mut got = Vec::new();
+    let mut pages = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let mut req = c
+            .get(format!("{}/v1/inventory", r.url()))
+            .bearer_auth(TOKEN)
+            .query(&[("limit", "3")]);
+        if let Some(a) = &after {
+            req = req.query(&[("after", a)]);
+        }
+        let page: InventoryPage = req.send().await.unwrap().json().await.unwrap();
+        assert!(page.items.len() <= 3);
+        pages += 1;
+        got.extend(
+            page.items
+                .into_iter()
+                .map(|i| (i.namespace, i.name, i.sha256)),
+        );
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(got, expected);
+    for bad in ["0", "10001", "x"] {
+        let resp = c
+            .get(format!("{}/v1/inventory?limit={bad}", r.url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "limit {bad}");
+    }
+    // Metrics reflect the traffic.
+    let m = c
+        .get(format!("{}/metrics", r.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("deposito_replica_objects 7"), "{m}");
+    assert!(m.contains("deposito_replica_bytes_received_total"), "{m}");
+    assert!(
+        m.contains("deposito_replica_http_requests_total{method=\"PUT\",status=\"201\"} 7"),
+        "{m}"
+    );
+    r.stop().await;
+}

@@ -101,6 +101,7 @@ async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothi
     // Through the HTTP API: the acknowledgement (201) comes once one copy is durable; the
     // client binary would go on waiting for two copies that can't exist.
     let r = c.put_file("big.bin", &big, 2).await;
+    eprintln!("deposit of 6 MiB at N=2 with one full replica: {} {}", r.status, r.body);
     if r.status == 201 {
         // Placed elsewhere: one good copy on the roomy replica, none (not even partial) on the
         // full one, and the status does not claim two.

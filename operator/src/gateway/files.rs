@@ -78,6 +78,32 @@ pub async fn put_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
+    match prepare_put(&ctx, path, query, &headers) {
+        Ok(put) => deposit(ctx, put, body).await,
+        Err(err) => {
+            // Answer only after reading the body: a client still sending would otherwise
+            // get a reset connection instead of this error.
+            transfer::drain(body.into_data_stream()).await;
+            Err(err)
+        }
+    }
+}
+
+/// A validated deposit request.
+struct PreparedPut {
+    key: FileKey,
+    replicas: u32,
+    expected: Option<String>,
+    content_length: Option<u64>,
+    target: crate::core::ReplicaView,
+}
+
+fn prepare_put(
+    ctx: &Context,
+    path: FilePath,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<PreparedPut, GatewayError> {
     let key = file_key(path)?;
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     let replicas = parse_replicas(query.replicas.as_deref())?;
@@ -99,7 +125,28 @@ pub async fn put_file(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
-    let target = transfer::upload_target(&ctx, &key, content_length)?;
+    let target = transfer::upload_target(ctx, &key, content_length)?;
+    Ok(PreparedPut {
+        key,
+        replicas,
+        expected,
+        content_length,
+        target,
+    })
+}
+
+async fn deposit(
+    ctx: Arc<Context>,
+    put: PreparedPut,
+    body: Body,
+) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
+    let PreparedPut {
+        key,
+        replicas,
+        expected,
+        content_length,
+        target,
+    } = put;
     // Held until the catalog commit, so no reconcile pass runs on this file in between.
     let _guard = ctx.locks.lock(&key).await;
     let info = transfer::upload(

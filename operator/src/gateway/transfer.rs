@@ -2,6 +2,8 @@
 //! it, and streaming a verified copy back out. Memory stays bounded whatever the file size:
 //! bytes flow through in chunks and are never collected.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -58,7 +60,31 @@ pub fn upload_target(
         .expect("ranked id comes from the views"))
 }
 
+/// Most of a refused upload's body that is read and discarded before answering, so that a
+/// client still sending sees the error instead of a reset connection.
+const DRAIN_LIMIT_BYTES: u64 = 64 << 20;
+const DRAIN_LIMIT_TIME: Duration = Duration::from_secs(10);
+
+/// Reads and discards what remains of a request body, within the drain limits.
+pub async fn drain<S, E>(mut stream: S)
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT_TIME;
+    let mut drained = 0u64;
+    while drained <= DRAIN_LIMIT_BYTES {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => drained += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
 /// Streams the request body to `target`, which verifies and fsyncs it before answering.
+///
+/// The body is forwarded through a small channel by a separate task. If the replica refuses
+/// the upload part way, that task drains the rest of the client's body before this returns,
+/// so the client reads the error answer.
 pub async fn upload(
     ctx: &Context,
     target: &ReplicaView,
@@ -68,23 +94,38 @@ pub async fn upload(
     body: Body,
 ) -> Result<ObjectInfo, GatewayError> {
     let counter = ctx.metrics.bytes_uploaded.clone();
-    let stream = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            counter.inc_by(bytes.len() as u64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let forwarder = tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other);
+            if let Ok(bytes) = &chunk {
+                counter.inc_by(bytes.len() as u64);
+            }
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() {
+                // The replica stopped reading: it refused the upload.
+                drain(stream).await;
+                return;
+            }
+            if failed {
+                return;
+            }
         }
-        chunk
     });
-    let info = ctx
+    let result = ctx
         .replicas
         .put(
             &target.url,
             key,
             expected_sha256,
             content_length,
-            reqwest::Body::wrap_stream(stream),
+            reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
         )
         .await
-        .map_err(GatewayError::from_upload)?;
+        .map_err(GatewayError::from_upload);
+    let _ = forwarder.await;
+    let info = result?;
     if let Some(expected) = expected_sha256 {
         if info.sha256 != expected {
             return Err(GatewayError::DigestMismatch(format!(

@@ -45,7 +45,7 @@ pub fn cp_sync(src: &Path, dst: &Path) -> Duration {
     let _ = Command::new("sync").status();
     let start = Instant::now();
     let ok = Command::new("cp")
-        .arg("-r")
+        .args(["-r", "--reflink=never"])
         .arg(src)
         .arg(dst)
         .status()

@@ -96,6 +96,19 @@ impl Cluster {
 
     /// Streams the file at `path` to `PUT /v1/files/default/{name}?replicas=N`.
     pub async fn put_file(&self, name: &str, path: &Path, replicas: u32) -> Reply {
+        self.try_put_file(name, path, replicas)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::put_file`], returning transport errors (e.g. the server answered early and
+    /// closed the connection while the body was still being sent).
+    pub async fn try_put_file(
+        &self,
+        name: &str,
+        path: &Path,
+        replicas: u32,
+    ) -> Result<Reply, String> {
         let url = format!(
             "{}/v1/files/default/{}?replicas={replicas}",
             self.url(),
@@ -110,8 +123,8 @@ impl Cluster {
             .body(http::file_body(path).await)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
-        Reply::read(r).await
+            .map_err(|e| format!("PUT {url}: {e:?}"))?;
+        Ok(Reply::read(r).await)
     }
 
     /// `PUT` of in-memory bytes with an optional expected digest header.

@@ -7,8 +7,22 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-/// A reqwest client for tests: no proxy (loopback), bounded timeouts.
+/// A reqwest client for tests: no proxy (loopback), bounded timeouts, and a new connection
+/// per request. Tests send requests that servers refuse before reading the body; a server may
+/// then close the connection without saying so (no `Connection: close`), and a pooled
+/// keep-alive connection would make the *next* request fail at random.
 pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("reqwest client")
+}
+
+/// A reqwest client with keep-alive pooling, as a real client would use (for the benchmark).
+pub fn pooled_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))

@@ -47,7 +47,7 @@ fn assert_one_line_error(out: &deposito_e2e::proc::Output, what: &str) {
 async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
     let c = Cluster::builder().replicas(2).start().await;
     let input = c.scratch("in.bin");
-    write_random_file(&input, 256 * 1024, random_seed());
+    write_random_file(&input, 64 * 1024, random_seed());
     let inp = input.to_str().unwrap();
     let long = "a".repeat(300);
 
@@ -67,18 +67,22 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
 
     // The gateway, through reqwest (percent-encoded names).
     let body = std::fs::read(&input).unwrap();
+    // Requests refused for their name or level carry a small body: a server may answer before
+    // reading the body and close, and unread bytes would make the kernel reset the connection
+    // (losing the answer). The digest check below sends the whole 64 KiB.
+    let small = body[..1024].to_vec();
     for (what, name, code) in [
         ("name with %2F", "a/b", "invalid_name"),
         ("name x..y", "x..y", "invalid_name"),
         ("name with %00", "a\0b", "invalid_name"),
         ("300-byte name", long.as_str(), "invalid_name"),
     ] {
-        let r = c.put_bytes(name, body.clone(), 1, None).await;
+        let r = c.put_bytes(name, small.clone(), 1, None).await;
         let e = r.expect_client_error(&format!("HTTP {what}"));
         assert_eq!(e.code, code, "HTTP {what}: {r:?}");
         assert_pristine(&c, &format!("HTTP {what}")).await;
     }
-    let r = c.put_bytes("ok.bin", body.clone(), 0, None).await;
+    let r = c.put_bytes("ok.bin", small.clone(), 0, None).await;
     assert_eq!(
         r.expect_client_error("?replicas=0").code,
         "invalid_replicas",
@@ -106,7 +110,7 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
             "/v1/files/default/..%2F..%2Fetc?replicas=1",
         ),
     ] {
-        let r = raw_request(c.op_addr, "PUT", path, Some(&c.token), &[], &body);
+        let r = raw_request(c.op_addr, "PUT", path, Some(&c.token), &[], &small);
         r.expect_client_error(what);
         assert_pristine(&c, what).await;
     }
@@ -138,7 +142,7 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
         "/v1/objects/default/..",
         Some(&c.replica_token),
         &[],
-        &body,
+        &small,
     );
     r.expect_client_error("replica name ..");
     let r = raw_request(

@@ -6,7 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::storage::{Stats, Store};
 
@@ -33,6 +33,13 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
+/// A new metric, registered in `r` as `name` (under the registry's prefix).
+fn registered<M: Metric + Clone + Default>(r: &mut Registry, name: &str, help: &str) -> M {
+    let m = M::default();
+    r.register(name, help, m.clone());
+    m
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -41,71 +48,37 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut m = Metrics {
-            registry: Registry::default(),
-            bytes_used: Gauge::default(),
-            bytes_free: Gauge::default(),
-            objects: Gauge::default(),
-            corrupt_objects: Gauge::default(),
-            active_transfers: Gauge::default(),
-            bytes_received: Counter::default(),
-            bytes_sent: Counter::default(),
-            scrubbed_objects: Counter::default(),
-            corrupt_found: Counter::default(),
-            http_requests: Family::default(),
-        };
-        let r = &mut m.registry;
-        r.register(
-            "deposito_replica_bytes_used",
-            "Bytes held by stored copies (ready and quarantined)",
-            m.bytes_used.clone(),
-        );
-        r.register(
-            "deposito_replica_bytes_free",
-            "Free bytes on the data dir's file system",
-            m.bytes_free.clone(),
-        );
-        r.register(
-            "deposito_replica_objects",
-            "Ready copies held",
-            m.objects.clone(),
-        );
-        r.register(
-            "deposito_replica_corrupt_objects",
-            "Quarantined copies held",
-            m.corrupt_objects.clone(),
-        );
-        r.register(
-            "deposito_replica_active_transfers",
-            "Uploads, downloads and pulls in progress",
-            m.active_transfers.clone(),
-        );
-        r.register(
-            "deposito_replica_bytes_received",
-            "Bytes received by uploads and pulls",
-            m.bytes_received.clone(),
-        );
-        r.register(
-            "deposito_replica_bytes_sent",
-            "Bytes sent by downloads",
-            m.bytes_sent.clone(),
-        );
-        r.register(
-            "deposito_replica_scrubbed_objects",
-            "Copies verified by the scrubber",
-            m.scrubbed_objects.clone(),
-        );
-        r.register(
-            "deposito_replica_corrupt_found",
-            "Copies found corrupt (by the scrubber or on read)",
-            m.corrupt_found.clone(),
-        );
-        r.register(
-            "deposito_replica_http_requests",
-            "HTTP requests answered, by method and status",
-            m.http_requests.clone(),
-        );
-        m
+        let mut registry = Registry::with_prefix("deposito_replica");
+        let r = &mut registry;
+        Metrics {
+            bytes_used: registered(
+                r,
+                "bytes_used",
+                "Bytes held by stored copies (ready and quarantined)",
+            ),
+            bytes_free: registered(r, "bytes_free", "Free bytes on the data dir's file system"),
+            objects: registered(r, "objects", "Ready copies held"),
+            corrupt_objects: registered(r, "corrupt_objects", "Quarantined copies held"),
+            active_transfers: registered(
+                r,
+                "active_transfers",
+                "Uploads, downloads and pulls in progress",
+            ),
+            bytes_received: registered(r, "bytes_received", "Bytes received by uploads and pulls"),
+            bytes_sent: registered(r, "bytes_sent", "Bytes sent by downloads"),
+            scrubbed_objects: registered(r, "scrubbed_objects", "Copies verified by the scrubber"),
+            corrupt_found: registered(
+                r,
+                "corrupt_found",
+                "Copies found corrupt (by the scrubber or on read)",
+            ),
+            http_requests: registered(
+                r,
+                "http_requests",
+                "HTTP requests answered, by method and status",
+            ),
+            registry,
+        }
     }
 
     /// Refreshes the gauges derived from the store.

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::*;
-use deposito_api::replica::{InventoryPage, ObjectInfo, ObjectState, PullRequest, ScrubStatus};
+use deposito_api::replica::{ObjectInfo, ObjectState, ScrubStatus};
 use deposito_api::{sha256_hex, ErrorBody};
 use reqwest::StatusCode;
 
@@ -40,16 +40,7 @@ async fn body_cut_short_leaves_no_file() {
         files_under(&tmp)
     );
     assert!(files_under(&r.dir.join("objects")).is_empty());
-    let page: InventoryPage = client()
-        .get(format!("{}/v1/inventory", r.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(page.items.is_empty());
+    assert!(r.inventory(&client()).await.items.is_empty());
     r.stop().await;
 }
 
@@ -60,68 +51,32 @@ async fn pull_between_replicas_gives_identical_bytes() {
     let c = client();
     let data = payload(2 * 1024 * 1024 + 3, 7);
     let sha = sha256_hex(&data);
-    let resp = c
-        .put(a.obj("team-a", "report final.pdf"))
-        .bearer_auth(TOKEN)
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    a.put_created(&c, "team-a", "report final.pdf", data.clone())
+        .await;
     let pull_url = format!("{}/{sha}/pull", b.obj("team-a", "report%20final.pdf"));
-    let req = PullRequest { source: a.url() };
-    let resp = c
-        .post(&pull_url)
-        .bearer_auth(TOKEN)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let resp = pull(&c, &pull_url, &a.url()).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let info: ObjectInfo = resp.json().await.unwrap();
     assert_eq!(info.sha256, sha);
-    let got = c
-        .get(format!("{}/{sha}", b.obj("team-a", "report%20final.pdf")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = get_bytes(
+        &c,
+        format!("{}/{sha}", b.obj("team-a", "report%20final.pdf")),
+    )
+    .await;
     assert_eq!(got.as_ref(), &data[..]);
     // Already held: 200.
-    let resp = c
-        .post(&pull_url)
-        .bearer_auth(TOKEN)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let resp = pull(&c, &pull_url, &a.url()).await;
     assert_eq!(resp.status(), StatusCode::OK);
     // The peer lacks it: 502 pull_failed with the peer's message; nothing written.
     let other = sha256_hex(b"absent");
-    let resp = c
-        .post(format!("{}/{other}/pull", b.obj("team-a", "absent")))
-        .bearer_auth(TOKEN)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let absent_pull = format!("{}/{other}/pull", b.obj("team-a", "absent"));
+    let resp = pull(&c, &absent_pull, &a.url()).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let e: ErrorBody = resp.json().await.unwrap();
     assert_eq!(e.code, "pull_failed");
     assert!(e.error.contains("not_found"), "{}", e.error);
     // An unreachable peer: 502 too.
-    let resp = c
-        .post(format!("{}/{other}/pull", b.obj("team-a", "absent")))
-        .bearer_auth(TOKEN)
-        .json(&PullRequest {
-            source: "http://127.0.0.1:9".into(),
-        })
-        .send()
-        .await
-        .unwrap();
+    let resp = pull(&c, &absent_pull, "http://127.0.0.1:9").await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert!(files_under(&b.dir.join("tmp")).is_empty());
     assert!(!b.dir.join("objects/team-a/absent").exists());
@@ -152,23 +107,10 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     let data = payload(300_000, 3);
     let sha = sha256_hex(&data);
     for rep in [&healthy, &r] {
-        let resp = c
-            .put(rep.obj("default", "rot.bin"))
-            .bearer_auth(TOKEN)
-            .body(data.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
+        rep.put_created(&c, "default", "rot.bin", data.clone())
+            .await;
     }
-    let good = c
-        .put(r.obj("default", "fine.bin"))
-        .bearer_auth(TOKEN)
-        .body("fine")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(good.status(), StatusCode::CREATED);
+    r.put_created(&c, "default", "fine.bin", "fine").await;
     let stored = r.dir.join("objects/default/rot.bin").join(&sha);
     flip_byte(&stored, 12_345);
 
@@ -176,46 +118,21 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     let resp = c.post(&scrub).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     let done = eventually(10, || async {
-        let s: ScrubStatus = c
-            .get(&scrub)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        s.passes >= 1
+        get_json::<ScrubStatus>(&c, &scrub).await.passes >= 1
     })
     .await;
     assert!(done, "scrub pass did not finish");
-    let s: ScrubStatus = c
-        .get(&scrub)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: ScrubStatus = get_json(&c, &scrub).await;
     assert_eq!(s.objects_checked, 2);
     assert_eq!(s.corrupt_found, 1);
 
     assert!(!stored.exists());
     assert!(r.dir.join("quarantine/default/rot.bin").join(&sha).exists());
     let url = format!("{}/{sha}", r.obj("default", "rot.bin"));
-    let resp = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    let resp = get(&c, &url).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "corrupt");
-    let page: InventoryPage = c
-        .get(format!("{}/v1/inventory", r.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = r.inventory(&c).await;
     let states: Vec<_> = page
         .items
         .iter()
@@ -228,14 +145,7 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
             ("rot.bin", ObjectState::Corrupt)
         ]
     );
-    let m = c
-        .get(format!("{}/metrics", r.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = r.metrics(&c).await;
     assert!(m.contains("deposito_replica_corrupt_objects 1"), "{m}");
     assert!(
         m.contains("deposito_replica_scrubbed_objects_total 2"),
@@ -243,26 +153,10 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     );
 
     // A pull from a healthy holder replaces the quarantined copy.
-    let resp = c
-        .post(format!("{url}/pull"))
-        .bearer_auth(TOKEN)
-        .json(&PullRequest {
-            source: healthy.url(),
-        })
-        .send()
-        .await
-        .unwrap();
+    let resp = pull(&c, format!("{url}/pull"), &healthy.url()).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert!(!r.dir.join("quarantine/default/rot.bin").join(&sha).exists());
-    let got = c
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = get_bytes(&c, &url).await;
     assert_eq!(got.as_ref(), &data[..]);
     healthy.stop().await;
     r.stop().await;
@@ -274,41 +168,22 @@ async fn a_read_of_a_rotten_copy_is_cut_and_quarantines_it() {
     let c = client();
     let data = payload(1_000_000, 9);
     let sha = sha256_hex(&data);
-    let resp = c
-        .put(r.obj("default", "r.bin"))
-        .bearer_auth(TOKEN)
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    r.put_created(&c, "default", "r.bin", data.clone()).await;
     flip_byte(&r.dir.join("objects/default/r.bin").join(&sha), 999_000);
     let url = format!("{}/{sha}", r.obj("default", "r.bin"));
-    let resp = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    let resp = get(&c, &url).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.bytes().await;
     assert!(body.is_err(), "a corrupt body was delivered whole");
     let quarantined = eventually(5, || async {
-        c.get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == StatusCode::NOT_FOUND
+        get(&c, &url).await.status() == StatusCode::NOT_FOUND
     })
     .await;
     assert!(quarantined);
     assert!(r.dir.join("quarantine/default/r.bin").join(&sha).exists());
     // Ranges of a ready copy are served without the full-read check; the copy is now
     // quarantined, so they are refused too.
-    let resp = c
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .header("range", "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
+    let resp = get_range(&c, &url, "bytes=0-9").await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     r.stop().await;
 }
@@ -345,13 +220,8 @@ async fn full_disk_answers_507_and_leaves_no_partial_file() {
     let data = payload(3 * 1024 * 1024, 5);
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         data.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let resp = c
-        .put(r.obj("default", "too-big"))
-        .bearer_auth(TOKEN)
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+    let stream = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let resp = r.put(&c, "default", "too-big", stream).await;
     assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(
         resp.json::<ErrorBody>().await.unwrap().code,
@@ -361,24 +231,12 @@ async fn full_disk_answers_507_and_leaves_no_partial_file() {
     assert!(files_under(&dir.join("tmp")).is_empty());
 
     // With a Content-Length that can't fit, refused up front.
-    let resp = c
-        .put(r.obj("default", "too-big"))
-        .bearer_auth(TOKEN)
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = r.put(&c, "default", "too-big", data.clone()).await;
     assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
     assert!(files_under(&dir.join("tmp")).is_empty());
 
     // The space was given back: a small file fits.
-    let resp = c
-        .put(r.obj("default", "small"))
-        .bearer_auth(TOKEN)
-        .body(payload(100_000, 6))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
+    r.put_created(&c, "default", "small", payload(100_000, 6))
+        .await;
     r.stop().await;
 }

@@ -32,30 +32,18 @@ async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
     assert!(files_under(&r.dir.join("tmp")).is_empty());
 
     // The same object again: 200, idempotent.
-    let resp = c
-        .put(r.obj("default", "big file.bin"))
-        .bearer_auth(TOKEN)
-        .body(data.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = r.put(&c, "default", "big file.bin", data.clone()).await;
     assert_eq!(resp.status(), StatusCode::OK);
 
     let url = format!("{}/{sha}", r.obj("default", "big%20file.bin"));
-    let resp = c.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    let resp = get(&c, &url).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["etag"], format!("\"{sha}\"").as_str());
     assert_eq!(resp.headers()[HEADER_SHA256], sha.as_str());
     assert_eq!(resp.headers()["accept-ranges"], "bytes");
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[..]);
 
-    let resp = c
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .header("range", "bytes=100-199")
-        .send()
-        .await
-        .unwrap();
+    let resp = get_range(&c, &url, "bytes=100-199").await;
     assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         resp.headers()["content-range"],
@@ -63,26 +51,14 @@ async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
     );
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[100..200]);
 
-    let resp = c
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .header("range", "bytes=-10")
-        .send()
-        .await
-        .unwrap();
+    let resp = get_range(&c, &url, "bytes=-10").await;
     assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         resp.bytes().await.unwrap().as_ref(),
         &data[data.len() - 10..]
     );
 
-    let resp = c
-        .get(&url)
-        .bearer_auth(TOKEN)
-        .header("range", format!("bytes={}-", data.len()))
-        .send()
-        .await
-        .unwrap();
+    let resp = get_range(&c, &url, &format!("bytes={}-", data.len())).await;
     assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(
         resp.headers()["content-range"],
@@ -97,7 +73,7 @@ async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
     );
 
     let missing = format!("{}/{}", r.obj("default", "nope"), "a".repeat(64));
-    let resp = c.get(&missing).bearer_auth(TOKEN).send().await.unwrap();
+    let resp = get(&c, &missing).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "not_found");
 
@@ -140,7 +116,7 @@ async fn v1_routes_require_the_token_and_probes_do_not() {
     }
     // Nothing was written by the refused PUTs.
     assert!(files_under(&r.dir.join("objects")).is_empty());
-    let resp = c.get(&inv).bearer_auth(TOKEN).send().await.unwrap();
+    let resp = get(&c, &inv).await;
     assert_eq!(resp.status(), StatusCode::OK);
     for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let resp = c.get(format!("{}{open}", r.url())).send().await.unwrap();
@@ -185,13 +161,7 @@ async fn wrong_digest_and_bad_names_are_refused_and_leave_nothing() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     for (ns, name) in [("default", "a..b"), ("Bad_NS", "ok"), ("default", "%2Fetc")] {
-        let resp = c
-            .put(r.obj(ns, name))
-            .bearer_auth(TOKEN)
-            .body("x")
-            .send()
-            .await
-            .unwrap();
+        let resp = r.put(&c, ns, name, "x").await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{ns}/{name}");
         assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "invalid_name");
     }
@@ -215,14 +185,7 @@ async fn inventory_pages_in_stable_order() {
         ("a", "é"),
     ] {
         let body = format!("{ns}/{name}");
-        let resp = c
-            .put(r.obj(ns, name))
-            .bearer_auth(TOKEN)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
+        r.put_created(&c, ns, name, body.clone()).await;
         expected.push((
             ns.to_string(),
             name.to_string(),
@@ -257,23 +220,11 @@ async fn inventory_pages_in_stable_order() {
     assert_eq!(pages, 3);
     assert_eq!(got, expected);
     for bad in ["0", "10001", "x"] {
-        let resp = c
-            .get(format!("{}/v1/inventory?limit={bad}", r.url()))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&c, format!("{}/v1/inventory?limit={bad}", r.url())).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "limit {bad}");
     }
     // Metrics reflect the traffic.
-    let m = c
-        .get(format!("{}/metrics", r.url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = r.metrics(&c).await;
     assert!(m.contains("deposito_replica_objects 7"), "{m}");
     assert!(m.contains("deposito_replica_bytes_received_total"), "{m}");
     assert!(

@@ -57,15 +57,7 @@ async fn binary_serves_and_stops_on_sigterm() {
     );
     let addr = std::fs::read_to_string(&listen).unwrap().trim().to_string();
     let c = client();
-    let info: RegisterRequest = c
-        .get(format!("http://{addr}/v1/info"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: RegisterRequest = get_json(&c, format!("http://{addr}/v1/info")).await;
     assert_eq!(info.id, "bin-1");
     assert_eq!(info.url, format!("http://{addr}"));
     assert!(info.ready);

@@ -8,16 +8,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use deposito_api::constant_time_eq;
+
 use crate::error::GatewayError;
 use crate::state::Context;
-
-/// Compares without an early exit, so timing doesn't reveal how much of a token matched.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 fn check(request: &Request, token: &str) -> Result<(), GatewayError> {
     let presented = request
@@ -33,14 +27,22 @@ fn check(request: &Request, token: &str) -> Result<(), GatewayError> {
     }
 }
 
+async fn authorize(request: Request, token: &str, next: Next) -> Result<Response, GatewayError> {
+    if let Err(err) = check(&request, token) {
+        // Read the body first: a client still sending would get a reset, not the 401.
+        super::transfer::drain(request.into_body().into_data_stream()).await;
+        return Err(err);
+    }
+    Ok(next.run(request).await)
+}
+
 /// Middleware for the client API.
 pub async fn require_client_token(
     State(ctx): State<Arc<Context>>,
     request: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
-    check(&request, &ctx.client_token)?;
-    Ok(next.run(request).await)
+    authorize(request, &ctx.client_token, next).await
 }
 
 /// Middleware for the replica-facing API.
@@ -49,8 +51,7 @@ pub async fn require_replica_token(
     request: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
-    check(&request, &ctx.replica_token)?;
-    Ok(next.run(request).await)
+    authorize(request, &ctx.replica_token, next).await
 }
 
 /// Declares the bearer scheme in the OpenAPI document.
@@ -63,18 +64,5 @@ impl utoipa::Modify for BearerScheme {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -62,13 +62,7 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Compares two byte strings in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use deposito_api::constant_time_eq;
 
 /// Requires the replica token on every `/v1/*` route.
 async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
@@ -80,6 +74,8 @@ async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), app.token.as_bytes()));
         if !ok {
+            // Read the body first: a client still sending would get a reset, not the 401.
+            objects::drain(&mut req.into_body().into_data_stream()).await;
             return Error::Unauthorized.into_response();
         }
     }

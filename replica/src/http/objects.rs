@@ -11,14 +11,35 @@ use axum::Json;
 use deposito_api::replica::{ObjectInfo, ObjectState, PullRequest};
 use deposito_api::{is_sha256_hex, ErrorBody, FileKey, HEADER_SHA256};
 use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
 use tokio::io::AsyncSeekExt;
 use tracing::instrument;
+use utoipa::IntoParams;
 
 use super::body::{FileBody, Verify};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::range::{parse_range, RangeSpec};
 use crate::storage::{ObjKey, Written};
+
+/// The path of one copy, `/v1/objects/{ns}/{name}/{sha256}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CopyPath {
+    /// namespace
+    ns: String,
+    /// file name
+    name: String,
+    /// content sha256
+    sha256: String,
+}
+
+impl CopyPath {
+    /// The copy's key, checking the names and the digest.
+    fn key(&self) -> Result<ObjKey> {
+        ObjKey::new(&self.ns, &self.name, &self.sha256)
+    }
+}
 
 /// Most bytes of a refused upload read and discarded before answering.
 const DRAIN_LIMIT: u64 = 64 << 20;
@@ -109,7 +130,7 @@ pub async fn put_object(
 
 /// Reads and discards what is left of a refused upload (bounded in bytes and time), so that
 /// the client, still sending, reads the error instead of a connection reset.
-async fn drain(data: &mut axum::body::BodyDataStream) {
+pub(crate) async fn drain(data: &mut axum::body::BodyDataStream) {
     let mut left: u64 = DRAIN_LIMIT;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         while let Some(Ok(chunk)) = data.next().await {
@@ -123,8 +144,8 @@ async fn drain(data: &mut axum::body::BodyDataStream) {
 }
 
 /// Looks up a servable copy.
-fn ready_copy(app: &AppState, ns: &str, name: &str, sha: &str) -> Result<(ObjKey, ObjectInfo)> {
-    let key = ObjKey::new(ns, name, sha)?;
+fn ready_copy(app: &AppState, path: &CopyPath) -> Result<(ObjKey, ObjectInfo)> {
+    let key = path.key()?;
     let info = app.store.get(&key).ok_or(Error::NotFound)?;
     if info.state != ObjectState::Ready {
         return Err(Error::Corrupt);
@@ -152,9 +173,7 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
     get,
     path = "/v1/objects/{ns}/{name}/{sha256}",
     params(
-        ("ns" = String, Path, description = "namespace"),
-        ("name" = String, Path, description = "file name"),
-        ("sha256" = String, Path, description = "content sha256"),
+        CopyPath,
         ("Range" = Option<String>, Header, description = "bytes=a-b, bytes=a- or bytes=-n"),
     ),
     responses(
@@ -169,10 +188,10 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
 #[instrument(skip(app, headers))]
 pub async fn get_object(
     State(app): State<AppState>,
-    Path((ns, name, sha)): Path<(String, String, String)>,
+    Path(path): Path<CopyPath>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (key, info) = ready_copy(&app, &ns, &name, &sha)?;
+    let (key, info) = ready_copy(&app, &path)?;
     let path = app.store.data_path(&key, ObjectState::Ready);
     let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -218,11 +237,7 @@ pub async fn get_object(
 #[utoipa::path(
     head,
     path = "/v1/objects/{ns}/{name}/{sha256}",
-    params(
-        ("ns" = String, Path, description = "namespace"),
-        ("name" = String, Path, description = "file name"),
-        ("sha256" = String, Path, description = "content sha256"),
-    ),
+    params(CopyPath),
     responses(
         (status = 200, description = "present and ready"),
         (status = 404, description = "absent or corrupt"),
@@ -232,9 +247,9 @@ pub async fn get_object(
 #[instrument(skip(app))]
 pub async fn head_object(
     State(app): State<AppState>,
-    Path((ns, name, sha)): Path<(String, String, String)>,
+    Path(path): Path<CopyPath>,
 ) -> Result<Response> {
-    let (_, info) = ready_copy(&app, &ns, &name, &sha)?;
+    let (_, info) = ready_copy(&app, &path)?;
     let mut resp = Response::new(Body::empty());
     object_headers(&mut resp, &info);
     resp.headers_mut()
@@ -246,11 +261,7 @@ pub async fn head_object(
 #[utoipa::path(
     delete,
     path = "/v1/objects/{ns}/{name}/{sha256}",
-    params(
-        ("ns" = String, Path, description = "namespace"),
-        ("name" = String, Path, description = "file name"),
-        ("sha256" = String, Path, description = "content sha256"),
-    ),
+    params(CopyPath),
     responses(
         (status = 204, description = "removed"),
         (status = 404, description = "not_found", body = ErrorBody),
@@ -260,9 +271,9 @@ pub async fn head_object(
 #[instrument(skip(app))]
 pub async fn delete_object(
     State(app): State<AppState>,
-    Path((ns, name, sha)): Path<(String, String, String)>,
+    Path(path): Path<CopyPath>,
 ) -> Result<StatusCode> {
-    let key = ObjKey::new(&ns, &name, &sha)?;
+    let key = path.key()?;
     app.store.delete(&key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -271,11 +282,7 @@ pub async fn delete_object(
 #[utoipa::path(
     post,
     path = "/v1/objects/{ns}/{name}/{sha256}/pull",
-    params(
-        ("ns" = String, Path, description = "namespace"),
-        ("name" = String, Path, description = "file name"),
-        ("sha256" = String, Path, description = "content sha256"),
-    ),
+    params(CopyPath),
     request_body = PullRequest,
     responses(
         (status = 201, description = "pulled and committed", body = ObjectInfo),
@@ -289,10 +296,10 @@ pub async fn delete_object(
 #[instrument(skip(app, req))]
 pub async fn pull_object(
     State(app): State<AppState>,
-    Path((ns, name, sha)): Path<(String, String, String)>,
+    Path(path): Path<CopyPath>,
     req: Result<Json<PullRequest>, JsonRejection>,
 ) -> Result<Response> {
-    let key = ObjKey::new(&ns, &name, &sha)?;
+    let key = path.key()?;
     let Json(req) = req.map_err(|e| Error::BadRequest(e.body_text()))?;
     let w = crate::pull::pull(&app, &key, &req.source).await?;
     Ok(written_response(w))

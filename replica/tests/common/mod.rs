@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use deposito_api::replica::{InventoryPage, PullRequest};
 use deposito_replica::{Config, Running};
+use reqwest::{Client, IntoUrl, Response, StatusCode};
+use serde::de::DeserializeOwned;
 
 pub const TOKEN: &str = "test-replica-token";
 
@@ -25,6 +28,50 @@ impl Replica {
 
     pub async fn stop(self) {
         self.running.stop().await.unwrap();
+    }
+
+    /// `PUT` of `body` as `ns/name`, with the token.
+    pub async fn put(
+        &self,
+        c: &Client,
+        ns: &str,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        c.put(self.obj(ns, name))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// [`Replica::put`] that must store a new copy (201).
+    pub async fn put_created(
+        &self,
+        c: &Client,
+        ns: &str,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+    ) {
+        let resp = self.put(c, ns, name, body).await;
+        assert_eq!(resp.status(), StatusCode::CREATED, "PUT {ns}/{name}");
+    }
+
+    /// The first page of `/v1/inventory`.
+    pub async fn inventory(&self, c: &Client) -> InventoryPage {
+        get_json(c, format!("{}/v1/inventory", self.url())).await
+    }
+
+    /// The text of `/metrics` (no token needed).
+    pub async fn metrics(&self, c: &Client) -> String {
+        c.get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -57,8 +104,45 @@ pub async fn start_with(cfg: Config) -> Replica {
     }
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+pub fn client() -> Client {
+    Client::new()
+}
+
+/// `GET url` with the token.
+pub async fn get(c: &Client, url: impl IntoUrl) -> Response {
+    c.get(url).bearer_auth(TOKEN).send().await.unwrap()
+}
+
+/// `GET url` with the token and a `Range` header.
+pub async fn get_range(c: &Client, url: impl IntoUrl, range: &str) -> Response {
+    c.get(url)
+        .bearer_auth(TOKEN)
+        .header("range", range)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `GET url` with the token, decoding the JSON answer.
+pub async fn get_json<T: DeserializeOwned>(c: &Client, url: impl IntoUrl) -> T {
+    get(c, url).await.json().await.unwrap()
+}
+
+/// `GET url` with the token, reading the whole body.
+pub async fn get_bytes(c: &Client, url: impl IntoUrl) -> bytes::Bytes {
+    get(c, url).await.bytes().await.unwrap()
+}
+
+/// `POST {copy_url}/pull` from `source`, with the token.
+pub async fn pull(c: &Client, pull_url: impl IntoUrl, source: &str) -> Response {
+    c.post(pull_url)
+        .bearer_auth(TOKEN)
+        .json(&PullRequest {
+            source: source.to_string(),
+        })
+        .send()
+        .await
+        .unwrap()
 }
 
 /// Every regular file under `dir`, recursively.

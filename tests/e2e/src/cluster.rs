@@ -24,6 +24,7 @@ pub struct ClusterBuilder {
     orphan_grace_secs: u64,
     scrub_interval_secs: u64,
     tmpfs: Vec<(usize, String)>,
+    zones: Vec<(usize, String)>,
 }
 
 impl Default for ClusterBuilder {
@@ -35,6 +36,7 @@ impl Default for ClusterBuilder {
             orphan_grace_secs: 5,
             scrub_interval_secs: 3600,
             tmpfs: Vec::new(),
+            zones: Vec::new(),
         }
     }
 }
@@ -63,6 +65,12 @@ impl ClusterBuilder {
     /// Mounts a tmpfs of `size` (e.g. `"4m"`) as replica `k`'s data dir (1-based; needs root).
     pub fn tmpfs_replica(mut self, k: usize, size: &str) -> Self {
         self.tmpfs.push((k, size.to_string()));
+        self
+    }
+
+    /// Starts replica `k` (1-based) with `--zone zone`.
+    pub fn zone(mut self, k: usize, zone: &str) -> Self {
+        self.zones.push((k, zone.to_string()));
         self
     }
 
@@ -226,6 +234,9 @@ impl Cluster {
             .arg("1")
             .arg("--scrub-interval-secs")
             .arg(self.opts.scrub_interval_secs.to_string());
+        if let Some((_, zone)) = self.opts.zones.iter().find(|(i, _)| *i == k) {
+            cmd.arg("--zone").arg(zone);
+        }
         clean_env(&mut cmd, &self.root_path);
         cmd.env("DEPOSITO_TOKEN", &self.replica_token);
         let p = Proc::spawn(&r.id, cmd, &self.log(&r.id));

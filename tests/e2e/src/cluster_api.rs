@@ -4,34 +4,19 @@ use crate::cluster::Cluster;
 use crate::http::{self, Reply};
 use crate::wait::wait_for;
 use deposito_api::gateway::{FileList, FileStatus, ReplicaList};
+use serde::de::DeserializeOwned;
 use std::path::Path;
 use std::time::Duration;
 
 impl Cluster {
     /// `GET /v1/files/default/{name}/status`: None on 404.
     pub async fn status(&self, name: &str) -> Result<Option<FileStatus>, String> {
-        let url = format!(
-            "{}/v1/files/default/{}/status",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
-        let r = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if r.status().as_u16() == 404 {
+        let url = format!("{}/status", self.file_url(name));
+        let reply = self.get(&url).await?;
+        if reply.status == 404 {
             return Ok(None);
         }
-        let reply = Reply::read(r).await;
-        if reply.status != 200 {
-            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
-        }
-        serde_json::from_str(&reply.body)
-            .map(Some)
-            .map_err(|e| format!("{e}: {}", reply.body))
+        json_200(&url, &reply).map(Some)
     }
 
     /// Waits until `name` has converged (exactly its wanted number of verified copies).
@@ -62,36 +47,39 @@ impl Cluster {
 
     /// `GET /v1/files/default`.
     pub async fn list(&self) -> Result<FileList, String> {
-        let url = format!("{}/v1/files/default", self.url());
-        let r = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
+        self.get_json(&format!("{}/v1/files/default", self.url()))
             .await
-            .map_err(|e| e.to_string())?;
-        let reply = Reply::read(r).await;
-        if reply.status != 200 {
-            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
-        }
-        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
     }
 
     /// `GET /v1/replicas`.
     pub async fn replica_list(&self) -> Result<ReplicaList, String> {
-        let url = format!("{}/v1/replicas", self.url());
+        self.get_json(&format!("{}/v1/replicas", self.url())).await
+    }
+
+    /// `GET url` on the gateway with the gateway token.
+    async fn get(&self, url: &str) -> Result<Reply, String> {
         let r = self
             .http
-            .get(&url)
+            .get(url)
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
-        let reply = Reply::read(r).await;
-        if reply.status != 200 {
-            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
-        }
-        serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok(Reply::read(r).await)
+    }
+
+    /// `GET url` on the gateway, expecting a 200 with a JSON body.
+    async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<T, String> {
+        json_200(url, &self.get(url).await?)
+    }
+
+    /// `{gateway}/v1/files/default/{name}`, the name percent-encoded.
+    fn file_url(&self, name: &str) -> String {
+        format!(
+            "{}/v1/files/default/{}",
+            self.url(),
+            http::encode_segment(name.as_bytes())
+        )
     }
 
     /// Streams the file at `path` to `PUT /v1/files/default/{name}?replicas=N`.
@@ -109,11 +97,7 @@ impl Cluster {
         path: &Path,
         replicas: u32,
     ) -> Result<Reply, String> {
-        let url = format!(
-            "{}/v1/files/default/{}?replicas={replicas}",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
+        let url = format!("{}?replicas={replicas}", self.file_url(name));
         let len = std::fs::metadata(path).expect("stat upload").len();
         let r = self
             .http
@@ -135,21 +119,12 @@ impl Cluster {
         replicas: u32,
         sha256: Option<&str>,
     ) -> Reply {
-        let url = format!(
-            "{}/v1/files/default/{}?replicas={replicas}",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
+        let url = format!("{}?replicas={replicas}", self.file_url(name));
         let mut req = self.http.put(&url).bearer_auth(&self.token).body(bytes);
         if let Some(d) = sha256 {
             req = req.header(deposito_api::HEADER_SHA256, d);
         }
-        Reply::read(
-            req.send()
-                .await
-                .unwrap_or_else(|e| panic!("PUT {url}: {e}")),
-        )
-        .await
+        send(req, "PUT", &url).await
     }
 
     /// [`Cluster::put_bytes`] taking an owned name (for streams of requests).
@@ -159,49 +134,48 @@ impl Cluster {
 
     /// `PATCH /v1/files/default/{name}` with `{"replicas": n}`.
     pub async fn set_replicas(&self, name: &str, n: u32) -> Reply {
-        let url = format!(
-            "{}/v1/files/default/{}",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
-        let r = self
-            .http
-            .patch(&url)
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "replicas": n }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("PATCH {url}: {e}"));
-        Reply::read(r).await
+        let url = self.file_url(name);
+        let req = self.http.patch(&url).bearer_auth(&self.token);
+        send(
+            req.json(&serde_json::json!({ "replicas": n })),
+            "PATCH",
+            &url,
+        )
+        .await
     }
 
     /// `DELETE /v1/files/default/{name}`.
     pub async fn delete(&self, name: &str) -> Reply {
-        let url = format!(
-            "{}/v1/files/default/{}",
-            self.url(),
-            http::encode_segment(name.as_bytes())
-        );
-        let r = self
-            .http
-            .delete(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
-        Reply::read(r).await
+        let url = self.file_url(name);
+        send(
+            self.http.delete(&url).bearer_auth(&self.token),
+            "DELETE",
+            &url,
+        )
+        .await
     }
 
     /// `POST /v1/scrub` on replica `k` with the replica token.
     pub async fn scrub_now(&self, k: usize) -> Reply {
         let url = format!("{}/v1/scrub", self.replica(k).url());
-        let r = self
-            .http
-            .post(&url)
-            .bearer_auth(&self.replica_token)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        Reply::read(r).await
+        let req = self.http.post(&url).bearer_auth(&self.replica_token);
+        send(req, "POST", &url).await
     }
+}
+
+/// Sends `req` (a `method` to `url`, named if it fails) and reads the reply.
+async fn send(req: reqwest::RequestBuilder, method: &str, url: &str) -> Reply {
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    Reply::read(r).await
+}
+
+/// The JSON body of a 200 reply to `GET url`; any other status is an error.
+fn json_200<T: DeserializeOwned>(url: &str, reply: &Reply) -> Result<T, String> {
+    if reply.status != 200 {
+        return Err(format!("GET {url}: {} {}", reply.status, reply.body));
+    }
+    serde_json::from_str(&reply.body).map_err(|e| format!("{e}: {}", reply.body))
 }

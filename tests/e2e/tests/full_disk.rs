@@ -4,12 +4,13 @@
 
 use deposito_e2e::files::{files_under, random_seed, same_bytes, tmp_files, write_random_file};
 use deposito_e2e::{wait_sync, Cluster, MIB};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(120);
 
 /// No file of `name` under objects/ of `dir`, and its tmp/ empty (eventually).
-fn no_partial(dir: &std::path::Path, name: &str) {
+fn no_partial(dir: &Path, name: &str) {
     wait_sync(
         &format!("no partial {name} in {}", dir.display()),
         Duration::from_secs(30),
@@ -25,10 +26,11 @@ fn no_partial(dir: &std::path::Path, name: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_disk_only_replica_refuses_cleanly_and_keeps_acknowledged_data() {
+/// A cluster of `replicas` replicas, replica 1 on a 4 MiB tmpfs, holding an acknowledged
+/// `small.bin` (100 KiB) at N = `replicas`; also returns a local 6 MiB `big.bin` to deposit.
+async fn full_disk_cluster(replicas: usize) -> (Cluster, PathBuf, PathBuf) {
     let c = Cluster::builder()
-        .replicas(1)
+        .replicas(replicas)
         .tmpfs_replica(1, "4m")
         .start()
         .await;
@@ -40,11 +42,24 @@ async fn full_disk_only_replica_refuses_cleanly_and_keeps_acknowledged_data() {
         "deposit",
         small.to_str().unwrap(),
         "--replicas",
-        "1",
+        &replicas.to_string(),
         "--name",
         "small.bin",
     ]);
     c.wait_converged("small.bin", T).await;
+    (c, small, big)
+}
+
+/// `deposito retrieve name` gives back the bytes of `original`.
+fn assert_retrieves(c: &Cluster, name: &str, original: &Path) {
+    let got = c.scratch(&format!("{name}.out"));
+    c.client_ok(&["retrieve", name, "-o", got.to_str().unwrap()]);
+    assert!(same_bytes(original, &got), "{name} retrieved differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_only_replica_refuses_cleanly_and_keeps_acknowledged_data() {
+    let (c, small, big) = full_disk_cluster(1).await;
 
     let out = c.client(&[
         "deposit",
@@ -79,31 +94,12 @@ async fn full_disk_only_replica_refuses_cleanly_and_keeps_acknowledged_data() {
     );
 
     c.wait_copies(&small, 1, T);
-    let got = c.scratch("small.out");
-    c.client_ok(&["retrieve", "small.bin", "-o", got.to_str().unwrap()]);
-    assert!(same_bytes(&small, &got));
+    assert_retrieves(&c, "small.bin", &small);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothing() {
-    let c = Cluster::builder()
-        .replicas(2)
-        .tmpfs_replica(1, "4m")
-        .start()
-        .await;
-    let small = c.scratch("small.bin");
-    let big = c.scratch("big.bin");
-    write_random_file(&small, 100 * 1024, random_seed());
-    write_random_file(&big, 6 * MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        small.to_str().unwrap(),
-        "--replicas",
-        "2",
-        "--name",
-        "small.bin",
-    ]);
-    c.wait_converged("small.bin", T).await;
+    let (c, small, big) = full_disk_cluster(2).await;
     c.wait_copies(&small, 2, T);
 
     // Through the HTTP API: the acknowledgement (201) comes once one copy is durable; the
@@ -130,9 +126,7 @@ async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothi
             .unwrap()
             .expect("acknowledged file in catalog");
         assert!(st.ready_replicas <= 1 && !st.is_converged(), "{st:?}");
-        let got = c.scratch("big.out");
-        c.client_ok(&["retrieve", "big.bin", "-o", got.to_str().unwrap()]);
-        assert!(same_bytes(&big, &got));
+        assert_retrieves(&c, "big.bin", &big);
     } else {
         let e = r.error_body();
         assert!(r.status >= 400, "{r:?}: {e:?}");
@@ -146,7 +140,5 @@ async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothi
 
     // The acknowledged small file is intact on both replicas.
     c.wait_copies(&small, 2, T);
-    let got = c.scratch("small.out");
-    c.client_ok(&["retrieve", "small.bin", "-o", got.to_str().unwrap()]);
-    assert!(same_bytes(&small, &got));
+    assert_retrieves(&c, "small.bin", &small);
 }

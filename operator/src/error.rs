@@ -57,8 +57,12 @@ impl GatewayError {
         }
     }
 
-    /// Maps an error answered by a replica during an upload to the client-facing error.
-    pub fn from_upload(err: ReplicaClientError) -> Self {
+    /// Maps an error of an upload to the client-facing error. `client_body_failed` tells
+    /// whether the client's own body broke off (then the upload is the client's fault).
+    pub fn from_upload(err: ReplicaClientError, client_body_failed: bool) -> Self {
+        if client_body_failed {
+            return Self::IncompleteBody(format!("upload did not complete: {err}"));
+        }
         match err {
             ReplicaClientError::Status { status, body } => match body.code.as_str() {
                 "digest_mismatch" => Self::DigestMismatch(body.error),
@@ -67,9 +71,10 @@ impl GatewayError {
                 "insufficient_storage" => Self::InsufficientStorage(body.error),
                 _ => Self::Replica(format!("{status}: {}", body.error)),
             },
-            ReplicaClientError::Transport(msg) => {
-                Self::IncompleteBody(format!("upload did not complete: {msg}"))
+            ReplicaClientError::Unreachable(msg) => {
+                Self::NoReplica(format!("the chosen replica is unreachable, retry: {msg}"))
             }
+            ReplicaClientError::Transport(msg) => Self::Replica(msg),
         }
     }
 }
@@ -92,5 +97,71 @@ impl IntoResponse for GatewayError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: &str, status: u16) -> ReplicaClientError {
+        ReplicaClientError::Status {
+            status: reqwest::StatusCode::from_u16(status).unwrap(),
+            body: ErrorBody {
+                code: code.into(),
+                error: "why".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn upload_failures_map_to_client_facing_codes() {
+        let cases = [
+            (
+                refused("digest_mismatch", 400),
+                false,
+                StatusCode::BAD_REQUEST,
+                "digest_mismatch",
+            ),
+            (
+                refused("insufficient_storage", 507),
+                false,
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+            ),
+            (
+                refused("internal", 500),
+                false,
+                StatusCode::BAD_GATEWAY,
+                "replica_error",
+            ),
+            (
+                ReplicaClientError::Unreachable("refused".into()),
+                false,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_replica",
+            ),
+            (
+                ReplicaClientError::Transport("reset".into()),
+                false,
+                StatusCode::BAD_GATEWAY,
+                "replica_error",
+            ),
+            // The client's own body broke off: whatever the replica said, it's a 400.
+            (
+                ReplicaClientError::Transport("reset".into()),
+                true,
+                StatusCode::BAD_REQUEST,
+                "incomplete_body",
+            ),
+        ];
+        for (err, client_failed, status, code) in cases {
+            let mapped = GatewayError::from_upload(err.clone(), client_failed);
+            assert_eq!(
+                mapped.status_and_code(),
+                (status, code),
+                "{err:?} / {client_failed}"
+            );
+        }
     }
 }

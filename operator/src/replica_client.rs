@@ -12,6 +12,8 @@ pub enum ReplicaClientError {
     #[error("replica answered {status}: {} ({})", body.error, body.code)]
     Status { status: StatusCode, body: ErrorBody },
     #[error("replica unreachable: {0}")]
+    Unreachable(String),
+    #[error("transfer with replica failed: {0}")]
     Transport(String),
 }
 
@@ -25,7 +27,11 @@ impl From<reqwest::Error> for ReplicaClientError {
             msg.push_str(&s.to_string());
             source = s.source();
         }
-        Self::Transport(msg)
+        if err.is_connect() {
+            Self::Unreachable(msg)
+        } else {
+            Self::Transport(msg)
+        }
     }
 }
 

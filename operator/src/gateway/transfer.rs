@@ -95,6 +95,7 @@ pub async fn upload(
 ) -> Result<ObjectInfo, GatewayError> {
     let counter = ctx.metrics.bytes_uploaded.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    // Returns whether the client's body broke off (a client fault, not a replica one).
     let forwarder = tokio::spawn(async move {
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
@@ -106,12 +107,13 @@ pub async fn upload(
             if tx.send(chunk).await.is_err() {
                 // The replica stopped reading: it refused the upload.
                 drain(stream).await;
-                return;
+                return false;
             }
             if failed {
-                return;
+                return true;
             }
         }
+        false
     });
     let result = ctx
         .replicas
@@ -122,9 +124,9 @@ pub async fn upload(
             content_length,
             reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
         )
-        .await
-        .map_err(GatewayError::from_upload);
-    let _ = forwarder.await;
+        .await;
+    let client_body_failed = forwarder.await.unwrap_or(false);
+    let result = result.map_err(|err| GatewayError::from_upload(err, client_body_failed));
     let info = result?;
     if let Some(expected) = expected_sha256 {
         if info.sha256 != expected {

@@ -358,6 +358,21 @@ impl Cluster {
         self.replicas.iter().map(|r| r.dir.clone()).collect()
     }
 
+    /// 1-based indices of the replicas whose `objects/` hold a byte-identical copy of
+    /// `original`.
+    pub fn holders_on_disk(&self, original: &Path) -> Vec<usize> {
+        files::identical_copies(&self.data_dirs(), original)
+            .iter()
+            .map(|p| {
+                1 + self
+                    .replicas
+                    .iter()
+                    .position(|r| p.starts_with(&r.dir))
+                    .expect("copy outside replica dirs")
+            })
+            .collect()
+    }
+
     /// Data dirs of running replicas.
     pub fn live_data_dirs(&self) -> Vec<PathBuf> {
         self.replicas

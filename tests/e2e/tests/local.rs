@@ -15,26 +15,12 @@ use std::time::Duration;
 
 const CONVERGE: Duration = Duration::from_secs(120);
 
-/// 1-based indices of the replicas whose `objects/` hold a byte-identical copy of `original`.
-fn holders_on_disk(c: &Cluster, original: &Path) -> Vec<usize> {
-    identical_copies(&c.data_dirs(), original)
-        .iter()
-        .map(|p| {
-            1 + c
-                .replicas
-                .iter()
-                .position(|r| p.starts_with(&r.dir))
-                .expect("copy outside replica dirs")
-        })
-        .collect()
-}
-
 /// Waits for exactly `n` byte-identical copies on `n` distinct replicas and a converged status.
 async fn expect_copies(c: &Cluster, name: &str, original: &Path, n: usize) {
     let st = c.wait_converged(name, CONVERGE).await;
     assert_eq!(st.replicas as usize, n, "status: {st:?}");
     c.wait_copies(original, n, CONVERGE);
-    let holders: BTreeSet<usize> = holders_on_disk(c, original).into_iter().collect();
+    let holders: BTreeSet<usize> = c.holders_on_disk(original).into_iter().collect();
     assert_eq!(
         holders.len(),
         n,
@@ -112,7 +98,7 @@ async fn killed_holder_is_replaced_after_grace_and_its_extra_copy_trimmed_on_ret
     ]);
     expect_copies(&c, "k.bin", &input, 2).await;
 
-    let victim = holders_on_disk(&c, &input)[0];
+    let victim = c.holders_on_disk(&input)[0];
     c.kill_replica(victim);
     // After the grace period the copy is re-made on a live replica.
     wait_sync("2 copies on live replicas", CONVERGE, || {
@@ -164,7 +150,7 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
     ]);
     expect_copies(&c, "s.bin", &input, 2).await;
 
-    let victim = holders_on_disk(&c, &input)[0];
+    let victim = c.holders_on_disk(&input)[0];
     let copy = c
         .replica(victim)
         .dir

@@ -25,20 +25,6 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// 1-based indices of the replicas whose `objects/` hold a byte-identical copy of `original`.
-fn holders_on_disk(c: &Cluster, original: &Path) -> Vec<usize> {
-    identical_copies(&c.data_dirs(), original)
-        .iter()
-        .map(|p| {
-            1 + c
-                .replicas
-                .iter()
-                .position(|r| p.starts_with(&r.dir))
-                .expect("copy outside replica dirs")
-        })
-        .collect()
-}
-
 /// Byte-identical copies of `original` under replica `k`'s `objects/`.
 fn copies_on(c: &Cluster, k: usize, original: &Path) -> usize {
     identical_copies(&[c.replica(k).dir.clone()], original).len()
@@ -103,15 +89,15 @@ async fn racing_deposits_to_one_name_leave_exactly_one_content_on_every_copy() {
     // Exactly 3 copies of the winner on 3 distinct replicas, none of the loser.
     wait_sync("3 winner copies and 0 loser copies", CONVERGE, || {
         c.check_alive()?;
-        let w = holders_on_disk(&c, winner);
-        let l = holders_on_disk(&c, loser);
+        let w = c.holders_on_disk(winner);
+        let l = c.holders_on_disk(loser);
         if w.len() == 3 && l.is_empty() {
             Ok(())
         } else {
             Err(format!("winner copies on {w:?}, loser copies on {l:?}"))
         }
     });
-    let holders: BTreeSet<usize> = holders_on_disk(&c, winner).into_iter().collect();
+    let holders: BTreeSet<usize> = c.holders_on_disk(winner).into_iter().collect();
     assert_eq!(
         holders.len(),
         3,
@@ -145,7 +131,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
     ]);
     c.wait_converged("d.bin", CONVERGE).await;
     c.wait_copies(&input, 2, CONVERGE);
-    let h = holders_on_disk(&c, &input)[0];
+    let h = c.holders_on_disk(&input)[0];
     let hid = c.replica(h).id.clone();
 
     c.client_ok(&["drain", &hid]);
@@ -163,7 +149,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
         CONVERGE,
         || {
             c.check_alive()?;
-            let all = holders_on_disk(&c, &input);
+            let all = c.holders_on_disk(&input);
             assert!(
                 all.len() >= 2,
                 "fewer than 2 copies during the drain (trim before add): {all:?}"
@@ -223,7 +209,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
         "n.bin placed on draining: {st:?}"
     );
     c.wait_copies(&fresh, 3, CONVERGE);
-    let on_disk: BTreeSet<usize> = holders_on_disk(&c, &fresh).into_iter().collect();
+    let on_disk: BTreeSet<usize> = c.holders_on_disk(&fresh).into_iter().collect();
     assert_eq!(on_disk.len(), 3);
     assert!(!on_disk.contains(&h), "n.bin on draining disk: {on_disk:?}");
     assert!(files_under(&watched).is_empty());
@@ -264,49 +250,28 @@ async fn copies_spread_across_zones() {
         "--name",
         "z.bin",
     ]);
-    let check = |n: usize, st: &deposito_api::gateway::FileStatus| {
+    // (copies wanted, distinct zones expected): 3 copies in 3 zones; 4 copies still span the 3
+    // zones; down to 2, the crowded zone's extra copy goes first, so 2 distinct zones remain.
+    for (step, (n, want_zones)) in [(3usize, 3usize), (4, 3), (2, 2)].into_iter().enumerate() {
+        if step > 0 {
+            c.client_ok(&["set-replicas", "z.bin", &n.to_string()]);
+        }
+        let st = c.wait_converged("z.bin", CONVERGE).await;
+        c.wait_copies(&input, n, CONVERGE);
+        assert_eq!(st.holders.len(), n, "{st:?}");
         let zs: BTreeMap<&str, usize> = st.holders.iter().fold(BTreeMap::new(), |mut m, id| {
             *m.entry(zone_of(id)).or_default() += 1;
             m
         });
-        assert_eq!(st.holders.len(), n, "{st:?}");
-        zs
-    };
-
-    let st = c.wait_converged("z.bin", CONVERGE).await;
-    c.wait_copies(&input, 3, CONVERGE);
-    let zs = check(3, &st);
-    assert_eq!(
-        zs.len(),
-        3,
-        "3 copies not in 3 zones: {:?} {zs:?}",
-        st.holders
-    );
-
-    // 4 copies over 3 zones: one zone holds 2, the others 1 each.
-    c.client_ok(&["set-replicas", "z.bin", "4"]);
-    let st = c.wait_converged("z.bin", CONVERGE).await;
-    c.wait_copies(&input, 4, CONVERGE);
-    let zs = check(4, &st);
-    assert_eq!(
-        zs.len(),
-        3,
-        "4 copies not over 3 zones: {:?} {zs:?}",
-        st.holders
-    );
-
-    // Down to 2: the crowded zone's extra copy goes first, so 2 distinct zones remain.
-    c.client_ok(&["set-replicas", "z.bin", "2"]);
-    let st = c.wait_converged("z.bin", CONVERGE).await;
-    c.wait_copies(&input, 2, CONVERGE);
-    let zs = check(2, &st);
-    assert_eq!(
-        zs.len(),
-        2,
-        "2 copies not in 2 zones: {:?} {zs:?}",
-        st.holders
-    );
-    let disk: BTreeSet<&str> = holders_on_disk(&c, &input)
+        assert_eq!(
+            zs.len(),
+            want_zones,
+            "{n} copies not in {want_zones} zones: {:?} {zs:?}",
+            st.holders
+        );
+    }
+    let disk: BTreeSet<&str> = c
+        .holders_on_disk(&input)
         .iter()
         .map(|k| zones[k - 1])
         .collect();
@@ -351,7 +316,7 @@ async fn operator_killed_mid_replication_converges_after_restart() {
     );
     assert_eq!(st.ready_replicas, 3, "{st:?}");
     assert_eq!(st.sha256, sha);
-    let holders: BTreeSet<usize> = holders_on_disk(&c, &input).into_iter().collect();
+    let holders: BTreeSet<usize> = c.holders_on_disk(&input).into_iter().collect();
     assert_eq!(holders.len(), 3, "{holders:?}");
     wait_sync("no file in any tmp/", Duration::from_secs(30), || {
         let t = tmp_files(&c.data_dirs());
@@ -399,7 +364,7 @@ async fn unauthenticated_replica_writes_are_refused() {
     ]);
     c.wait_converged("u.bin", CONVERGE).await;
     c.wait_copies(&input, 1, CONVERGE);
-    let h = holders_on_disk(&c, &input)[0];
+    let h = c.holders_on_disk(&input)[0];
     let other = (1..=3).find(|k| *k != h).expect("a non-holder");
     let holder = c.replica(h).url();
     let target = c.replica(other).url();

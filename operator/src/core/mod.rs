@@ -19,6 +19,8 @@ pub mod plan;
 mod tests;
 #[cfg(test)]
 mod tests_health;
+#[cfg(test)]
+mod tests_invariants;
 
 pub use model::{
     phase_name, Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, OrphanCopy,

@@ -195,7 +195,7 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
                 continue;
             }
         };
-        let mut child = match process::spawn(&launch) {
+        let (mut child, mount_targets) = match process::spawn(&launch) {
             Ok(ch) => ch,
             Err(e) => {
                 tracing::warn!(container = %who, error = %e, binary = %launch.binary.display(), "spawn failed");
@@ -252,6 +252,8 @@ pub async fn run(pc: Arc<PodCtx>, idx: usize, c: Container, policy: String) {
             .as_ref()
             .map(process::exit_code)
             .unwrap_or((137, Some(9)));
+        // The process is gone: drop its hold on the host-side mount points the kubelet created.
+        drop(mount_targets);
         tracing::info!(container = %who, pid, code, "exited");
         let terminated = CState::Terminated {
             pid: Some(pid),

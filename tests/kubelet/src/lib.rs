@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod container;
 pub mod env;
 pub mod ipam;
+pub mod mount_targets;
 pub mod node;
 pub mod pods;
 pub mod probes;

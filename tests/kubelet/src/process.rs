@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::mount_targets;
+
 /// A bind mount inside the container's mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
@@ -42,12 +44,14 @@ pub fn forget(pid: i32) {
     registry(|r| r.remove(&pid));
 }
 
-/// SIGKILL every process group this kubelet started (used on exit).
+/// SIGKILL every process group this kubelet started, and remove the host-side mount points it
+/// created (used on exit).
 pub fn kill_all() {
     let pids: Vec<i32> = registry(|r| r.drain().collect());
     for pid in pids {
         signal_group(pid, libc::SIGKILL);
     }
+    mount_targets::remove_all();
 }
 
 /// Send a signal to the process group of `pid`, and to `pid` itself.
@@ -64,25 +68,20 @@ fn cstr(p: &Path) -> io::Result<CString> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-/// Create the mount point on the host: a directory, or an empty file when the source is a file.
-fn ensure_target(m: &Mount) -> io::Result<()> {
-    if m.source.is_file() {
-        if !m.target.exists() {
-            if let Some(parent) = m.target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&m.target, b"")?;
-        }
-        Ok(())
-    } else {
-        std::fs::create_dir_all(&m.target)
-    }
+/// Create the mount point on the host if missing: a directory, or an empty file when the source
+/// is a file. What gets created is held by `lease` and removed again when the lease goes.
+fn ensure_target(m: &Mount, lease: &mut mount_targets::Lease) -> io::Result<()> {
+    lease.ensure(&m.target, m.source.is_file())
 }
 
 /// Start the process. Stdout and stderr are appended to `log_path`.
-pub fn spawn(l: &Launch) -> io::Result<Child> {
+///
+/// The returned lease holds the host-side mount points the kubelet had to create; keep it until
+/// the process has exited, then drop it to remove them.
+pub fn spawn(l: &Launch) -> io::Result<(Child, mount_targets::Lease)> {
+    let mut lease = mount_targets::Lease::default();
     for m in &l.mounts {
-        ensure_target(m)?;
+        ensure_target(m, &mut lease)?;
     }
     if let Some(parent) = l.log_path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -177,7 +176,7 @@ pub fn spawn(l: &Launch) -> io::Result<Child> {
     if let Some(pid) = child.id() {
         registry(|r| r.insert(pid as i32));
     }
-    Ok(child)
+    Ok((child, lease))
 }
 
 /// Exit code as Kubernetes reports it: the code, or 128 + signal.
@@ -240,7 +239,7 @@ mod tests {
             }],
             log_path: base.join("log"),
         };
-        let mut child = match spawn(&l) {
+        let (mut child, lease) = match spawn(&l) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("skipping (no mount namespaces here?): {e}");
@@ -253,6 +252,9 @@ mod tests {
         assert_eq!(out, format!("hi bar\n{}\n", target.display()));
         // The host side of the mount point stays empty.
         assert!(std::fs::read_dir(&target).unwrap().next().is_none());
+        // The kubelet created the mount point, so it goes with the last user.
+        drop(lease);
+        assert!(!target.exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -433,6 +433,14 @@ impl Cluster {
         assert!(out.ok(), "deposito {args:?} failed: {out}");
         out
     }
+
+    /// `deposito deposit PATH --replicas N --name NAME`, which must succeed (it waits until
+    /// exactly N verified copies exist).
+    pub fn deposit_ok(&self, path: &Path, replicas: usize, name: &str) -> Output {
+        let path = path.to_str().expect("utf-8 path");
+        let n = replicas.to_string();
+        self.client_ok(&["deposit", path, "--replicas", &n, "--name", name])
+    }
 }
 
 impl Drop for Cluster {

@@ -15,14 +15,7 @@ async fn two_gib_deposit_and_retrieve_with_every_peak_rss_under_100_mib() {
     let input = c.scratch("big.bin");
     let sha = write_random_file(&input, SIZE, random_seed());
 
-    let dep = c.client_ok(&[
-        "deposit",
-        input.to_str().unwrap(),
-        "--replicas",
-        "1",
-        "--name",
-        "big.bin",
-    ]);
+    let dep = c.deposit_ok(&input, 1, "big.bin");
     let st = c.wait_converged("big.bin", Duration::from_secs(600)).await;
     assert_eq!((st.sha256.as_str(), st.size), (sha.as_str(), SIZE));
     assert_eq!(

@@ -38,14 +38,7 @@ async fn five_replicas_n3_gives_3_copies_then_5_then_1_retrieve_identical_rm_lea
     let input = c.scratch("f.bin");
     let sha = write_random_file(&input, 5 * MIB, random_seed());
 
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "3",
-        "--name",
-        "f.bin",
-    ]);
+    c.deposit_ok(&input, 3, "f.bin");
     expect_copies(&c, "f.bin", &input, 3).await;
     let st = c.status("f.bin").await.unwrap().expect("f.bin in catalog");
     assert_eq!(st.sha256, sha);
@@ -88,14 +81,7 @@ async fn killed_holder_is_replaced_after_grace_and_its_extra_copy_trimmed_on_ret
         .await;
     let input = c.scratch("k.bin");
     write_random_file(&input, 3 * MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "2",
-        "--name",
-        "k.bin",
-    ]);
+    c.deposit_ok(&input, 2, "k.bin");
     expect_copies(&c, "k.bin", &input, 2).await;
 
     let victim = c.holders_on_disk(&input)[0];
@@ -140,14 +126,7 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
         .await;
     let input = c.scratch("s.bin");
     let sha = write_random_file(&input, 2 * MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "2",
-        "--name",
-        "s.bin",
-    ]);
+    c.deposit_ok(&input, 2, "s.bin");
     expect_copies(&c, "s.bin", &input, 2).await;
 
     let victim = c.holders_on_disk(&input)[0];
@@ -228,22 +207,8 @@ async fn operator_restart_keeps_catalog_and_converges() {
     let b = c.scratch("b.bin");
     write_random_file(&a, MIB, random_seed());
     write_random_file(&b, 300 * 1024, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&a),
-        "--replicas",
-        "2",
-        "--name",
-        "a.bin",
-    ]);
-    c.client_ok(&[
-        "deposit",
-        path_str(&b),
-        "--replicas",
-        "1",
-        "--name",
-        "b.bin",
-    ]);
+    c.deposit_ok(&a, 2, "a.bin");
+    c.deposit_ok(&b, 1, "b.bin");
     expect_copies(&c, "a.bin", &a, 2).await;
     expect_copies(&c, "b.bin", &b, 1).await;
 
@@ -281,24 +246,10 @@ async fn deposit_again_under_same_name_leaves_n_new_copies_and_no_old() {
     write_random_file(&old, 2 * MIB, random_seed());
     let new_sha = write_random_file(&new, 2 * MIB + 17, random_seed());
 
-    c.client_ok(&[
-        "deposit",
-        path_str(&old),
-        "--replicas",
-        "2",
-        "--name",
-        "r.bin",
-    ]);
+    c.deposit_ok(&old, 2, "r.bin");
     expect_copies(&c, "r.bin", &old, 2).await;
 
-    c.client_ok(&[
-        "deposit",
-        path_str(&new),
-        "--replicas",
-        "2",
-        "--name",
-        "r.bin",
-    ]);
+    c.deposit_ok(&new, 2, "r.bin");
     // Right after the acknowledgement, a read gives the whole new content.
     let out = c.scratch("r.out");
     c.client_ok(&["retrieve", "r.bin", "-o", path_str(&out)]);

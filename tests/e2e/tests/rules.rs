@@ -121,14 +121,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
     let c = Cluster::builder().replicas(4).start().await;
     let input = c.scratch("d.bin");
     write_random_file(&input, 4 * MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "2",
-        "--name",
-        "d.bin",
-    ]);
+    c.deposit_ok(&input, 2, "d.bin");
     c.wait_converged("d.bin", CONVERGE).await;
     c.wait_copies(&input, 2, CONVERGE);
     let h = c.holders_on_disk(&input)[0];
@@ -242,14 +235,7 @@ async fn copies_spread_across_zones() {
 
     let input = c.scratch("z.bin");
     write_random_file(&input, 2 * MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "3",
-        "--name",
-        "z.bin",
-    ]);
+    c.deposit_ok(&input, 3, "z.bin");
     // (copies wanted, distinct zones expected): 3 copies in 3 zones; 4 copies still span the 3
     // zones; down to 2, the crowded zone's extra copy goes first, so 2 distinct zones remain.
     for (step, (n, want_zones)) in [(3usize, 3usize), (4, 3), (2, 2)].into_iter().enumerate() {
@@ -283,14 +269,7 @@ async fn operator_killed_mid_replication_converges_after_restart() {
     let mut c = Cluster::builder().replicas(3).start().await;
     let input = c.scratch("big.bin");
     let sha = write_random_file(&input, 256 * MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "1",
-        "--name",
-        "big.bin",
-    ]);
+    c.deposit_ok(&input, 1, "big.bin");
     c.wait_copies(&input, 1, CONVERGE);
 
     c.client_ok(&["set-replicas", "big.bin", "3", "--no-wait"]);
@@ -354,14 +333,7 @@ async fn unauthenticated_replica_writes_are_refused() {
     let c = Cluster::builder().replicas(3).start().await;
     let input = c.scratch("u.bin");
     let sha = write_random_file(&input, MIB, random_seed());
-    c.client_ok(&[
-        "deposit",
-        path_str(&input),
-        "--replicas",
-        "1",
-        "--name",
-        "u.bin",
-    ]);
+    c.deposit_ok(&input, 1, "u.bin");
     c.wait_converged("u.bin", CONVERGE).await;
     c.wait_copies(&input, 1, CONVERGE);
     let h = c.holders_on_disk(&input)[0];

@@ -95,17 +95,9 @@ impl Launcher {
             &format!("{k} live replicas"),
             START_TIMEOUT,
             || async move {
-                let url = format!("{}/v1/replicas", l.url());
-                let r = l
-                    .http
-                    .get(&url)
-                    .bearer_auth(&l.token)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let reply = http::Reply::read(r).await;
-                let list: deposito_api::gateway::ReplicaList = serde_json::from_str(&reply.body)
-                    .map_err(|e| format!("{} {}: {e}", reply.status, reply.body))?;
+                let list: deposito_api::gateway::ReplicaList = l
+                    .get_json(&format!("{}/v1/replicas", l.url()), &l.token)
+                    .await?;
                 let live = list.items.iter().filter(|s| s.health == "Live").count();
                 if live == k {
                     Ok(())
@@ -115,6 +107,27 @@ impl Launcher {
             },
         )
         .await;
+    }
+
+    /// GETs `url` with the bearer `token` and decodes a 2xx JSON answer; any other answer is
+    /// an error carrying the status and body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        token: &str,
+    ) -> Result<T, String> {
+        let r = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let reply = http::Reply::read(r).await;
+        if !(200..300).contains(&reply.status) {
+            return Err(format!("GET {url}: {} {}", reply.status, reply.body));
+        }
+        serde_json::from_str(&reply.body).map_err(|e| format!("GET {url}: {e}: {}", reply.body))
     }
 
     /// The replica children's data dirs (`DIR/replicas/*`).

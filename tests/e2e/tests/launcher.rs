@@ -12,20 +12,11 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(120);
 
 async fn status(l: &Launcher, name: &str) -> Result<FileStatus, String> {
-    let url = format!("{}/v1/files/default/{name}/status", l.url());
-    let r = l
-        .http
-        .get(&url)
-        .bearer_auth(&l.token)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let s = r.status();
-    let body = r.text().await.map_err(|e| e.to_string())?;
-    if !s.is_success() {
-        return Err(format!("{s} {body}"));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))
+    l.get_json(
+        &format!("{}/v1/files/default/{name}/status", l.url()),
+        &l.token,
+    )
+    .await
 }
 
 async fn converged(l: &Launcher, name: &str) -> FileStatus {
@@ -102,14 +93,7 @@ async fn launcher_starts_3_replicas_restarts_a_killed_one_and_sigterm_stops_all(
     wait_for("the restarted child's inventory lists l.bin", T, || {
         let (url, sha) = (inv_url.clone(), sha.clone());
         async move {
-            let r = l2
-                .http
-                .get(&url)
-                .bearer_auth(&l2.replica_token)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let page: InventoryPage = r.json().await.map_err(|e| e.to_string())?;
+            let page: InventoryPage = l2.get_json(&url, &l2.replica_token).await?;
             if page
                 .items
                 .iter()

@@ -20,6 +20,9 @@ pub enum Phase {
     Lost,
     /// Deletion was requested; copies are being removed.
     Deleting,
+    /// The content could not be obtained (a `url` source that fails, or serves other bytes
+    /// than its `sha256`); the `Failed` condition says why.
+    Failed,
 }
 
 /// A condition in the Kubernetes sense: a named boolean with a reason.

@@ -3,10 +3,12 @@
 //! This crate stays light on purpose (no kube, no axum): the client, the replica and the
 //! operator all depend on it, and it only describes what crosses the wire.
 
+pub mod error;
 pub mod gateway;
 pub mod names;
 pub mod replica;
 
+pub use error::{ErrorBody, ErrorCode};
 pub use names::{FileKey, NameError};
 
 /// Header carrying a lowercase hex sha256: the expected digest on uploads, the actual digest
@@ -18,15 +20,6 @@ pub const HEADER_REPLICAS: &str = "x-deposito-replicas";
 pub const HEADER_READY_REPLICAS: &str = "x-deposito-ready-replicas";
 /// Header carrying the file's phase on `HEAD` responses.
 pub const HEADER_PHASE: &str = "x-deposito-phase";
-
-/// The JSON body of every error response, from the gateway and the replica alike.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// A stable machine-readable code, such as `invalid_name` or `digest_mismatch`.
-    pub code: String,
-    /// A one-line human-readable explanation.
-    pub error: String,
-}
 
 /// Returns true when `s` is a lowercase hex sha256 digest (64 characters).
 pub fn is_sha256_hex(s: &str) -> bool {

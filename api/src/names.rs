@@ -105,13 +105,44 @@ impl fmt::Display for FileKey {
     }
 }
 
+/// Longest Kubernetes object name (a DNS-1123 subdomain).
+pub const MAX_RESOURCE_NAME_BYTES: usize = 253;
+
+/// True when `name` is a valid DNS-1123 subdomain, as Kubernetes requires of `metadata.name`:
+/// at most 253 bytes of lowercase letters, digits, `-` and `.`, in dot-separated labels that
+/// start and end with a letter or digit.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_RESOURCE_NAME_BYTES
+        && name.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
 /// The Kubernetes resource name (`metadata.name`) of a StoredFile for a file name.
 ///
-/// The mapping is deterministic: the file name is lowercased, every run of characters outside
-/// `[a-z0-9.-]` becomes `-`, it is trimmed to 40 bytes, and the first 10 hex digits of the
-/// sha256 of the original name are appended, so that names differing only in case or in
-/// replaced characters never collide. The result is a valid DNS subdomain of at most 52 bytes.
+/// The mapping is deterministic and documented:
+/// - a file name that is already a valid DNS-1123 subdomain ([`is_dns_subdomain`]: lowercase
+///   letters, digits, `-` and `.`, such as `report.pdf`) is its own resource name;
+/// - any other name is lowercased, every run of characters outside `[a-z0-9.-]` becomes `-`,
+///   the result is trimmed to 40 bytes, and `-` plus the first 10 hex digits of the sha256 of
+///   the original name are appended (`f-<digits>` when nothing readable is left). Names that
+///   differ only in case or in replaced characters therefore never collide, and the result is
+///   a valid DNS subdomain of at most 51 bytes.
+///
+/// Two file names can only share a resource name if one of them is spelled exactly like the
+/// other's hashed form; the StoredFile keeps its `spec.fileName`, so the gateway sees such a
+/// clash and refuses it (`409 conflict`) instead of mixing the two files.
 pub fn resource_name(file_name: &str) -> String {
+    if is_dns_subdomain(file_name) {
+        return file_name.to_string();
+    }
     let mut slug = String::new();
     for c in file_name.to_lowercase().chars() {
         if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' {
@@ -120,11 +151,13 @@ pub fn resource_name(file_name: &str) -> String {
             slug.push('-');
         }
     }
-    let slug: String = slug
-        .trim_matches(|c| c == '-' || c == '.')
-        .chars()
-        .take(40)
+    // Keep it a subdomain: no empty labels, every label starting and ending alphanumeric.
+    let labels: Vec<&str> = slug
+        .split('.')
+        .map(|l| l.trim_matches('-'))
+        .filter(|l| !l.is_empty())
         .collect();
+    let slug: String = labels.join(".").chars().take(40).collect();
     let slug = slug.trim_matches(|c| c == '-' || c == '.');
     let digest = &crate::sha256_hex(file_name.as_bytes())[..10];
     if slug.is_empty() {
@@ -176,17 +209,47 @@ mod tests {
 
     #[test]
     fn resource_names_are_deterministic_valid_and_distinct() {
+        // Subdomain-shaped names map to themselves.
+        assert_eq!(resource_name("hello.txt"), "hello.txt");
+        assert_eq!(resource_name("report-2026.pdf"), "report-2026.pdf");
         let a = resource_name("My Report (final).PDF");
         assert_eq!(a, resource_name("My Report (final).PDF"));
-        assert!(a.starts_with("my-report-final-.pdf-") || a.starts_with("my-report-final-"));
+        assert!(a.starts_with("my-report-final.pdf-"), "{a}");
         assert_ne!(resource_name("A.txt"), resource_name("a.txt"));
-        for name in ["A.txt", "___", "x".repeat(255).as_str(), "ünï"] {
+        for name in [
+            "A.txt",
+            "___",
+            "x".repeat(255).as_str(),
+            "ünï",
+            "a..b",
+            ".hidden",
+            "-dash-",
+            "trailing.",
+        ] {
             let r = resource_name(name);
-            assert!(r.len() <= 52, "{r}");
-            assert!(r
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'));
-            assert!(r.as_bytes()[0].is_ascii_alphanumeric(), "{r}");
+            assert!(r.len() <= 51, "{r}");
+            assert!(is_dns_subdomain(&r), "{name:?} -> {r:?}");
+        }
+    }
+
+    #[test]
+    fn dns_subdomain_table() {
+        for ok in ["a", "a.b", "a-b.c-d", "0abc", &"a".repeat(253)] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a..b",
+            ".a",
+            "a.",
+            "-a",
+            "a-",
+            "a_b",
+            "a b",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
         }
     }
 }

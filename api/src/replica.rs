@@ -29,10 +29,57 @@ pub struct ObjectInfo {
 
 /// `GET /v1/inventory?after=CURSOR&limit=N`: one page of a replica's objects, in a stable
 /// order. `next` is the cursor for the following page, absent on the last page.
+///
+/// `epoch` and `seq` place the page in the replica's change feed: every change with a
+/// sequence number above `seq` happened after this page was read. A reader that lists every
+/// page and then follows `GET /v1/inventory/changes?epoch=E&since=S` from the first page's
+/// `seq` ends with an exact copy of the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InventoryPage {
     pub items: Vec<ObjectInfo>,
     pub next: Option<String>,
+    /// Identity of this run of the replica's change log (a new one at every start).
+    #[serde(default)]
+    pub epoch: String,
+    /// The last change sequence number applied when the page was read.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// One change of a replica's inventory: the copy `(namespace, name, sha256)` now is `object`,
+/// or is gone when `object` is absent. Applying changes in `seq` order to a listing reproduces
+/// the inventory; applying one twice is harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ObjectChange {
+    pub seq: u64,
+    pub namespace: String,
+    pub name: String,
+    pub sha256: String,
+    /// The copy as it now is (`ready` or `corrupt`); absent when it was deleted.
+    pub object: Option<ObjectInfo>,
+}
+
+/// `GET /v1/inventory/changes?epoch=E&since=S[&limit=N][&wait=SECS]`: the changes after `S`,
+/// oldest first. With `wait`, the request is held until a change arrives or the wait ends (a
+/// long poll). `seq` is the cursor for the next request; `more` says the page was cut at
+/// `limit`. An unknown `epoch` (the replica restarted) or a cursor older than the retained
+/// log answers `410 cursor_expired`: list the inventory again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChangePage {
+    pub epoch: String,
+    pub seq: u64,
+    pub changes: Vec<ObjectChange>,
+    pub more: bool,
+}
+
+/// `POST /v1/objects/{namespace}/{name}/fetch`: fetch a `url` source into a verified copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FetchRequest {
+    /// An `http` or `https` URL.
+    pub url: String,
+    /// The expected sha256 (lowercase hex); without it, whatever the URL serves is kept and
+    /// its digest returned.
+    pub sha256: Option<String>,
 }
 
 /// `POST /v1/objects/{namespace}/{name}/{sha256}/pull`: fetch the object from a peer and

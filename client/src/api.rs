@@ -308,7 +308,7 @@ pub async fn error_from_response(resp: Response) -> Error {
     match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => Error::Api {
             status: status.as_u16(),
-            code: body.code,
+            code: body.code.to_string(),
             message: crate::error::one_line(&body.error),
         },
         Err(_) => {

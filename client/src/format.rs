@@ -67,6 +67,7 @@ pub fn phase_name(p: Phase) -> &'static str {
         Phase::Degraded => "Degraded",
         Phase::Lost => "Lost",
         Phase::Deleting => "Deleting",
+        Phase::Failed => "Failed",
     }
 }
 

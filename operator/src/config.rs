@@ -48,9 +48,25 @@ pub struct LocalArgs {
     /// Seconds a holder may be unreachable before its copies are replaced elsewhere.
     #[arg(long, env = "DEPOSITO_GRACE_PERIOD_SECS", default_value_t = 300)]
     pub grace_period_secs: u64,
-    /// Seconds between periodic reconcile passes (changes wake the loop sooner).
-    #[arg(long, env = "DEPOSITO_RECONCILE_INTERVAL_SECS", default_value_t = 2)]
-    pub reconcile_interval_secs: u64,
+    /// Seconds between slow resyncs that look at every file (changes are acted on at once;
+    /// this only repairs what a missed notification would leave).
+    #[arg(
+        long,
+        env = "DEPOSITO_RESYNC_INTERVAL_SECS",
+        default_value_t = 600,
+        alias = "reconcile-interval-secs"
+    )]
+    pub resync_interval_secs: u64,
+    /// Seconds between full re-lists of each replica's inventory (between them, the
+    /// operator follows each replica's change feed).
+    #[arg(long, env = "DEPOSITO_RELIST_INTERVAL_SECS", default_value_t = 600)]
+    pub relist_interval_secs: u64,
+    /// Files reconciled at once.
+    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 16)]
+    pub workers: usize,
+    /// Most copies pulled into one replica at once (the re-replication throttle).
+    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 4)]
+    pub pulls_per_replica: usize,
     /// Seconds before a copy that no catalog entry claims is removed.
     #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
     pub orphan_grace_secs: u64,

@@ -3,9 +3,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deposito_api::{ErrorBody, NameError};
+use deposito_api::{ErrorBody, ErrorCode, NameError};
 
-use crate::local::catalog::CatalogError;
+use crate::engine::{CatalogError, MembershipError};
 use crate::replica_client::ReplicaClientError;
 
 /// Everything a gateway request can fail with.
@@ -33,27 +33,46 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("replica error: {0}")]
     Replica(String),
-    #[error("catalog error: {0}")]
+    #[error("{0}")]
     Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Membership(#[from] MembershipError),
 }
 
 impl GatewayError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
-            Self::InvalidReplicas(_) => (StatusCode::BAD_REQUEST, "invalid_replicas"),
-            Self::InvalidDigest(_) => (StatusCode::BAD_REQUEST, "invalid_digest"),
-            Self::DigestMismatch(_) => (StatusCode::BAD_REQUEST, "digest_mismatch"),
-            Self::IncompleteBody(_) => (StatusCode::BAD_REQUEST, "incomplete_body"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::NoReplica(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_replica"),
-            Self::InsufficientStorage(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            Self::InvalidName(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidName),
+            Self::InvalidReplicas(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidReplicas),
+            Self::InvalidDigest(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidDigest),
+            Self::DigestMismatch(_) => (StatusCode::BAD_REQUEST, ErrorCode::DigestMismatch),
+            Self::IncompleteBody(_) => (StatusCode::BAD_REQUEST, ErrorCode::IncompleteBody),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::NoReplica(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoReplica),
+            Self::InsufficientStorage(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::InsufficientStorage,
+            ),
+            Self::Replica(_) => (StatusCode::BAD_GATEWAY, ErrorCode::ReplicaError),
+            Self::Catalog(CatalogError::Forbidden(_))
+            | Self::Membership(MembershipError::Forbidden(_)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::Forbidden)
             }
-            Self::Replica(_) => (StatusCode::BAD_GATEWAY, "replica_error"),
-            Self::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "catalog_error"),
+            Self::Catalog(CatalogError::Conflict(_)) => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            Self::Catalog(CatalogError::Invalid(_)) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::BadRequest)
+            }
+            Self::Catalog(CatalogError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::CatalogError)
+            }
+            Self::Membership(MembershipError::Unsupported(_)) => {
+                (StatusCode::NOT_IMPLEMENTED, ErrorCode::Unsupported)
+            }
+            Self::Membership(MembershipError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady)
+            }
         }
     }
 
@@ -64,11 +83,11 @@ impl GatewayError {
             return Self::IncompleteBody(format!("upload did not complete: {err}"));
         }
         match err {
-            ReplicaClientError::Status { status, body } => match body.code.as_str() {
-                "digest_mismatch" => Self::DigestMismatch(body.error),
-                "incomplete_body" => Self::IncompleteBody(body.error),
-                "invalid_name" => Self::BadRequest(body.error),
-                "insufficient_storage" => Self::InsufficientStorage(body.error),
+            ReplicaClientError::Status { status, body } => match body.code {
+                ErrorCode::DigestMismatch => Self::DigestMismatch(body.error),
+                ErrorCode::IncompleteBody => Self::IncompleteBody(body.error),
+                ErrorCode::InvalidName => Self::BadRequest(body.error),
+                ErrorCode::InsufficientStorage => Self::InsufficientStorage(body.error),
                 _ => Self::Replica(format!("{status}: {}", body.error)),
             },
             ReplicaClientError::Unreachable(msg) => {
@@ -83,12 +102,9 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
-            tracing::warn!(%status, code, error = %self, "request failed");
+            tracing::warn!(%status, %code, error = %self, "request failed");
         }
-        let body = ErrorBody {
-            code: code.to_string(),
-            error: self.to_string(),
-        };
+        let body = ErrorBody::new(code, self.to_string());
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -104,13 +120,10 @@ impl IntoResponse for GatewayError {
 mod tests {
     use super::*;
 
-    fn refused(code: &str, status: u16) -> ReplicaClientError {
+    fn refused(code: ErrorCode, status: u16) -> ReplicaClientError {
         ReplicaClientError::Status {
             status: reqwest::StatusCode::from_u16(status).unwrap(),
-            body: ErrorBody {
-                code: code.into(),
-                error: "why".into(),
-            },
+            body: ErrorBody::new(code, "why"),
         }
     }
 
@@ -118,41 +131,41 @@ mod tests {
     fn upload_failures_map_to_client_facing_codes() {
         let cases = [
             (
-                refused("digest_mismatch", 400),
+                refused(ErrorCode::DigestMismatch, 400),
                 false,
                 StatusCode::BAD_REQUEST,
-                "digest_mismatch",
+                ErrorCode::DigestMismatch,
             ),
             (
-                refused("insufficient_storage", 507),
+                refused(ErrorCode::InsufficientStorage, 507),
                 false,
                 StatusCode::INSUFFICIENT_STORAGE,
-                "insufficient_storage",
+                ErrorCode::InsufficientStorage,
             ),
             (
-                refused("internal", 500),
+                refused(ErrorCode::Internal, 500),
                 false,
                 StatusCode::BAD_GATEWAY,
-                "replica_error",
+                ErrorCode::ReplicaError,
             ),
             (
                 ReplicaClientError::Unreachable("refused".into()),
                 false,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "no_replica",
+                ErrorCode::NoReplica,
             ),
             (
                 ReplicaClientError::Transport("reset".into()),
                 false,
                 StatusCode::BAD_GATEWAY,
-                "replica_error",
+                ErrorCode::ReplicaError,
             ),
             // The client's own body broke off: whatever the replica said, it's a 400.
             (
                 ReplicaClientError::Transport("reset".into()),
                 true,
                 StatusCode::BAD_REQUEST,
-                "incomplete_body",
+                ErrorCode::IncompleteBody,
             ),
         ];
         for (err, client_failed, status, code) in cases {

@@ -1,20 +1,20 @@
-//! Deposito operator: the reconcile core, the modes that feed it, and the gateway API.
+//! Deposito operator: the reconcile engine, the modes that feed it, and the gateway API.
 //!
-//! - [`core`]: the pure plan function, (desired spec, observed inventories) → actions.
-//! - [`reconcile`]: the loop that observes, plans and acts.
+//! - [`plan`]: the pure plan function, (desired spec, observed inventories) → actions.
+//! - [`engine`]: the mode-neutral machinery around it: observe, plan, act, publish, one file
+//!   at a time, from incrementally maintained inventories.
 //! - [`gateway`]: the HTTP API clients use.
-//! - [`local`]: the embedded catalog, membership and launcher of local mode.
+//! - [`local`]: local mode's seams (SQLite catalog, heartbeat membership) and launcher.
 
 pub mod config;
-pub mod core;
+pub mod engine;
 pub mod error;
 pub mod gateway;
 pub mod local;
 pub mod locks;
 pub mod metrics;
-pub mod reconcile;
+pub mod plan;
 pub mod replica_client;
-pub mod state;
 
 /// Sets up `tracing` output: `RUST_LOG` or `info`.
 pub fn init_tracing() {

@@ -8,7 +8,7 @@ use deposito_api::FileKey;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// A map of async mutexes, one per file key, created on demand and dropped when unused.
-#[derive(Default, Clone)]
+#[derive(Default, Clone, Debug)]
 pub struct KeyLocks {
     map: Arc<Mutex<HashMap<FileKey, Arc<AsyncMutex<()>>>>>,
 }

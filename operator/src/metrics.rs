@@ -1,15 +1,16 @@
-//! Prometheus metrics of the operator.
+//! Prometheus metrics of the operator (both modes), served at `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of action counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
-    /// `pull` or `delete`.
+    /// `pull`, `delete` or `ingest`.
     pub kind: String,
     /// `ok` or `error`.
     pub result: String,
@@ -21,66 +22,125 @@ pub struct HealthLabels {
     pub health: String,
 }
 
-/// Labels of the event counter.
+/// Labels with a reason (events, failures).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventLabels {
+pub struct ReasonLabels {
     pub reason: String,
+}
+
+/// Labels with an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// Labels of Kubernetes API requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// The HTTP method.
+    pub verb: String,
 }
 
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
-    pub reconcile_passes: Counter,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_failures: Family<ReasonLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    pub under_replicated: Gauge,
+    pub queue_depth: Gauge,
     pub actions: Family<ActionLabels, Counter>,
-    pub events: Family<EventLabels, Counter>,
+    pub events: Family<ReasonLabels, Counter>,
     pub files: Gauge,
     pub replicas: Family<HealthLabels, Gauge>,
     pub bytes_uploaded: Counter,
     pub bytes_downloaded: Counter,
+    pub kube_requests: Family<VerbLabels, Counter>,
+}
+
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("deposito_operator");
-        let reconcile_passes = Counter::default();
-        let actions = Family::<ActionLabels, Counter>::default();
-        let events = Family::<EventLabels, Counter>::default();
-        let files = Gauge::default();
-        let replicas = Family::<HealthLabels, Gauge>::default();
-        let bytes_uploaded = Counter::default();
-        let bytes_downloaded = Counter::default();
-        registry.register(
-            "reconcile_passes",
-            "Reconcile passes run",
-            reconcile_passes.clone(),
-        );
-        registry.register(
-            "actions",
-            "Pulls and deletes asked of replicas",
-            actions.clone(),
-        );
-        registry.register("events", "Events emitted, by reason", events.clone());
-        registry.register("files", "Files in the catalog", files.clone());
-        registry.register("replicas", "Known replicas by health", replicas.clone());
-        registry.register(
-            "bytes_uploaded",
-            "Bytes received from clients",
-            bytes_uploaded.clone(),
-        );
-        registry.register(
-            "bytes_downloaded",
-            "Bytes sent to clients",
-            bytes_downloaded.clone(),
-        );
+        let mut r = Registry::with_prefix("deposito_operator");
         Self {
-            registry,
-            reconcile_passes,
-            actions,
-            events,
-            files,
-            replicas,
-            bytes_uploaded,
-            bytes_downloaded,
+            reconciles: registered(
+                &mut r,
+                "reconciles",
+                "Reconciles of one file, by result",
+                Family::default(),
+            ),
+            reconcile_failures: registered(
+                &mut r,
+                "reconcile_failures",
+                "Failed reconciles, by reason",
+                Family::default(),
+            ),
+            reconcile_duration: registered(
+                &mut r,
+                "reconcile_duration_seconds",
+                "Time spent reconciling one file",
+                Histogram::new(exponential_buckets(0.0005, 4.0, 10)),
+            ),
+            under_replicated: registered(
+                &mut r,
+                "under_replicated_files",
+                "Files with fewer verified copies than wanted",
+                Gauge::default(),
+            ),
+            queue_depth: registered(
+                &mut r,
+                "queue_depth",
+                "Files waiting to be reconciled (now or after a backoff)",
+                Gauge::default(),
+            ),
+            actions: registered(
+                &mut r,
+                "actions",
+                "Pulls, deletes and ingests asked of replicas",
+                Family::default(),
+            ),
+            events: registered(
+                &mut r,
+                "events",
+                "Events emitted, by reason",
+                Family::default(),
+            ),
+            files: registered(
+                &mut r,
+                "files",
+                "Files in the catalog (at the last resync)",
+                Gauge::default(),
+            ),
+            replicas: registered(
+                &mut r,
+                "replicas",
+                "Known replicas by health",
+                Family::default(),
+            ),
+            bytes_uploaded: registered(
+                &mut r,
+                "bytes_uploaded",
+                "Bytes received from clients",
+                Counter::default(),
+            ),
+            bytes_downloaded: registered(
+                &mut r,
+                "bytes_downloaded",
+                "Bytes sent to clients",
+                Counter::default(),
+            ),
+            kube_requests: registered(
+                &mut r,
+                "kube_api_requests",
+                "Requests sent to the Kubernetes API server, by verb",
+                Family::default(),
+            ),
+            registry: r,
         }
     }
 }
@@ -102,5 +162,43 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one event.
+    pub fn event(&self, reason: &str) {
+        self.events
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one reconcile and its duration; `failure` is the reason label of a failure.
+    pub fn reconciled(&self, seconds: f64, failure: Option<&str>) {
+        self.reconcile_duration.observe(seconds);
+        let result = if failure.is_some() { "error" } else { "ok" };
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        if let Some(reason) = failure {
+            self.reconcile_failures
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Sets the replica gauge from a count per health.
+    pub fn set_replicas(&self, live: usize, unreachable: usize, lost: usize) {
+        for (health, n) in [("Live", live), ("Unreachable", unreachable), ("Lost", lost)] {
+            self.replicas
+                .get_or_create(&HealthLabels {
+                    health: health.to_string(),
+                })
+                .set(n as i64);
+        }
     }
 }

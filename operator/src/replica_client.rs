@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use deposito_api::replica::{InventoryPage, ObjectInfo, PullRequest};
-use deposito_api::{ErrorBody, FileKey, HEADER_SHA256};
+use deposito_api::replica::{
+    ChangePage, FetchRequest, InventoryPage, ObjectInfo, PullRequest, RegisterRequest,
+};
+use deposito_api::{ErrorBody, ErrorCode, FileKey, HEADER_SHA256};
 use reqwest::StatusCode;
 
 /// Failure talking to a replica.
@@ -15,6 +17,40 @@ pub enum ReplicaClientError {
     Unreachable(String),
     #[error("transfer with replica failed: {0}")]
     Transport(String),
+}
+
+impl ReplicaClientError {
+    /// The replica's error code, when it answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Status { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+
+    /// True when the replica refused the content itself (wrong digest, a url it may not
+    /// fetch): trying again with the same input gives the same answer.
+    pub fn is_content_error(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(
+                ErrorCode::DigestMismatch
+                    | ErrorCode::InvalidDigest
+                    | ErrorCode::InvalidName
+                    | ErrorCode::BadRequest
+            )
+        )
+    }
+}
+
+/// A whole inventory, read page by page, and the change-feed position it is valid at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub items: Vec<ObjectInfo>,
+    pub epoch: String,
+    /// Changes after this sequence number may be missing from `items`: follow the change
+    /// feed from here.
+    pub seq: u64,
 }
 
 impl From<reqwest::Error> for ReplicaClientError {
@@ -99,34 +135,126 @@ impl ReplicaClient {
         }
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or(ErrorBody {
-            code: "unknown".into(),
+            code: ErrorCode::Unknown,
             error: text.chars().take(200).collect(),
         });
         Err(ReplicaClientError::Status { status, body })
     }
 
-    /// Lists every object a replica holds, following pages.
+    /// Lists every object a replica holds, following pages. The snapshot's `seq` is the
+    /// first page's: replaying the change feed from there repairs anything that changed
+    /// while the later pages were read.
     #[tracing::instrument(skip(self), level = "debug")]
-    pub async fn inventory(&self, base: &str) -> Result<Vec<ObjectInfo>, ReplicaClientError> {
+    pub async fn inventory(&self, base: &str) -> Result<Snapshot, ReplicaClientError> {
         let mut items = Vec::new();
         let mut after: Option<String> = None;
+        let mut position: Option<(String, u64)> = None;
         loop {
             let mut request = self
                 .http
                 .get(format!("{}/v1/inventory", base.trim_end_matches('/')))
                 .bearer_auth(&self.token)
-                .timeout(Duration::from_secs(10))
-                .query(&[("limit", "5000")]);
+                .timeout(Duration::from_secs(30))
+                .query(&[("limit", "10000")]);
             if let Some(cursor) = &after {
                 request = request.query(&[("after", cursor)]);
             }
             let page: InventoryPage = Self::check(request.send().await?).await?.json().await?;
+            let (epoch, _) = position.get_or_insert_with(|| (page.epoch.clone(), page.seq));
+            if *epoch != page.epoch {
+                // The replica restarted between two pages: the listing is not one snapshot.
+                return Err(ReplicaClientError::Transport(
+                    "replica restarted while its inventory was listed".into(),
+                ));
+            }
             items.extend(page.items);
             match page.next {
                 Some(next) => after = Some(next),
-                None => return Ok(items),
+                None => {
+                    let (epoch, seq) = position.expect("set on the first page");
+                    return Ok(Snapshot { items, epoch, seq });
+                }
             }
         }
+    }
+
+    /// The inventory changes after `since` in `epoch`; waits up to `wait` for a first one.
+    /// A `410 cursor_expired` answer means: list again.
+    pub async fn changes(
+        &self,
+        base: &str,
+        epoch: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<ChangePage, ReplicaClientError> {
+        let request = self
+            .http
+            .get(format!(
+                "{}/v1/inventory/changes",
+                base.trim_end_matches('/')
+            ))
+            .bearer_auth(&self.token)
+            .timeout(wait + Duration::from_secs(15))
+            .query(&[
+                ("epoch", epoch.to_string()),
+                ("since", since.to_string()),
+                ("limit", "10000".to_string()),
+                ("wait", wait.as_secs().to_string()),
+            ]);
+        Ok(Self::check(request.send().await?).await?.json().await?)
+    }
+
+    /// What the replica says of itself: free space, load, readiness.
+    pub async fn info(&self, base: &str) -> Result<RegisterRequest, ReplicaClientError> {
+        let request = self
+            .http
+            .get(format!("{}/v1/info", base.trim_end_matches('/')))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10));
+        Ok(Self::check(request.send().await?).await?.json().await?)
+    }
+
+    /// True when the replica holds a verified (ready) copy right now.
+    pub async fn holds(
+        &self,
+        base: &str,
+        key: &FileKey,
+        sha256: &str,
+    ) -> Result<bool, ReplicaClientError> {
+        let response = self
+            .http
+            .head(version_url(base, key, sha256))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?;
+        match response.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(ReplicaClientError::Status {
+                status,
+                body: ErrorBody::new(ErrorCode::Unknown, format!("HEAD answered {status}")),
+            }),
+        }
+    }
+
+    /// Asks `base` to fetch `url` into a verified copy of `key`.
+    pub async fn fetch(
+        &self,
+        base: &str,
+        key: &FileKey,
+        url: &str,
+        sha256: Option<&str>,
+    ) -> Result<ObjectInfo, ReplicaClientError> {
+        let request = self
+            .http
+            .post(format!("{}/fetch", object_url(base, key)))
+            .bearer_auth(&self.token)
+            .json(&FetchRequest {
+                url: url.to_string(),
+                sha256: sha256.map(str::to_string),
+            });
+        Ok(Self::check(request.send().await?).await?.json().await?)
     }
 
     /// Asks `target` to fetch a verified copy from `source`.

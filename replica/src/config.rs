@@ -54,6 +54,11 @@ pub struct Config {
     /// Below this free space, writes get 507 and /readyz fails.
     #[arg(long, env = "DEPOSITO_MIN_FREE_BYTES", default_value_t = 0)]
     pub min_free_bytes: u64,
+    /// Let `url` sources resolve to loopback, link-local (cloud metadata) or unspecified
+    /// addresses. Off by default, so that a manifest cannot make a replica fetch from inside
+    /// the host or the cluster's metadata service.
+    #[arg(long, env = "DEPOSITO_FETCH_ALLOW_PRIVATE", default_value_t = false)]
+    pub fetch_allow_private: bool,
 }
 
 /// Why a configuration can't be used.

@@ -3,7 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deposito_api::{ErrorBody, NameError};
+use deposito_api::{ErrorBody, ErrorCode, NameError};
 
 /// Everything a replica operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,10 @@ pub enum Error {
     RangeNotSatisfiable { size: u64 },
     #[error("pull failed: {0}")]
     PullFailed(String),
+    #[error("fetch failed: {0}")]
+    FetchFailed(String),
+    #[error("change cursor expired: {0}; list the inventory again")]
+    CursorExpired(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("not ready: {0}")]
@@ -76,37 +80,37 @@ impl Error {
             Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::NotFound | Error::Corrupt => StatusCode::NOT_FOUND,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::PullFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::PullFailed(_) | Error::FetchFailed(_) => StatusCode::BAD_GATEWAY,
+            Error::CursorExpired(_) => StatusCode::GONE,
             Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Io(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The stable machine-readable code of the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Unauthorized => "unauthorized",
-            Error::InvalidName(_) => "invalid_name",
-            Error::InvalidDigest(_) => "invalid_digest",
-            Error::DigestMismatch { .. } => "digest_mismatch",
-            Error::IncompleteBody(_) => "incomplete_body",
-            Error::InsufficientStorage(_) => "insufficient_storage",
-            Error::NotFound => "not_found",
-            Error::Corrupt => "corrupt",
-            Error::RangeNotSatisfiable { .. } => "range_not_satisfiable",
-            Error::PullFailed(_) => "pull_failed",
-            Error::BadRequest(_) => "bad_request",
-            Error::NotReady(_) => "not_ready",
-            Error::Io(_) | Error::Internal(_) => "internal",
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::InvalidName(_) => ErrorCode::InvalidName,
+            Error::InvalidDigest(_) => ErrorCode::InvalidDigest,
+            Error::DigestMismatch { .. } => ErrorCode::DigestMismatch,
+            Error::IncompleteBody(_) => ErrorCode::IncompleteBody,
+            Error::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
+            Error::NotFound => ErrorCode::NotFound,
+            Error::Corrupt => ErrorCode::Corrupt,
+            Error::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
+            Error::PullFailed(_) => ErrorCode::PullFailed,
+            Error::FetchFailed(_) => ErrorCode::FetchFailed,
+            Error::CursorExpired(_) => ErrorCode::CursorExpired,
+            Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::NotReady(_) => ErrorCode::NotReady,
+            Error::Io(_) | Error::Internal(_) => ErrorCode::Internal,
         }
     }
 
     /// The JSON body of this error.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody {
-            code: self.code().to_string(),
-            error: self.to_string(),
-        }
+        ErrorBody::new(self.code(), self.to_string())
     }
 }
 
@@ -114,9 +118,9 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            tracing::error!(code = %self.code(), error = %self, "request failed");
         } else {
-            tracing::debug!(code = self.code(), error = %self, "request refused");
+            tracing::debug!(code = %self.code(), error = %self, "request refused");
         }
         let mut resp = (status, Json(self.body())).into_response();
         if let Error::RangeNotSatisfiable { size } = self {
@@ -140,7 +144,7 @@ mod tests {
     fn enospc_maps_to_507() {
         let e: Error = std::io::Error::from_raw_os_error(libc::ENOSPC).into();
         assert_eq!(e.status(), StatusCode::INSUFFICIENT_STORAGE);
-        assert_eq!(e.code(), "insufficient_storage");
+        assert_eq!(e.code(), ErrorCode::InsufficientStorage);
         let e: Error = std::io::Error::from_raw_os_error(libc::EIO).into();
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

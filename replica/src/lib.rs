@@ -10,6 +10,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod metrics;
 pub mod pull;

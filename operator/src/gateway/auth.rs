@@ -1,7 +1,5 @@
 //! Bearer-token checks: clients use the client token, replicas the replica token.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
@@ -10,8 +8,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use deposito_api::constant_time_eq;
 
+use super::GatewayState;
 use crate::error::GatewayError;
-use crate::state::Context;
 
 fn check(request: &Request, token: &str) -> Result<(), GatewayError> {
     let presented = request
@@ -38,20 +36,20 @@ async fn authorize(request: Request, token: &str, next: Next) -> Result<Response
 
 /// Middleware for the client API.
 pub async fn require_client_token(
-    State(ctx): State<Arc<Context>>,
+    State(gw): State<GatewayState>,
     request: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
-    authorize(request, &ctx.client_token, next).await
+    authorize(request, &gw.client_token, next).await
 }
 
-/// Middleware for the replica-facing API.
-pub async fn require_replica_token(
-    State(ctx): State<Arc<Context>>,
+/// Middleware for routes that take another token (local mode's replica registration).
+pub async fn require_token(
+    State(token): State<std::sync::Arc<str>>,
     request: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
-    authorize(request, &ctx.replica_token, next).await
+    authorize(request, &token, next).await
 }
 
 /// Declares the bearer scheme in the OpenAPI document.

@@ -1,6 +1,5 @@
 //! `/v1/files/...`: deposit, retrieve, inspect, re-replicate, delete, list, wait.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,15 +16,15 @@ use deposito_api::{
 use serde::Deserialize;
 use tracing::instrument;
 
-use super::transfer;
-use crate::core::phase_name;
+use super::{transfer, GatewayState};
+use crate::engine::FileRecord;
 use crate::error::GatewayError;
-use crate::state::Context;
+use crate::plan::phase_name;
 
 /// Longest long poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-type Ctx = State<Arc<Context>>;
+type Ctx = State<GatewayState>;
 type FilePath = Result<Path<(String, String)>, PathRejection>;
 
 fn file_key(path: FilePath) -> Result<FileKey, GatewayError> {
@@ -47,9 +46,9 @@ pub fn parse_replicas(raw: Option<&str>) -> Result<u32, GatewayError> {
     }
 }
 
-async fn load(ctx: &Context, key: &FileKey) -> Result<crate::local::catalog::Entry, GatewayError> {
-    let lookup = key.clone();
-    match ctx.catalog.run(move |c| c.get(&lookup)).await? {
+/// The undeleted file named by `key` (the user's namespace and file name).
+async fn load(gw: &GatewayState, key: &FileKey) -> Result<FileRecord, GatewayError> {
+    match gw.catalog.lookup(&key.namespace, &key.name).await? {
         Some(entry) if !entry.deleting => Ok(entry),
         _ => Err(GatewayError::NotFound(format!("file {key}"))),
     }
@@ -78,7 +77,7 @@ pub async fn put_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
-    match prepare_put(&ctx, path, query, &headers) {
+    match prepare_put(&ctx, path, query, &headers).await {
         Ok(put) => deposit(ctx, put, body).await,
         Err(err) => {
             // Answer only after reading the body: a client still sending would otherwise
@@ -91,15 +90,18 @@ pub async fn put_file(
 
 /// A validated deposit request.
 struct PreparedPut {
+    /// The user's namespace and file name.
     key: FileKey,
+    /// Where the copies live (the same in local mode; the StoredFile's name in kube mode).
+    storage: FileKey,
     replicas: u32,
     expected: Option<String>,
     content_length: Option<u64>,
-    target: crate::core::ReplicaView,
+    target: crate::plan::ReplicaView,
 }
 
-fn prepare_put(
-    ctx: &Context,
+async fn prepare_put(
+    gw: &GatewayState,
     path: FilePath,
     query: Result<Query<PutQuery>, QueryRejection>,
     headers: &HeaderMap,
@@ -125,9 +127,11 @@ fn prepare_put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
-    let target = transfer::upload_target(ctx, &key, content_length)?;
+    let storage = gw.catalog.storage_key(&key.namespace, &key.name).await?;
+    let target = transfer::upload_target(gw, &storage, content_length)?;
     Ok(PreparedPut {
         key,
+        storage,
         replicas,
         expected,
         content_length,
@@ -136,37 +140,47 @@ fn prepare_put(
 }
 
 async fn deposit(
-    ctx: Arc<Context>,
+    gw: GatewayState,
     put: PreparedPut,
     body: Body,
 ) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
     let PreparedPut {
         key,
+        storage,
         replicas,
         expected,
         content_length,
         target,
     } = put;
-    // Held until the catalog commit, so no reconcile pass runs on this file in between.
-    let _guard = ctx.locks.lock(&key).await;
+    // Local mode: held until the catalog commit, so no reconcile runs on this file between
+    // the replica's commit and the catalog's.
+    let fence = match &gw.fence {
+        Some(locks) => Some(locks.lock(&storage).await),
+        None => None,
+    };
     let info = transfer::upload(
-        &ctx,
+        &gw,
         &target,
-        &key,
+        &storage,
         expected.as_deref(),
         content_length,
         body,
     )
     .await?;
-    let (k, sha, holder) = (key.clone(), info.sha256.clone(), target.id.clone());
-    let entry = ctx
+    gw.index.record_copy(&target.id, &info);
+    let entry = gw
         .catalog
-        .run(move |c| c.put_content(&k, replicas, &sha, info.size, &holder))
+        .put_content(
+            &storage,
+            &key.name,
+            replicas,
+            &info.sha256,
+            info.size,
+            &target.id,
+        )
         .await?;
-    drop(_guard);
+    drop(fence);
     tracing::info!(file = %key, replicas, sha256 = %entry.sha256, size = entry.size, holder = %target.id, "deposited");
-    ctx.publish_change();
-    ctx.wake.notify_one();
     Ok((StatusCode::CREATED, Json(entry.to_file_status())))
 }
 
@@ -233,14 +247,12 @@ pub async fn patch_file(
             "replicas must be at least 1".into(),
         ));
     }
-    let k = key.clone();
+    let entry = load(&ctx, &key).await?;
     let entry = ctx
         .catalog
-        .run(move |c| c.set_replicas(&k, patch.replicas))
+        .set_replicas(&entry.key, patch.replicas)
         .await?
         .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
-    ctx.publish_change();
-    ctx.wake.notify_one();
     Ok(Json(entry.to_file_status()))
 }
 
@@ -253,14 +265,12 @@ pub async fn delete_file(
     path: FilePath,
 ) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
     let key = file_key(path)?;
-    let k = key.clone();
+    let entry = load(&ctx, &key).await?;
     let entry = ctx
         .catalog
-        .run(move |c| c.mark_deleting(&k))
+        .mark_deleting(&entry.key)
         .await?
         .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
-    ctx.publish_change();
-    ctx.wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(entry.to_file_status())))
 }
 
@@ -272,7 +282,7 @@ pub async fn list_files(
 ) -> Result<Json<FileList>, GatewayError> {
     let Path(namespace) = path.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     validate_namespace(&namespace)?;
-    let entries = ctx.catalog.run(move |c| c.list(Some(&namespace))).await?;
+    let entries = ctx.catalog.list(&namespace).await?;
     Ok(Json(FileList {
         items: entries.iter().map(|e| e.to_file_status()).collect(),
     }))
@@ -299,11 +309,11 @@ pub async fn file_status(
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     let timeout = Duration::from_secs(query.timeout.unwrap_or(30)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut changes = ctx.changes.subscribe();
+    let storage = ctx.catalog.storage_key(&key.namespace, &key.name).await?;
+    let mut changes = ctx.catalog.changes().watch(&storage);
     loop {
-        changes.borrow_and_update();
-        let lookup = key.clone();
-        let entry = ctx.catalog.run(move |c| c.get(&lookup)).await?;
+        changes.mark_seen();
+        let entry = ctx.catalog.lookup(&key.namespace, &key.name).await?;
         let Some(entry) = entry else {
             return Err(GatewayError::NotFound(format!("file {key}")));
         };
@@ -317,7 +327,7 @@ pub async fn file_status(
             return Ok(Json(status));
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return Ok(Json(status)) },
+            _ = changes.changed() => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(Json(status)),
         }
     }

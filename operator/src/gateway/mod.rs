@@ -1,7 +1,9 @@
-//! The gateway HTTP API that clients use, plus the registration endpoint for replicas, the
-//! probes and the metrics. Served by the operator process.
+//! The gateway HTTP API that clients use, the probes and the metrics. Served by the operator
+//! process in every mode. It talks to the engine's seams (the catalog, membership and the
+//! replica views), never to one mode: each mode builds a [`Gateway`] from its own
+//! implementations and may add routes of its own (local mode's replica registration).
 
-mod auth;
+pub mod auth;
 mod files;
 mod replicas;
 mod transfer;
@@ -11,13 +13,37 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
-use crate::state::Context;
+use crate::engine::{Catalog, InventoryIndex, Membership, ReplicaSet};
+use crate::locks::KeyLocks;
+use crate::metrics::Metrics;
+use crate::replica_client::ReplicaClient;
 use auth::BearerScheme;
+
+/// The gateway's handles.
+pub struct Gateway {
+    pub catalog: Arc<dyn Catalog>,
+    pub membership: Arc<dyn Membership>,
+    /// The replicas as the engine classifies them (health with the grace period).
+    pub replicas: Arc<ReplicaSet>,
+    /// What each replica holds, for choosing where to read from.
+    pub index: Arc<InventoryIndex>,
+    pub client: ReplicaClient,
+    /// Local mode's upload fence: held from before the first byte until the catalog commit.
+    pub fence: Option<KeyLocks>,
+    pub metrics: Arc<Metrics>,
+    /// Bearer token clients present.
+    pub client_token: String,
+    /// The OpenAPI description of the routes the mode adds, merged into `/openapi.json`.
+    pub extra_doc: Option<utoipa::openapi::OpenApi>,
+}
+
+/// Shared handle on the [`Gateway`].
+pub type GatewayState = Arc<Gateway>;
 
 /// The OpenAPI document served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -33,7 +59,6 @@ use auth::BearerScheme;
         files::file_status,
         replicas::list_replicas,
         replicas::patch_replica,
-        replicas::register,
     ),
     components(schemas(
         deposito_api::ErrorBody,
@@ -46,16 +71,15 @@ use auth::BearerScheme;
         deposito_api::gateway::ReplicaStatus,
         deposito_api::gateway::ReplicaList,
         deposito_api::gateway::PatchReplica,
-        deposito_api::replica::RegisterRequest,
-        deposito_api::replica::RegisterResponse,
     )),
     modifiers(&BearerScheme),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
-/// Builds the whole router.
-pub fn router(ctx: Arc<Context>) -> Router {
+/// Builds the whole router: the client API, the probes, and `extra` (routes a mode adds,
+/// with their own state and authentication).
+pub fn router(gateway: GatewayState, extra: Router) -> Router {
     let client_api = Router::new()
         .route(
             "/v1/files/{namespace}/{name}",
@@ -77,53 +101,59 @@ pub fn router(ctx: Arc<Context>) -> Router {
         )
         .layer(DefaultBodyLimit::disable())
         .route_layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
+            gateway.clone(),
             auth::require_client_token,
-        ));
-    let replica_api = Router::new()
-        .route("/v1/replicas/register", post(replicas::register))
-        .route_layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
-            auth::require_replica_token,
         ));
     Router::new()
         .merge(client_api)
-        .merge(replica_api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .with_state(gateway)
+        .merge(extra)
         .layer(TraceLayer::new_for_http())
-        .with_state(ctx)
 }
 
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    match ctx.catalog.run(|c| c.list(Some("\u{0}")).map(|_| ())).await {
+/// Ready when the catalog answers and the replica set is observed.
+async fn readyz(State(gw): State<GatewayState>) -> impl IntoResponse {
+    let checked = match gw.catalog.ready().await {
+        Ok(_) => match &gw.replicas.current().error {
+            None => Ok(()),
+            Some(err) => Err(err.to_string()),
+        },
+        Err(err) => Err(err.to_string()),
+    };
+    match checked {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
-        Err(err) => (
+        Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"code": "not_ready", "error": err.to_string()})),
+            Json(serde_json::json!({"code": "not_ready", "error": error})),
         ),
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+async fn metrics(State(gw): State<GatewayState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ctx.metrics.render(),
+        gw.metrics.render(),
     )
 }
 
-async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+async fn openapi(State(gw): State<GatewayState>) -> impl IntoResponse {
+    let mut doc = ApiDoc::openapi();
+    if let Some(extra) = &gw.extra_doc {
+        doc.merge(extra.clone());
+    }
+    Json(doc)
 }
 
 async fn not_found() -> crate::error::GatewayError {

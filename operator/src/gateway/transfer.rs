@@ -11,42 +11,24 @@ use deposito_api::replica::ObjectInfo;
 use deposito_api::{FileKey, HEADER_SHA256};
 use futures::StreamExt;
 
-use crate::core::{self, Health, ReplicaView};
+use super::GatewayState;
+use crate::engine::FileRecord;
 use crate::error::GatewayError;
-use crate::local::catalog::Entry;
-use crate::state::Context;
-
-/// Live replicas, as the gateway sees them between reconcile passes.
-pub fn live_views(ctx: &Context) -> Vec<ReplicaView> {
-    ctx.membership
-        .snapshot()
-        .into_iter()
-        .filter(|m| m.heard && m.since_seen <= ctx.settings.liveness_timeout)
-        .map(|m| ReplicaView {
-            id: m.id,
-            zone: m.zone,
-            health: Health::Live,
-            draining: m.draining,
-            free_bytes: if m.ready { m.free_bytes } else { 0 },
-            active_transfers: m.active_transfers,
-            url: m.url,
-        })
-        .collect()
-}
+use crate::plan::{self, Health, ReplicaView};
 
 /// Picks the replica that receives an upload: the placement's first choice among live,
 /// undraining replicas with room for `size` bytes (when known).
 pub fn upload_target(
-    ctx: &Context,
+    gw: &GatewayState,
     key: &FileKey,
     size: Option<u64>,
 ) -> Result<ReplicaView, GatewayError> {
-    let views = live_views(ctx);
+    let views = gw.replicas.live_targets();
     let candidates: Vec<&ReplicaView> = views
         .iter()
-        .filter(|v| !v.draining && v.free_bytes > 0 && size.is_none_or(|s| v.free_bytes > s))
+        .filter(|v| v.free_bytes > 0 && size.is_none_or(|s| v.free_bytes > s))
         .collect();
-    let ranked = core::placement::rank_targets(&candidates, &[], 1, &key.namespace, &key.name);
+    let ranked = plan::placement::rank_targets(&candidates, &[], 1, &key.namespace, &key.name);
     let Some(id) = ranked.first() else {
         return Err(if views.is_empty() {
             GatewayError::NoReplica("no live replica to store the file".into())
@@ -86,14 +68,14 @@ where
 /// the upload part way, that task drains the rest of the client's body before this returns,
 /// so the client reads the error answer.
 pub async fn upload(
-    ctx: &Context,
+    gw: &GatewayState,
     target: &ReplicaView,
     key: &FileKey,
     expected_sha256: Option<&str>,
     content_length: Option<u64>,
     body: Body,
 ) -> Result<ObjectInfo, GatewayError> {
-    let counter = ctx.metrics.bytes_uploaded.clone();
+    let counter = gw.metrics.bytes_uploaded.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     // Returns whether the client's body broke off (a client fault, not a replica one).
     let forwarder = tokio::spawn(async move {
@@ -115,8 +97,8 @@ pub async fn upload(
         }
         false
     });
-    let result = ctx
-        .replicas
+    let result = gw
+        .client
         .put(
             &target.url,
             key,
@@ -140,7 +122,7 @@ pub async fn upload(
 }
 
 /// Headers describing the current content.
-pub fn content_headers(entry: &Entry) -> HeaderMap {
+pub fn content_headers(entry: &FileRecord) -> HeaderMap {
     let mut headers = HeaderMap::new();
     let etag = format!("\"{}\"", entry.sha256);
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex"));
@@ -158,24 +140,36 @@ pub fn content_headers(entry: &Entry) -> HeaderMap {
 
 /// Streams the current content (or the requested range) from the first holder that answers.
 pub async fn download(
-    ctx: &Context,
-    entry: &Entry,
+    gw: &GatewayState,
+    entry: &FileRecord,
     range: Option<&str>,
 ) -> Result<Response, GatewayError> {
-    let views = live_views(ctx);
-    // Verified holders first, least loaded first; then any other live replica, in case the
-    // status is behind what the replicas hold.
-    let mut order: Vec<&ReplicaView> = views.iter().collect();
+    let views = gw.replicas.current();
+    let indexed: Vec<String> = gw
+        .index
+        .copies(&entry.key)
+        .into_iter()
+        .filter(|c| c.sha256 == entry.sha256)
+        .map(|c| c.replica)
+        .collect();
+    // Replicas known to hold the content first (the index, then the last status), least
+    // loaded first; then any other live replica, in case both are behind.
+    let mut order: Vec<&ReplicaView> = views
+        .replicas
+        .iter()
+        .filter(|v| v.health == Health::Live)
+        .collect();
     order.sort_by_key(|v| {
         (
+            !indexed.contains(&v.id),
             !entry.status.holders.contains(&v.id),
             v.active_transfers,
             v.id.clone(),
         )
     });
     for view in order {
-        let response = match ctx
-            .replicas
+        let response = match gw
+            .client
             .get(&view.url, &entry.key, &entry.sha256, range)
             .await
         {
@@ -195,7 +189,7 @@ pub async fn download(
                 }
             }
         }
-        let counter = ctx.metrics.bytes_downloaded.clone();
+        let counter = gw.metrics.bytes_downloaded.clone();
         let stream = response.bytes_stream().map(move |chunk| {
             if let Ok(bytes) = &chunk {
                 counter.inc_by(bytes.len() as u64);

@@ -2,19 +2,22 @@
 //! computed status, and the replicas that have registered.
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so a committed deposit survives a crash.
-//! Calls are synchronous and short; async callers go through [`Catalog::run`].
+//! [`Db`] has the synchronous, short calls; [`SqliteCatalog`] implements the engine's
+//! [`Catalog`] seam on top of it, running each call on a blocking thread and announcing
+//! every change.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use deposito_api::gateway::{Condition, FileStatus, Phase};
+use async_trait::async_trait;
 use deposito_api::FileKey;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
 
-/// Failure of the catalog store.
+use crate::engine::{self, Catalog, Changes, FileRecord as Entry, ObservedStatus, Source};
+
+/// Failure of the SQLite store.
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
+pub enum DbError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("corrupt status column: {0}")]
@@ -23,52 +26,9 @@ pub enum CatalogError {
     Join(String),
 }
 
-/// The part of an entry the reconcile loop writes: what it last observed and decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObservedStatus {
-    pub phase: Phase,
-    pub ready_replicas: u32,
-    pub holders: Vec<String>,
-    /// Holders of the current content that were unreachable (within the grace period) at the
-    /// last pass: they still count toward the replication level.
-    #[serde(default)]
-    pub unreachable_holders: Vec<String>,
-    pub observed_generation: u64,
-    pub conditions: Vec<Condition>,
-}
-
-/// One catalog row: desired state plus last status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub key: FileKey,
-    pub replicas: u32,
-    pub sha256: String,
-    pub size: u64,
-    pub generation: u64,
-    pub deleting: bool,
-    pub status: ObservedStatus,
-}
-
-impl Entry {
-    /// The user-facing status.
-    pub fn to_file_status(&self) -> FileStatus {
-        FileStatus {
-            namespace: self.key.namespace.clone(),
-            name: self.key.name.clone(),
-            replicas: self.replicas,
-            ready_replicas: self.status.ready_replicas,
-            phase: if self.deleting {
-                Phase::Deleting
-            } else {
-                self.status.phase
-            },
-            sha256: self.sha256.clone(),
-            size: self.size,
-            holders: self.status.holders.clone(),
-            generation: self.generation,
-            observed_generation: self.status.observed_generation,
-            conditions: self.status.conditions.clone(),
-        }
+impl From<DbError> for engine::CatalogError {
+    fn from(err: DbError) -> Self {
+        engine::CatalogError::Unavailable(err.to_string())
     }
 }
 
@@ -81,9 +41,9 @@ pub struct ReplicaRow {
     pub draining: bool,
 }
 
-/// Handle to the SQLite catalog. Cheap to clone.
+/// Handle to the SQLite database. Cheap to clone; every call is synchronous and short.
 #[derive(Clone)]
-pub struct Catalog {
+pub struct Db {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -111,39 +71,35 @@ const COLUMNS: &str = "namespace, name, replicas, sha256, size, generation, dele
 
 fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, String)> {
     let status: String = row.get(7)?;
+    let name: String = row.get(1)?;
     Ok((
         Entry {
             key: FileKey {
                 namespace: row.get(0)?,
-                name: row.get(1)?,
+                name: name.clone(),
             },
+            file_name: name,
+            source: Source::Upload,
             replicas: row.get(2)?,
             sha256: row.get(3)?,
             size: row.get::<_, i64>(4)? as u64,
             generation: row.get::<_, i64>(5)? as u64,
             deleting: row.get::<_, i64>(6)? != 0,
-            status: ObservedStatus {
-                phase: Phase::Pending,
-                ready_replicas: 0,
-                holders: vec![],
-                unreachable_holders: vec![],
-                observed_generation: 0,
-                conditions: vec![],
-            },
+            status: ObservedStatus::initial(None),
         },
         status,
     ))
 }
 
-fn decode(pair: (Entry, String)) -> Result<Entry, CatalogError> {
+fn decode(pair: (Entry, String)) -> Result<Entry, DbError> {
     let (mut entry, status) = pair;
     entry.status = serde_json::from_str(&status)?;
     Ok(entry)
 }
 
-impl Catalog {
+impl Db {
     /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -155,15 +111,15 @@ impl Catalog {
     }
 
     /// Runs `f` on a blocking thread, so async tasks never wait on SQLite's fsyncs.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, CatalogError>
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
     where
         T: Send + 'static,
-        F: FnOnce(&Catalog) -> Result<T, CatalogError> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&this))
             .await
-            .map_err(|e| CatalogError::Join(e.to_string()))?
+            .map_err(|e| DbError::Join(e.to_string()))?
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -182,15 +138,8 @@ impl Catalog {
         sha256: &str,
         size: u64,
         holder: &str,
-    ) -> Result<Entry, CatalogError> {
-        let status = ObservedStatus {
-            phase: Phase::Pending,
-            ready_replicas: 0,
-            holders: vec![holder.to_string()],
-            unreachable_holders: vec![],
-            observed_generation: 0,
-            conditions: vec![],
-        };
+    ) -> Result<Entry, DbError> {
+        let status = ObservedStatus::initial(Some(holder));
         let status_json = serde_json::to_string(&status)?;
         let conn = self.conn();
         conn.execute(
@@ -206,11 +155,7 @@ impl Catalog {
     }
 
     /// Changes the replication level. `None` when there is no such (undeleted) entry.
-    pub fn set_replicas(
-        &self,
-        key: &FileKey,
-        replicas: u32,
-    ) -> Result<Option<Entry>, CatalogError> {
+    pub fn set_replicas(&self, key: &FileKey, replicas: u32) -> Result<Option<Entry>, DbError> {
         let changed = self.conn().execute(
             "UPDATE files SET replicas = ?3, generation = generation + 1
              WHERE namespace = ?1 AND name = ?2 AND deleting = 0 AND replicas != ?3",
@@ -221,7 +166,7 @@ impl Catalog {
     }
 
     /// Marks an entry for deletion. `None` when there is no such entry.
-    pub fn mark_deleting(&self, key: &FileKey) -> Result<Option<Entry>, CatalogError> {
+    pub fn mark_deleting(&self, key: &FileKey) -> Result<Option<Entry>, DbError> {
         self.conn().execute(
             "UPDATE files SET deleting = 1, generation = generation + 1
              WHERE namespace = ?1 AND name = ?2 AND deleting = 0",
@@ -231,7 +176,7 @@ impl Catalog {
     }
 
     /// Removes a deleted entry once its copies are gone, unless it changed since `generation`.
-    pub fn finalize_delete(&self, key: &FileKey, generation: u64) -> Result<bool, CatalogError> {
+    pub fn finalize_delete(&self, key: &FileKey, generation: u64) -> Result<bool, DbError> {
         let n = self.conn().execute(
             "DELETE FROM files WHERE namespace = ?1 AND name = ?2 AND deleting = 1 AND generation = ?3",
             params![key.namespace, key.name, generation as i64],
@@ -246,7 +191,7 @@ impl Catalog {
         key: &FileKey,
         generation: u64,
         status: &ObservedStatus,
-    ) -> Result<bool, CatalogError> {
+    ) -> Result<bool, DbError> {
         let json = serde_json::to_string(status)?;
         let n = self.conn().execute(
             "UPDATE files SET status = ?4
@@ -257,20 +202,38 @@ impl Catalog {
     }
 
     /// One entry.
-    pub fn get(&self, key: &FileKey) -> Result<Option<Entry>, CatalogError> {
+    pub fn get(&self, key: &FileKey) -> Result<Option<Entry>, DbError> {
         let conn = self.conn();
-        let pair = conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name = ?2"),
-                params![key.namespace, key.name],
-                row_to_entry,
-            )
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name = ?2"
+        ))?;
+        let pair = stmt
+            .query_row(params![key.namespace, key.name], row_to_entry)
             .optional()?;
         pair.map(decode).transpose()
     }
 
+    /// A trivial query: the database answers.
+    pub fn ping(&self) -> Result<(), DbError> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Every key, in no particular order (the slow resync).
+    pub fn keys(&self) -> Result<Vec<FileKey>, DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT namespace, name FROM files")?;
+        let rows = stmt.query_map([], |row| {
+            Ok(FileKey {
+                namespace: row.get(0)?,
+                name: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every entry of one namespace, or of all namespaces, sorted by key.
-    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<Entry>, CatalogError> {
+    pub fn list(&self, namespace: Option<&str>) -> Result<Vec<Entry>, DbError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM files WHERE ?1 IS NULL OR namespace = ?1 ORDER BY namespace, name"
@@ -280,12 +243,7 @@ impl Catalog {
     }
 
     /// Remembers a replica (registration) so that its copies are not forgotten across restarts.
-    pub fn upsert_replica(
-        &self,
-        id: &str,
-        url: &str,
-        zone: Option<&str>,
-    ) -> Result<(), CatalogError> {
+    pub fn upsert_replica(&self, id: &str, url: &str, zone: Option<&str>) -> Result<(), DbError> {
         self.conn().execute(
             "INSERT INTO replicas (id, url, zone) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, zone = excluded.zone
@@ -296,7 +254,7 @@ impl Catalog {
     }
 
     /// Sets or clears a replica's draining mark. False when the replica is unknown.
-    pub fn set_draining(&self, id: &str, draining: bool) -> Result<bool, CatalogError> {
+    pub fn set_draining(&self, id: &str, draining: bool) -> Result<bool, DbError> {
         let n = self.conn().execute(
             "UPDATE replicas SET draining = ?2 WHERE id = ?1",
             params![id, draining as i64],
@@ -305,7 +263,7 @@ impl Catalog {
     }
 
     /// Every replica ever registered.
-    pub fn replicas(&self) -> Result<Vec<ReplicaRow>, CatalogError> {
+    pub fn replicas(&self) -> Result<Vec<ReplicaRow>, DbError> {
         let conn = self.conn();
         let mut stmt =
             conn.prepare_cached("SELECT id, url, zone, draining FROM replicas ORDER BY id")?;
@@ -321,9 +279,144 @@ impl Catalog {
     }
 }
 
+/// The engine's [`Catalog`] seam over [`Db`]: each call on a blocking thread, each change
+/// announced through [`Changes`].
+pub struct SqliteCatalog {
+    db: Db,
+    changes: Changes,
+}
+
+impl SqliteCatalog {
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            changes: Changes::default(),
+        }
+    }
+
+    /// The database underneath (membership keeps its replica table there).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn key(namespace: &str, file_name: &str) -> Result<FileKey, engine::CatalogError> {
+        FileKey::new(namespace, file_name).map_err(|e| engine::CatalogError::Invalid(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    async fn get(&self, key: &FileKey) -> Result<Option<Entry>, engine::CatalogError> {
+        let key = key.clone();
+        Ok(self.db.run(move |db| db.get(&key)).await?)
+    }
+
+    async fn keys(&self) -> Result<Vec<FileKey>, engine::CatalogError> {
+        Ok(self.db.run(|db| db.keys()).await?)
+    }
+
+    async fn publish(
+        &self,
+        record: &Entry,
+        status: &ObservedStatus,
+    ) -> Result<bool, engine::CatalogError> {
+        let (key, generation, status) = (record.key.clone(), record.generation, status.clone());
+        let changed = self
+            .db
+            .run(move |db| db.write_status(&key, generation, &status))
+            .await?;
+        if changed {
+            self.changes.status_changed(&record.key);
+        }
+        Ok(changed)
+    }
+
+    async fn finalize(&self, record: &Entry) -> Result<bool, engine::CatalogError> {
+        let (key, generation) = (record.key.clone(), record.generation);
+        let removed = self
+            .db
+            .run(move |db| db.finalize_delete(&key, generation))
+            .await?;
+        if removed {
+            self.changes.status_changed(&record.key);
+        }
+        Ok(removed)
+    }
+
+    fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    async fn ready(&self) -> Result<(), engine::CatalogError> {
+        Ok(self.db.run(|db| db.ping()).await?)
+    }
+
+    async fn storage_key(
+        &self,
+        namespace: &str,
+        file_name: &str,
+    ) -> Result<FileKey, engine::CatalogError> {
+        Self::key(namespace, file_name)
+    }
+
+    async fn lookup(
+        &self,
+        namespace: &str,
+        file_name: &str,
+    ) -> Result<Option<Entry>, engine::CatalogError> {
+        self.get(&Self::key(namespace, file_name)?).await
+    }
+
+    async fn list(&self, namespace: &str) -> Result<Vec<Entry>, engine::CatalogError> {
+        let namespace = namespace.to_string();
+        Ok(self.db.run(move |db| db.list(Some(&namespace))).await?)
+    }
+
+    async fn put_content(
+        &self,
+        key: &FileKey,
+        _file_name: &str,
+        replicas: u32,
+        sha256: &str,
+        size: u64,
+        holder: &str,
+    ) -> Result<Entry, engine::CatalogError> {
+        let (k, sha, holder) = (key.clone(), sha256.to_string(), holder.to_string());
+        let entry = self
+            .db
+            .run(move |db| db.put_content(&k, replicas, &sha, size, &holder))
+            .await?;
+        self.changes.desired_changed(key);
+        Ok(entry)
+    }
+
+    async fn set_replicas(
+        &self,
+        key: &FileKey,
+        replicas: u32,
+    ) -> Result<Option<Entry>, engine::CatalogError> {
+        let k = key.clone();
+        let entry = self.db.run(move |db| db.set_replicas(&k, replicas)).await?;
+        if entry.is_some() {
+            self.changes.desired_changed(key);
+        }
+        Ok(entry)
+    }
+
+    async fn mark_deleting(&self, key: &FileKey) -> Result<Option<Entry>, engine::CatalogError> {
+        let k = key.clone();
+        let entry = self.db.run(move |db| db.mark_deleting(&k)).await?;
+        if entry.is_some() {
+            self.changes.desired_changed(key);
+        }
+        Ok(entry)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deposito_api::gateway::Phase;
 
     fn key(name: &str) -> FileKey {
         FileKey::new("default", name).unwrap()
@@ -334,7 +427,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite3");
         {
-            let catalog = Catalog::open(&path).unwrap();
+            let catalog = Db::open(&path).unwrap();
             let e = catalog.put_content(&key("a"), 3, "aa", 10, "r1").unwrap();
             assert_eq!(
                 (e.generation, e.replicas, e.status.holders.clone()),
@@ -353,7 +446,7 @@ mod tests {
             );
             assert!(catalog.set_replicas(&key("missing"), 2).unwrap().is_none());
         }
-        let catalog = Catalog::open(&path).unwrap();
+        let catalog = Db::open(&path).unwrap();
         let e = catalog.get(&key("a")).unwrap().unwrap();
         assert_eq!(
             (e.replicas, e.sha256.as_str(), e.size, e.generation),
@@ -364,7 +457,7 @@ mod tests {
     #[test]
     fn status_writes_are_fenced_by_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("c.db")).unwrap();
+        let catalog = Db::open(&dir.path().join("c.db")).unwrap();
         catalog.put_content(&key("a"), 1, "aa", 1, "r1").unwrap();
         let status = ObservedStatus {
             phase: Phase::Ready,
@@ -389,7 +482,7 @@ mod tests {
     #[test]
     fn deletion_is_finalized_only_for_the_marked_generation() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("c.db")).unwrap();
+        let catalog = Db::open(&dir.path().join("c.db")).unwrap();
         catalog.put_content(&key("a"), 1, "aa", 1, "r1").unwrap();
         let marked = catalog.mark_deleting(&key("a")).unwrap().unwrap();
         assert!(marked.deleting);

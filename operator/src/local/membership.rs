@@ -1,14 +1,17 @@
 //! Local-mode membership: replicas register and send heartbeats; their last word is kept in
 //! memory, and their identity (id, url, zone, draining) in the catalog so that a restarted
-//! operator still knows who held what.
+//! operator still knows who held what. Implements the engine's [`engine::Membership`] seam:
+//! a replica is available while its heartbeats arrive within the liveness timeout.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use deposito_api::replica::RegisterRequest;
 
-use super::catalog::{Catalog, CatalogError};
+use super::catalog::{Db, DbError};
+use crate::engine::{self, Capacity, MembershipError};
 
 /// What the operator knows of one replica right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +39,16 @@ struct Record {
 
 /// The registry of replicas.
 pub struct Membership {
-    catalog: Catalog,
+    catalog: Db,
     records: Mutex<BTreeMap<String, Record>>,
+    /// A replica silent for longer than this is not available.
+    liveness_timeout: Duration,
 }
 
 impl Membership {
     /// Loads the replicas the catalog remembers. Until they send a heartbeat they count as
     /// last seen now, so that the grace period starts at operator start, not at their death.
-    pub fn load(catalog: Catalog) -> Result<Self, CatalogError> {
+    pub fn load(catalog: Db, liveness_timeout: Duration) -> Result<Self, DbError> {
         let now = Instant::now();
         let records = catalog
             .replicas()?
@@ -74,11 +79,12 @@ impl Membership {
         Ok(Self {
             catalog,
             records: Mutex::new(records),
+            liveness_timeout,
         })
     }
 
     /// Records a registration or heartbeat. Returns true when the replica is new or moved.
-    pub fn heartbeat(&self, beat: &RegisterRequest) -> Result<bool, CatalogError> {
+    pub fn heartbeat(&self, beat: &RegisterRequest) -> Result<bool, DbError> {
         let changed = {
             let mut records = self.records.lock().expect("membership lock");
             let known = records.get(&beat.id);
@@ -114,7 +120,7 @@ impl Membership {
     }
 
     /// Marks a replica draining (or not). False when it is unknown.
-    pub fn set_draining(&self, id: &str, draining: bool) -> Result<bool, CatalogError> {
+    pub fn mark_draining(&self, id: &str, draining: bool) -> Result<bool, DbError> {
         if !self.catalog.set_draining(id, draining)? {
             return Ok(false);
         }
@@ -137,11 +143,54 @@ impl Membership {
             })
             .collect()
     }
+
+    /// The engine's view of one member.
+    fn to_member(&self, m: Member) -> engine::Member {
+        let available = m.heard && m.since_seen <= self.liveness_timeout;
+        engine::Member {
+            available,
+            down_for: if available {
+                Duration::ZERO
+            } else {
+                m.since_seen
+            },
+            capacity: m.heard.then_some(Capacity {
+                free_bytes: m.free_bytes,
+                capacity_bytes: m.capacity_bytes,
+                objects: m.objects,
+                active_transfers: m.active_transfers,
+                ready: m.ready,
+            }),
+            id: m.id,
+            url: m.url,
+            zone: m.zone,
+            draining: m.draining,
+        }
+    }
+}
+
+#[async_trait]
+impl engine::Membership for Membership {
+    fn members(&self) -> Result<Vec<engine::Member>, MembershipError> {
+        Ok(self
+            .snapshot()
+            .into_iter()
+            .map(|m| self.to_member(m))
+            .collect())
+    }
+
+    /// A rare administrative write: one short SQLite update, done in place.
+    async fn set_draining(&self, id: &str, draining: bool) -> Result<bool, MembershipError> {
+        self.mark_draining(id, draining)
+            .map_err(|e| MembershipError::Unavailable(e.to_string()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIVENESS: Duration = Duration::from_secs(5);
 
     fn beat(id: &str, url: &str) -> RegisterRequest {
         RegisterRequest {
@@ -161,16 +210,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         {
-            let m = Membership::load(Catalog::open(&path).unwrap()).unwrap();
+            let m = Membership::load(Db::open(&path).unwrap(), LIVENESS).unwrap();
             assert!(m.heartbeat(&beat("r1", "http://a")).unwrap());
             assert!(!m.heartbeat(&beat("r1", "http://a")).unwrap());
-            assert!(m.set_draining("r1", true).unwrap());
-            assert!(!m.set_draining("nope", true).unwrap());
+            assert!(m.mark_draining("r1", true).unwrap());
+            assert!(!m.mark_draining("nope", true).unwrap());
             // A heartbeat does not clear the draining mark.
             m.heartbeat(&beat("r1", "http://a")).unwrap();
             assert!(m.snapshot()[0].draining);
         }
-        let m = Membership::load(Catalog::open(&path).unwrap()).unwrap();
+        let m = Membership::load(Db::open(&path).unwrap(), LIVENESS).unwrap();
         let snap = m.snapshot();
         assert_eq!(snap.len(), 1);
         assert_eq!(
@@ -178,5 +227,14 @@ mod tests {
             ("r1", "http://a", true)
         );
         assert!(!snap[0].heard, "not heard from until it speaks again");
+        use engine::Membership as _;
+        let members = m.members().unwrap();
+        assert!(!members[0].available, "unheard replicas are not available");
+        assert_eq!(members[0].capacity, None);
+        m.heartbeat(&beat("r1", "http://a")).unwrap();
+        let members = m.members().unwrap();
+        assert!(members[0].available);
+        assert_eq!(members[0].down_for, Duration::ZERO);
+        assert_eq!(members[0].capacity.unwrap().free_bytes, 50);
     }
 }

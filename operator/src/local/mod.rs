@@ -1,8 +1,11 @@
-//! Local mode: the embedded catalog, registration-based membership, and the launcher that
-//! runs a whole system with one command.
+//! Local mode: the embedded SQLite catalog, registration-based membership, and the launcher
+//! that runs a whole system with one command. It implements the engine's two seams
+//! ([`catalog::SqliteCatalog`], [`membership::Membership`]), runs the engine's work-queue
+//! driver, and serves the gateway plus the replicas' registration route.
 
 pub mod catalog;
 pub mod membership;
+mod register;
 pub mod supervisor;
 mod tokens;
 
@@ -10,13 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::LocalArgs;
+use crate::engine::{
+    self, driver::DriverSettings, observer::ObserverSettings, EngineSettings, StaleGuard,
+    TrackerSettings,
+};
+use crate::gateway::Gateway;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
-use crate::state::{Context, Settings};
+use utoipa::OpenApi as _;
 
 /// Runs `deposito-operator local` until SIGINT or SIGTERM.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
@@ -29,28 +37,42 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         &data_dir.join("replica-token"),
     )?;
     let catalog_path = data_dir.join("catalog.sqlite3");
-    let catalog = catalog::Catalog::open(&catalog_path)
+    let db = catalog::Db::open(&catalog_path)
         .with_context(|| format!("cannot open catalog {}", catalog_path.display()))?;
-    let membership = membership::Membership::load(catalog.clone())?;
-    let settings = Settings::new(
-        Duration::from_secs(args.grace_period_secs),
-        Duration::from_secs(args.reconcile_interval_secs.max(1)),
-        Duration::from_secs(args.orphan_grace_secs),
-        Duration::from_secs(args.heartbeat_secs.max(1)),
+    let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
+    let liveness = (heartbeat * 3).max(Duration::from_secs(5));
+    let membership = Arc::new(membership::Membership::load(db.clone(), liveness)?);
+    let catalog = Arc::new(catalog::SqliteCatalog::new(db));
+    let metrics = Arc::new(Metrics::default());
+    let client = ReplicaClient::new(replica_token.clone());
+    let fence = KeyLocks::default();
+    let grace = Duration::from_secs(args.grace_period_secs);
+    let built = engine::build(
+        engine::Seams {
+            catalog: catalog.clone(),
+            membership: membership.clone(),
+            events: Arc::new(engine::events::LogEvents {
+                metrics: metrics.clone(),
+            }),
+        },
+        client.clone(),
+        metrics.clone(),
+        EngineSettings {
+            grace_period: grace,
+            orphan_grace: Duration::from_secs(args.orphan_grace_secs),
+            stale_guard: StaleGuard::Fenced(fence.clone()),
+            pulls_per_replica: args.pulls_per_replica,
+        },
+        TrackerSettings {
+            tick: Duration::from_millis(500),
+            grace,
+            observer: ObserverSettings {
+                poll_wait: Duration::from_secs(20),
+                relist_every: Duration::from_secs(args.relist_interval_secs.max(1)),
+                read_info: false,
+            },
+        },
     );
-    let (changes, _) = watch::channel(0);
-    let ctx = Arc::new(Context {
-        catalog,
-        membership,
-        replicas: ReplicaClient::new(replica_token.clone()),
-        locks: KeyLocks::default(),
-        wake: Notify::new(),
-        changes,
-        settings,
-        metrics: Metrics::default(),
-        client_token,
-        replica_token: replica_token.clone(),
-    });
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -67,13 +89,39 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     println!("deposito: data in {}", data_dir.display());
 
     let supervisor = supervisor::Supervisor::start(&args, &data_dir, &gateway_url, &replica_token)?;
-    tokio::spawn(crate::reconcile::run(ctx.clone()));
-    let app = crate::gateway::router(ctx);
+    let cancel = CancellationToken::new();
+    tokio::spawn(built.tracker.run(cancel.child_token()));
+    tokio::spawn(engine::driver::run(
+        built.engine.clone(),
+        built.triggers,
+        DriverSettings {
+            workers: args.workers.max(1),
+            resync_every: Duration::from_secs(args.resync_interval_secs.max(1)),
+            settle_timeout: liveness * 2,
+        },
+        cancel.child_token(),
+    ));
+    let gateway = Arc::new(Gateway {
+        catalog,
+        membership: membership.clone(),
+        replicas: built.replicas,
+        index: built.index,
+        client,
+        fence: Some(fence),
+        metrics,
+        client_token,
+        extra_doc: Some(register::RegisterDoc::openapi()),
+    });
+    let app = crate::gateway::router(
+        gateway,
+        register::router(membership, heartbeat, &replica_token),
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("gateway failed")?;
     tracing::info!("shutting down");
+    cancel.cancel();
     supervisor.stop().await;
     Ok(())
 }

@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deposito_api::replica::{InventoryPage, RegisterRequest, ScrubStatus};
+use deposito_api::replica::{ChangePage, InventoryPage, RegisterRequest, ScrubStatus};
 use deposito_api::ErrorBody;
 use serde::Deserialize;
 use tracing::instrument;
@@ -58,11 +58,60 @@ pub async fn inventory(
         .filter(|s| !s.is_empty())
         .map(ObjKey::from_cursor)
         .transpose()?;
-    let (items, next) = app.store.page(after.as_ref(), limit);
+    let page = app.store.page(after.as_ref(), limit);
     Ok(Json(InventoryPage {
-        items,
-        next: next.map(|k| k.cursor()),
+        items: page.items,
+        next: page.next.map(|k| k.cursor()),
+        epoch: page.epoch,
+        seq: page.seq,
     }))
+}
+
+/// Longest long poll of the change feed.
+pub const MAX_CHANGES_WAIT_SECS: u64 = 60;
+
+/// Query of `GET /v1/inventory/changes`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ChangesQuery {
+    /// The epoch of the listing or of the previous change page.
+    pub epoch: String,
+    /// The cursor: the `seq` of the listing's first page or of the previous change page.
+    pub since: u64,
+    /// Most changes returned (default 1000, at most 10000).
+    pub limit: Option<usize>,
+    /// Seconds to wait for a first change (a long poll; default 0, at most 60).
+    pub wait: Option<u64>,
+}
+
+/// The inventory changes after a cursor, oldest first; a long poll with `wait`.
+#[utoipa::path(
+    get,
+    path = "/v1/inventory/changes",
+    params(ChangesQuery),
+    responses(
+        (status = 200, body = ChangePage),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 410, description = "cursor_expired: the replica restarted or the cursor is too old; list the inventory again", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app))]
+pub async fn inventory_changes(
+    State(app): State<AppState>,
+    q: Result<Query<ChangesQuery>, QueryRejection>,
+) -> Result<Json<ChangePage>> {
+    let Query(q) = q.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0).min(MAX_CHANGES_WAIT_SECS));
+    Ok(Json(
+        app.store.changes(&q.epoch, q.since, limit, wait).await?,
+    ))
 }
 
 /// Progress of the scrubber.

@@ -29,7 +29,9 @@ pub use admin::{DEFAULT_PAGE, MAX_PAGE};
         objects::head_object,
         objects::delete_object,
         objects::pull_object,
+        objects::fetch_object,
         admin::inventory,
+        admin::inventory_changes,
         admin::scrub_status,
         admin::scrub_now,
         admin::info,
@@ -41,7 +43,10 @@ pub use admin::{DEFAULT_PAGE, MAX_PAGE};
         deposito_api::replica::ObjectInfo,
         deposito_api::replica::ObjectState,
         deposito_api::replica::InventoryPage,
+        deposito_api::replica::ChangePage,
+        deposito_api::replica::ObjectChange,
         deposito_api::replica::PullRequest,
+        deposito_api::replica::FetchRequest,
         deposito_api::replica::ScrubStatus,
         deposito_api::replica::RegisterRequest,
         deposito_api::ErrorBody,
@@ -108,7 +113,9 @@ pub fn router(app: AppState) -> Router {
             "/v1/objects/{ns}/{name}/{sha256}/pull",
             post(objects::pull_object),
         )
+        .route("/v1/objects/{ns}/{name}/fetch", post(objects::fetch_object))
         .route("/v1/inventory", get(admin::inventory))
+        .route("/v1/inventory/changes", get(admin::inventory_changes))
         .route("/v1/scrub", get(admin::scrub_status).post(admin::scrub_now))
         .route("/v1/info", get(admin::info))
         .route("/healthz", get(admin::healthz))

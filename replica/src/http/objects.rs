@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deposito_api::replica::{ObjectInfo, ObjectState, PullRequest};
+use deposito_api::replica::{FetchRequest, ObjectInfo, ObjectState, PullRequest};
 use deposito_api::{is_sha256_hex, ErrorBody, FileKey, HEADER_SHA256};
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -302,5 +302,36 @@ pub async fn pull_object(
     let key = path.key()?;
     let Json(req) = req.map_err(|e| Error::BadRequest(e.body_text()))?;
     let w = crate::pull::pull(&app, &key, &req.source).await?;
+    Ok(written_response(w))
+}
+
+/// Fetch a `url` source into a verified copy (used for StoredFiles with `source.url`).
+#[utoipa::path(
+    post,
+    path = "/v1/objects/{ns}/{name}/fetch",
+    params(
+        ("ns" = String, Path, description = "namespace (DNS label)"),
+        ("name" = String, Path, description = "file name"),
+    ),
+    request_body = FetchRequest,
+    responses(
+        (status = 201, description = "fetched, verified and committed", body = ObjectInfo),
+        (status = 200, description = "this exact copy was already stored", body = ObjectInfo),
+        (status = 400, description = "bad_request (url refused), invalid_digest or digest_mismatch", body = ErrorBody),
+        (status = 401, description = "unauthorized", body = ErrorBody),
+        (status = 502, description = "fetch_failed: the url could not be read", body = ErrorBody),
+        (status = 507, description = "insufficient_storage", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app, req))]
+pub async fn fetch_object(
+    State(app): State<AppState>,
+    Path((ns, name)): Path<(String, String)>,
+    req: Result<Json<FetchRequest>, JsonRejection>,
+) -> Result<Response> {
+    let key = FileKey::new(&ns, &name)?;
+    let Json(req) = req.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let w = crate::fetch::fetch(&app, &key, &req).await?;
     Ok(written_response(w))
 }

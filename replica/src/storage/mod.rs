@@ -5,6 +5,7 @@
 //! verification, and `tmp/` for in-flight writes. Nothing partial is ever visible under
 //! `objects/`: data is written to `tmp/`, verified, fsync'd and renamed into place.
 
+pub mod changes;
 pub mod fsutil;
 mod scan;
 mod write;
@@ -15,11 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use deposito_api::replica::{ObjectInfo, ObjectState};
+use deposito_api::replica::{ChangePage, ObjectInfo, ObjectState};
 use deposito_api::{is_sha256_hex, FileKey};
 use tracing::instrument;
 
 use crate::error::{Error, Result};
+use changes::ChangeLog;
 pub use fsutil::Space;
 pub use write::Written;
 
@@ -99,12 +101,50 @@ pub struct Stats {
     pub bytes_used: u64,
 }
 
+/// The index of every copy, and the log of its changes, kept together under one lock so
+/// that a change's sequence number always describes the index exactly.
+#[derive(Debug)]
+struct Indexed {
+    objects: BTreeMap<ObjKey, ObjectInfo>,
+    /// Counts over `objects`, kept up to date on every change (heartbeats read them often).
+    stats: Stats,
+    log: ChangeLog,
+}
+
+impl Stats {
+    /// Counts `info` in (`added`) or out of the totals.
+    fn count(&mut self, info: &ObjectInfo, added: bool) {
+        let count = match info.state {
+            ObjectState::Ready => &mut self.ready,
+            ObjectState::Corrupt => &mut self.corrupt,
+        };
+        if added {
+            *count += 1;
+            self.bytes_used += info.size;
+        } else {
+            *count = count.saturating_sub(1);
+            self.bytes_used = self.bytes_used.saturating_sub(info.size);
+        }
+    }
+}
+
+/// One inventory page, placed in the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<ObjectInfo>,
+    pub next: Option<ObjKey>,
+    pub epoch: String,
+    pub seq: u64,
+}
+
 /// The store: a data dir plus an index of every copy in it.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     min_free_bytes: u64,
-    index: Mutex<BTreeMap<ObjKey, ObjectInfo>>,
+    index: Mutex<Indexed>,
+    /// The last change's sequence number, for long polls of the change feed.
+    changed: tokio::sync::watch::Sender<u64>,
     /// Serializes the short renaming steps (commit, quarantine, delete).
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -128,7 +168,15 @@ impl Store {
         Ok(Self {
             root,
             min_free_bytes,
-            index: Mutex::new(index),
+            index: Mutex::new(Indexed {
+                stats: index.values().fold(Stats::default(), |mut s, i| {
+                    s.count(i, true);
+                    s
+                }),
+                objects: index,
+                log: ChangeLog::new(changes::DEFAULT_CAPACITY),
+            }),
+            changed: tokio::sync::watch::channel(0).0,
             commit_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -152,30 +200,79 @@ impl Store {
 
     /// The index entry of a copy.
     pub fn get(&self, key: &ObjKey) -> Option<ObjectInfo> {
-        self.lock_index().get(key).cloned()
+        self.lock_index().objects.get(key).cloned()
     }
 
-    fn lock_index(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjKey, ObjectInfo>> {
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Indexed> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One inventory page: up to `limit` copies after `after`, and the cursor of the next page.
-    pub fn page(&self, after: Option<&ObjKey>, limit: usize) -> (Vec<ObjectInfo>, Option<ObjKey>) {
+    /// One inventory page: up to `limit` copies after `after`, the cursor of the next page,
+    /// and the change-log position it was read at.
+    pub fn page(&self, after: Option<&ObjKey>, limit: usize) -> Page {
         let index = self.lock_index();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut it = index.range((lower, Bound::Unbounded));
+        let mut it = index.objects.range((lower, Bound::Unbounded));
         let items: Vec<ObjectInfo> = it.by_ref().take(limit).map(|(_, v)| v.clone()).collect();
         let next = if it.next().is_some() {
             items.last().map(ObjKey::of)
         } else {
             None
         };
-        (items, next)
+        Page {
+            items,
+            next,
+            epoch: index.log.epoch().to_string(),
+            seq: index.log.seq(),
+        }
+    }
+
+    /// The changes after `since` in `epoch` (at most `limit`). With `wait`, waits up to that
+    /// long for a first change when there is none yet. An unknown epoch or a cursor outside
+    /// the retained log is `410 cursor_expired`.
+    pub async fn changes(
+        &self,
+        epoch: &str,
+        since: u64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<ChangePage> {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            changed.borrow_and_update();
+            {
+                let index = self.lock_index();
+                let (changes, more) = index
+                    .log
+                    .since(epoch, since, limit)
+                    .map_err(|e| Error::CursorExpired(e.reason))?;
+                if !changes.is_empty() || tokio::time::Instant::now() >= deadline {
+                    let seq = changes.last().map_or(since, |c| c.seq);
+                    return Ok(ChangePage {
+                        epoch: epoch.to_string(),
+                        seq,
+                        changes,
+                        more,
+                    });
+                }
+            }
+            // Either a change or the deadline ends the wait; a closed channel can't happen
+            // while `self` lives, but would end it too.
+            let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
+        }
+    }
+
+    /// Records a change of the index in the log and wakes long polls. Call with the lock held.
+    fn log_change(&self, index: &mut Indexed, key: &ObjKey, object: Option<&ObjectInfo>) {
+        let seq = index.log.record(key, object);
+        self.changed.send_replace(seq);
     }
 
     /// Every ready copy, for the scrubber.
     pub fn ready_objects(&self) -> Vec<ObjectInfo> {
         self.lock_index()
+            .objects
             .values()
             .filter(|i| i.state == ObjectState::Ready)
             .cloned()
@@ -183,16 +280,7 @@ impl Store {
     }
 
     pub fn stats(&self) -> Stats {
-        let index = self.lock_index();
-        let mut s = Stats::default();
-        for info in index.values() {
-            match info.state {
-                ObjectState::Ready => s.ready += 1,
-                ObjectState::Corrupt => s.corrupt += 1,
-            }
-            s.bytes_used += info.size;
-        }
-        s
+        self.lock_index().stats
     }
 
     /// Space of the data dir's file system.
@@ -244,7 +332,7 @@ impl Store {
         let k = key.clone();
         let moved = tokio::task::spawn_blocking(move || scan::quarantine_blocking(&root, &k, info))
             .await??;
-        self.lock_index().insert(key.clone(), moved);
+        self.insert(moved);
         Ok(true)
     }
 
@@ -268,13 +356,24 @@ impl Store {
             Ok(())
         })
         .await??;
-        self.lock_index().remove(key);
+        let mut index = self.lock_index();
+        if let Some(old) = index.objects.remove(key) {
+            index.stats.count(&old, false);
+        }
+        self.log_change(&mut index, key, None);
+        drop(index);
         tracing::info!("copy deleted");
         Ok(info)
     }
 
     fn insert(&self, info: ObjectInfo) {
-        self.lock_index().insert(ObjKey::of(&info), info);
+        let key = ObjKey::of(&info);
+        let mut index = self.lock_index();
+        self.log_change(&mut index, &key, Some(&info));
+        index.stats.count(&info, true);
+        if let Some(old) = index.objects.insert(key, info) {
+            index.stats.count(&old, false);
+        }
     }
 }
 

@@ -235,7 +235,7 @@ async fn quarantine_moves_the_copy_and_a_new_write_replaces_it() {
     assert_eq!(store.get(&key).unwrap().state, ObjectState::Corrupt);
     assert!(!store.data_path(&key, ObjectState::Ready).exists());
     assert!(store.data_path(&key, ObjectState::Corrupt).exists());
-    let (items, _) = store.page(None, 10);
+    let items = store.page(None, 10).items;
     assert_eq!(items[0].state, ObjectState::Corrupt);
     // Survives a restart.
     let store = Store::open(dir.path(), 0).await.unwrap();
@@ -271,10 +271,10 @@ async fn pages_are_sorted_and_complete() {
     let mut all = Vec::new();
     let mut after: Option<ObjKey> = None;
     loop {
-        let (items, next) = store.page(after.as_ref(), 10);
-        assert!(items.len() <= 10);
-        all.extend(items);
-        match next {
+        let page = store.page(after.as_ref(), 10);
+        assert!(page.items.len() <= 10);
+        all.extend(page.items);
+        match page.next {
             Some(k) => after = Some(ObjKey::from_cursor(&k.cursor()).unwrap()),
             None => break,
         }
@@ -285,4 +285,72 @@ async fn pages_are_sorted_and_complete() {
     sorted.sort();
     assert_eq!(names, sorted);
     assert!(ObjKey::from_cursor("zz").is_err());
+}
+
+/// A listing plus the changes after its `seq` reproduce the index exactly, and a long poll
+/// wakes at the first change.
+#[tokio::test]
+async fn listing_plus_changes_reproduce_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path(), 0).await.unwrap());
+    let a = put(&store, "a", b"first").await;
+    let page = store.page(None, 100);
+    assert_eq!(page.seq, 1);
+    assert_eq!(page.items, vec![a.clone()]);
+
+    // Nothing new: an immediate answer with the same cursor.
+    let none = store
+        .changes(&page.epoch, page.seq, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((none.seq, none.changes.len(), none.more), (1, 0, false));
+
+    // A long poll is answered by the next change, not by its timeout.
+    let waiter = {
+        let (store, epoch) = (store.clone(), page.epoch.clone());
+        tokio::spawn(async move { store.changes(&epoch, 1, 10, Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let b = put(&store, "b", b"second").await;
+    let woke = waiter.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(woke.changes.len(), 1);
+    assert_eq!(woke.changes[0].object.as_ref(), Some(&b));
+
+    store
+        .quarantine(&ObjKey::of(&a), None, "test")
+        .await
+        .unwrap();
+    store.delete(&ObjKey::of(&b)).await.unwrap();
+    let mut replay: std::collections::BTreeMap<ObjKey, ObjectInfo> = page
+        .items
+        .iter()
+        .map(|i| (ObjKey::of(i), i.clone()))
+        .collect();
+    let feed = store
+        .changes(&page.epoch, page.seq, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(feed.seq, 4);
+    for change in feed.changes {
+        let key = ObjKey::new(&change.namespace, &change.name, &change.sha256).unwrap();
+        match change.object {
+            Some(info) => replay.insert(key, info),
+            None => replay.remove(&key),
+        };
+    }
+    let now: Vec<ObjectInfo> = store.page(None, 100).items;
+    assert_eq!(replay.into_values().collect::<Vec<_>>(), now);
+    assert_eq!(now[0].state, ObjectState::Corrupt);
+    assert_eq!(store.stats().corrupt, 1);
+    assert_eq!(store.stats().ready, 0);
+
+    // A restart is a new epoch: the old cursor is refused.
+    drop(store);
+    let reopened = Store::open(dir.path(), 0).await.unwrap();
+    assert!(matches!(
+        reopened.changes(&page.epoch, 4, 10, Duration::ZERO).await,
+        Err(Error::CursorExpired(_))
+    ));
 }

@@ -20,7 +20,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ClusterBuilder {
     replicas: usize,
     grace_period_secs: u64,
-    reconcile_interval_secs: u64,
+    resync_interval_secs: u64,
     orphan_grace_secs: u64,
     scrub_interval_secs: u64,
     tmpfs: Vec<(usize, String)>,
@@ -32,7 +32,8 @@ impl Default for ClusterBuilder {
         ClusterBuilder {
             replicas: 3,
             grace_period_secs: 300,
-            reconcile_interval_secs: 1,
+            // The slow resync stays slow: suites prove that changes are acted on at once.
+            resync_interval_secs: 600,
             orphan_grace_secs: 5,
             scrub_interval_secs: 3600,
             tmpfs: Vec::new(),
@@ -50,8 +51,8 @@ impl ClusterBuilder {
         self.grace_period_secs = s;
         self
     }
-    pub fn reconcile_interval_secs(mut self, s: u64) -> Self {
-        self.reconcile_interval_secs = s;
+    pub fn resync_interval_secs(mut self, s: u64) -> Self {
+        self.resync_interval_secs = s;
         self
     }
     pub fn orphan_grace_secs(mut self, s: u64) -> Self {
@@ -211,8 +212,8 @@ impl Cluster {
             .arg(&self.op_dir)
             .arg("--grace-period-secs")
             .arg(o.grace_period_secs.to_string())
-            .arg("--reconcile-interval-secs")
-            .arg(o.reconcile_interval_secs.to_string())
+            .arg("--resync-interval-secs")
+            .arg(o.resync_interval_secs.to_string())
             .arg("--orphan-grace-secs")
             .arg(o.orphan_grace_secs.to_string());
         clean_env(&mut cmd, &self.root_path);

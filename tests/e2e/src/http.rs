@@ -65,7 +65,7 @@ impl Reply {
         );
         let body = self.error_body();
         assert!(
-            !body.code.is_empty() && !body.error.is_empty(),
+            body.code != deposito_api::ErrorCode::Unknown && !body.error.is_empty(),
             "{what}: empty code or error in {:?}",
             self.body
         );

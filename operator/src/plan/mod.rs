@@ -7,13 +7,13 @@
 //!
 //! - [`model`]: input and output types.
 //! - [`placement`]: ranking of targets, trims and pull sources (rule 7).
-//! - [`plan`]: [`plan_file`], one file's plan (rules 5, 8, 9).
+//! - [`file`]: [`plan_file`], one file's plan (rules 5, 8, 9).
 //! - [`orphans`]: [`plan_orphans`], copies no catalog entry claims.
 
 pub mod model;
 pub mod orphans;
 pub mod placement;
-pub mod plan;
+pub mod file;
 
 #[cfg(test)]
 mod tests;
@@ -28,4 +28,4 @@ pub use model::{
 };
 pub use orphans::{plan_orphans, ReplicaInventory};
 pub use placement::rendezvous_score;
-pub use plan::plan_file;
+pub use file::plan_file;

@@ -191,5 +191,6 @@ pub fn phase_name(phase: Phase) -> &'static str {
         Phase::Degraded => "Degraded",
         Phase::Lost => "Lost",
         Phase::Deleting => "Deleting",
+        Phase::Failed => "Failed",
     }
 }

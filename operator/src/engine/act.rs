@@ -1,0 +1,358 @@
+//! The act stage: carrying out a plan against the replicas.
+//!
+//! - Pulls run concurrently, replica to replica (rule 6), at most `pulls_per_replica` at once
+//!   into any one replica (the re-replication throttle).
+//! - Trims of good copies (extra, draining, stale) run only after every copy that stays has
+//!   been confirmed present on its replica right now (rule 5: add before trim, checked against
+//!   the replicas, not only against the index).
+//! - Corrupt copies, copies of deleted files and orphans go without that check: they are
+//!   never served, so removing them loses nothing.
+//! - For `inline` and `url` sources the engine creates the first copy itself.
+//!
+//! Every success is recorded in the index at once; the replicas' change feeds confirm it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use deposito_api::replica::ObjectState;
+use deposito_api::{sha256_hex, FileKey};
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use super::error::ActError;
+use super::events::EngineEvent;
+use super::model::{FileRecord, Source};
+use super::reconcile::Engine;
+use crate::plan::{
+    self, Action, CopyView, DeleteReason, FilePlan, Health, OrphanCopy, ReplicaView,
+};
+
+/// At most K pulls at once into each replica.
+#[derive(Debug)]
+pub struct PullThrottle {
+    per_replica: usize,
+    semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl PullThrottle {
+    pub fn new(per_replica: usize) -> Self {
+        Self {
+            per_replica: per_replica.max(1),
+            semaphores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits for a pull slot on `replica`.
+    pub async fn acquire(&self, replica: &str) -> tokio::sync::OwnedSemaphorePermit {
+        let semaphore = self
+            .semaphores
+            .lock()
+            .expect("throttle")
+            .entry(replica.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_replica)))
+            .clone();
+        semaphore.acquire_owned().await.expect("never closed")
+    }
+}
+
+fn url_of<'a>(views: &'a [ReplicaView], id: &str) -> Option<&'a str> {
+    views
+        .iter()
+        .find(|v| v.id == id && !v.url.is_empty())
+        .map(|v| v.url.as_str())
+}
+
+/// True for trims of verified content, which wait for the staying copies to be confirmed.
+fn needs_verification(reason: DeleteReason) -> bool {
+    matches!(
+        reason,
+        DeleteReason::Extra | DeleteReason::Draining | DeleteReason::Stale
+    )
+}
+
+impl Engine {
+    /// Carries out `plan`: pulls first, then deletes. Returns the first failure; the status is
+    /// published either way, and the next reconcile observes what actually happened.
+    pub(super) async fn act(
+        &self,
+        record: &FileRecord,
+        views: &[ReplicaView],
+        plan: &FilePlan,
+    ) -> Result<(), ActError> {
+        let key = &record.key;
+        let pulls = plan.actions.iter().filter_map(|a| match a {
+            Action::Pull {
+                target,
+                source,
+                sha256,
+            } => Some(self.pull(key, views, target, source, sha256)),
+            Action::Delete { .. } => None,
+        });
+        let mut first_error: Option<ActError> =
+            join_all(pulls).await.into_iter().find_map(Result::err);
+
+        let deletes: Vec<(&String, &String, DeleteReason)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete {
+                    replica,
+                    sha256,
+                    reason,
+                } => Some((replica, sha256, *reason)),
+                Action::Pull { .. } => None,
+            })
+            .collect();
+        let guarded = deletes
+            .iter()
+            .any(|(_, _, reason)| needs_verification(*reason));
+        let verified = if guarded {
+            self.verify_staying(record, views, plan, &deletes).await
+        } else {
+            Ok(())
+        };
+        if let Err(err) = &verified {
+            warn!(file = %key, %err, "trims postponed");
+        }
+        for (replica, sha256, reason) in deletes {
+            if needs_verification(reason) && verified.is_err() {
+                continue;
+            }
+            if let Err(err) = self.delete(key, views, replica, sha256, reason).await {
+                first_error.get_or_insert(err);
+            }
+        }
+        match (first_error, verified) {
+            (Some(err), _) | (None, Err(err)) => Err(err),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+
+    async fn pull(
+        &self,
+        key: &FileKey,
+        views: &[ReplicaView],
+        target: &str,
+        source: &str,
+        sha256: &str,
+    ) -> Result<(), ActError> {
+        let fail = |error| ActError::Pull {
+            target: target.to_string(),
+            source_replica: source.to_string(),
+            error,
+        };
+        let (Some(target_url), Some(source_url)) = (url_of(views, target), url_of(views, source))
+        else {
+            return Err(fail(
+                crate::replica_client::ReplicaClientError::Unreachable("no address known".into()),
+            ));
+        };
+        let _slot = self.throttle.acquire(target).await;
+        let result = self.client.pull(target_url, source_url, key, sha256).await;
+        self.metrics.action("pull", result.is_ok());
+        let info = result.map_err(fail)?;
+        info!(file = %key, %target, %source, "replicated");
+        self.index.record_copy(target, &info);
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        key: &FileKey,
+        views: &[ReplicaView],
+        replica: &str,
+        sha256: &str,
+        reason: DeleteReason,
+    ) -> Result<(), ActError> {
+        let Some(url) = url_of(views, replica) else {
+            return Ok(());
+        };
+        let result = self.client.delete(url, key, sha256).await;
+        self.metrics.action("delete", result.is_ok());
+        result.map_err(|error| ActError::Delete {
+            replica: replica.to_string(),
+            error,
+        })?;
+        info!(file = %key, %replica, ?reason, "copy deleted");
+        self.index.record_removed(replica, key, sha256);
+        Ok(())
+    }
+
+    /// Confirms, on the replicas themselves, that every good copy that stays after the
+    /// planned trims is present and verified now.
+    async fn verify_staying(
+        &self,
+        record: &FileRecord,
+        views: &[ReplicaView],
+        plan: &FilePlan,
+        deletes: &[(&String, &String, DeleteReason)],
+    ) -> Result<(), ActError> {
+        let trimmed: BTreeSet<&str> = deletes
+            .iter()
+            .filter(|(_, sha, _)| **sha == record.sha256)
+            .map(|(replica, _, _)| replica.as_str())
+            .collect();
+        let staying: Vec<&String> = plan
+            .holders
+            .iter()
+            .filter(|h| !trimmed.contains(h.as_str()))
+            .collect();
+        if staying.is_empty() {
+            return Err(ActError::Unverified {
+                replica: "-".into(),
+                reason: "no copy would stay".into(),
+            });
+        }
+        let checks = staying.iter().map(|holder| async move {
+            let url = url_of(views, holder).ok_or_else(|| ActError::Unverified {
+                replica: holder.to_string(),
+                reason: "no address known".into(),
+            })?;
+            match self.client.holds(url, &record.key, &record.sha256).await {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    // The index was wrong about this replica: have it listed again.
+                    self.index
+                        .record_removed(holder, &record.key, &record.sha256);
+                    Err(ActError::Unverified {
+                        replica: holder.to_string(),
+                        reason: "the replica does not hold a verified copy".into(),
+                    })
+                }
+                Err(err) => Err(ActError::Unverified {
+                    replica: holder.to_string(),
+                    reason: err.to_string(),
+                }),
+            }
+        });
+        join_all(checks).await.into_iter().collect()
+    }
+
+    /// True when the engine must create the first copy itself: an inline or url source with
+    /// no verified copy of its content on a live replica, and no holder that is only
+    /// unreachable for now.
+    pub(super) fn needs_ingest(
+        &self,
+        record: &FileRecord,
+        views: &[ReplicaView],
+        copies: &[CopyView],
+    ) -> bool {
+        if !record.source.can_ingest() {
+            return false;
+        }
+        if record.sha256.is_empty() {
+            return true;
+        }
+        let live = |id: &str| views.iter().any(|v| v.id == id && v.health == Health::Live);
+        let held = copies.iter().any(|c| {
+            c.sha256 == record.sha256 && c.state == ObjectState::Ready && live(&c.replica)
+        });
+        let pending = record
+            .status
+            .holders
+            .iter()
+            .chain(&record.status.unreachable_holders)
+            .any(|id| {
+                views
+                    .iter()
+                    .any(|v| &v.id == id && v.health == Health::Unreachable)
+            });
+        !held && !pending
+    }
+
+    /// Writes the content of an inline or url source to the best-placed replica. Learns the
+    /// digest and size when the record did not know them.
+    pub(super) async fn ingest(
+        &self,
+        record: &mut FileRecord,
+        views: &[ReplicaView],
+    ) -> Result<(), ActError> {
+        let key = record.key.clone();
+        let eligible: Vec<&ReplicaView> = views
+            .iter()
+            .filter(|v| v.health == Health::Live && !v.draining && v.free_bytes >= record.size)
+            .filter(|v| v.free_bytes > 0)
+            .collect();
+        let Some(target) =
+            plan::placement::rank_targets(&eligible, &[], 1, &key.namespace, &key.name)
+                .into_iter()
+                .next()
+        else {
+            return Err(ActError::NoTarget(format!(
+                "{} live replica(s), none undrained with room",
+                views.iter().filter(|v| v.health == Health::Live).count()
+            )));
+        };
+        let url = url_of(views, &target).unwrap_or_default().to_string();
+        let expected = (!record.sha256.is_empty()).then(|| record.sha256.clone());
+        let (result, from) = match &record.source {
+            Source::Inline(bytes) => {
+                let body = reqwest::Body::from(bytes.as_ref().clone());
+                let sha = expected.clone().unwrap_or_else(|| sha256_hex(bytes));
+                (
+                    self.client
+                        .put(&url, &key, Some(&sha), Some(bytes.len() as u64), body)
+                        .await,
+                    "inline content".to_string(),
+                )
+            }
+            Source::Url(source) => (
+                self.client
+                    .fetch(&url, &key, source, expected.as_deref())
+                    .await,
+                source.clone(),
+            ),
+            Source::Upload => return Ok(()),
+        };
+        self.metrics.action("ingest", result.is_ok());
+        let info = result.map_err(|error| ActError::Ingest {
+            replica: target.clone(),
+            error,
+        })?;
+        self.index.record_copy(&target, &info);
+        if record.sha256.is_empty() {
+            record.sha256 = info.sha256.clone();
+        }
+        record.size = info.size;
+        self.events
+            .emit(
+                record,
+                &EngineEvent::new(
+                    "Stored",
+                    format!(
+                        "first copy stored on {target} from {from}: {} bytes, sha256 {}",
+                        info.size,
+                        &info.sha256[..12.min(info.sha256.len())]
+                    ),
+                ),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Deletes orphaned copies (no catalog entry claims them).
+    pub(super) async fn delete_orphans(
+        &self,
+        key: &FileKey,
+        views: &[ReplicaView],
+        orphans: &[OrphanCopy],
+    ) -> Result<(), ActError> {
+        let mut first_error = None;
+        for orphan in orphans {
+            if let Err(err) = self
+                .delete(
+                    key,
+                    views,
+                    &orphan.replica,
+                    &orphan.sha256,
+                    DeleteReason::Orphan,
+                )
+                .await
+            {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,234 @@
+//! The catalog seam: where each mode keeps the desired state of files (local: SQLite; kube:
+//! StoredFile resources), how the engine publishes status into it, and how it says that
+//! something changed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use deposito_api::FileKey;
+use tokio::sync::{mpsc, watch};
+
+use super::error::ErrorCategory;
+use super::model::{FileRecord, ObservedStatus};
+
+/// Failure of a catalog operation, classified so that callers pick a backoff and an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    /// The store can't be read or written now (SQLite busy, API server unreachable).
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
+    /// The operator is not allowed to do this (Kubernetes RBAC).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Someone else changed the record first (optimistic concurrency); retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request or the stored record is invalid.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl CatalogError {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Self::Unavailable(_) => ErrorCategory::Transient,
+            Self::Forbidden(_) => ErrorCategory::Forbidden,
+            Self::Conflict(_) => ErrorCategory::Conflict,
+            Self::Invalid(_) => ErrorCategory::Invalid,
+        }
+    }
+}
+
+/// A mode's store of desired state. Reads are expected to be cheap (a SQLite row, a
+/// reflector cache); nothing here lists the whole catalog except [`Catalog::keys`], which only
+/// the slow resync calls.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// One file, by storage key.
+    async fn get(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError>;
+
+    /// Every storage key, for the slow periodic resync.
+    async fn keys(&self) -> Result<Vec<FileKey>, CatalogError>;
+
+    /// Stores the status computed for `record` (as read, with the content the engine learned
+    /// filled in). Ignored when the record moved on to another generation meanwhile. Returns
+    /// true when what is stored changed.
+    async fn publish(
+        &self,
+        record: &FileRecord,
+        status: &ObservedStatus,
+    ) -> Result<bool, CatalogError>;
+
+    /// Removes a record whose deletion is complete (no copy left), unless it changed since
+    /// `record.generation`. Returns true when it was removed.
+    async fn finalize(&self, record: &FileRecord) -> Result<bool, CatalogError>;
+
+    /// Change notifications of this catalog.
+    fn changes(&self) -> &Changes;
+
+    /// Ok when the catalog can be read now (readiness).
+    async fn ready(&self) -> Result<(), CatalogError>;
+
+    /// The storage key a file name maps to in `namespace` (identity in local mode; the
+    /// StoredFile's `metadata.name` in kube mode).
+    async fn storage_key(&self, namespace: &str, file_name: &str) -> Result<FileKey, CatalogError>;
+
+    /// One file, by the user's file name.
+    async fn lookup(
+        &self,
+        namespace: &str,
+        file_name: &str,
+    ) -> Result<Option<FileRecord>, CatalogError>;
+
+    /// Every file of a namespace, sorted by file name.
+    async fn list(&self, namespace: &str) -> Result<Vec<FileRecord>, CatalogError>;
+
+    /// Records new content for `key` (creating the file, or replacing its content, which also
+    /// cancels a pending deletion). `holder` is the replica that acknowledged the bytes.
+    async fn put_content(
+        &self,
+        key: &FileKey,
+        file_name: &str,
+        replicas: u32,
+        sha256: &str,
+        size: u64,
+        holder: &str,
+    ) -> Result<FileRecord, CatalogError>;
+
+    /// Changes the replication level; `None` when there is no such (undeleted) file.
+    async fn set_replicas(
+        &self,
+        key: &FileKey,
+        replicas: u32,
+    ) -> Result<Option<FileRecord>, CatalogError>;
+
+    /// Requests deletion; `None` when there is no such file.
+    async fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError>;
+}
+
+/// Change notifications of a catalog: keys whose desired state changed go to the engine's
+/// work queue (once something took the receiver), and any change of a key wakes the long
+/// polls waiting on that key, and only those.
+#[derive(Default)]
+pub struct Changes {
+    queue: Mutex<Option<mpsc::UnboundedSender<FileKey>>>,
+    waiters: Mutex<HashMap<FileKey, watch::Sender<u64>>>,
+}
+
+impl Changes {
+    /// The desired state of `key` changed: queue it and wake its waiters.
+    pub fn desired_changed(&self, key: &FileKey) {
+        if let Some(queue) = self.queue.lock().expect("changes").as_ref() {
+            let _ = queue.send(key.clone());
+        }
+        self.status_changed(key);
+    }
+
+    /// Something about `key` changed (its status): wake its waiters.
+    pub fn status_changed(&self, key: &FileKey) {
+        if let Some(tx) = self.waiters.lock().expect("changes").get(key) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// The stream of keys whose desired state changed, from now on. There is one: a second
+    /// call replaces the first receiver.
+    pub fn queue_receiver(&self) -> mpsc::UnboundedReceiver<FileKey> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.queue.lock().expect("changes") = Some(tx);
+        rx
+    }
+
+    /// Watches `key` until the returned handle is dropped.
+    pub fn watch(&self, key: &FileKey) -> KeyWatch<'_> {
+        let mut waiters = self.waiters.lock().expect("changes");
+        let rx = waiters
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        KeyWatch {
+            changes: self,
+            key: key.clone(),
+            rx: Some(rx),
+        }
+    }
+}
+
+/// A subscription to one key's changes. Forgets the key when its last watcher goes.
+pub struct KeyWatch<'a> {
+    changes: &'a Changes,
+    key: FileKey,
+    rx: Option<watch::Receiver<u64>>,
+}
+
+impl KeyWatch<'_> {
+    /// Marks what was seen so far; [`KeyWatch::changed`] then waits for something newer.
+    pub fn mark_seen(&mut self) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.borrow_and_update();
+        }
+    }
+
+    /// Waits for the next change of the key.
+    pub async fn changed(&mut self) {
+        let Some(rx) = self.rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for KeyWatch<'_> {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        let mut waiters = self.changes.waiters.lock().expect("changes");
+        if waiters
+            .get(&self.key)
+            .is_some_and(|tx| tx.receiver_count() == 0)
+        {
+            waiters.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(name: &str) -> FileKey {
+        FileKey::new("default", name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_changed_key_wakes_and_watchers_are_forgotten() {
+        let changes = Changes::default();
+        // Nobody took the queue yet: changes only wake waiters, nothing piles up.
+        changes.desired_changed(&key("a"));
+        let mut queue = changes.queue_receiver();
+        let mut a = changes.watch(&key("a"));
+        let mut b = changes.watch(&key("b"));
+        a.mark_seen();
+        b.mark_seen();
+        changes.desired_changed(&key("a"));
+        tokio::time::timeout(Duration::from_secs(1), a.changed())
+            .await
+            .expect("a woke");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), b.changed())
+                .await
+                .is_err(),
+            "b did not change"
+        );
+        assert_eq!(queue.try_recv().unwrap(), key("a"));
+        assert!(queue.try_recv().is_err());
+        changes.status_changed(&key("b"));
+        assert!(queue.try_recv().is_err(), "status changes are not queued");
+        drop(a);
+        drop(b);
+        assert!(changes.waiters.lock().unwrap().is_empty());
+    }
+}

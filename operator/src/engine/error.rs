@@ -1,0 +1,203 @@
+//! Errors of one reconcile, one type per stage (observe, plan, act, publish), each with a
+//! category that decides how long the file waits before it is tried again.
+
+use std::time::Duration;
+
+use crate::replica_client::ReplicaClientError;
+
+use super::catalog::CatalogError;
+use super::membership::MembershipError;
+
+/// What kind of failure it was, which decides the backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    /// Something that usually passes on its own (a replica or the API server unreachable).
+    Transient,
+    /// Lost an optimistic-concurrency race: retry soon.
+    Conflict,
+    /// Not allowed (RBAC): retried slowly until an administrator fixes it.
+    Forbidden,
+    /// The desired state itself is wrong (a digest that does not match, a bad url): retried
+    /// slowly, and at once when the spec changes.
+    Invalid,
+}
+
+impl ErrorCategory {
+    /// First and longest delay of the exponential backoff.
+    pub fn backoff_bounds(self) -> (Duration, Duration) {
+        match self {
+            Self::Conflict => (Duration::from_millis(100), Duration::from_secs(5)),
+            Self::Transient => (Duration::from_millis(500), Duration::from_secs(60)),
+            Self::Forbidden => (Duration::from_secs(5), Duration::from_secs(300)),
+            Self::Invalid => (Duration::from_secs(10), Duration::from_secs(600)),
+        }
+    }
+
+    /// The delay before attempt `failures + 1` after `failures` consecutive failures
+    /// (1 or more): `base * 2^(failures-1)`, capped.
+    pub fn backoff(self, failures: u32) -> Duration {
+        let (base, cap) = self.backoff_bounds();
+        let shift = failures.saturating_sub(1).min(20);
+        base.saturating_mul(1 << shift).min(cap)
+    }
+}
+
+/// The observe stage: reading the record and the replicas.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ObserveError {
+    #[error("reading the catalog: {0}")]
+    Catalog(CatalogError),
+    #[error("reading the replica set: {0}")]
+    Membership(MembershipError),
+}
+
+/// The plan stage: the record can't be planned as it is.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+}
+
+/// The act stage: a step asked of a replica failed. The status still shows the plan; the
+/// next attempt observes what actually happened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ActError {
+    #[error("pull to {target} from {source_replica} failed: {error}")]
+    Pull {
+        target: String,
+        source_replica: String,
+        error: ReplicaClientError,
+    },
+    #[error("delete on {replica} failed: {error}")]
+    Delete {
+        replica: String,
+        error: ReplicaClientError,
+    },
+    #[error("before trimming, the copy on {replica} could not be verified present: {reason}")]
+    Unverified { replica: String, reason: String },
+    #[error("no replica can take the first copy: {0}")]
+    NoTarget(String),
+    #[error("storing the content on {replica} failed: {error}")]
+    Ingest {
+        replica: String,
+        error: ReplicaClientError,
+    },
+}
+
+impl ActError {
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Self::Ingest { error, .. } if error.is_content_error() => ErrorCategory::Invalid,
+            _ => ErrorCategory::Transient,
+        }
+    }
+}
+
+/// The publish stage: writing status, or removing a finished deletion.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("writing status: {0}")]
+    Catalog(CatalogError),
+}
+
+/// Any failure of one reconcile.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Act(#[from] ActError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+impl ReconcileError {
+    /// Decides the backoff.
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Self::Observe(ObserveError::Catalog(e)) | Self::Publish(PublishError::Catalog(e)) => {
+                e.category()
+            }
+            Self::Observe(ObserveError::Membership(e)) => e.category(),
+            Self::Plan(_) => ErrorCategory::Invalid,
+            Self::Act(e) => e.category(),
+        }
+    }
+
+    /// A short stable label for metrics (`failures by reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Observe(ObserveError::Catalog(CatalogError::Forbidden(_)))
+            | Self::Observe(ObserveError::Membership(MembershipError::Forbidden(_)))
+            | Self::Publish(PublishError::Catalog(CatalogError::Forbidden(_))) => "forbidden",
+            Self::Observe(ObserveError::Catalog(_)) => "catalog_read",
+            Self::Observe(ObserveError::Membership(_)) => "membership",
+            Self::Plan(_) => "invalid_spec",
+            Self::Act(ActError::Pull { .. }) => "pull",
+            Self::Act(ActError::Delete { .. }) => "delete",
+            Self::Act(ActError::Unverified { .. }) => "unverified",
+            Self::Act(ActError::NoTarget(_)) => "no_target",
+            Self::Act(ActError::Ingest { .. }) => "ingest",
+            Self::Publish(PublishError::Catalog(CatalogError::Conflict(_))) => "conflict",
+            Self::Publish(_) => "publish",
+        }
+    }
+
+    /// The stage that failed, for messages.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Self::Observe(_) => "observe",
+            Self::Plan(_) => "plan",
+            Self::Act(_) => "act",
+            Self::Publish(_) => "publish",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_category_base_up_to_its_cap() {
+        let cases = [
+            (ErrorCategory::Conflict, 1, 100),
+            (ErrorCategory::Conflict, 2, 200),
+            (ErrorCategory::Conflict, 7, 5_000),
+            (ErrorCategory::Transient, 1, 500),
+            (ErrorCategory::Transient, 3, 2_000),
+            (ErrorCategory::Transient, 100, 60_000),
+            (ErrorCategory::Forbidden, 1, 5_000),
+            (ErrorCategory::Invalid, 2, 20_000),
+            (ErrorCategory::Invalid, 40, 600_000),
+        ];
+        for (category, failures, millis) in cases {
+            assert_eq!(
+                category.backoff(failures),
+                Duration::from_millis(millis),
+                "{category:?} after {failures}"
+            );
+        }
+    }
+
+    #[test]
+    fn categories_follow_the_cause() {
+        let forbidden = ReconcileError::Observe(ObserveError::Membership(
+            MembershipError::Forbidden("pods".into()),
+        ));
+        assert_eq!(forbidden.category(), ErrorCategory::Forbidden);
+        assert_eq!(forbidden.reason(), "forbidden");
+        let conflict =
+            ReconcileError::Publish(PublishError::Catalog(CatalogError::Conflict("rv".into())));
+        assert_eq!(conflict.category(), ErrorCategory::Conflict);
+        let unreachable = ReconcileError::Act(ActError::Pull {
+            target: "a".into(),
+            source_replica: "b".into(),
+            error: ReplicaClientError::Unreachable("refused".into()),
+        });
+        assert_eq!(unreachable.category(), ErrorCategory::Transient);
+        assert_eq!(unreachable.stage(), "act");
+    }
+}

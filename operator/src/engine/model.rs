@@ -1,0 +1,106 @@
+//! What the engine reconciles: one file's desired state and last status, as a mode's catalog
+//! stores it, whatever that catalog is (a SQLite row, a StoredFile resource).
+
+use std::sync::Arc;
+
+use deposito_api::gateway::{Condition, FileStatus, Phase};
+use deposito_api::FileKey;
+use serde::{Deserialize, Serialize};
+
+/// The part of a record the engine writes: what it last observed and decided. Deterministic:
+/// no timestamps, so publishing the same observation twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedStatus {
+    pub phase: Phase,
+    pub ready_replicas: u32,
+    pub holders: Vec<String>,
+    /// Holders of the current content that were unreachable (within the grace period) at the
+    /// last reconcile: they still count toward the replication level.
+    #[serde(default)]
+    pub unreachable_holders: Vec<String>,
+    pub observed_generation: u64,
+    pub conditions: Vec<Condition>,
+}
+
+impl ObservedStatus {
+    /// The status of a record nobody has reconciled yet; `holder` is the replica that
+    /// acknowledged the content, if any.
+    pub fn initial(holder: Option<&str>) -> Self {
+        Self {
+            phase: Phase::Pending,
+            ready_replicas: 0,
+            holders: holder.map(str::to_string).into_iter().collect(),
+            unreachable_holders: vec![],
+            observed_generation: 0,
+            conditions: vec![],
+        }
+    }
+}
+
+/// Where a file's content comes from, which decides whether the engine can create the first
+/// copy itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The content arrived through the gateway: only the copies hold it.
+    Upload,
+    /// Small content kept in the catalog itself (a StoredFile's `source.inline`): the engine
+    /// writes it to a replica.
+    Inline(Arc<Vec<u8>>),
+    /// An `http(s)` address a replica fetches (a StoredFile's `source.url`), verified
+    /// against the record's `sha256` when it is known.
+    Url(String),
+}
+
+impl Source {
+    /// True when the engine can (re)create a copy without any replica holding one.
+    pub fn can_ingest(&self) -> bool {
+        !matches!(self, Source::Upload)
+    }
+}
+
+/// One file as its catalog knows it: desired state plus last status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The storage identity: copies live at `objects/{namespace}/{name}/{sha256}` on the
+    /// replicas. In local mode `name` is the file name; in kube mode it is the StoredFile's
+    /// `metadata.name`.
+    pub key: FileKey,
+    /// The user's file name (`spec.fileName` in kube mode).
+    pub file_name: String,
+    /// Wanted replication level N.
+    pub replicas: u32,
+    /// The current content's sha256; empty while it is not known yet (a `url` source without
+    /// `spec.sha256` that was never fetched).
+    pub sha256: String,
+    /// The content's size; 0 while unknown.
+    pub size: u64,
+    /// Bumped on every change of the desired state.
+    pub generation: u64,
+    /// Deletion requested: every copy goes, then the record.
+    pub deleting: bool,
+    pub source: Source,
+    pub status: ObservedStatus,
+}
+
+impl FileRecord {
+    /// The user-facing status.
+    pub fn to_file_status(&self) -> FileStatus {
+        FileStatus {
+            namespace: self.key.namespace.clone(),
+            name: self.file_name.clone(),
+            replicas: self.replicas,
+            ready_replicas: self.status.ready_replicas,
+            phase: if self.deleting {
+                Phase::Deleting
+            } else {
+                self.status.phase
+            },
+            sha256: self.sha256.clone(),
+            size: self.size,
+            holders: self.status.holders.clone(),
+            generation: self.generation,
+            observed_generation: self.status.observed_generation,
+            conditions: self.status.conditions.clone(),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One observer per replica: it lists the replica's inventory once, then follows its change
+//! feed with long polls, so that the shared [`InventoryIndex`] stays current while nothing
+//! is re-read. A full re-list runs on a slow schedule (and whenever the feed can't continue:
+//! the replica restarted, or the observer fell behind), so that a missed change is repaired.
+//!
+//! Every file whose copies changed is sent to the engine as a trigger.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deposito_api::{ErrorCode, FileKey};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::index::InventoryIndex;
+use crate::replica_client::{ReplicaClient, ReplicaClientError};
+
+/// Shortest time between two reads of a replica's `/v1/info`.
+const INFO_EVERY: Duration = Duration::from_secs(5);
+
+/// Timing of an observer.
+#[derive(Debug, Clone, Copy)]
+pub struct ObserverSettings {
+    /// How long one long poll of the change feed waits for a change.
+    pub poll_wait: Duration,
+    /// Period of the full re-list.
+    pub relist_every: Duration,
+    /// Also read the replica's `/v1/info` (free space, load) after every poll: for modes
+    /// whose membership does not report them.
+    pub read_info: bool,
+}
+
+/// What an observer watches.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub replica: String,
+    pub url: String,
+}
+
+/// Runs until `cancel`: keeps `index` current for `target`, sending changed files to
+/// `triggers`.
+pub async fn run(
+    target: Target,
+    client: ReplicaClient,
+    index: Arc<InventoryIndex>,
+    triggers: mpsc::UnboundedSender<FileKey>,
+    settings: ObserverSettings,
+    cancel: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    while !cancel.is_cancelled() {
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            outcome = follow(&target, &client, &index, &triggers, settings) => outcome,
+        };
+        index.set_synced(&target.replica, false);
+        let pause = match outcome {
+            Ok(()) => {
+                failures = 0;
+                Duration::ZERO
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    warn!(replica = %target.replica, %err, "inventory observer failing; retrying");
+                } else {
+                    debug!(replica = %target.replica, %err, "inventory observer still failing");
+                }
+                Duration::from_millis(250 * (1 << failures.min(5)))
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+fn send_all(triggers: &mpsc::UnboundedSender<FileKey>, keys: Vec<FileKey>) {
+    for key in keys {
+        let _ = triggers.send(key);
+    }
+}
+
+/// One listing followed by the change feed. Returns Ok when it is time to re-list, Err when
+/// the replica failed.
+async fn follow(
+    target: &Target,
+    client: &ReplicaClient,
+    index: &InventoryIndex,
+    triggers: &mpsc::UnboundedSender<FileKey>,
+    settings: ObserverSettings,
+) -> Result<(), ReplicaClientError> {
+    let snapshot = client.inventory(&target.url).await?;
+    let changed = index.replace(&target.replica, &snapshot.items);
+    debug!(replica = %target.replica, objects = snapshot.items.len(), changed = changed.len(), "inventory listed");
+    send_all(triggers, changed);
+    let (epoch, mut seq) = (snapshot.epoch, snapshot.seq);
+    let relist_at = tokio::time::Instant::now() + settings.relist_every;
+    let mut synced = false;
+    let mut info_due = tokio::time::Instant::now();
+    loop {
+        // The first round does not wait: it catches up on what changed during the listing.
+        let wait = if synced {
+            settings.poll_wait
+        } else {
+            Duration::ZERO
+        };
+        let page = match client.changes(&target.url, &epoch, seq, wait).await {
+            Ok(page) => page,
+            Err(err) if err.code() == Some(ErrorCode::CursorExpired) => {
+                info!(replica = %target.replica, %err, "change feed expired; listing again");
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
+        send_all(triggers, index.apply(&target.replica, &page.changes));
+        seq = page.seq;
+        if !page.more && !synced {
+            synced = true;
+            index.set_synced(&target.replica, true);
+        }
+        if settings.read_info && tokio::time::Instant::now() >= info_due {
+            info_due = tokio::time::Instant::now() + INFO_EVERY;
+            if let Ok(info) = client.info(&target.url).await {
+                index.set_info(&target.replica, info);
+            }
+        }
+        if tokio::time::Instant::now() >= relist_at {
+            return Ok(());
+        }
+    }
+}

@@ -70,10 +70,13 @@ impl FileStatus {
     }
 }
 
-/// `GET /v1/files/{namespace}`.
+/// `GET /v1/files/{namespace}[?limit=N][&after=NEXT]`: one page of a namespace's files,
+/// sorted by name. `next`, when present, is the `after` of the following page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FileList {
     pub items: Vec<FileStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `PATCH /v1/files/{namespace}/{name}`.

@@ -205,10 +205,28 @@ impl GatewayClient {
         self.send_json(req, &format!("status of {name}")).await
     }
 
-    /// `GET /v1/files/{ns}`.
+    /// `GET /v1/files/{ns}`, following every page.
     pub async fn list(&self, ns: &str) -> Result<FileList, Error> {
-        let req = self.request(Method::GET, self.url(&["v1", "files", ns]));
-        self.send_json(req, "listing").await
+        let mut all = FileList {
+            items: Vec::new(),
+            next: None,
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = self.url(&["v1", "files", ns]);
+            url.query_pairs_mut().append_pair("limit", "1000");
+            if let Some(after) = &after {
+                url.query_pairs_mut().append_pair("after", after);
+            }
+            let req = self.request(Method::GET, url);
+            let page: FileList = self.send_json(req, "listing").await?;
+            all.items.extend(page.items);
+            match page.next {
+                // A server that ignores paging sends no `next`.
+                Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+                _ => return Ok(all),
+            }
+        }
     }
 
     /// `PATCH /v1/files/{ns}/{name}` with `{"replicas": N}`.

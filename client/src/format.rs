@@ -278,6 +278,7 @@ pub(crate) mod tests {
                 status("a.txt", 2, 2, Phase::Ready),
                 status("longer name.bin", 5, 3, Phase::Degraded),
             ],
+            next: None,
         };
         let out = file_table(&list);
         let want = "\

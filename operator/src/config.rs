@@ -19,6 +19,11 @@ pub enum Command {
     /// Run a whole local system: SQLite catalog, registration-based membership, reconcile
     /// loop and gateway; with `--replicas K`, also K supervised replica processes.
     Local(LocalArgs),
+    /// Run in a Kubernetes cluster: reconcile StoredFile resources against the pods of the
+    /// replica StatefulSet, and serve the gateway.
+    Kube(KubeArgs),
+    /// Print the StoredFile CustomResourceDefinition as YAML.
+    Crd,
     /// Run a storage replica in this process (what `deposito-replica` runs). The local
     /// launcher uses it when no `deposito-replica` binary sits next to this one.
     #[command(hide = true)]
@@ -62,10 +67,10 @@ pub struct LocalArgs {
     #[arg(long, env = "DEPOSITO_RELIST_INTERVAL_SECS", default_value_t = 600)]
     pub relist_interval_secs: u64,
     /// Files reconciled at once.
-    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 16)]
+    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 64)]
     pub workers: usize,
     /// Most copies pulled into one replica at once (the re-replication throttle).
-    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 4)]
+    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 16)]
     pub pulls_per_replica: usize,
     /// Seconds before a copy that no catalog entry claims is removed.
     #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
@@ -97,4 +102,63 @@ pub fn default_data_dir() -> PathBuf {
         Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/share/deposito"),
         _ => PathBuf::from("deposito-data"),
     }
+}
+
+/// Flags of `deposito-operator kube`.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Address the gateway (and /metrics, /healthz, /readyz) listens on.
+    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "0.0.0.0:7800")]
+    pub listen: SocketAddr,
+    /// Namespace whose StoredFiles are reconciled [default: the operator's own namespace].
+    #[arg(long, env = "DEPOSITO_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Reconcile StoredFiles of every namespace (needs cluster-wide RBAC).
+    #[arg(long, env = "DEPOSITO_ALL_NAMESPACES", default_value_t = false)]
+    pub all_namespaces: bool,
+    /// Label selector of the replica pods.
+    #[arg(
+        long,
+        env = "DEPOSITO_REPLICA_SELECTOR",
+        default_value = "app.kubernetes.io/component=replica"
+    )]
+    pub replica_selector: String,
+    /// Namespace of the replica pods [default: the operator's namespace].
+    #[arg(long, env = "DEPOSITO_REPLICA_NAMESPACE")]
+    pub replica_namespace: Option<String>,
+    /// Port replicas serve on, when their pod declares no container port named `api`.
+    #[arg(long, env = "DEPOSITO_REPLICA_PORT", default_value_t = 7070)]
+    pub replica_port: u16,
+    /// File holding the client token (mounted from a Secret).
+    #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// File holding the replica token (mounted from a Secret).
+    #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
+    pub replica_token_file: PathBuf,
+    /// Seconds a holder may be unreachable (pod not Ready, or gone) before its copies are
+    /// replaced elsewhere.
+    #[arg(long, env = "DEPOSITO_GRACE_PERIOD_SECS", default_value_t = 300)]
+    pub grace_period_secs: u64,
+    /// Seconds before a copy no StoredFile claims is removed; also how long copies of other
+    /// content are kept in case they belong to an upload in flight.
+    #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
+    pub orphan_grace_secs: u64,
+    /// Seconds between resyncs of each StoredFile (changes are acted on at once).
+    #[arg(long, env = "DEPOSITO_RESYNC_INTERVAL_SECS", default_value_t = 600)]
+    pub resync_interval_secs: u64,
+    /// Seconds between full re-lists of each replica's inventory.
+    #[arg(long, env = "DEPOSITO_RELIST_INTERVAL_SECS", default_value_t = 600)]
+    pub relist_interval_secs: u64,
+    /// StoredFiles reconciled at once.
+    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 64)]
+    pub workers: usize,
+    /// Most copies pulled into one replica at once (the re-replication throttle).
+    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 16)]
+    pub pulls_per_replica: usize,
+    /// Elect a leader through a Lease, so that several operator replicas can run.
+    #[arg(long, env = "DEPOSITO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "DEPOSITO_LEASE_NAME", default_value = "deposito-operator")]
+    pub lease_name: String,
 }

@@ -5,11 +5,13 @@
 //!   at a time, from incrementally maintained inventories.
 //! - [`gateway`]: the HTTP API clients use.
 //! - [`local`]: local mode's seams (SQLite catalog, heartbeat membership) and launcher.
+//! - [`kube`]: kube mode's seams (StoredFile resources, replica pods), its controller and CRD.
 
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod kube;
 pub mod local;
 pub mod locks;
 pub mod metrics;

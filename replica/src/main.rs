@@ -6,6 +6,7 @@ use clap::Parser;
 use deposito_replica::Config;
 
 fn main() -> ExitCode {
+    deposito_replica::limit_malloc_arenas();
     let mut config = Config::parse();
     if let Err(e) = config.resolve_token() {
         eprintln!("deposito-replica: {e}");

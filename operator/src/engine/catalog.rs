@@ -81,8 +81,14 @@ pub trait Catalog: Send + Sync + 'static {
         file_name: &str,
     ) -> Result<Option<FileRecord>, CatalogError>;
 
-    /// Every file of a namespace, sorted by file name.
-    async fn list(&self, namespace: &str) -> Result<Vec<FileRecord>, CatalogError>;
+    /// Up to `limit` files of a namespace with a file name after `after`, sorted by file
+    /// name, and whether more follow.
+    async fn list(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, bool), CatalogError>;
 
     /// Records new content for `key` (creating the file, or replacing its content, which also
     /// cancels a pending deletion). `holder` is the replica that acknowledged the bytes.

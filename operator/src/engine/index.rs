@@ -3,19 +3,29 @@
 //! outcome of its own pulls and deletes at once. Reading the copies of one file costs a hash
 //! lookup, whatever the number of files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
-use deposito_api::replica::{ObjectChange, ObjectInfo, RegisterRequest};
+use deposito_api::replica::{ObjectChange, ObjectInfo, ObjectState, RegisterRequest};
 use deposito_api::FileKey;
 
 use crate::plan::{CopyView, ReplicaId};
 
+/// One copy, stored compactly (about 60 bytes): the replica as an index into the replica
+/// table, the digest as bytes. Converted to a [`CopyView`] only when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    replica: u16,
+    sha256: [u8; 32],
+    size: u64,
+    stored_at: u64,
+    corrupt: bool,
+}
+
 /// What the index knows of one replica.
 #[derive(Debug, Default)]
 struct ReplicaEntry {
-    /// Files with at least one copy (any sha256, any state) on the replica.
-    keys: HashSet<FileKey>,
+    id: ReplicaId,
     /// True once a full listing was read and the change feed followed since, without a gap.
     synced: bool,
     /// The replica's own description (free space, load), when the observer asks for it.
@@ -24,8 +34,8 @@ struct ReplicaEntry {
 
 #[derive(Debug, Default)]
 struct Inner {
-    files: HashMap<FileKey, Vec<CopyView>>,
-    replicas: HashMap<ReplicaId, ReplicaEntry>,
+    files: HashMap<FileKey, Vec<Held>>,
+    replicas: Vec<ReplicaEntry>,
 }
 
 /// The index. Cheap to share behind an `Arc`.
@@ -34,39 +44,75 @@ pub struct InventoryIndex {
     inner: RwLock<Inner>,
 }
 
-fn copy_view(replica: &str, info: &ObjectInfo) -> CopyView {
-    CopyView {
-        replica: replica.to_string(),
-        sha256: info.sha256.clone(),
-        size: info.size,
-        state: info.state,
-        stored_at: info.stored_at,
-    }
+fn digest(hex_sha: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_sha, &mut out).ok()?;
+    Some(out)
 }
 
 impl Inner {
-    /// Sets (or removes, with `info` None) the copy `(key, sha256)` on `replica`. Returns
-    /// true when the index changed.
-    fn set(
-        &mut self,
-        replica: &str,
-        key: &FileKey,
-        sha256: &str,
-        info: Option<&ObjectInfo>,
-    ) -> bool {
-        let copies = self.files.entry(key.clone()).or_default();
+    /// The table index of `replica`, added when new.
+    fn slot(&mut self, replica: &str) -> u16 {
+        if let Some(i) = self.replicas.iter().position(|r| r.id == replica) {
+            return i as u16;
+        }
+        self.replicas.push(ReplicaEntry {
+            id: replica.to_string(),
+            ..ReplicaEntry::default()
+        });
+        (self.replicas.len() - 1) as u16
+    }
+
+    fn find(&self, replica: &str) -> Option<u16> {
+        self.replicas
+            .iter()
+            .position(|r| r.id == replica)
+            .map(|i| i as u16)
+    }
+
+    fn view(&self, copy: &Held) -> CopyView {
+        CopyView {
+            replica: self.replicas[copy.replica as usize].id.clone(),
+            sha256: hex::encode(copy.sha256),
+            size: copy.size,
+            state: if copy.corrupt {
+                ObjectState::Corrupt
+            } else {
+                ObjectState::Ready
+            },
+            stored_at: copy.stored_at,
+        }
+    }
+
+    /// Sets (or removes, with `info` None) the copy `(key, sha256)` on replica `slot`.
+    /// Returns true when the index changed.
+    fn set(&mut self, slot: u16, key: &FileKey, sha256: &str, info: Option<&ObjectInfo>) -> bool {
+        let Some(sha) = digest(sha256) else {
+            return false;
+        };
+        let new = info.map(|info| Held {
+            replica: slot,
+            sha256: sha,
+            size: info.size,
+            stored_at: info.stored_at,
+            corrupt: info.state == ObjectState::Corrupt,
+        });
+        let Some(copies) = self.files.get_mut(key) else {
+            return match new {
+                Some(copy) => {
+                    self.files.insert(key.clone(), vec![copy]);
+                    true
+                }
+                None => false,
+            };
+        };
         let position = copies
             .iter()
-            .position(|c| c.replica == replica && c.sha256 == sha256);
-        let changed = match (position, info) {
-            (Some(i), Some(info)) => {
-                let new = copy_view(replica, info);
-                let changed = copies[i] != new;
-                copies[i] = new;
-                changed
-            }
-            (None, Some(info)) => {
-                copies.push(copy_view(replica, info));
+            .position(|c| c.replica == slot && c.sha256 == sha);
+        let changed = match (position, new) {
+            (Some(i), Some(copy)) => std::mem::replace(&mut copies[i], copy) != copy,
+            (None, Some(copy)) => {
+                copies.push(copy);
                 true
             }
             (Some(i), None) => {
@@ -75,36 +121,38 @@ impl Inner {
             }
             (None, None) => false,
         };
-        let still_held = copies.iter().any(|c| c.replica == replica);
         if copies.is_empty() {
             self.files.remove(key);
-        }
-        let entry = self.replicas.entry(replica.to_string()).or_default();
-        if still_held {
-            if !entry.keys.contains(key) {
-                entry.keys.insert(key.clone());
-            }
-        } else {
-            entry.keys.remove(key);
         }
         changed
     }
 
-    /// Removes every copy on `replica`; returns the keys that had one.
-    fn clear(&mut self, replica: &str) -> Vec<FileKey> {
-        let Some(entry) = self.replicas.get_mut(replica) else {
-            return vec![];
-        };
-        let keys: Vec<FileKey> = entry.keys.drain().collect();
-        for key in &keys {
-            if let Some(copies) = self.files.get_mut(key) {
-                copies.retain(|c| c.replica != replica);
-                if copies.is_empty() {
-                    self.files.remove(key);
-                }
+    /// Removes every copy on replica `slot`; returns the files that had one.
+    fn clear(&mut self, slot: u16) -> Vec<FileKey> {
+        let mut keys = Vec::new();
+        self.files.retain(|key, copies| {
+            let before = copies.len();
+            copies.retain(|c| c.replica != slot);
+            if copies.len() != before {
+                keys.push(key.clone());
+            }
+            !copies.is_empty()
+        });
+        keys
+    }
+
+    /// The copies on replica `slot`, by file, sorted by digest (to compare listings).
+    fn held_by(&self, slot: u16) -> HashMap<FileKey, Vec<Held>> {
+        let mut held: HashMap<FileKey, Vec<Held>> = HashMap::new();
+        for (key, copies) in &self.files {
+            for copy in copies.iter().filter(|c| c.replica == slot) {
+                held.entry(key.clone()).or_default().push(*copy);
             }
         }
-        keys
+        for copies in held.values_mut() {
+            copies.sort_by_key(|c| c.sha256);
+        }
+        held
     }
 }
 
@@ -123,16 +171,26 @@ impl InventoryIndex {
 
     /// Every known copy of one file, on any replica.
     pub fn copies(&self, key: &FileKey) -> Vec<CopyView> {
-        self.read().files.get(key).cloned().unwrap_or_default()
+        let inner = self.read();
+        inner
+            .files
+            .get(key)
+            .map(|copies| copies.iter().map(|c| inner.view(c)).collect())
+            .unwrap_or_default()
     }
 
-    /// Files with a copy on `replica`.
+    /// Files with a copy on `replica`. Visits every file: only replica changes call it.
     pub fn keys_on(&self, replica: &str) -> Vec<FileKey> {
-        self.read()
-            .replicas
-            .get(replica)
-            .map(|e| e.keys.iter().cloned().collect())
-            .unwrap_or_default()
+        let inner = self.read();
+        let Some(slot) = inner.find(replica) else {
+            return vec![];
+        };
+        inner
+            .files
+            .iter()
+            .filter(|(_, copies)| copies.iter().any(|c| c.replica == slot))
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// Every file with a copy anywhere (the slow resync also visits copies no catalog entry
@@ -150,70 +208,34 @@ impl InventoryIndex {
     /// copies on it changed.
     pub fn replace(&self, replica: &str, items: &[ObjectInfo]) -> Vec<FileKey> {
         let mut inner = self.write();
-        let old: HashMap<FileKey, Vec<CopyView>> = inner
-            .replicas
-            .get(replica)
-            .map(|e| {
-                e.keys
-                    .iter()
-                    .map(|k| {
-                        let mut mine: Vec<CopyView> = inner.files[k]
-                            .iter()
-                            .filter(|c| c.replica == replica)
-                            .cloned()
-                            .collect();
-                        mine.sort_by(|a, b| a.sha256.cmp(&b.sha256));
-                        (k.clone(), mine)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut new: HashMap<FileKey, Vec<CopyView>> = HashMap::new();
+        let slot = inner.slot(replica);
+        let old = inner.held_by(slot);
+        inner.clear(slot);
         for item in items {
             if let Some(key) = key_of(&item.namespace, &item.name) {
-                new.entry(key).or_default().push(copy_view(replica, item));
+                inner.set(slot, &key, &item.sha256, Some(item));
             }
         }
-        for copies in new.values_mut() {
-            copies.sort_by(|a, b| a.sha256.cmp(&b.sha256));
-        }
-        let mut changed = Vec::new();
-        for (key, was) in &old {
-            if new.get(key) != Some(was) {
-                changed.push(key.clone());
-            }
-        }
-        for key in new.keys() {
-            if !old.contains_key(key) {
-                changed.push(key.clone());
-            }
-        }
-        inner.clear(replica);
-        for (key, copies) in new {
-            for copy in copies {
-                let info = ObjectInfo {
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                    sha256: copy.sha256.clone(),
-                    size: copy.size,
-                    state: copy.state,
-                    stored_at: copy.stored_at,
-                };
-                inner.set(replica, &key, &copy.sha256, Some(&info));
-            }
-        }
+        let new = inner.held_by(slot);
+        let mut changed: Vec<FileKey> = old
+            .iter()
+            .filter(|(key, was)| new.get(*key) != Some(*was))
+            .map(|(key, _)| key.clone())
+            .collect();
+        changed.extend(new.keys().filter(|key| !old.contains_key(*key)).cloned());
         changed
     }
 
     /// Applies change-feed entries of `replica`, in order. Returns the files that changed.
     pub fn apply(&self, replica: &str, changes: &[ObjectChange]) -> Vec<FileKey> {
         let mut inner = self.write();
+        let slot = inner.slot(replica);
         let mut changed = Vec::new();
         for change in changes {
             let Some(key) = key_of(&change.namespace, &change.name) else {
                 continue;
             };
-            if inner.set(replica, &key, &change.sha256, change.object.as_ref()) {
+            if inner.set(slot, &key, &change.sha256, change.object.as_ref()) {
                 changed.push(key);
             }
         }
@@ -226,49 +248,59 @@ impl InventoryIndex {
         let Some(key) = key_of(&info.namespace, &info.name) else {
             return false;
         };
-        self.write().set(replica, &key, &info.sha256, Some(info))
+        let mut inner = self.write();
+        let slot = inner.slot(replica);
+        inner.set(slot, &key, &info.sha256, Some(info))
     }
 
     /// Records that `replica` no longer holds `(key, sha256)`.
     pub fn record_removed(&self, replica: &str, key: &FileKey, sha256: &str) -> bool {
-        self.write().set(replica, key, sha256, None)
+        let mut inner = self.write();
+        match inner.find(replica) {
+            Some(slot) => inner.set(slot, key, sha256, None),
+            None => false,
+        }
     }
 
-    /// Forgets a replica entirely (it left the membership). Returns the files it held.
+    /// Forgets a replica's copies (it left the membership). Returns the files it held.
     pub fn forget(&self, replica: &str) -> Vec<FileKey> {
         let mut inner = self.write();
-        let keys = inner.clear(replica);
-        inner.replicas.remove(replica);
+        let Some(slot) = inner.find(replica) else {
+            return vec![];
+        };
+        let keys = inner.clear(slot);
+        let entry = &mut inner.replicas[slot as usize];
+        entry.synced = false;
+        entry.info = None;
         keys
     }
 
     /// Whether `replica`'s entries are complete and current.
     pub fn is_synced(&self, replica: &str) -> bool {
-        self.read().replicas.get(replica).is_some_and(|e| e.synced)
+        let inner = self.read();
+        inner
+            .find(replica)
+            .is_some_and(|slot| inner.replicas[slot as usize].synced)
     }
 
     pub fn set_synced(&self, replica: &str, synced: bool) {
-        self.write()
-            .replicas
-            .entry(replica.to_string())
-            .or_default()
-            .synced = synced;
+        let mut inner = self.write();
+        let slot = inner.slot(replica);
+        inner.replicas[slot as usize].synced = synced;
     }
 
     /// The replica's own description, as last read by its observer.
     pub fn info(&self, replica: &str) -> Option<RegisterRequest> {
-        self.read()
-            .replicas
-            .get(replica)
-            .and_then(|e| e.info.clone())
+        let inner = self.read();
+        inner
+            .find(replica)
+            .and_then(|slot| inner.replicas[slot as usize].info.clone())
     }
 
     pub fn set_info(&self, replica: &str, info: RegisterRequest) {
-        self.write()
-            .replicas
-            .entry(replica.to_string())
-            .or_default()
-            .info = Some(info);
+        let mut inner = self.write();
+        let slot = inner.slot(replica);
+        inner.replicas[slot as usize].info = Some(info);
     }
 }
 
@@ -277,23 +309,28 @@ mod tests {
     use super::*;
     use deposito_api::replica::ObjectState;
 
-    fn info(name: &str, sha: &str, state: ObjectState) -> ObjectInfo {
+    /// A 64-digit hex digest made of one repeated hex pair ("aa" → "aaaa…").
+    fn sha(pair: &str) -> String {
+        pair.repeat(32)
+    }
+
+    fn info(name: &str, pair: &str, state: ObjectState) -> ObjectInfo {
         ObjectInfo {
             namespace: "default".into(),
             name: name.into(),
-            sha256: sha.into(),
+            sha256: sha(pair),
             size: 4,
             state,
             stored_at: 10,
         }
     }
 
-    fn change(seq: u64, name: &str, sha: &str, object: Option<ObjectInfo>) -> ObjectChange {
+    fn change(seq: u64, name: &str, pair: &str, object: Option<ObjectInfo>) -> ObjectChange {
         ObjectChange {
             seq,
             namespace: "default".into(),
             name: name.into(),
-            sha256: sha.into(),
+            sha256: sha(pair),
             object,
         }
     }
@@ -306,7 +343,7 @@ mod tests {
         let mut v: Vec<_> = index
             .copies(&key(name))
             .into_iter()
-            .map(|c| (c.replica, c.sha256, c.state))
+            .map(|c| (c.replica, c.sha256[..2].to_string(), c.state))
             .collect();
         v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         v
@@ -368,7 +405,7 @@ mod tests {
         // The engine's own outcomes.
         assert!(index.record_copy("r3", &info("c", "cc", ready)));
         assert!(!index.record_copy("r3", &info("c", "cc", ready)));
-        assert!(index.record_removed("r3", &key("c"), "cc"));
+        assert!(index.record_removed("r3", &key("c"), &sha("cc")));
         assert!(index.keys_on("r3").is_empty());
 
         let mut forgotten = index.forget("r2");

@@ -85,6 +85,8 @@ impl Outcome {
 const FENCED_RETRY: Duration = Duration::from_millis(200);
 /// New content whose first copy is not in the index yet: look again this soon.
 const NOT_YET_OBSERVED_RETRY: Duration = Duration::from_secs(1);
+/// Plan-and-act rounds in one reconcile before it yields its worker.
+const ROUNDS_PER_RECONCILE: usize = 3;
 
 /// The engine's handles. Each is narrow: the catalog and the replica set are the seams a mode
 /// provides; the rest is shared machinery.
@@ -233,15 +235,26 @@ impl Engine {
         }
         let cutoff = self.stale_cutoff();
         let desired = desired_of(&record, cutoff);
-        let plan = plan::plan_file(&desired, &views, &copies);
+        let mut plan = plan::plan_file(&desired, &views, &copies);
         if plan.phase == Phase::Lost && record.status.observed_generation != record.generation {
             // New content committed after the index last heard from its holder: its copy is
             // not observed yet. Look again instead of publishing a false Lost.
             debug!("new content not observed yet");
             return Ok(Outcome::later(NOT_YET_OBSERVED_RETRY));
         }
-        self.emit_plan_events(&record, &plan).await;
-        let acted = self.act(&record, &views, &plan).await;
+        // Act, then plan again from the outcome (the index records it at once), so that one
+        // reconcile usually ends converged and publishes one status, not one per step.
+        let mut rounds = 0;
+        let acted = loop {
+            rounds += 1;
+            self.emit_plan_events(&record, &plan).await;
+            let acted = self.act(&record, &views, &plan).await;
+            if acted.is_err() || plan.actions.is_empty() || rounds == ROUNDS_PER_RECONCILE {
+                break acted;
+            }
+            copies = self.index.copies(&record.key);
+            plan = plan::plan_file(&desired, &views, &copies);
+        };
 
         if plan.finalized {
             let removed = self
@@ -271,8 +284,8 @@ impl Engine {
             .under_replicated
             .set(self.backlog.update(&record.key, plan.converged, under) as i64);
         acted?;
-        // After acting, look again at once: the index already holds the outcome (so the
-        // replicas' change feeds will not trigger this file), and the status must catch up.
+        // Still acting after the last round: look again at once (the index already holds the
+        // outcome, so the replicas' change feeds will not trigger this file).
         let requeue_after = if plan.actions.is_empty() {
             young_stale_wait(&record, &views, &copies, &self.settings.stale_guard)
         } else {

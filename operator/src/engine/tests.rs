@@ -95,7 +95,12 @@ impl Catalog for FakeCatalog {
     async fn lookup(&self, ns: &str, name: &str) -> Result<Option<FileRecord>, CatalogError> {
         Ok(self.record(&FileKey::new(ns, name).unwrap()))
     }
-    async fn list(&self, _: &str) -> Result<Vec<FileRecord>, CatalogError> {
+    async fn list(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<(Vec<FileRecord>, bool), CatalogError> {
         unimplemented!("not used by the engine")
     }
     async fn put_content(

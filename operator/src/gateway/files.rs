@@ -274,17 +274,44 @@ pub async fn delete_file(
     Ok((StatusCode::ACCEPTED, Json(entry.to_file_status())))
 }
 
-/// Lists a namespace's files with their status.
-#[utoipa::path(get, path = "/v1/files/{namespace}", responses((status = 200, body = FileList)))]
+/// Default and largest page of a listing.
+pub const DEFAULT_LIST_PAGE: usize = 1000;
+pub const MAX_LIST_PAGE: usize = 10_000;
+
+/// Query of a listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Most files in the page (default 1000, at most 10000).
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+/// Lists a namespace's files with their status, one page at a time, sorted by name.
+#[utoipa::path(get, path = "/v1/files/{namespace}", params(ListQuery),
+    responses((status = 200, body = FileList), (status = 400, body = deposito_api::ErrorBody)))]
 pub async fn list_files(
     State(ctx): Ctx,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<FileList>, GatewayError> {
     let Path(namespace) = path.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     validate_namespace(&namespace)?;
-    let entries = ctx.catalog.list(&namespace).await?;
+    let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_PAGE);
+    if limit == 0 || limit > MAX_LIST_PAGE {
+        return Err(GatewayError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIST_PAGE}"
+        )));
+    }
+    let (entries, more) = ctx
+        .catalog
+        .list(&namespace, query.after.as_deref(), limit)
+        .await?;
+    let next = more.then(|| entries.last().map(|e| e.file_name.clone())).flatten();
     Ok(Json(FileList {
         items: entries.iter().map(|e| e.to_file_status()).collect(),
+        next,
     }))
 }
 

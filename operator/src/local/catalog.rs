@@ -42,9 +42,16 @@ pub struct ReplicaRow {
 }
 
 /// Handle to the SQLite database. Cheap to clone; every call is synchronous and short.
+///
+/// Two connections: desired state (deposits, replication levels, deletions) is written with
+/// `synchronous=FULL`, so an acknowledged deposit survives a power cut; status is written
+/// through a second connection with `synchronous=NORMAL` (no fsync per commit in WAL mode):
+/// status is derived from what the replicas hold and is recomputed after a crash, so it does
+/// not need an fsync of its own.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    status_conn: Arc<Mutex<Connection>>,
 }
 
 const SCHEMA: &str = "
@@ -100,13 +107,18 @@ fn decode(pair: (Entry, String)) -> Result<Entry, DbError> {
 impl Db {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let open = |synchronous: &str| -> Result<Connection, DbError> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", synchronous)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            Ok(conn)
+        };
+        let conn = open("FULL")?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            status_conn: Arc::new(Mutex::new(open("NORMAL")?)),
         })
     }
 
@@ -193,7 +205,11 @@ impl Db {
         status: &ObservedStatus,
     ) -> Result<bool, DbError> {
         let json = serde_json::to_string(status)?;
-        let n = self.conn().execute(
+        let conn = self
+            .status_conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let n = conn.execute(
             "UPDATE files SET status = ?4
              WHERE namespace = ?1 AND name = ?2 AND generation = ?3 AND status != ?4",
             params![key.namespace, key.name, generation as i64, json],
@@ -240,6 +256,28 @@ impl Db {
         ))?;
         let rows = stmt.query_map(params![namespace], row_to_entry)?;
         rows.map(|r| decode(r?)).collect()
+    }
+
+    /// Up to `limit` entries of `namespace` named after `after`, by name, and whether more
+    /// follow.
+    pub fn page(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), DbError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name > ?2 ORDER BY name LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![namespace, after.unwrap_or(""), limit as i64 + 1],
+            row_to_entry,
+        )?;
+        let mut entries: Vec<Entry> = rows.map(|r| decode(r?)).collect::<Result<_, _>>()?;
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        Ok((entries, more))
     }
 
     /// Remembers a replica (registration) so that its copies are not forgotten across restarts.
@@ -367,9 +405,17 @@ impl Catalog for SqliteCatalog {
         self.get(&Self::key(namespace, file_name)?).await
     }
 
-    async fn list(&self, namespace: &str) -> Result<Vec<Entry>, engine::CatalogError> {
-        let namespace = namespace.to_string();
-        Ok(self.db.run(move |db| db.list(Some(&namespace))).await?)
+    async fn list(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), engine::CatalogError> {
+        let (namespace, after) = (namespace.to_string(), after.map(str::to_string));
+        Ok(self
+            .db
+            .run(move |db| db.page(&namespace, after.as_deref(), limit))
+            .await?)
     }
 
     async fn put_content(
@@ -497,5 +543,25 @@ mod tests {
             .finalize_delete(&key("a"), again.generation)
             .unwrap());
         assert!(catalog.get(&key("a")).unwrap().is_none());
+    }
+
+    #[test]
+    fn pages_cover_a_namespace_in_order_without_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("c.db")).unwrap();
+        for name in ["c", "a", "e", "b", "d"] {
+            db.put_content(&key(name), 1, "aa", 1, "r1").unwrap();
+        }
+        db.put_content(&FileKey::new("other", "z").unwrap(), 1, "aa", 1, "r1")
+            .unwrap();
+        let names = |v: &[Entry]| v.iter().map(|e| e.file_name.clone()).collect::<Vec<_>>();
+        let (first, more) = db.page("default", None, 2).unwrap();
+        assert_eq!((names(&first), more), (vec!["a".to_string(), "b".into()], true));
+        let (second, more) = db.page("default", Some("b"), 2).unwrap();
+        assert_eq!((names(&second), more), (vec!["c".to_string(), "d".into()], true));
+        let (last, more) = db.page("default", Some("d"), 2).unwrap();
+        assert_eq!((names(&last), more), (vec!["e".to_string()], false));
+        let (all, more) = db.page("default", None, 10).unwrap();
+        assert_eq!((all.len(), more), (5, false));
     }
 }

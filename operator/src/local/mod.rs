@@ -116,7 +116,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         gateway,
         register::router(membership, heartbeat, &replica_token),
     );
-    axum::serve(listener, app)
+    axum::serve(deposito_replica::http::nodelay(listener), app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("gateway failed")?;

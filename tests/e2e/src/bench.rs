@@ -41,13 +41,45 @@ struct Base {
 
 fn usage() -> &'static str {
     "usage: deposito-bench [--quick]\n\
+     \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
      Starts a local Deposito cluster (3 replicas) from the binaries beside this one and prints\n\
      throughput and peak RSS beside same-run baselines.\n\
-     --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)"
+     --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)\n\
+     scale     the engine's cost as the catalog grows: N small files (default 100000) in\n\
+     \x20         batches (default 10000), time to Ready, peak RSS, idle CPU over S seconds\n\
+     \x20         (default 30); --compare DIR measures the binaries in DIR first, same run"
+}
+
+fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
+    let mut o = crate::scale::ScaleOptions {
+        files: 100_000,
+        batch: 10_000,
+        idle: Duration::from_secs(30),
+        compare: None,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n{}", usage()))
+        };
+        match flag.as_str() {
+            "--files" => o.files = value()?.parse()?,
+            "--batch" => o.batch = value()?.parse()?,
+            "--idle-secs" => o.idle = Duration::from_secs(value()?.parse()?),
+            "--compare" => o.compare = Some(value()?.into()),
+            other => bail!("unknown argument {other:?}\n{}", usage()),
+        }
+    }
+    ensure!(o.files > 0 && o.batch > 0, "--files and --batch must be positive");
+    Ok(o)
 }
 
 /// Entry point of the `deposito-bench` binary.
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
+    if args.first().is_some_and(|a| a == "scale") {
+        return crate::scale::run(parse_scale(&args[1..])?).await;
+    }
     let mut quick = false;
     for a in &args {
         match a.as_str() {

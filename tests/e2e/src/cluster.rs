@@ -20,7 +20,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ClusterBuilder {
     replicas: usize,
     grace_period_secs: u64,
-    resync_interval_secs: u64,
+    /// `None`: leave the operator's own default.
+    resync_interval_secs: Option<u64>,
+    /// Where the operator and replica binaries come from (default: [`crate::bins::bin_dir`]).
+    bin_dir: Option<PathBuf>,
     orphan_grace_secs: u64,
     scrub_interval_secs: u64,
     tmpfs: Vec<(usize, String)>,
@@ -33,7 +36,8 @@ impl Default for ClusterBuilder {
             replicas: 3,
             grace_period_secs: 300,
             // The slow resync stays slow: suites prove that changes are acted on at once.
-            resync_interval_secs: 600,
+            resync_interval_secs: Some(600),
+            bin_dir: None,
             orphan_grace_secs: 5,
             scrub_interval_secs: 3600,
             tmpfs: Vec::new(),
@@ -51,7 +55,14 @@ impl ClusterBuilder {
         self.grace_period_secs = s;
         self
     }
-    pub fn resync_interval_secs(mut self, s: u64) -> Self {
+    /// Another build's binaries (the benchmark compares engines in one run).
+    pub fn bin_dir(mut self, dir: PathBuf) -> Self {
+        self.bin_dir = Some(dir);
+        self
+    }
+
+    /// `None` keeps the operator's default (an older operator may not know the flag).
+    pub fn resync_interval_secs(mut self, s: Option<u64>) -> Self {
         self.resync_interval_secs = s;
         self
     }
@@ -202,9 +213,16 @@ impl Cluster {
         self.root_path.join("logs").join(format!("{name}.log"))
     }
 
+    fn binary(&self, name: &str) -> PathBuf {
+        match &self.opts.bin_dir {
+            Some(dir) => dir.join(name),
+            None => bin(name),
+        }
+    }
+
     fn spawn_operator(&mut self) {
         let o = &self.opts;
-        let mut cmd = Command::new(bin("deposito-operator"));
+        let mut cmd = Command::new(self.binary("deposito-operator"));
         cmd.arg("local")
             .arg("--listen")
             .arg(self.op_addr.to_string())
@@ -212,17 +230,18 @@ impl Cluster {
             .arg(&self.op_dir)
             .arg("--grace-period-secs")
             .arg(o.grace_period_secs.to_string())
-            .arg("--resync-interval-secs")
-            .arg(o.resync_interval_secs.to_string())
             .arg("--orphan-grace-secs")
             .arg(o.orphan_grace_secs.to_string());
+        if let Some(resync) = o.resync_interval_secs {
+            cmd.arg("--resync-interval-secs").arg(resync.to_string());
+        }
         clean_env(&mut cmd, &self.root_path);
         self.op = Some(Proc::spawn("operator", cmd, &self.log("operator")));
     }
 
     fn spawn_replica(&mut self, k: usize) {
         let r = &self.replicas[k - 1];
-        let mut cmd = Command::new(bin("deposito-replica"));
+        let mut cmd = Command::new(self.binary("deposito-replica"));
         cmd.arg("--listen")
             .arg(r.addr.to_string())
             .arg("--data-dir")

@@ -4,10 +4,11 @@
 //!
 //! - [`cluster::Cluster`]: `deposito-operator local` plus K separate `deposito-replica`
 //!   processes on a random 127.A.B.x block, so that tests run in parallel.
+//! - [`kube_cluster::KubeCluster`]: the real control plane of `tests/cluster/up`, for kube mode.
 //! - [`launcher::Launcher`]: the one-command system, `deposito-operator local --replicas K`.
 //! - [`files`]: streaming random files, sha256, and the census of copies on disk.
 //! - [`proc`]: processes killed on drop, one-shot commands with exit code and peak RSS.
-//! - [`bench`]: the `deposito-bench` benchmark.
+//! - [`bench`]: the `deposito-bench` benchmark; [`scale`]: its engine-scale workload.
 
 pub mod bench;
 mod bench_base;
@@ -16,8 +17,10 @@ pub mod cluster;
 mod cluster_api;
 pub mod files;
 pub mod http;
+pub mod kube_cluster;
 pub mod launcher;
 pub mod proc;
+pub mod scale;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterBuilder};

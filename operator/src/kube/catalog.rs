@@ -1,0 +1,326 @@
+//! Kube mode's catalog: the StoredFile resources. Reads come from a reflector cache (no API
+//! request per reconcile); the engine's status goes back by server-side apply; the gateway's
+//! deposits create or merge-patch StoredFiles with `source.upload`.
+
+use async_trait::async_trait;
+use deposito_api::names::resource_name;
+use deposito_api::FileKey;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+
+use super::crd::{StoredFile, StoredFileSpec, FileSource, UploadSource};
+use super::record::{file_name_of, record_of, status_of};
+use crate::engine::{Catalog, CatalogError, Changes, FileRecord, ObservedStatus};
+
+/// The field manager of the operator's status writes.
+pub const STATUS_MANAGER: &str = "deposito-operator";
+
+/// Maps a Kubernetes API error to the catalog's categories.
+pub fn catalog_error(err: kube::Error) -> CatalogError {
+    match &err {
+        kube::Error::Api(status) => match status.code {
+            403 => CatalogError::Forbidden(status.message.clone()),
+            409 => CatalogError::Conflict(status.message.clone()),
+            400 | 422 => CatalogError::Invalid(status.message.clone()),
+            _ => CatalogError::Unavailable(err.to_string()),
+        },
+        _ => CatalogError::Unavailable(err.to_string()),
+    }
+}
+
+fn is_status(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+/// The StoredFiles of the watched namespace (or of every namespace).
+pub struct KubeCatalog {
+    client: Client,
+    store: Store<StoredFile>,
+    changes: Changes,
+    /// The one namespace watched; `None` when every namespace is.
+    namespace: Option<String>,
+}
+
+impl KubeCatalog {
+    pub fn new(client: Client, store: Store<StoredFile>, namespace: Option<String>) -> Self {
+        Self {
+            client,
+            store,
+            changes: Changes::default(),
+            namespace,
+        }
+    }
+
+    /// The cached StoredFile named `name` in `namespace`.
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<StoredFile>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn api(&self, namespace: &str) -> Api<StoredFile> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    fn check_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
+        match &self.namespace {
+            Some(watched) if watched != namespace => Err(CatalogError::Invalid(format!(
+                "namespace '{namespace}' is not managed by this operator (it manages '{watched}')"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The StoredFile whose file name is `file_name`: by the documented mapping first, then
+    /// (for resources created by hand with another name) by `spec.fileName`.
+    fn find(&self, namespace: &str, file_name: &str) -> Option<std::sync::Arc<StoredFile>> {
+        if let Some(sf) = self.cached(namespace, &resource_name(file_name)) {
+            if file_name_of(&sf) == file_name {
+                return Some(sf);
+            }
+        }
+        self.store
+            .state()
+            .into_iter()
+            .filter(|sf| sf.namespace().as_deref() == Some(namespace))
+            .find(|sf| file_name_of(sf) == file_name)
+    }
+
+    fn record(sf: &StoredFile) -> Result<FileRecord, CatalogError> {
+        record_of(sf).map_err(|e| CatalogError::Invalid(e.to_string()))
+    }
+
+    /// Tells long polls that `sf` changed (called for every event of the reflector).
+    pub fn observed(&self, sf: &StoredFile) {
+        if let (Some(ns), name) = (sf.namespace(), sf.name_any()) {
+            if let Ok(key) = FileKey::new(&ns, &name) {
+                self.changes.status_changed(&key);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for KubeCatalog {
+    async fn get(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError> {
+        self.cached(&key.namespace, &key.name)
+            .map(|sf| Self::record(&sf))
+            .transpose()
+    }
+
+    async fn keys(&self) -> Result<Vec<FileKey>, CatalogError> {
+        Ok(self
+            .store
+            .state()
+            .iter()
+            .filter_map(|sf| FileKey::new(&sf.namespace()?, &sf.name_any()).ok())
+            .collect())
+    }
+
+    async fn publish(
+        &self,
+        record: &FileRecord,
+        status: &ObservedStatus,
+    ) -> Result<bool, CatalogError> {
+        let Some(current) = self.cached(&record.key.namespace, &record.key.name) else {
+            return Ok(false);
+        };
+        // A newer spec is already cached: its own reconcile publishes.
+        if current.metadata.generation.unwrap_or(0).max(0) as u64 != record.generation {
+            return Ok(false);
+        }
+        let desired = status_of(record, &current.spec, status);
+        if current.status.as_ref() == Some(&desired) {
+            return Ok(false);
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "deposito.io/v1alpha1",
+            "kind": "StoredFile",
+            "status": desired,
+        });
+        self.api(&record.key.namespace)
+            .patch_status(
+                &record.key.name,
+                &PatchParams::apply(STATUS_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(catalog_error)?;
+        Ok(true)
+    }
+
+    /// The finalizer, not the catalog, ends a deletion in kube mode: once the engine reports
+    /// every copy gone, the controller's cleanup returns and the finalizer is removed.
+    async fn finalize(&self, _record: &FileRecord) -> Result<bool, CatalogError> {
+        Ok(true)
+    }
+
+    fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// Ready once the first list of StoredFiles has arrived.
+    async fn ready(&self) -> Result<(), CatalogError> {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.store.wait_until_ready(),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(CatalogError::Unavailable(err.to_string())),
+            Err(_) => Err(CatalogError::Unavailable(
+                "StoredFiles are not listed yet".into(),
+            )),
+        }
+    }
+
+    async fn storage_key(&self, namespace: &str, file_name: &str) -> Result<FileKey, CatalogError> {
+        self.check_namespace(namespace)?;
+        let name = match self.find(namespace, file_name) {
+            Some(sf) => sf.name_any(),
+            None => resource_name(file_name),
+        };
+        FileKey::new(namespace, &name).map_err(|e| CatalogError::Invalid(e.to_string()))
+    }
+
+    async fn lookup(
+        &self,
+        namespace: &str,
+        file_name: &str,
+    ) -> Result<Option<FileRecord>, CatalogError> {
+        self.check_namespace(namespace)?;
+        self.find(namespace, file_name)
+            .map(|sf| Self::record(&sf))
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FileRecord>, bool), CatalogError> {
+        self.check_namespace(namespace)?;
+        let mut files: Vec<(String, std::sync::Arc<StoredFile>)> = self
+            .store
+            .state()
+            .into_iter()
+            .filter(|sf| sf.namespace().as_deref() == Some(namespace))
+            .map(|sf| (file_name_of(&sf), sf))
+            .filter(|(name, _)| after.is_none_or(|a| name.as_str() > a))
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = files.len() > limit;
+        files
+            .iter()
+            .take(limit)
+            .map(|(_, sf)| Self::record(sf))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|records| (records, more))
+    }
+
+    async fn put_content(
+        &self,
+        key: &FileKey,
+        file_name: &str,
+        replicas: u32,
+        sha256: &str,
+        _size: u64,
+        _holder: &str,
+    ) -> Result<FileRecord, CatalogError> {
+        self.check_namespace(&key.namespace)?;
+        let api = self.api(&key.namespace);
+        if let Some(current) = self.cached(&key.namespace, &key.name) {
+            if current.metadata.deletion_timestamp.is_some() {
+                return Err(CatalogError::Conflict(format!(
+                    "StoredFile {} is being deleted; deposit again once it is gone",
+                    key.name
+                )));
+            }
+            if file_name_of(&current) != file_name {
+                return Err(CatalogError::Conflict(format!(
+                    "StoredFile {} holds the file '{}'",
+                    key.name,
+                    file_name_of(&current)
+                )));
+            }
+        }
+        let patch = serde_json::json!({
+            "spec": {
+                "replicas": replicas,
+                "fileName": file_name,
+                "sha256": sha256,
+                "source": { "upload": {}, "inline": null, "url": null },
+            }
+        });
+        let result = match api
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(err) if is_status(&err, 404) => {
+                let mut sf = StoredFile::new(
+                    &key.name,
+                    StoredFileSpec {
+                        replicas: replicas as i32,
+                        file_name: Some(file_name.to_string()),
+                        source: FileSource {
+                            upload: Some(UploadSource {}),
+                            ..FileSource::default()
+                        },
+                        sha256: Some(sha256.to_string()),
+                    },
+                );
+                sf.metadata.namespace = Some(key.namespace.clone());
+                match api.create(&PostParams::default(), &sf).await {
+                    // Created meanwhile by a concurrent deposit: last write wins, whole.
+                    Err(err) if is_status(&err, 409) => {
+                        api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        let sf = result.map_err(catalog_error)?;
+        Self::record(&sf)
+    }
+
+    async fn set_replicas(
+        &self,
+        key: &FileKey,
+        replicas: u32,
+    ) -> Result<Option<FileRecord>, CatalogError> {
+        self.check_namespace(&key.namespace)?;
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        match self
+            .api(&key.namespace)
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(sf) => Self::record(&sf).map(Some),
+            Err(err) if is_status(&err, 404) => Ok(None),
+            Err(err) => Err(catalog_error(err)),
+        }
+    }
+
+    async fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError> {
+        self.check_namespace(&key.namespace)?;
+        let Some(current) = self.cached(&key.namespace, &key.name) else {
+            return Ok(None);
+        };
+        match self
+            .api(&key.namespace)
+            .delete(&key.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {
+                let mut record = Self::record(&current)?;
+                record.deleting = true;
+                Ok(Some(record))
+            }
+            Err(err) if is_status(&err, 404) => Ok(None),
+            Err(err) => Err(catalog_error(err)),
+        }
+    }
+}

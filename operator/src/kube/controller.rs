@@ -1,0 +1,233 @@
+//! The kube-rs `Controller` over StoredFiles. Each reconcile builds the engine's record from
+//! the cached StoredFile and hands it to the engine (observe, plan, act, publish), wrapped by
+//! `finalizer()` so that a deleted StoredFile keeps its finalizer until every copy is gone.
+//! Problems the engine cannot get past (an invalid spec, a forbidden read) are published as a
+//! condition and a Warning Event. Failures back off by category, per object.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, warn};
+
+use super::catalog::{KubeCatalog, STATUS_MANAGER};
+use super::crd::{StoredFile, FINALIZER};
+use super::record::{problem_status, record_of};
+use crate::engine::{
+    Engine, EngineEvent, ErrorCategory, EventSink, FileRecord, ObservedStatus, ReconcileError,
+    Source,
+};
+use crate::metrics::Metrics;
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub engine: Arc<Engine>,
+    pub client: Client,
+    pub recorder: Recorder,
+    pub catalog: Arc<KubeCatalog>,
+    pub metrics: Arc<Metrics>,
+    /// Period of the per-object resync.
+    pub resync: Duration,
+    /// Consecutive failures per object, for the backoff.
+    failures: Mutex<HashMap<ObjectRef<StoredFile>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        engine: Arc<Engine>,
+        client: Client,
+        recorder: Recorder,
+        catalog: Arc<KubeCatalog>,
+        metrics: Arc<Metrics>,
+        resync: Duration,
+    ) -> Self {
+        Self {
+            engine,
+            client,
+            recorder,
+            catalog,
+            metrics,
+            resync,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A reconcile's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("copies of the deleted StoredFile remain; trying again")]
+    CopiesRemain,
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Decides the backoff.
+    pub fn category(&self) -> ErrorCategory {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Self::Reconcile(e) => e.category(),
+            Self::CopiesRemain => ErrorCategory::Transient,
+            Self::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),
+                F::AddFinalizer(kube::Error::Api(s)) | F::RemoveFinalizer(kube::Error::Api(s))
+                    if s.code == 403 =>
+                {
+                    ErrorCategory::Forbidden
+                }
+                F::AddFinalizer(_) | F::RemoveFinalizer(_) => ErrorCategory::Conflict,
+                F::UnnamedObject | F::InvalidFinalizer => ErrorCategory::Invalid,
+            },
+        }
+    }
+}
+
+/// The record of a StoredFile being deleted, even when its spec is not usable: deletion only
+/// needs the key.
+fn deletion_record(sf: &StoredFile) -> FileRecord {
+    let mut record = record_of(sf).unwrap_or_else(|_| FileRecord {
+        key: deposito_api::FileKey {
+            namespace: sf.namespace().unwrap_or_default(),
+            name: sf.name_any(),
+        },
+        file_name: sf.name_any(),
+        replicas: 1,
+        sha256: String::new(),
+        size: 0,
+        generation: sf.metadata.generation.unwrap_or(0).max(0) as u64,
+        deleting: true,
+        source: Source::Upload,
+        status: ObservedStatus::initial(None),
+    });
+    record.deleting = true;
+    record
+}
+
+/// Publishes a problem the engine could not get past, as a condition and a Warning Event.
+async fn report_problem(sf: &StoredFile, ctx: &Context, reason: &str, message: &str) {
+    let status = problem_status(sf, reason, message);
+    if sf.status.as_ref() != Some(&status) {
+        let api: Api<StoredFile> = Api::namespaced(ctx.client.clone(), &sf.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": "deposito.io/v1alpha1",
+            "kind": "StoredFile",
+            "status": status,
+        });
+        if let Err(err) = api
+            .patch_status(&sf.name_any(), &PatchParams::apply(STATUS_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+        {
+            warn!(file = %sf.name_any(), %err, "could not publish the problem in status");
+        }
+        publish_event(&ctx.recorder, sf, &EngineEvent::new("Failed", message.to_string())).await;
+    }
+}
+
+async fn apply(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
+    let record = match record_of(sf) {
+        Ok(record) => record,
+        Err(err) => {
+            report_problem(sf, ctx, "InvalidSpec", &err.to_string()).await;
+            return Err(ReconcileError::Plan(err).into());
+        }
+    };
+    match ctx.engine.reconcile_record(record).await {
+        Ok(outcome) => Ok(Action::requeue(outcome.requeue_after.unwrap_or(ctx.resync))),
+        Err(err) => {
+            if err.category() == ErrorCategory::Forbidden {
+                report_problem(sf, ctx, "Forbidden", &err.to_string()).await;
+            }
+            Err(err.into())
+        }
+    }
+}
+
+async fn cleanup(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
+    let outcome = ctx.engine.reconcile_record(deletion_record(sf)).await?;
+    if outcome.finalized {
+        debug!(file = %sf.name_any(), "every copy removed; releasing the finalizer");
+        Ok(Action::await_change())
+    } else {
+        Err(Error::CopiesRemain)
+    }
+}
+
+/// The reconcile function given to the `Controller`.
+pub async fn reconcile(sf: Arc<StoredFile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = sf.namespace().unwrap_or_default();
+    let api: Api<StoredFile> = Api::namespaced(ctx.client.clone(), &namespace);
+    let oref = ObjectRef::from_obj(sf.as_ref());
+    let result = finalizer(&api, FINALIZER, sf, |event| async {
+        match event {
+            Finalizer::Apply(sf) => apply(&sf, &ctx).await,
+            Finalizer::Cleanup(sf) => cleanup(&sf, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.failures.lock().expect("failures").remove(&oref);
+    }
+    result
+}
+
+/// Backoff after a failed reconcile: the category's schedule, per object.
+pub fn error_policy(sf: Arc<StoredFile>, error: &Error, ctx: Arc<Context>) -> Action {
+    let oref = ObjectRef::from_obj(sf.as_ref());
+    let failures = {
+        let mut map = ctx.failures.lock().expect("failures");
+        let n = map.entry(oref).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    if matches!(error, Error::Finalizer(_)) {
+        ctx.metrics.reconciled(0.0, Some("finalizer"));
+    }
+    let delay = error.category().backoff(failures);
+    warn!(file = %sf.name_any(), %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn publish_event(recorder: &Recorder, sf: &StoredFile, event: &EngineEvent) {
+    let kube_event = KubeEvent {
+        type_: if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason.clone(),
+        note: Some(event.message.chars().take(1024).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&kube_event, &sf.object_ref(&())).await {
+        warn!(file = %sf.name_any(), %err, "could not publish event");
+    }
+}
+
+/// Kube mode's event sink: Events on the StoredFile, through a `Recorder`.
+pub struct KubeEvents {
+    pub recorder: Recorder,
+    pub catalog: Arc<KubeCatalog>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl EventSink for KubeEvents {
+    async fn emit(&self, record: &FileRecord, event: &EngineEvent) {
+        self.metrics.event(&event.reason);
+        if let Some(sf) = self.catalog.cached(&record.key.namespace, &record.key.name) {
+            publish_event(&self.recorder, &sf, event).await;
+        }
+    }
+}

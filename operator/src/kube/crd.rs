@@ -1,0 +1,199 @@
+//! The `StoredFile` custom resource (`deposito.io/v1alpha1`, namespaced, short name `sf`).
+//!
+//! One StoredFile is one file kept at `spec.replicas` verified copies. Its content comes from
+//! exactly one source: `inline` (small text in the manifest), `url` (fetched by a replica,
+//! pinned by `spec.sha256` when given) or `upload` (the bytes came through the gateway). The
+//! API server enforces the shape (CEL rules below); the operator writes `status` by
+//! server-side apply, deterministically (no timestamps), and removes every copy before the
+//! resource goes away (finalizer `deposito.io/copies`).
+//!
+//! `metadata.name` is the resource's key and names the copies on the replicas
+//! (`objects/{namespace}/{metadata.name}/{sha256}`); `spec.fileName` is the user's file name
+//! and defaults to `metadata.name`. The gateway maps a file name to a resource name with
+//! [`deposito_api::names::resource_name`].
+
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The finalizer that holds a StoredFile until its copies are gone.
+pub const FINALIZER: &str = "deposito.io/copies";
+
+/// Largest `spec.source.inline`, in bytes: the object must stay well within etcd's limit.
+pub const MAX_INLINE_BYTES: usize = 65_536;
+
+/// The desired state of one stored file.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "deposito.io",
+    version = "v1alpha1",
+    kind = "StoredFile",
+    namespaced,
+    shortname = "sf",
+    category = "deposito",
+    status = "StoredFileStatus",
+    doc = "A file kept at spec.replicas verified copies on distinct storage replicas",
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas", description = "Verified copies wanted"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Verified copies on live replicas"),
+    printcolumn(name = "Size", type_ = "string", json_path = ".status.displaySize", description = "Content size"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "File", type_ = "string", json_path = ".spec.fileName", priority = "1"),
+    printcolumn(name = "Sha256", type_ = "string", json_path = ".status.sha256", priority = "1"),
+    printcolumn(name = "Holders", type_ = "string", json_path = ".status.holders", priority = "1")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFileSpec {
+    /// The replication level: how many verified copies, each on a different replica. May be
+    /// larger than the number of replicas; the status then says Degraded.
+    #[schemars(range(min = 1))]
+    pub replicas: i32,
+    /// The file name users see and the gateway serves; defaults to metadata.name. At most 255
+    /// bytes, no '/', no '..'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("!self.contains('/') && !self.contains('..') && self != '.' && !self.startsWith('.deposito')").message("fileName must not contain '/' or '..', be '.', or start with '.deposito'"))]
+    pub file_name: Option<String>,
+    /// Where the content comes from: exactly one of inline, url, upload.
+    pub source: FileSource,
+    /// The content's sha256 (64 lowercase hex digits). Set by the gateway on upload; optional
+    /// for url (the fetched content is then recorded in status.sha256 and kept from then on);
+    /// for inline it must match the content when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// Exactly one of `inline`, `url`, `upload`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.inline) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.upload) ? 1 : 0) == 1").message("exactly one of source.inline, source.url and source.upload must be set"))]
+pub struct FileSource {
+    /// Small text content, kept in the manifest (at most 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub inline: Option<String>,
+    /// An http or https address a replica fetches the content from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
+    pub url: Option<String>,
+    /// The content arrived through the gateway and lives only in the copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadSource>,
+}
+
+/// Marks content that arrived through the gateway.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct UploadSource {}
+
+/// One condition, without timestamps (the status stays deterministic).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct StoredFileCondition {
+    /// `Ready`, `Degraded` or `Failed`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// What the operator last observed and decided. Written by server-side apply; no field
+/// changes unless something about the file did.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFileStatus {
+    /// Pending, Replicating, Ready, Trimming, Degraded, Lost, Deleting or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The metadata.generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The current content's sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The current content's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// The size for people (`4.0 KiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_size: Option<String>,
+    /// Verified copies of the current content on live replicas.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods holding those copies, sorted.
+    #[serde(default)]
+    pub holders: Vec<String>,
+    /// Holders unreachable for less than the grace period: their copies still count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_holders: Vec<String>,
+    /// Fingerprint of the source (and spec.sha256) that `sha256` was learned from; a change of
+    /// source means the content must be fetched again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<String>,
+    #[serde(default)]
+    pub conditions: Vec<StoredFileCondition>,
+}
+
+/// The CRD as YAML, as `deposito-operator crd` prints it and `crds/storedfile.yaml` holds.
+pub fn crd_yaml() -> String {
+    let crd = StoredFile::crd();
+    let yaml = serde_yaml::to_string(&crd).expect("the CRD serializes");
+    format!(
+        "# Generated by `deposito-operator crd`; do not edit. CI fails when this file is stale.\n{yaml}"
+    )
+}
+
+/// `1536` → `1.5 KiB`: the size column of `kubectl get sf`.
+pub fn display_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crd_has_the_columns_rules_and_subresource_users_rely_on() {
+        let crd = serde_json::to_value(StoredFile::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(crd["spec"]["names"]["shortNames"][0], "sf");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert!(version["subresources"]["status"].is_object());
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        for want in ["Replicas", "Ready", "Size", "Phase", "Age"] {
+            assert!(columns.contains(&want), "{columns:?}");
+        }
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["properties"]["replicas"]["minimum"].as_f64(), Some(1.0));
+        let rules = spec["properties"]["source"]["x-kubernetes-validations"].to_string();
+        assert!(rules.contains("has(self.inline)"), "{rules}");
+        assert_eq!(spec["properties"]["source"]["properties"]["inline"]["maxLength"], 65536);
+        assert_eq!(spec["properties"]["source"]["properties"]["url"]["pattern"], "^https?://");
+        assert!(crd_yaml().starts_with("# Generated by `deposito-operator crd`"));
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(display_size(0), "0 B");
+        assert_eq!(display_size(1023), "1023 B");
+        assert_eq!(display_size(1536), "1.5 KiB");
+        assert_eq!(display_size(5 << 20), "5.0 MiB");
+    }
+}

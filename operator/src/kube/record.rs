@@ -1,0 +1,286 @@
+//! Between a StoredFile and the engine: the record the engine reconciles, and the status it
+//! publishes back. Pure functions.
+
+use std::sync::Arc;
+
+use deposito_api::gateway::{Condition, Phase};
+use deposito_api::names::validate_file_name;
+use deposito_api::{is_sha256_hex, sha256_hex, FileKey};
+use kube::ResourceExt;
+
+use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus};
+use crate::engine::error::PlanError;
+use crate::engine::{FileRecord, ObservedStatus, Source};
+use crate::plan::phase_name;
+
+/// Fingerprint of what decides the content: the source and `spec.sha256`. When it changes,
+/// a digest learned from an earlier `url` no longer applies.
+pub fn source_revision(spec: &StoredFileSpec) -> String {
+    let canonical = serde_json::json!({ "source": spec.source, "sha256": spec.sha256 });
+    sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
+}
+
+/// The user's file name of a StoredFile: `spec.fileName`, or `metadata.name`.
+pub fn file_name_of(sf: &StoredFile) -> String {
+    sf.spec.file_name.clone().unwrap_or_else(|| sf.name_any())
+}
+
+fn parse_phase(phase: Option<&str>) -> Phase {
+    match phase {
+        Some("Replicating") => Phase::Replicating,
+        Some("Ready") => Phase::Ready,
+        Some("Trimming") => Phase::Trimming,
+        Some("Degraded") => Phase::Degraded,
+        Some("Lost") => Phase::Lost,
+        Some("Deleting") => Phase::Deleting,
+        Some("Failed") => Phase::Failed,
+        _ => Phase::Pending,
+    }
+}
+
+fn to_engine(c: &StoredFileCondition) -> Condition {
+    Condition {
+        type_: c.type_.clone(),
+        status: c.status.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+    }
+}
+
+fn from_engine(c: &Condition) -> StoredFileCondition {
+    StoredFileCondition {
+        type_: c.type_.clone(),
+        status: c.status.clone(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+    }
+}
+
+/// The engine's record of a StoredFile. Errors are specs the engine cannot act on.
+pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
+    let invalid = |msg: String| PlanError::InvalidSpec(msg);
+    let namespace = sf.namespace().unwrap_or_default();
+    let key = FileKey::new(&namespace, &sf.name_any())
+        .map_err(|e| invalid(format!("metadata.name: {e}")))?;
+    let file_name = file_name_of(sf);
+    validate_file_name(&file_name).map_err(|e| invalid(format!("spec.fileName: {e}")))?;
+    if sf.spec.replicas < 1 {
+        return Err(invalid("spec.replicas must be at least 1".into()));
+    }
+    if let Some(sha) = &sf.spec.sha256 {
+        if !is_sha256_hex(sha) {
+            return Err(invalid(format!("spec.sha256 '{sha}' is not a lowercase hex sha256")));
+        }
+    }
+    let status = sf.status.clone().unwrap_or_default();
+    let revision = source_revision(&sf.spec);
+    let same_source = status.source_revision.as_deref() == Some(revision.as_str());
+    let learned_sha = status.sha256.clone().filter(|_| same_source);
+    let learned_size = status.size.filter(|_| same_source).unwrap_or(0).max(0) as u64;
+    let s = &sf.spec.source;
+    let (source, sha256, size) = match (&s.inline, &s.url, &s.upload) {
+        (Some(text), None, None) => {
+            let actual = sha256_hex(text.as_bytes());
+            if let Some(want) = &sf.spec.sha256 {
+                if *want != actual {
+                    return Err(invalid(format!(
+                        "spec.sha256 {want} does not match the inline content ({actual})"
+                    )));
+                }
+            }
+            let bytes = text.as_bytes().to_vec();
+            let size = bytes.len() as u64;
+            (Source::Inline(Arc::new(bytes)), actual, size)
+        }
+        (None, Some(url), None) => {
+            let sha = sf.spec.sha256.clone().or(learned_sha).unwrap_or_default();
+            (Source::Url(url.clone()), sha, learned_size)
+        }
+        (None, None, Some(_)) => {
+            let sha = sf
+                .spec
+                .sha256
+                .clone()
+                .ok_or_else(|| invalid("an upload source needs spec.sha256".into()))?;
+            (Source::Upload, sha, learned_size)
+        }
+        _ => {
+            return Err(invalid(
+                "exactly one of source.inline, source.url and source.upload must be set".into(),
+            ))
+        }
+    };
+    Ok(FileRecord {
+        key,
+        file_name,
+        replicas: sf.spec.replicas as u32,
+        sha256,
+        size,
+        generation: sf.metadata.generation.unwrap_or(0).max(0) as u64,
+        deleting: sf.metadata.deletion_timestamp.is_some(),
+        source,
+        status: ObservedStatus {
+            phase: parse_phase(status.phase.as_deref()),
+            ready_replicas: status.ready_replicas.max(0) as u32,
+            holders: status.holders.clone(),
+            unreachable_holders: status.unreachable_holders.clone(),
+            observed_generation: status.observed_generation.unwrap_or(0).max(0) as u64,
+            conditions: status.conditions.iter().map(to_engine).collect(),
+        },
+    })
+}
+
+/// The status resource for what the engine decided about `record` (a record made from
+/// `spec`).
+pub fn status_of(record: &FileRecord, spec: &StoredFileSpec, status: &ObservedStatus) -> StoredFileStatus {
+    let known = !record.sha256.is_empty();
+    StoredFileStatus {
+        phase: Some(phase_name(status.phase).to_string()),
+        observed_generation: Some(status.observed_generation as i64),
+        sha256: known.then(|| record.sha256.clone()),
+        size: (known && record.size > 0).then_some(record.size as i64),
+        display_size: (known && record.size > 0).then(|| display_size(record.size)),
+        ready_replicas: status.ready_replicas as i32,
+        holders: status.holders.clone(),
+        unreachable_holders: status.unreachable_holders.clone(),
+        source_revision: known.then(|| source_revision(spec)),
+        conditions: status.conditions.iter().map(from_engine).collect(),
+    }
+}
+
+/// A status that only reports a problem the engine could not get past (an invalid spec, a
+/// forbidden read), keeping what the last status said about copies.
+pub fn problem_status(
+    sf: &StoredFile,
+    reason: &str,
+    message: &str,
+) -> StoredFileStatus {
+    let mut status = sf.status.clone().unwrap_or_default();
+    status.observed_generation = sf.metadata.generation;
+    if reason == "InvalidSpec" || status.phase.is_none() {
+        let phase = if reason == "InvalidSpec" { "Failed" } else { "Pending" };
+        status.phase = Some(phase.to_string());
+    }
+    status.conditions = vec![
+        StoredFileCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: message.into(),
+        },
+        StoredFileCondition {
+            type_: "Failed".into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: message.into(),
+        },
+    ];
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::crd::{FileSource, UploadSource};
+
+    fn sf(name: &str, source: FileSource, sha: Option<&str>) -> StoredFile {
+        let mut sf = StoredFile::new(
+            name,
+            StoredFileSpec {
+                replicas: 2,
+                file_name: None,
+                source,
+                sha256: sha.map(str::to_string),
+            },
+        );
+        sf.metadata.namespace = Some("dep".into());
+        sf.metadata.generation = Some(3);
+        sf
+    }
+
+    fn inline(text: &str) -> FileSource {
+        FileSource {
+            inline: Some(text.into()),
+            ..FileSource::default()
+        }
+    }
+
+    fn url(u: &str) -> FileSource {
+        FileSource {
+            url: Some(u.into()),
+            ..FileSource::default()
+        }
+    }
+
+    #[test]
+    fn records_table() {
+        let r = record_of(&sf("hello.txt", inline("hi"), None)).unwrap();
+        assert_eq!(r.key, FileKey::new("dep", "hello.txt").unwrap());
+        assert_eq!((r.file_name.as_str(), r.replicas, r.size, r.generation), ("hello.txt", 2, 2, 3));
+        assert_eq!(r.sha256, sha256_hex(b"hi"));
+        assert!(matches!(r.source, Source::Inline(_)));
+
+        // A url without digest: unknown until fetched, then kept while the source is the same.
+        let mut u = sf("page", url("https://example.com/a"), None);
+        assert_eq!(record_of(&u).unwrap().sha256, "");
+        let learned = FileRecord {
+            sha256: "b".repeat(64),
+            size: 10,
+            ..record_of(&u).unwrap()
+        };
+        u.status = Some(status_of(&learned, &u.spec, &ObservedStatus::initial(None)));
+        let r = record_of(&u).unwrap();
+        assert_eq!((r.sha256.as_str(), r.size), ("b".repeat(64).as_str(), 10));
+        u.spec.source.url = Some("https://example.com/b".into());
+        assert_eq!(record_of(&u).unwrap().sha256, "", "another url: fetch again");
+
+        // Uploads carry their digest; a missing one, a wrong inline digest, two or no
+        // sources, a bad file name are invalid.
+        let up = FileSource {
+            upload: Some(UploadSource {}),
+            ..FileSource::default()
+        };
+        assert!(record_of(&sf("u", up.clone(), Some(&"c".repeat(64)))).is_ok());
+        let bad = [
+            sf("u", up, None),
+            sf("i", inline("hi"), Some(&"d".repeat(64))),
+            sf("two", FileSource { url: Some("http://x".into()), ..inline("a") }, None),
+            sf("none", FileSource::default(), None),
+        ];
+        for b in bad {
+            assert!(record_of(&b).is_err(), "{}", b.name_any());
+        }
+        let mut named = sf("n", inline("x"), None);
+        named.spec.file_name = Some("a/b".into());
+        assert!(record_of(&named).is_err());
+        named.spec.file_name = Some("Report (final).pdf".into());
+        assert_eq!(record_of(&named).unwrap().file_name, "Report (final).pdf");
+    }
+
+    #[test]
+    fn status_round_trips_through_the_record() {
+        let s = sf("f", inline("content"), None);
+        let record = record_of(&s).unwrap();
+        let observed = ObservedStatus {
+            phase: Phase::Ready,
+            ready_replicas: 2,
+            holders: vec!["rep-0".into(), "rep-1".into()],
+            unreachable_holders: vec![],
+            observed_generation: 3,
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Converged".into(),
+                message: "2/2 verified copies".into(),
+            }],
+        };
+        let status = status_of(&record, &s.spec, &observed);
+        assert_eq!(status.display_size.as_deref(), Some("7 B"));
+        assert_eq!(status.phase.as_deref(), Some("Ready"));
+        let mut back = s.clone();
+        back.status = Some(status.clone());
+        assert_eq!(record_of(&back).unwrap().status, observed);
+        // Deterministic: the same decision gives the same status.
+        assert_eq!(status_of(&record, &s.spec, &observed), status);
+    }
+}

@@ -1,0 +1,161 @@
+//! The kube end-to-end harness: a real control plane from `tests/cluster/up` (etcd,
+//! kube-apiserver, kube-controller-manager and the process kubelet), the chart installed with
+//! helm, and helpers to run kubectl, read StoredFiles, and count copies in the replicas'
+//! volumes (the process kubelet keeps each claim's data in `DIR/kubelet/pvc/<ns>/<claim>`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::proc::{self, Output, Proc};
+use crate::wait::wait_sync;
+
+/// The repository root (this crate lives in `tests/e2e`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running control plane.
+pub struct KubeCluster {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    up: Option<Proc>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl KubeCluster {
+    /// Starts `tests/cluster/up` in a temporary folder and waits (bounded: the first run
+    /// builds the Go binaries) until the API server answers.
+    pub fn start() -> KubeCluster {
+        let temp = tempfile::Builder::new()
+            .prefix("deposito-kube-")
+            .tempdir_in(crate::cluster::base_tmp())
+            .expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut cmd = Command::new(repo_root().join("tests/cluster/up"));
+        cmd.arg(dir.join("c"));
+        let up = Proc::spawn("cluster-up", cmd, &dir.join("up.log"));
+        let mut cluster = KubeCluster {
+            kubeconfig: dir.join("c/kubeconfig"),
+            dir: dir.clone(),
+            up: Some(up),
+            _temp: (std::env::var_os("DEPOSITO_E2E_KEEP").is_none()).then_some(temp),
+        };
+        wait_sync("the control plane", Duration::from_secs(3600), || {
+            if !cluster.up.as_mut().expect("up").is_running() {
+                return Ok(Err(proc::tail(&dir.join("up.log"), 30)));
+            }
+            if cluster.kubeconfig.is_file() && cluster.kubectl(&["get", "--raw", "/readyz"]).ok() {
+                return Ok(Ok(()));
+            }
+            Err("not up yet".into())
+        })
+        .unwrap_or_else(|log| panic!("tests/cluster/up exited:\n{log}"));
+        cluster
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        let mut cmd = Command::new(self.dir.join("c/bin").join(name));
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// Runs kubectl.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut cmd = self.tool("kubectl");
+        cmd.args(args);
+        proc::run(cmd, Duration::from_secs(120))
+    }
+
+    /// Runs kubectl and returns its stdout; panics with the output when it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.ok(), "kubectl {args:?}: {out}");
+        out.stdout
+    }
+
+    /// `kubectl apply -n NS -f -` with `yaml` on stdin.
+    pub fn apply(&self, namespace: &str, yaml: &str) -> Output {
+        let file = self.dir.join(format!("manifest-{}.yaml", rand::random::<u32>()));
+        std::fs::write(&file, yaml).expect("write manifest");
+        self.kubectl(&["apply", "-n", namespace, "-f", file.to_str().expect("utf-8 path")])
+    }
+
+    /// Runs helm.
+    pub fn helm(&self, args: &[&str]) -> Output {
+        let mut cmd = self.tool("helm");
+        cmd.args(args).current_dir(repo_root());
+        proc::run(cmd, Duration::from_secs(600))
+    }
+
+    /// A resource as JSON (`None` when it does not exist).
+    pub fn get_json(&self, namespace: &str, kind: &str, name: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", kind, name, "-n", namespace, "-o", "json"]);
+        out.ok()
+            .then(|| serde_json::from_str(&out.stdout).expect("kubectl JSON"))
+    }
+
+    /// The data folders of every replica claim of `namespace`, by claim name.
+    pub fn claim_dirs(&self, namespace: &str) -> Vec<(String, PathBuf)> {
+        let root = self.dir.join("c/kubelet/pvc").join(namespace);
+        let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+
+    /// Claims holding a copy of `(namespace, name, sha256)` whose bytes are exactly `content`.
+    pub fn holders(&self, namespace: &str, name: &str, sha256: &str, content: &[u8]) -> Vec<String> {
+        self.claim_dirs(namespace)
+            .into_iter()
+            .filter(|(_, dir)| {
+                let path = dir.join("objects").join(namespace).join(name).join(sha256);
+                std::fs::read(path).is_ok_and(|bytes| bytes == content)
+            })
+            .map(|(claim, _)| claim)
+            .collect()
+    }
+
+    /// Every copy of `(namespace, name)` of any content, as (claim, sha256).
+    pub fn any_copies(&self, namespace: &str, name: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (claim, dir) in self.claim_dirs(namespace) {
+            let folder = dir.join("objects").join(namespace).join(name);
+            for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if !file.ends_with(".json") {
+                    out.push((claim.clone(), file));
+                }
+            }
+        }
+        out
+    }
+
+    /// The pid of the process whose command line contains every word of `words`.
+    pub fn pid_of(&self, words: &[&str]) -> Option<u32> {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                let cmdline = proc::cmdline(*pid).join(" ");
+                words.iter().all(|w| cmdline.contains(w))
+            })
+    }
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        if let Some(mut up) = self.up.take() {
+            // SIGTERM: `up` stops every component and pod it started.
+            up.terminate(Duration::from_secs(15));
+        }
+    }
+}

@@ -321,7 +321,7 @@ impl Engine {
                 &EngineEvent::new(
                     "Stored",
                     format!(
-                        "first copy stored on {target} from {from}: {} bytes, sha256 {}",
+                        "copy stored on {target} from {from}: {} bytes, sha256 {}",
                         info.size,
                         &info.sha256[..12.min(info.sha256.len())]
                     ),

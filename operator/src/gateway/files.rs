@@ -308,7 +308,9 @@ pub async fn list_files(
         .catalog
         .list(&namespace, query.after.as_deref(), limit)
         .await?;
-    let next = more.then(|| entries.last().map(|e| e.file_name.clone())).flatten();
+    let next = more
+        .then(|| entries.last().map(|e| e.file_name.clone()))
+        .flatten();
     Ok(Json(FileList {
         items: entries.iter().map(|e| e.to_file_status()).collect(),
         next,

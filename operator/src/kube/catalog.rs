@@ -9,7 +9,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::crd::{StoredFile, StoredFileSpec, FileSource, UploadSource};
+use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
 use super::record::{file_name_of, record_of, status_of};
 use crate::engine::{Catalog, CatalogError, Changes, FileRecord, ObservedStatus};
 

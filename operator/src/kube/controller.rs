@@ -117,19 +117,29 @@ fn deletion_record(sf: &StoredFile) -> FileRecord {
 async fn report_problem(sf: &StoredFile, ctx: &Context, reason: &str, message: &str) {
     let status = problem_status(sf, reason, message);
     if sf.status.as_ref() != Some(&status) {
-        let api: Api<StoredFile> = Api::namespaced(ctx.client.clone(), &sf.namespace().unwrap_or_default());
+        let api: Api<StoredFile> =
+            Api::namespaced(ctx.client.clone(), &sf.namespace().unwrap_or_default());
         let patch = serde_json::json!({
             "apiVersion": "deposito.io/v1alpha1",
             "kind": "StoredFile",
             "status": status,
         });
         if let Err(err) = api
-            .patch_status(&sf.name_any(), &PatchParams::apply(STATUS_MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(
+                &sf.name_any(),
+                &PatchParams::apply(STATUS_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
             .await
         {
             warn!(file = %sf.name_any(), %err, "could not publish the problem in status");
         }
-        publish_event(&ctx.recorder, sf, &EngineEvent::new("Failed", message.to_string())).await;
+        publish_event(
+            &ctx.recorder,
+            sf,
+            &EngineEvent::new("Failed", message.to_string()),
+        )
+        .await;
     }
 }
 

@@ -35,6 +35,9 @@ pub struct KubeMembership {
     /// Pods seen before and gone now: when they went, and how they looked.
     gone: Mutex<HashMap<String, (Instant, Member)>>,
     last_seen: Mutex<HashMap<String, Member>>,
+    /// When each unavailable pod was first seen unavailable (for pods whose Ready condition
+    /// does not say since when: still True but terminating, or without an IP).
+    unavailable_since: Mutex<HashMap<String, Instant>>,
     default_port: u16,
     grace: Duration,
 }
@@ -68,6 +71,7 @@ impl KubeMembership {
             watch: Mutex::new(WatchState::default()),
             gone: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
+            unavailable_since: Mutex::new(HashMap::new()),
             default_port,
             grace,
         }
@@ -86,25 +90,38 @@ impl KubeMembership {
         }
     }
 
-    /// The member a pod stands for.
+    /// The member a pod stands for. `down_for` counts from the Ready condition's transition
+    /// when it says the pod became not ready; otherwise from when this operator first saw the
+    /// pod unavailable (a Ready pod being deleted is down from now, not from when it became
+    /// Ready).
     pub fn member_of(&self, pod: &Pod) -> Member {
         let status = pod.status.as_ref();
-        let ip = status.and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty());
+        let ip = status
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty());
         let ready = status
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
         let available = ip.is_some()
             && ready.is_some_and(|c| c.status == "True")
             && pod.metadata.deletion_timestamp.is_none();
+        let mut noticed = self.unavailable_since.lock().expect("unavailable");
         let down_for = if available {
+            noticed.remove(&pod.name_any());
             Duration::ZERO
         } else {
-            ready
+            let seen = noticed
+                .entry(pod.name_any())
+                .or_insert_with(Instant::now)
+                .elapsed();
+            let reported = ready
+                .filter(|c| c.status == "False")
                 .and_then(|c| c.last_transition_time.as_ref())
-                .or(pod.metadata.creation_timestamp.as_ref())
                 .map(elapsed_since)
-                .unwrap_or_default()
+                .unwrap_or_default();
+            seen.max(reported)
         };
+        drop(noticed);
         let port = pod
             .spec
             .as_ref()
@@ -121,7 +138,9 @@ impl KubeMembership {
             .or_else(|| pod.spec.as_ref().and_then(|s| s.node_name.clone()));
         Member {
             id: pod.name_any(),
-            url: ip.map(|ip| format!("http://{ip}:{port}")).unwrap_or_default(),
+            url: ip
+                .map(|ip| format!("http://{ip}:{port}"))
+                .unwrap_or_default(),
             zone,
             draining: pod
                 .annotations()
@@ -148,7 +167,12 @@ impl Membership for KubeMembership {
                 ));
             }
         }
-        let mut members: Vec<Member> = self.store.state().iter().map(|p| self.member_of(p)).collect();
+        let mut members: Vec<Member> = self
+            .store
+            .state()
+            .iter()
+            .map(|p| self.member_of(p))
+            .collect();
         let mut gone = self.gone.lock().expect("gone");
         let mut last_seen = self.last_seen.lock().expect("last seen");
         let now = Instant::now();
@@ -215,12 +239,26 @@ mod tests {
 
     #[test]
     fn pods_to_members_table() {
-        let m = KubeMembership::new(kube::runtime::reflector::store().0, 7070, Duration::from_secs(60));
+        let m = KubeMembership::new(
+            kube::runtime::reflector::store().0,
+            7070,
+            Duration::from_secs(60),
+        );
         let ready = m.member_of(&pod("rep-0", true, Some("127.0.100.2")));
         assert!(ready.available);
-        assert_eq!(ready.url, "http://127.0.100.2:8080", "the declared 'api' port");
-        assert_eq!(ready.zone.as_deref(), Some("node-a"), "the node is the spread domain");
-        assert!(!m.member_of(&pod("rep-1", false, Some("127.0.100.3"))).available);
+        assert_eq!(
+            ready.url, "http://127.0.100.2:8080",
+            "the declared 'api' port"
+        );
+        assert_eq!(
+            ready.zone.as_deref(),
+            Some("node-a"),
+            "the node is the spread domain"
+        );
+        assert!(
+            !m.member_of(&pod("rep-1", false, Some("127.0.100.3")))
+                .available
+        );
         assert!(!m.member_of(&pod("rep-2", true, None)).available);
         let mut draining = pod("rep-3", true, Some("127.0.100.4"));
         draining
@@ -232,13 +270,53 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_pod_being_deleted_is_down_from_now_not_from_when_it_became_ready() {
+        let m = KubeMembership::new(
+            kube::runtime::reflector::store().0,
+            7070,
+            Duration::from_secs(60),
+        );
+        let long_ago = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        );
+        let mut pod = pod("rep-0", true, Some("127.0.100.2"));
+        pod.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_transition_time =
+            Some(long_ago.clone());
+        pod.metadata.deletion_timestamp = Some(long_ago.clone());
+        let member = m.member_of(&pod);
+        assert!(!member.available);
+        assert!(
+            member.down_for < Duration::from_secs(5),
+            "{:?}",
+            member.down_for
+        );
+        // Not ready since long ago: that is how long it has been down.
+        let mut not_ready = self::pod("rep-1", false, Some("127.0.100.3"));
+        not_ready
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .last_transition_time = Some(long_ago);
+        assert!(m.member_of(&not_ready).down_for > Duration::from_secs(3600));
+    }
+
+    #[test]
     fn nothing_is_reported_before_the_first_list_or_after_a_forbidden_watch() {
-        let m = KubeMembership::new(kube::runtime::reflector::store().0, 7070, Duration::from_secs(60));
+        let m = KubeMembership::new(
+            kube::runtime::reflector::store().0,
+            7070,
+            Duration::from_secs(60),
+        );
         assert!(matches!(m.members(), Err(MembershipError::Unavailable(_))));
         m.observed(&Ok(watcher::Event::InitDone));
         assert_eq!(m.members().unwrap(), vec![]);
         let forbidden = watcher::Error::InitialListFailed(kube::Error::Api(
-            kube::core::Status::failure("pods is forbidden", "Forbidden").with_code(403).boxed(),
+            kube::core::Status::failure("pods is forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
         ));
         m.observed(&Err(forbidden));
         assert!(matches!(m.members(), Err(MembershipError::Forbidden(_))));

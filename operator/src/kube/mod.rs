@@ -44,15 +44,16 @@ async fn counting_client(metrics: Arc<Metrics>) -> anyhow::Result<Client> {
     let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
-    let count = tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
-        metrics
-            .kube_requests
-            .get_or_create(&crate::metrics::VerbLabels {
-                verb: request.method().as_str().to_string(),
-            })
-            .inc();
-        request
-    });
+    let count =
+        tower::util::MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
+            metrics
+                .kube_requests
+                .get_or_create(&crate::metrics::VerbLabels {
+                    verb: request.method().as_str().to_string(),
+                })
+                .inc();
+            request
+        });
     Ok(kube::client::ClientBuilder::try_from(config)?
         .with_layer(&count)
         .build())
@@ -62,7 +63,11 @@ fn read_token(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the {what} from {}", path.display()))?;
     let token = token.trim().to_string();
-    anyhow::ensure!(!token.is_empty(), "the {what} in {} is empty", path.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the {what} in {} is empty",
+        path.display()
+    );
     Ok(token)
 }
 
@@ -76,7 +81,10 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let watched = (!args.all_namespaces).then(|| own_namespace.clone());
-    let replica_namespace = args.replica_namespace.clone().unwrap_or(own_namespace.clone());
+    let replica_namespace = args
+        .replica_namespace
+        .clone()
+        .unwrap_or(own_namespace.clone());
     let client_token = read_token(&args.token_file, "client token")?;
     let replica_token = read_token(&args.replica_token_file, "replica token")?;
     let grace = Duration::from_secs(args.grace_period_secs);
@@ -91,7 +99,11 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     let sf_subscriber = sf_writer
         .subscribe()
         .expect("a shared store can be subscribed to");
-    let catalog = Arc::new(catalog::KubeCatalog::new(client.clone(), sf_reader.clone(), watched.clone()));
+    let catalog = Arc::new(catalog::KubeCatalog::new(
+        client.clone(),
+        sf_reader.clone(),
+        watched.clone(),
+    ));
     {
         let catalog = catalog.clone();
         let stream = watcher(sf_api.clone(), watcher::Config::default().any_semantic())
@@ -112,7 +124,11 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     // Replica pods: membership.
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &replica_namespace);
     let (pod_reader, pod_writer) = reflector::store();
-    let membership = Arc::new(membership::KubeMembership::new(pod_reader, args.replica_port, grace));
+    let membership = Arc::new(membership::KubeMembership::new(
+        pod_reader,
+        args.replica_port,
+        grace,
+    ));
     {
         let membership = membership.clone();
         let config = watcher::Config::default().labels(&args.replica_selector);
@@ -218,7 +234,8 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             while let Some(key) = triggers.recv().await {
                 if catalog.cached(&key.namespace, &key.name).is_some() {
-                    let _ = to_controller.send(ObjectRef::<StoredFile>::new(&key.name).within(&key.namespace));
+                    let _ = to_controller
+                        .send(ObjectRef::<StoredFile>::new(&key.name).within(&key.namespace));
                 } else {
                     orphans.add(key, Priority::Normal);
                 }
@@ -265,7 +282,9 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.resync_interval_secs.max(1)),
     ));
     let controller = Controller::for_shared_stream(sf_subscriber, sf_reader)
-        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(from_engine))
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            from_engine,
+        ))
         .with_config(
             kube::runtime::controller::Config::default()
                 .debounce(Duration::from_millis(250))
@@ -301,9 +320,8 @@ async fn wait_for_leadership(
     namespace: &str,
     lease: &str,
 ) -> anyhow::Result<Option<tokio::sync::watch::Receiver<bool>>> {
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-        format!("deposito-operator-{}", std::process::id())
-    });
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("deposito-operator-{}", std::process::id()));
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
         .with_namespace(namespace)
         .with_identity(identity.clone())
@@ -316,10 +334,7 @@ async fn wait_for_leadership(
     let (mut leading, _renewing) = manager.watch().await;
     info!(%identity, %lease, "waiting for the leader lease");
     while !*leading.borrow_and_update() {
-        leading
-            .changed()
-            .await
-            .context("leader election stopped")?;
+        leading.changed().await.context("leader election stopped")?;
     }
     info!(%identity, "leading");
     Ok(Some(leading))

@@ -69,7 +69,9 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
     }
     if let Some(sha) = &sf.spec.sha256 {
         if !is_sha256_hex(sha) {
-            return Err(invalid(format!("spec.sha256 '{sha}' is not a lowercase hex sha256")));
+            return Err(invalid(format!(
+                "spec.sha256 '{sha}' is not a lowercase hex sha256"
+            )));
         }
     }
     let status = sf.status.clone().unwrap_or_default();
@@ -132,7 +134,11 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
 
 /// The status resource for what the engine decided about `record` (a record made from
 /// `spec`).
-pub fn status_of(record: &FileRecord, spec: &StoredFileSpec, status: &ObservedStatus) -> StoredFileStatus {
+pub fn status_of(
+    record: &FileRecord,
+    spec: &StoredFileSpec,
+    status: &ObservedStatus,
+) -> StoredFileStatus {
     let known = !record.sha256.is_empty();
     StoredFileStatus {
         phase: Some(phase_name(status.phase).to_string()),
@@ -150,15 +156,15 @@ pub fn status_of(record: &FileRecord, spec: &StoredFileSpec, status: &ObservedSt
 
 /// A status that only reports a problem the engine could not get past (an invalid spec, a
 /// forbidden read), keeping what the last status said about copies.
-pub fn problem_status(
-    sf: &StoredFile,
-    reason: &str,
-    message: &str,
-) -> StoredFileStatus {
+pub fn problem_status(sf: &StoredFile, reason: &str, message: &str) -> StoredFileStatus {
     let mut status = sf.status.clone().unwrap_or_default();
     status.observed_generation = sf.metadata.generation;
     if reason == "InvalidSpec" || status.phase.is_none() {
-        let phase = if reason == "InvalidSpec" { "Failed" } else { "Pending" };
+        let phase = if reason == "InvalidSpec" {
+            "Failed"
+        } else {
+            "Pending"
+        };
         status.phase = Some(phase.to_string());
     }
     status.conditions = vec![
@@ -216,7 +222,10 @@ mod tests {
     fn records_table() {
         let r = record_of(&sf("hello.txt", inline("hi"), None)).unwrap();
         assert_eq!(r.key, FileKey::new("dep", "hello.txt").unwrap());
-        assert_eq!((r.file_name.as_str(), r.replicas, r.size, r.generation), ("hello.txt", 2, 2, 3));
+        assert_eq!(
+            (r.file_name.as_str(), r.replicas, r.size, r.generation),
+            ("hello.txt", 2, 2, 3)
+        );
         assert_eq!(r.sha256, sha256_hex(b"hi"));
         assert!(matches!(r.source, Source::Inline(_)));
 
@@ -232,7 +241,11 @@ mod tests {
         let r = record_of(&u).unwrap();
         assert_eq!((r.sha256.as_str(), r.size), ("b".repeat(64).as_str(), 10));
         u.spec.source.url = Some("https://example.com/b".into());
-        assert_eq!(record_of(&u).unwrap().sha256, "", "another url: fetch again");
+        assert_eq!(
+            record_of(&u).unwrap().sha256,
+            "",
+            "another url: fetch again"
+        );
 
         // Uploads carry their digest; a missing one, a wrong inline digest, two or no
         // sources, a bad file name are invalid.
@@ -244,7 +257,14 @@ mod tests {
         let bad = [
             sf("u", up, None),
             sf("i", inline("hi"), Some(&"d".repeat(64))),
-            sf("two", FileSource { url: Some("http://x".into()), ..inline("a") }, None),
+            sf(
+                "two",
+                FileSource {
+                    url: Some("http://x".into()),
+                    ..inline("a")
+                },
+                None,
+            ),
             sf("none", FileSource::default(), None),
         ];
         for b in bad {

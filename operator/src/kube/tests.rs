@@ -33,7 +33,14 @@ struct ApiServerVerifier(ApiServerHandle);
 
 impl ApiServerVerifier {
     /// The next request: its method, path and query, and JSON body.
-    async fn next(&mut self) -> (String, String, Value, tower_test::mock::SendResponse<Response<Body>>) {
+    async fn next(
+        &mut self,
+    ) -> (
+        String,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
         let (request, send) = tokio::time::timeout(Duration::from_secs(5), self.0.next_request())
             .await
             .expect("the controller made a request")
@@ -48,7 +55,10 @@ impl ApiServerVerifier {
     async fn expect(&mut self, method: &str, path_starts: &str, answer: Value) -> Value {
         let (m, uri, body, send) = self.next().await;
         assert_eq!(m, method, "{uri}");
-        assert!(uri.starts_with(path_starts), "{m} {uri}, wanted {path_starts}");
+        assert!(
+            uri.starts_with(path_starts),
+            "{m} {uri}, wanted {path_starts}"
+        );
         send.send_response(
             Response::builder()
                 .body(Body::from(serde_json::to_vec(&answer).unwrap()))
@@ -60,7 +70,11 @@ impl ApiServerVerifier {
     /// No request arrives within a short while.
     async fn expect_silence(&mut self) {
         let next = tokio::time::timeout(Duration::from_millis(300), self.0.next_request()).await;
-        assert!(next.is_err(), "unexpected request {:?}", next.map(|r| r.map(|(req, _)| req.uri().clone())));
+        assert!(
+            next.is_err(),
+            "unexpected request {:?}",
+            next.map(|r| r.map(|(req, _)| req.uri().clone()))
+        );
     }
 }
 
@@ -178,11 +192,18 @@ impl Rig {
 
     /// Puts `sf` in the reflector cache, as the watch would.
     fn cache(&mut self, sf: &StoredFile) {
-        self.writer.apply_watcher_event(&watcher::Event::Apply(sf.clone()));
+        self.writer
+            .apply_watcher_event(&watcher::Event::Apply(sf.clone()));
     }
 
-    fn reconcile(&self, sf: &StoredFile) -> tokio::task::JoinHandle<Result<kube::runtime::controller::Action, controller::Error>> {
-        tokio::spawn(controller::reconcile(Arc::new(sf.clone()), self.context.clone()))
+    fn reconcile(
+        &self,
+        sf: &StoredFile,
+    ) -> tokio::task::JoinHandle<Result<kube::runtime::controller::Action, controller::Error>> {
+        tokio::spawn(controller::reconcile(
+            Arc::new(sf.clone()),
+            self.context.clone(),
+        ))
     }
 }
 
@@ -196,7 +217,11 @@ async fn a_new_storedfile_first_gets_the_finalizer_and_nothing_else() {
     finalized.finalizers_mut().push(FINALIZER.into());
     let patch = rig
         .server
-        .expect("PATCH", &format!("{SF_PATH}/hello.txt"), serde_json::to_value(&finalized).unwrap())
+        .expect(
+            "PATCH",
+            &format!("{SF_PATH}/hello.txt"),
+            serde_json::to_value(&finalized).unwrap(),
+        )
         .await;
     assert_eq!(
         patch,
@@ -221,7 +246,11 @@ async fn a_deleted_storedfile_without_copies_releases_its_finalizer() {
     let run = rig.reconcile(&sf);
     let patch = rig
         .server
-        .expect("PATCH", &format!("{SF_PATH}/gone.txt"), serde_json::to_value(&sf).unwrap())
+        .expect(
+            "PATCH",
+            &format!("{SF_PATH}/gone.txt"),
+            serde_json::to_value(&sf).unwrap(),
+        )
         .await;
     assert_eq!(
         patch,
@@ -242,17 +271,34 @@ async fn an_invalid_spec_is_reported_in_status_and_an_event_and_fails() {
     let run = rig.reconcile(&sf);
     let status = rig
         .server
-        .expect("PATCH", &format!("{SF_PATH}/bad.txt/status"), serde_json::to_value(&sf).unwrap())
+        .expect(
+            "PATCH",
+            &format!("{SF_PATH}/bad.txt/status"),
+            serde_json::to_value(&sf).unwrap(),
+        )
         .await;
     assert_eq!(status["status"]["phase"], "Failed");
     let failed = &status["status"]["conditions"][1];
-    assert_eq!((failed["type"].as_str(), failed["reason"].as_str()), (Some("Failed"), Some("InvalidSpec")));
-    assert!(failed["message"].as_str().unwrap().contains("does not match the inline content"));
+    assert_eq!(
+        (failed["type"].as_str(), failed["reason"].as_str()),
+        (Some("Failed"), Some("InvalidSpec"))
+    );
+    assert!(failed["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not match the inline content"));
     let event = rig
         .server
-        .expect("POST", "/apis/events.k8s.io/v1/namespaces/dep/events", json!({}))
+        .expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/dep/events",
+            json!({}),
+        )
         .await;
-    assert_eq!((event["reason"].as_str(), event["type"].as_str()), (Some("Failed"), Some("Warning")));
+    assert_eq!(
+        (event["reason"].as_str(), event["type"].as_str()),
+        (Some("Failed"), Some("Warning"))
+    );
     assert_eq!(event["regarding"]["name"], "bad.txt");
     let err = run.await.unwrap().expect_err("an invalid spec fails");
     assert_eq!(err.category(), crate::engine::ErrorCategory::Invalid);
@@ -261,8 +307,9 @@ async fn an_invalid_spec_is_reported_in_status_and_an_event_and_fails() {
 #[tokio::test]
 async fn without_pod_access_the_file_reports_forbidden_and_nothing_is_planned() {
     let mut rig = Rig::new().await;
-    *rig.membership.error.lock().unwrap() =
-        Some(MembershipError::Forbidden("pods is forbidden: cannot list".into()));
+    *rig.membership.error.lock().unwrap() = Some(MembershipError::Forbidden(
+        "pods is forbidden: cannot list".into(),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut sf = storedfile("blind.txt", inline("hi", None));
     sf.finalizers_mut().push(FINALIZER.into());
@@ -270,12 +317,20 @@ async fn without_pod_access_the_file_reports_forbidden_and_nothing_is_planned() 
     let run = rig.reconcile(&sf);
     let status = rig
         .server
-        .expect("PATCH", &format!("{SF_PATH}/blind.txt/status"), serde_json::to_value(&sf).unwrap())
+        .expect(
+            "PATCH",
+            &format!("{SF_PATH}/blind.txt/status"),
+            serde_json::to_value(&sf).unwrap(),
+        )
         .await;
     assert_eq!(status["status"]["conditions"][0]["reason"], "Forbidden");
     let event = rig
         .server
-        .expect("POST", "/apis/events.k8s.io/v1/namespaces/dep/events", json!({}))
+        .expect(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/dep/events",
+            json!({}),
+        )
         .await;
     assert!(event["note"].as_str().unwrap().contains("forbidden"));
     let err = run.await.unwrap().expect_err("forbidden fails");

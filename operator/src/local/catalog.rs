@@ -556,9 +556,15 @@ mod tests {
             .unwrap();
         let names = |v: &[Entry]| v.iter().map(|e| e.file_name.clone()).collect::<Vec<_>>();
         let (first, more) = db.page("default", None, 2).unwrap();
-        assert_eq!((names(&first), more), (vec!["a".to_string(), "b".into()], true));
+        assert_eq!(
+            (names(&first), more),
+            (vec!["a".to_string(), "b".into()], true)
+        );
         let (second, more) = db.page("default", Some("b"), 2).unwrap();
-        assert_eq!((names(&second), more), (vec!["c".to_string(), "d".into()], true));
+        assert_eq!(
+            (names(&second), more),
+            (vec!["c".to_string(), "d".into()], true)
+        );
         let (last, more) = db.page("default", Some("d"), 2).unwrap();
         assert_eq!((names(&last), more), (vec!["e".to_string()], false));
         let (all, more) = db.page("default", None, 10).unwrap();

@@ -10,10 +10,10 @@
 //! - [`file`]: [`plan_file`], one file's plan (rules 5, 8, 9).
 //! - [`orphans`]: [`plan_orphans`], copies no catalog entry claims.
 
+pub mod file;
 pub mod model;
 pub mod orphans;
 pub mod placement;
-pub mod file;
 
 #[cfg(test)]
 mod tests;
@@ -22,10 +22,10 @@ mod tests_health;
 #[cfg(test)]
 mod tests_invariants;
 
+pub use file::plan_file;
 pub use model::{
     phase_name, Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, OrphanCopy,
     ReplicaId, ReplicaView,
 };
 pub use orphans::{plan_orphans, ReplicaInventory};
 pub use placement::rendezvous_score;
-pub use file::plan_file;

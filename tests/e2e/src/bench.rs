@@ -42,12 +42,15 @@ struct Base {
 fn usage() -> &'static str {
     "usage: deposito-bench [--quick]\n\
      \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
+     \x20      deposito-bench kube [--files N]\n\
      Starts a local Deposito cluster (3 replicas) from the binaries beside this one and prints\n\
      throughput and peak RSS beside same-run baselines.\n\
      --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)\n\
      scale     the engine's cost as the catalog grows: N small files (default 100000) in\n\
      \x20         batches (default 10000), time to Ready, peak RSS, idle CPU over S seconds\n\
-     \x20         (default 30); --compare DIR measures the binaries in DIR first, same run"
+     \x20         (default 30); --compare DIR measures the binaries in DIR first, same run\n\
+     kube      [--files N] N inline StoredFiles (default 1000) on the test control plane:\n\
+     \x20         time to Ready, API requests per file, operator peak RSS"
 }
 
 fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
@@ -71,7 +74,10 @@ fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
             other => bail!("unknown argument {other:?}\n{}", usage()),
         }
     }
-    ensure!(o.files > 0 && o.batch > 0, "--files and --batch must be positive");
+    ensure!(
+        o.files > 0 && o.batch > 0,
+        "--files and --batch must be positive"
+    );
     Ok(o)
 }
 
@@ -79,6 +85,14 @@ fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "scale") {
         return crate::scale::run(parse_scale(&args[1..])?).await;
+    }
+    if args.first().is_some_and(|a| a == "kube") {
+        let files = match args.get(1).map(String::as_str) {
+            None => 1000,
+            Some("--files") => args.get(2).context("--files needs a value")?.parse()?,
+            Some(other) => bail!("unknown argument {other:?}\n{}", usage()),
+        };
+        return crate::kube_bench::run(files).await;
     }
     let mut quick = false;
     for a in &args {

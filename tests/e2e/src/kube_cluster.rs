@@ -78,9 +78,17 @@ impl KubeCluster {
 
     /// `kubectl apply -n NS -f -` with `yaml` on stdin.
     pub fn apply(&self, namespace: &str, yaml: &str) -> Output {
-        let file = self.dir.join(format!("manifest-{}.yaml", rand::random::<u32>()));
+        let file = self
+            .dir
+            .join(format!("manifest-{}.yaml", rand::random::<u32>()));
         std::fs::write(&file, yaml).expect("write manifest");
-        self.kubectl(&["apply", "-n", namespace, "-f", file.to_str().expect("utf-8 path")])
+        self.kubectl(&[
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            file.to_str().expect("utf-8 path"),
+        ])
     }
 
     /// Runs helm.
@@ -112,7 +120,13 @@ impl KubeCluster {
     }
 
     /// Claims holding a copy of `(namespace, name, sha256)` whose bytes are exactly `content`.
-    pub fn holders(&self, namespace: &str, name: &str, sha256: &str, content: &[u8]) -> Vec<String> {
+    pub fn holders(
+        &self,
+        namespace: &str,
+        name: &str,
+        sha256: &str,
+        content: &[u8],
+    ) -> Vec<String> {
         self.claim_dirs(namespace)
             .into_iter()
             .filter(|(_, dir)| {

@@ -17,6 +17,7 @@ pub mod cluster;
 mod cluster_api;
 pub mod files;
 pub mod http;
+pub mod kube_bench;
 pub mod kube_cluster;
 pub mod launcher;
 pub mod proc;

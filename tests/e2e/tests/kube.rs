@@ -56,8 +56,14 @@ impl Env {
     fn operator_pod(&self) -> (String, String) {
         wait_sync("a running operator pod", WAIT, || {
             let out = self.k.kubectl(&[
-                "get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=operator",
-                "-o", "json",
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "-o",
+                "json",
             ]);
             let pods: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
             pods["items"]
@@ -82,8 +88,13 @@ impl Env {
 
     fn client_token(&self) -> String {
         let b64 = self.k.kubectl_ok(&[
-            "get", "secret", "-n", NS, &format!("{RELEASE}-deposito-tokens"),
-            "-o", "jsonpath={.data.client-token}",
+            "get",
+            "secret",
+            "-n",
+            NS,
+            &format!("{RELEASE}-deposito-tokens"),
+            "-o",
+            "jsonpath={.data.client-token}",
         ]);
         let out = proc::run(
             {
@@ -99,8 +110,15 @@ impl Env {
     /// The `deposito` client against the gateway, in namespace `dep`.
     fn client(&self, args: &[&str]) -> proc::Output {
         let mut cmd = Command::new(bin("deposito"));
-        cmd.args(["--server", &self.gateway(), "--token", &self.client_token(), "-n", NS])
-            .args(args);
+        cmd.args([
+            "--server",
+            &self.gateway(),
+            "--token",
+            &self.client_token(),
+            "-n",
+            NS,
+        ])
+        .args(args);
         proc::run(cmd, Duration::from_secs(300))
     }
 
@@ -116,16 +134,29 @@ impl Env {
 
     fn patch_replicas(&self, name: &str, n: u32) {
         self.k.kubectl_ok(&[
-            "patch", "sf", name, "-n", NS, "--type", "merge",
-            "-p", &format!("{{\"spec\":{{\"replicas\":{n}}}}}"),
+            "patch",
+            "sf",
+            name,
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            &format!("{{\"spec\":{{\"replicas\":{n}}}}}"),
         ]);
     }
 
     /// Events about one StoredFile, as (reason, note).
     fn events(&self, name: &str) -> Vec<(String, String)> {
         let out = self.k.kubectl_ok(&[
-            "get", "events.events.k8s.io", "-n", NS, "-o", "json",
-            "--field-selector", &format!("regarding.name={name}"),
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            NS,
+            "-o",
+            "json",
+            "--field-selector",
+            &format!("regarding.name={name}"),
         ]);
         let list: Value = serde_json::from_str(&out).unwrap();
         list["items"]
@@ -143,8 +174,14 @@ impl Env {
 
     fn replica_pods(&self) -> Vec<String> {
         let out = self.k.kubectl_ok(&[
-            "get", "pods", "-n", NS, "-l", "app.kubernetes.io/component=replica",
-            "-o", "jsonpath={.items[*].metadata.name}",
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            "app.kubernetes.io/component=replica",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
         ]);
         out.split_whitespace().map(str::to_string).collect()
     }
@@ -179,20 +216,38 @@ fn operator_end_to_end_on_a_real_control_plane() {
     // 1. helm install; the operator runs under the chart's ServiceAccount.
     assert!(k.helm(&["lint", "charts/deposito"]).ok(), "helm lint");
     let install = k.helm(&[
-        "install", RELEASE, "charts/deposito", "-n", NS, "--create-namespace", "--wait",
-        "--timeout", "5m",
-        "--set", "replica.replicas=4",
-        "--set", "replica.fetchAllowPrivate=true",
-        "--set", &format!("operator.gracePeriodSeconds={GRACE_SECS}"),
-        "--set", "operator.orphanGraceSeconds=5",
-        "--set", "replica.storage.size=1Gi",
+        "install",
+        RELEASE,
+        "charts/deposito",
+        "-n",
+        NS,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "5m",
+        "--set",
+        "replica.replicas=4",
+        "--set",
+        "replica.fetchAllowPrivate=true",
+        "--set",
+        &format!("operator.gracePeriodSeconds={GRACE_SECS}"),
+        "--set",
+        "operator.orphanGraceSeconds=5",
+        "--set",
+        "replica.storage.size=1Gi",
     ]);
     assert!(install.ok(), "helm install: {install}");
     let (operator, _) = env.operator_pod();
     let pod = k.get_json(NS, "pod", &operator).unwrap();
-    assert_eq!(pod["spec"]["serviceAccountName"], format!("{RELEASE}-deposito-operator"));
+    assert_eq!(
+        pod["spec"]["serviceAccountName"],
+        format!("{RELEASE}-deposito-operator")
+    );
     assert_eq!(env.replica_pods().len(), 4);
-    step("helm install: operator under its ServiceAccount, 4 replica pods", t);
+    step(
+        "helm install: operator under its ServiceAccount, 4 replica pods",
+        t,
+    );
 
     // 2. An inline StoredFile at 2 copies.
     let hello = "hello from a StoredFile\n";
@@ -219,8 +274,14 @@ fn operator_end_to_end_on_a_real_control_plane() {
     env.wait_copies(&resource, &report_bytes, 2);
     let table = k.kubectl_ok(&["get", "sf", "-n", NS]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "REPLICAS", "READY", "SIZE", "PHASE", "AGE"]);
-    let row = table.lines().find(|l| l.starts_with(&resource)).expect("row");
+    assert_eq!(
+        header,
+        ["NAME", "REPLICAS", "READY", "SIZE", "PHASE", "AGE"]
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&resource))
+        .expect("row");
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[1..5], ["2", "2", "3.0", "MiB"][..], "row {row}");
     assert_eq!(cells[5], "Ready", "row {row}");
@@ -229,7 +290,10 @@ fn operator_end_to_end_on_a_real_control_plane() {
     assert!(out.ok(), "retrieve: {out}");
     assert_eq!(deposito_e2e::files::sha256_file(&copy).unwrap(), report_sha);
     println!("{table}");
-    step("gateway deposit: listed with every column, retrieved identical", t);
+    step(
+        "gateway deposit: listed with every column, retrieved identical",
+        t,
+    );
 
     // 5. url sources: fetched and pinned; a wrong digest fails with an Event and no copy.
     let served = data_dir.join("served");
@@ -238,36 +302,50 @@ fn operator_end_to_end_on_a_real_control_plane() {
     std::fs::write(served.join("page.txt"), &page).unwrap();
     let port = deposito_e2e::cluster::free_port(std::net::Ipv4Addr::LOCALHOST);
     let mut http = Command::new("python3");
-    http.args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
-        .current_dir(&served);
+    http.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .current_dir(&served);
     let _server = Proc::spawn("http.server", http, &k.dir.join("http.log"));
     let url = format!("http://127.0.0.1:{port}/page.txt");
     let manifest = |name: &str, sha: Option<&str>| {
-        let sha = sha.map(|s| format!("  sha256: {s}\n")).unwrap_or_default();
+        let sha = sha
+            .map(|s| format!("  sha256: \"{s}\"\n"))
+            .unwrap_or_default();
         format!(
             "apiVersion: deposito.io/v1alpha1\nkind: StoredFile\nmetadata: {{name: {name}}}\n\
              spec:\n  replicas: 2\n{sha}  source:\n    url: {url}\n"
         )
     };
-    assert!(k.apply(NS, &manifest("page", None)).ok());
+    let out = k.apply(NS, &manifest("page", None));
+    assert!(out.ok(), "apply page: {out}");
     env.wait_copies("page", &page, 2);
     assert_eq!(env.sf("page")["status"]["sha256"], sha256_hex(&page));
     let wrong = "0".repeat(64);
-    assert!(k.apply(NS, &manifest("page-wrong", Some(&wrong))).ok());
+    let out = k.apply(NS, &manifest("page-wrong", Some(&wrong)));
+    assert!(out.ok(), "apply page-wrong: {out}");
     wait_sync("a Failed condition and a Failed event", WAIT, || {
         let st = env.sf("page-wrong")["status"].clone();
-        let failed = st["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Failed" && c["status"] == "True" && c["reason"] == "DigestMismatch");
+        let failed = st["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["type"] == "Failed" && c["status"] == "True" && c["reason"] == "DigestMismatch"
+        });
         let event = env.events("page-wrong").iter().any(|(r, _)| r == "Failed");
         (failed && event && st["phase"] == "Failed")
             .then_some(())
             .ok_or_else(|| format!("status {st}"))
     });
-    assert!(k.any_copies(NS, "page-wrong").is_empty(), "no copy of refused content");
-    step("url: fetched with the right digest; a wrong digest Failed, evented, no copy", t);
+    assert!(
+        k.any_copies(NS, "page-wrong").is_empty(),
+        "no copy of refused content"
+    );
+    step(
+        "url: fetched with the right digest; a wrong digest Failed, evented, no copy",
+        t,
+    );
 
     // 6a. A holder gone for longer than the grace period is replaced; back, its extra is trimmed.
     let (grace_name, grace_body, lost) = (0..20)
@@ -283,7 +361,11 @@ fn operator_end_to_end_on_a_real_control_plane() {
         })
         .expect("a file whose higher holder has ordinal 2 or more");
     k.kubectl_ok(&[
-        "scale", "statefulset", &format!("{RELEASE}-deposito-replica"), "-n", NS,
+        "scale",
+        "statefulset",
+        &format!("{RELEASE}-deposito-replica"),
+        "-n",
+        NS,
         &format!("--replicas={lost}"),
     ]);
     let gone_pod = format!("{RELEASE}-deposito-replica-{lost}");
@@ -295,7 +377,9 @@ fn operator_end_to_end_on_a_real_control_plane() {
             .ok_or_else(|| format!("{st}"))
     });
     let within = scaled_at.elapsed();
-    let live_claims: Vec<String> = (0..lost).map(|i| claim_of(&format!("{RELEASE}-deposito-replica-{i}"))).collect();
+    let live_claims: Vec<String> = (0..lost)
+        .map(|i| claim_of(&format!("{RELEASE}-deposito-replica-{i}")))
+        .collect();
     let live_holders = |name: &str, body: &str| -> Vec<String> {
         k.holders(NS, name, &sha256_hex(body.as_bytes()), body.as_bytes())
             .into_iter()
@@ -303,25 +387,56 @@ fn operator_end_to_end_on_a_real_control_plane() {
             .collect()
     };
     if within < Duration::from_secs(GRACE_SECS - 2) {
-        assert_eq!(live_holders(&grace_name, &grace_body).len(), 1, "not replaced within the grace period");
+        assert_eq!(
+            live_holders(&grace_name, &grace_body).len(),
+            1,
+            "not replaced within the grace period"
+        );
     }
     let replaced = wait_sync("the copy replaced after the grace period", WAIT, || {
         let live = live_holders(&grace_name, &grace_body);
-        (live.len() == 2).then_some(scaled_at.elapsed()).ok_or_else(|| format!("{live:?}"))
+        (live.len() == 2)
+            .then_some(scaled_at.elapsed())
+            .ok_or_else(|| format!("{live:?}"))
     });
-    assert!(replaced >= Duration::from_secs(GRACE_SECS), "replaced after {replaced:?}, before the grace period");
+    assert!(
+        replaced >= Duration::from_secs(GRACE_SECS),
+        "replaced after {replaced:?}, before the grace period"
+    );
     k.kubectl_ok(&[
-        "scale", "statefulset", &format!("{RELEASE}-deposito-replica"), "-n", NS, "--replicas=4",
+        "scale",
+        "statefulset",
+        &format!("{RELEASE}-deposito-replica"),
+        "-n",
+        NS,
+        "--replicas=4",
     ]);
     env.wait_copies(&grace_name, grace_body.as_bytes(), 2);
-    step(&format!("holder gone: replaced after {replaced:.1?} (grace {GRACE_SECS}s); back: extra trimmed"), t);
+    step(
+        &format!(
+            "holder gone: replaced after {replaced:.1?} (grace {GRACE_SECS}s); back: extra trimmed"
+        ),
+        t,
+    );
 
     // 6b. Draining a pod moves its copies away.
     let holders = env.wait_copies(&grace_name, grace_body.as_bytes(), 2);
     let drained = pod_of(&holders[0]);
-    k.kubectl_ok(&["annotate", "pod", &drained, "-n", NS, "deposito.io/drain=true"]);
+    k.kubectl_ok(&[
+        "annotate",
+        "pod",
+        &drained,
+        "-n",
+        NS,
+        "deposito.io/drain=true",
+    ]);
     wait_sync("the drained pod emptied, 2 copies elsewhere", WAIT, || {
-        let now = k.holders(NS, &grace_name, &sha256_hex(grace_body.as_bytes()), grace_body.as_bytes());
+        let now = k.holders(
+            NS,
+            &grace_name,
+            &sha256_hex(grace_body.as_bytes()),
+            grace_body.as_bytes(),
+        );
         (now.len() == 2 && !now.contains(&claim_of(&drained)))
             .then_some(())
             .ok_or_else(|| format!("{now:?}"))
@@ -333,7 +448,10 @@ fn operator_end_to_end_on_a_real_control_plane() {
     let out = k.kubectl(&["delete", "sf", &grace_name, "-n", NS, "--timeout=60s"]);
     assert!(out.ok(), "delete: {out}");
     assert!(k.get_json(NS, "sf", &grace_name).is_none());
-    assert!(k.any_copies(NS, &grace_name).is_empty(), "copies left after delete");
+    assert!(
+        k.any_copies(NS, &grace_name).is_empty(),
+        "copies left after delete"
+    );
     step("delete: every copy gone, finalizer released", t);
 
     // 8. Operator restarted mid-replication: it converges.
@@ -345,11 +463,22 @@ fn operator_end_to_end_on_a_real_control_plane() {
     env.wait_copies("big.bin", &big_bytes, 1);
     env.patch_replicas("big.bin", 4);
     let (old_operator, _) = env.operator_pod();
-    k.kubectl_ok(&["delete", "pod", &old_operator, "-n", NS, "--grace-period=0", "--force"]);
+    k.kubectl_ok(&[
+        "delete",
+        "pod",
+        &old_operator,
+        "-n",
+        NS,
+        "--grace-period=0",
+        "--force",
+    ]);
     env.wait_copies("big.bin", &big_bytes, 4);
     let (new_operator, _) = env.operator_pod();
     assert_ne!(new_operator, old_operator);
-    step("operator killed mid-replication: converged to 4 under a new pod", t);
+    step(
+        "operator killed mid-replication: converged to 4 under a new pod",
+        t,
+    );
 
     let describe = k.kubectl_ok(&["describe", "sf", "hello.txt", "-n", NS]);
     let wide = k.kubectl_ok(&["get", "sf", "-n", NS, "-o", "wide"]);
@@ -361,34 +490,74 @@ fn operator_end_to_end_on_a_real_control_plane() {
     let before = k.any_copies(NS, "hello.txt");
     let role = format!("{RELEASE}-deposito-operator");
     k.kubectl_ok(&[
-        "patch", "role", &role, "-n", NS, "--type", "json", "-p",
+        "patch",
+        "role",
+        &role,
+        "-n",
+        NS,
+        "--type",
+        "json",
+        "-p",
         r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","watch"]}]"#,
     ]);
     env.patch_replicas("hello.txt", 2);
     let (operator, _) = env.operator_pod();
-    k.kubectl_ok(&["delete", "pod", &operator, "-n", NS, "--grace-period=0", "--force"]);
+    k.kubectl_ok(&[
+        "delete",
+        "pod",
+        &operator,
+        "-n",
+        NS,
+        "--grace-period=0",
+        "--force",
+    ]);
     wait_sync("Forbidden in status and in an Event", WAIT, || {
         let st = env.sf("hello.txt")["status"].clone();
-        let in_status = st["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["reason"] == "Forbidden" && c["message"].as_str().is_some_and(|m| m.contains("forbidden")));
+        let in_status = st["conditions"].as_array().into_iter().flatten().any(|c| {
+            c["reason"] == "Forbidden"
+                && c["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("forbidden"))
+        });
         let in_events = env
             .events("hello.txt")
             .iter()
             .any(|(r, n)| r == "Failed" && n.contains("forbidden"));
-        (in_status && in_events).then_some(()).ok_or_else(|| format!("{st}"))
+        (in_status && in_events)
+            .then_some(())
+            .ok_or_else(|| format!("{st}"))
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(k.any_copies(NS, "hello.txt"), before, "nothing deleted or added while blind");
+    assert_eq!(
+        k.any_copies(NS, "hello.txt"),
+        before,
+        "nothing deleted or added while blind"
+    );
     k.kubectl_ok(&[
-        "patch", "role", &role, "-n", NS, "--type", "json", "-p",
+        "patch",
+        "role",
+        &role,
+        "-n",
+        NS,
+        "--type",
+        "json",
+        "-p",
         r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","list","watch"]}]"#,
     ]);
     // The operator retries with backoff; restarting it only makes the test quicker.
     let (operator, _) = env.operator_pod();
-    k.kubectl_ok(&["delete", "pod", &operator, "-n", NS, "--grace-period=0", "--force"]);
+    k.kubectl_ok(&[
+        "delete",
+        "pod",
+        &operator,
+        "-n",
+        NS,
+        "--grace-period=0",
+        "--force",
+    ]);
     env.wait_copies("hello.txt", hello.as_bytes(), 2);
-    step("RBAC without pod list: Forbidden reported, nothing deleted; restored: converged", t);
+    step(
+        "RBAC without pod list: Forbidden reported, nothing deleted; restored: converged",
+        t,
+    );
 }

@@ -275,7 +275,9 @@ pub fn build_status(view: &PodView, prev_conditions: &[PodCondition], now: &Time
         }]),
         start_time: Some(view.start_time.clone()),
         container_statuses: Some(main.iter().map(|c| c.to_api()).collect()),
-        qos_class: Some("BestEffort".into()),
+        // The API server sets the QoS class at creation (from the resources) and it is
+        // immutable: the merge patch leaves it out.
+        qos_class: None,
         ..Default::default()
     }
 }

@@ -78,7 +78,7 @@ impl Env {
                         p["status"]["podIP"].as_str()?.to_string(),
                     ))
                 })
-                .ok_or_else(|| format!("{}", out.stdout.chars().take(300).collect::<String>()))
+                .ok_or_else(|| out.stdout.chars().take(300).collect::<String>())
         })
     }
 

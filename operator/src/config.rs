@@ -24,6 +24,12 @@ pub enum Command {
     Kube(KubeArgs),
     /// Print the StoredFile CustomResourceDefinition as YAML.
     Crd,
+    /// GET a URL and exit 0 on a 2xx answer (container health checks: the image has no curl).
+    #[command(hide = true)]
+    Probe {
+        /// The URL, such as http://127.0.0.1:7070/readyz.
+        url: String,
+    },
     /// Run a storage replica in this process (what `deposito-replica` runs). The local
     /// launcher uses it when no `deposito-replica` binary sits next to this one.
     #[command(hide = true)]
@@ -78,10 +84,12 @@ pub struct LocalArgs {
     /// Heartbeat period asked of replicas, in seconds.
     #[arg(long, env = "DEPOSITO_HEARTBEAT_SECS", default_value_t = 2)]
     pub heartbeat_secs: u64,
-    /// File holding the client token [default: DATA_DIR/token, generated if missing].
+    /// File holding the client token [default: DATA_DIR/token, generated if missing]. The
+    /// environment variable DEPOSITO_CLIENT_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// File holding the replica token [default: DATA_DIR/replica-token, generated if missing].
+    /// The environment variable DEPOSITO_REPLICA_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
     pub replica_token_file: Option<PathBuf>,
     /// Scrub interval passed to supervised replicas, in seconds.

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 /// Environment variable carrying the replica token (env only, never a flag).
-pub const TOKEN_ENV: &str = "DEPOSITO_TOKEN";
+pub const TOKEN_ENV: &str = "DEPOSITO_REPLICA_TOKEN";
+/// The client's token variables: a replica refuses them, so that a shell set up for the
+/// client never hands the client's token to a replica as its internal token.
+pub const CLIENT_TOKEN_ENVS: [&str; 2] = ["DEPOSITO_TOKEN", "DEPOSITO_TOKEN_FILE"];
 
 /// Configuration of one storage replica. Parsed from flags and environment by the binary;
 /// library users may build it with [`Config::new`] and adjust the public fields.
@@ -23,10 +26,16 @@ pub struct Config {
     /// Where copies live.
     #[arg(long, env = "DEPOSITO_DATA_DIR", default_value = "./replica-data")]
     pub data_dir: PathBuf,
-    /// File holding the replica token (alternatively set DEPOSITO_TOKEN).
-    #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
+    /// Claim the first free numbered slot `DIR/slot-N` (an exclusive lock held while the
+    /// process runs) and use it as the data dir; the replica id defaults to `replica-N`. For
+    /// replicas of one service sharing a volume (docker compose `deploy.replicas`): each keeps
+    /// its identity and data across restarts. Overrides --data-dir.
+    #[arg(long, env = "DEPOSITO_DATA_SLOTS")]
+    pub data_slots: Option<PathBuf>,
+    /// File holding the replica token (alternatively set DEPOSITO_REPLICA_TOKEN).
+    #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// The replica token itself. Filled from DEPOSITO_TOKEN or --token-file by
+    /// The replica token itself. Filled from DEPOSITO_REPLICA_TOKEN or --token-file by
     /// [`Config::resolve_token`]; never a command-line flag.
     #[arg(skip)]
     pub token: Option<String>,
@@ -64,8 +73,15 @@ pub struct Config {
 /// Why a configuration can't be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no replica token: set DEPOSITO_TOKEN or --token-file/DEPOSITO_TOKEN_FILE")]
+    #[error("no replica token: set DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE")]
     MissingToken,
+    #[error(
+        "{0} holds the client's token; a replica takes its internal token from \
+         DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE"
+    )]
+    ClientTokenGiven(&'static str),
+    #[error("cannot claim a data slot in {path}: {reason}")]
+    Slot { path: PathBuf, reason: String },
     #[error("cannot read token file {path}: {source}")]
     TokenFile {
         path: PathBuf,
@@ -89,7 +105,8 @@ impl Config {
         cfg
     }
 
-    /// Fills `token` from DEPOSITO_TOKEN, else from `token_file`, unless already set.
+    /// Fills `token` from DEPOSITO_REPLICA_TOKEN, else from `token_file`, unless already set.
+    /// When neither is given but the client's variables are, says so instead of using them.
     pub fn resolve_token(&mut self) -> Result<(), ConfigError> {
         if self.token.as_deref().is_some_and(|t| !t.is_empty()) {
             return Ok(());
@@ -102,6 +119,12 @@ impl Config {
             }
         }
         let Some(path) = &self.token_file else {
+            if let Some(name) = CLIENT_TOKEN_ENVS
+                .into_iter()
+                .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+            {
+                return Err(ConfigError::ClientTokenGiven(name));
+            }
             return Err(ConfigError::MissingToken);
         };
         let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
@@ -151,6 +174,47 @@ pub fn resolve_replica_id(
     Ok(id)
 }
 
+/// A claimed data slot: the lock file stays open (and locked) for the life of the process.
+#[derive(Debug)]
+pub struct SlotClaim {
+    pub number: u32,
+    pub dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// Claims the first free `root/slot-N` with an exclusive, non-blocking `flock` on
+/// `root/slot-N.lock`. Another process (a container sharing the volume) holding a slot makes
+/// this one take the next. The lock goes away with the process, even on `kill -9`.
+pub fn claim_slot(root: &Path) -> Result<SlotClaim, ConfigError> {
+    use std::os::fd::AsRawFd;
+    let fail = |reason: String| ConfigError::Slot {
+        path: root.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(root).map_err(|e| fail(e.to_string()))?;
+    for number in 1..=4096u32 {
+        let lock_path = root.join(format!("slot-{number}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| fail(format!("{}: {e}", lock_path.display())))?;
+        // SAFETY: flock on an open descriptor we own.
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if locked {
+            let dir = root.join(format!("slot-{number}"));
+            std::fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+            return Ok(SlotClaim {
+                number,
+                dir,
+                _lock: lock,
+            });
+        }
+    }
+    Err(fail("every slot is taken".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +237,17 @@ mod tests {
         assert!(a.starts_with("r-") && a.len() == 10, "{a}");
         assert_eq!(resolve_replica_id(None, dir.path()).unwrap(), a);
         assert_eq!(resolve_replica_id(Some("x1"), dir.path()).unwrap(), "x1");
+    }
+
+    #[test]
+    fn slots_are_claimed_once_each_and_freed_with_their_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = claim_slot(dir.path()).unwrap();
+        let second = claim_slot(dir.path()).unwrap();
+        assert_eq!((first.number, second.number), (1, 2));
+        assert!(first.dir.ends_with("slot-1") && first.dir.is_dir());
+        drop(first);
+        assert_eq!(claim_slot(dir.path()).unwrap().number, 1, "freed with its holder");
     }
 
     #[test]

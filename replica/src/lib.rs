@@ -57,6 +57,8 @@ pub struct Running {
     pub app: AppState,
     cancel: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    /// The data slot this replica holds (with `--data-slots`), released when it stops.
+    _slot: Option<config::SlotClaim>,
 }
 
 impl Running {
@@ -80,8 +82,20 @@ impl Running {
 }
 
 /// Opens the store, binds `config.listen` and serves in the background.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let token = config.token()?.to_string();
+    let slot = match &config.data_slots {
+        Some(root) => {
+            let claim = config::claim_slot(root)?;
+            config.data_dir = claim.dir.clone();
+            if config.id.is_none() && !claim.dir.join("replica-id").exists() {
+                config.id = Some(format!("replica-{}", claim.number));
+            }
+            tracing::info!(slot = claim.number, dir = %claim.dir.display(), "claimed data slot");
+            Some(claim)
+        }
+        None => None,
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let id = config::resolve_replica_id(config.id.as_deref(), &config.data_dir)?;
@@ -95,10 +109,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listen_file = config.data_dir.join("listen");
     storage::fsutil::write_file_atomic(&listen_file, format!("{addr}\n").as_bytes())
         .with_context(|| format!("cannot write {}", listen_file.display()))?;
-    let advertise = config
-        .advertise_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let advertise = match &config.advertise_url {
+        Some(url) => url.clone(),
+        None => format!("http://{}", advertised_addr(addr, config.register.as_deref()).await),
+    };
     let register_url = config.register.clone();
     let app = Arc::new(App::new(config, token, id, advertise, store));
     let cancel = CancellationToken::new();
@@ -119,7 +133,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         app,
         cancel,
         task,
+        _slot: slot,
     })
+}
+
+/// The address peers should use for a replica bound to `addr`. A wildcard bind (`0.0.0.0`,
+/// as in a container) is replaced by the local address of the route to the operator, found
+/// by connecting a UDP socket toward it (nothing is sent).
+async fn advertised_addr(addr: SocketAddr, register: Option<&str>) -> SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let towards = register
+        .and_then(|url| reqwest::Url::parse(url).ok())
+        .and_then(|url| Some((url.host_str()?.to_string(), url.port_or_known_default()?)));
+    let Some((host, port)) = towards else {
+        return SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
+    };
+    let local = async {
+        let target = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?;
+        let bind: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let socket = tokio::net::UdpSocket::bind(bind).await.ok()?;
+        socket.connect(target).await.ok()?;
+        socket.local_addr().ok()
+    };
+    match local.await {
+        Some(local) => SocketAddr::new(local.ip(), addr.port()),
+        None => {
+            tracing::warn!(%host, "cannot find the local address toward the operator; advertising loopback");
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+    }
 }
 
 /// Runs a replica until SIGTERM or SIGINT.

@@ -23,6 +23,8 @@ fn refuses_to_start_without_a_token() {
     let out = Command::new(BIN)
         .env_remove("DEPOSITO_TOKEN")
         .env_remove("DEPOSITO_TOKEN_FILE")
+        .env_remove("DEPOSITO_REPLICA_TOKEN")
+        .env_remove("DEPOSITO_REPLICA_TOKEN_FILE")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .output()
@@ -30,7 +32,29 @@ fn refuses_to_start_without_a_token() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("token"), "{err}");
+    assert!(err.contains("DEPOSITO_REPLICA_TOKEN"), "{err}");
+}
+
+#[test]
+fn refuses_the_clients_token_variable_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [("DEPOSITO_TOKEN", "client-secret"), ("DEPOSITO_TOKEN_FILE", "/tmp/x")] {
+        let out = Command::new(BIN)
+            .env_remove("DEPOSITO_TOKEN")
+            .env_remove("DEPOSITO_TOKEN_FILE")
+            .env_remove("DEPOSITO_REPLICA_TOKEN")
+            .env_remove("DEPOSITO_REPLICA_TOKEN_FILE")
+            .env(var, value)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(var) && err.contains("client"), "{err}");
+        assert!(!dir.path().join("objects").exists(), "nothing started");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,7 +65,8 @@ async fn binary_serves_and_stops_on_sigterm() {
     let data = dir.path().join("data");
     let mut child = Command::new(BIN)
         .env_remove("DEPOSITO_TOKEN")
-        .env("DEPOSITO_TOKEN_FILE", &token_file)
+        .env_remove("DEPOSITO_REPLICA_TOKEN")
+        .env("DEPOSITO_REPLICA_TOKEN_FILE", &token_file)
         .env("DEPOSITO_LISTEN", "127.0.0.6:0")
         .env("DEPOSITO_REPLICA_ID", "bin-1")
         .arg("--data-dir")

@@ -26,13 +26,21 @@ use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
 use utoipa::OpenApi as _;
 
+/// The environment variable that may carry the client token of the operator (compose).
+pub const CLIENT_TOKEN_ENV: &str = "DEPOSITO_CLIENT_TOKEN";
+
 /// Runs `deposito-operator local` until SIGINT or SIGTERM.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let client_token = tokens::load_or_create(args.token_file.as_deref(), &data_dir.join("token"))?;
-    let replica_token = tokens::load_or_create(
+    let client_token = tokens::from_env_or_file(
+        CLIENT_TOKEN_ENV,
+        args.token_file.as_deref(),
+        &data_dir.join("token"),
+    )?;
+    let replica_token = tokens::from_env_or_file(
+        deposito_replica::config::TOKEN_ENV,
         args.replica_token_file.as_deref(),
         &data_dir.join("replica-token"),
     )?;

@@ -7,6 +7,19 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use rand::RngCore;
 
+/// The token from the environment variable `env` when set (compose passes tokens so), else
+/// from [`load_or_create`].
+pub fn from_env_or_file(
+    env: &str,
+    explicit: Option<&Path>,
+    default_path: &Path,
+) -> anyhow::Result<String> {
+    match std::env::var(env) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        _ => load_or_create(explicit, default_path),
+    }
+}
+
 /// Reads the token from `explicit` if given, else from `default_path`, creating it there (mode
 /// 0600, 32 random bytes as hex) when missing.
 pub fn load_or_create(explicit: Option<&Path>, default_path: &Path) -> anyhow::Result<String> {

@@ -258,7 +258,7 @@ impl Cluster {
             cmd.arg("--zone").arg(zone);
         }
         clean_env(&mut cmd, &self.root_path);
-        cmd.env("DEPOSITO_TOKEN", &self.replica_token);
+        cmd.env("DEPOSITO_REPLICA_TOKEN", &self.replica_token);
         let p = Proc::spawn(&r.id, cmd, &self.log(&r.id));
         self.replicas[k - 1].proc = Some(p);
     }

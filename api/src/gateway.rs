@@ -25,6 +25,39 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// Every phase, in declaration order.
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Replicating,
+        Phase::Ready,
+        Phase::Trimming,
+        Phase::Degraded,
+        Phase::Lost,
+        Phase::Deleting,
+        Phase::Failed,
+    ];
+
+    /// The name shown in status, listings and messages (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Replicating => "Replicating",
+            Phase::Ready => "Ready",
+            Phase::Trimming => "Trimming",
+            Phase::Degraded => "Degraded",
+            Phase::Lost => "Lost",
+            Phase::Deleting => "Deleting",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    /// The phase named `name` (as [`Phase::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
 /// A condition in the Kubernetes sense: a named boolean with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Condition {
@@ -123,4 +156,19 @@ pub struct ReplicaList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PatchReplica {
     pub draining: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_names_are_what_serde_writes_and_parse_back() {
+        for phase in Phase::ALL {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.as_str()));
+            assert_eq!(Phase::parse(phase.as_str()), Some(phase));
+        }
+        assert_eq!(Phase::parse("Unknown"), None);
+    }
 }

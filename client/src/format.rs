@@ -58,19 +58,6 @@ pub fn short_sha(sha: &str) -> String {
     }
 }
 
-pub fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Pending => "Pending",
-        Phase::Replicating => "Replicating",
-        Phase::Ready => "Ready",
-        Phase::Trimming => "Trimming",
-        Phase::Degraded => "Degraded",
-        Phase::Lost => "Lost",
-        Phase::Deleting => "Deleting",
-        Phase::Failed => "Failed",
-    }
-}
-
 /// `deposito ls`.
 pub fn file_table(list: &FileList) -> String {
     let rows: Vec<Vec<String>> = list
@@ -82,7 +69,7 @@ pub fn file_table(list: &FileList) -> String {
                 f.replicas.to_string(),
                 f.ready_replicas.to_string(),
                 human_bytes(f.size),
-                phase_name(f.phase).to_string(),
+                f.phase.as_str().to_string(),
                 short_sha(&f.sha256),
             ]
         })
@@ -126,7 +113,7 @@ fn notable_conditions(st: &FileStatus) -> Vec<String> {
 pub fn describe_status(st: &FileStatus) -> String {
     let mut s = format!(
         "phase {}, {}/{} copies ready",
-        phase_name(st.phase),
+        st.phase.as_str(),
         st.ready_replicas,
         st.replicas
     );
@@ -160,7 +147,7 @@ pub fn file_status(st: &FileStatus) -> String {
     let mut kv = |k: &str, v: String| out.push_str(&format!("{:<12}{}\n", format!("{k}:"), v));
     kv("name", st.name.clone());
     kv("namespace", st.namespace.clone());
-    kv("phase", phase_name(st.phase).to_string());
+    kv("phase", st.phase.as_str().to_string());
     kv(
         "replicas",
         format!("{} wanted, {} ready", st.replicas, st.ready_replicas),

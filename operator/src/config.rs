@@ -2,8 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::engine::observer::ObserverSettings;
+use crate::engine::{EngineSettings, StaleGuard, TrackerSettings};
 
 /// Deposito operator: reconciles file copies across storage replicas and serves the gateway.
 #[derive(Debug, Parser)]
@@ -56,31 +60,8 @@ pub struct LocalArgs {
     /// The `deposito-replica` binary [default: next to this binary, else on PATH].
     #[arg(long, env = "DEPOSITO_REPLICA_BINARY")]
     pub replica_binary: Option<PathBuf>,
-    /// Seconds a holder may be unreachable before its copies are replaced elsewhere.
-    #[arg(long, env = "DEPOSITO_GRACE_PERIOD_SECS", default_value_t = 300)]
-    pub grace_period_secs: u64,
-    /// Seconds between slow resyncs that look at every file (changes are acted on at once;
-    /// this only repairs what a missed notification would leave).
-    #[arg(
-        long,
-        env = "DEPOSITO_RESYNC_INTERVAL_SECS",
-        default_value_t = 600,
-        alias = "reconcile-interval-secs"
-    )]
-    pub resync_interval_secs: u64,
-    /// Seconds between full re-lists of each replica's inventory (between them, the
-    /// operator follows each replica's change feed).
-    #[arg(long, env = "DEPOSITO_RELIST_INTERVAL_SECS", default_value_t = 600)]
-    pub relist_interval_secs: u64,
-    /// Files reconciled at once.
-    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 64)]
-    pub workers: usize,
-    /// Most copies pulled into one replica at once (the re-replication throttle).
-    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 16)]
-    pub pulls_per_replica: usize,
-    /// Seconds before a copy that no catalog entry claims is removed.
-    #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
-    pub orphan_grace_secs: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Heartbeat period asked of replicas, in seconds.
     #[arg(long, env = "DEPOSITO_HEARTBEAT_SECS", default_value_t = 2)]
     pub heartbeat_secs: u64,
@@ -143,30 +124,83 @@ pub struct KubeArgs {
     /// File holding the replica token (mounted from a Secret).
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
     pub replica_token_file: PathBuf,
-    /// Seconds a holder may be unreachable (pod not Ready, or gone) before its copies are
-    /// replaced elsewhere.
-    #[arg(long, env = "DEPOSITO_GRACE_PERIOD_SECS", default_value_t = 300)]
-    pub grace_period_secs: u64,
-    /// Seconds before a copy no StoredFile claims is removed; also how long copies of other
-    /// content are kept in case they belong to an upload in flight.
-    #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
-    pub orphan_grace_secs: u64,
-    /// Seconds between resyncs of each StoredFile (changes are acted on at once).
-    #[arg(long, env = "DEPOSITO_RESYNC_INTERVAL_SECS", default_value_t = 600)]
-    pub resync_interval_secs: u64,
-    /// Seconds between full re-lists of each replica's inventory.
-    #[arg(long, env = "DEPOSITO_RELIST_INTERVAL_SECS", default_value_t = 600)]
-    pub relist_interval_secs: u64,
-    /// StoredFiles reconciled at once.
-    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 64)]
-    pub workers: usize,
-    /// Most copies pulled into one replica at once (the re-replication throttle).
-    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 16)]
-    pub pulls_per_replica: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Elect a leader through a Lease, so that several operator replicas can run.
     #[arg(long, env = "DEPOSITO_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
     /// Name of the Lease used for leader election.
     #[arg(long, env = "DEPOSITO_LEASE_NAME", default_value = "deposito-operator")]
     pub lease_name: String,
+}
+
+/// Flags of the reconcile engine, the same in every mode.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Seconds a holder may be unreachable (silent, or its pod not Ready or gone) before its
+    /// copies are replaced elsewhere.
+    #[arg(long, env = "DEPOSITO_GRACE_PERIOD_SECS", default_value_t = 300)]
+    pub grace_period_secs: u64,
+    /// Seconds before a copy that no file claims is removed. In kube mode also how long
+    /// copies of other content are kept, in case they belong to an upload whose StoredFile
+    /// write is still in flight.
+    #[arg(long, env = "DEPOSITO_ORPHAN_GRACE_SECS", default_value_t = 300)]
+    pub orphan_grace_secs: u64,
+    /// Seconds between slow resyncs that look at every file (changes are acted on at once;
+    /// this only repairs what a missed notification would leave).
+    #[arg(
+        long,
+        env = "DEPOSITO_RESYNC_INTERVAL_SECS",
+        default_value_t = 600,
+        alias = "reconcile-interval-secs"
+    )]
+    pub resync_interval_secs: u64,
+    /// Seconds between full re-lists of each replica's inventory (between them, the
+    /// operator follows each replica's change feed).
+    #[arg(long, env = "DEPOSITO_RELIST_INTERVAL_SECS", default_value_t = 600)]
+    pub relist_interval_secs: u64,
+    /// Files reconciled at once.
+    #[arg(long, env = "DEPOSITO_WORKERS", default_value_t = 64)]
+    pub workers: usize,
+    /// Most copies pulled into one replica at once (the re-replication throttle).
+    #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 16)]
+    pub pulls_per_replica: usize,
+}
+
+impl EngineArgs {
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_secs)
+    }
+
+    pub fn orphan_grace(&self) -> Duration {
+        Duration::from_secs(self.orphan_grace_secs)
+    }
+
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.resync_interval_secs.max(1))
+    }
+
+    /// The engine's settings, with the mode's way of telling stale copies from uploads.
+    pub fn engine_settings(&self, stale_guard: StaleGuard) -> EngineSettings {
+        EngineSettings {
+            grace_period: self.grace_period(),
+            orphan_grace: self.orphan_grace(),
+            stale_guard,
+            pulls_per_replica: self.pulls_per_replica,
+        }
+    }
+
+    /// The health tracker's settings; `read_info`: ask replicas for free space (when
+    /// membership does not report it).
+    pub fn tracker_settings(&self, read_info: bool) -> TrackerSettings {
+        TrackerSettings {
+            tick: Duration::from_millis(500),
+            grace: self.grace_period(),
+            observer: ObserverSettings {
+                poll_wait: Duration::from_secs(20),
+                relist_every: Duration::from_secs(self.relist_interval_secs.max(1)),
+                read_info,
+            },
+        }
+    }
 }

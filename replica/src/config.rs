@@ -73,7 +73,9 @@ pub struct Config {
 /// Why a configuration can't be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no replica token: set DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE")]
+    #[error(
+        "no replica token: set DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE"
+    )]
     MissingToken,
     #[error(
         "{0} holds the client's token; a replica takes its internal token from \
@@ -247,7 +249,11 @@ mod tests {
         assert_eq!((first.number, second.number), (1, 2));
         assert!(first.dir.ends_with("slot-1") && first.dir.is_dir());
         drop(first);
-        assert_eq!(claim_slot(dir.path()).unwrap().number, 1, "freed with its holder");
+        assert_eq!(
+            claim_slot(dir.path()).unwrap().number,
+            1,
+            "freed with its holder"
+        );
     }
 
     #[test]

@@ -111,7 +111,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot write {}", listen_file.display()))?;
     let advertise = match &config.advertise_url {
         Some(url) => url.clone(),
-        None => format!("http://{}", advertised_addr(addr, config.register.as_deref()).await),
+        None => format!(
+            "http://{}",
+            advertised_addr(addr, config.register.as_deref()).await
+        ),
     };
     let register_url = config.register.clone();
     let app = Arc::new(App::new(config, token, id, advertise, store));
@@ -151,7 +154,10 @@ async fn advertised_addr(addr: SocketAddr, register: Option<&str>) -> SocketAddr
         return SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port());
     };
     let local = async {
-        let target = tokio::net::lookup_host((host.as_str(), port)).await.ok()?.next()?;
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()?
+            .next()?;
         let bind: SocketAddr = if target.is_ipv4() {
             "0.0.0.0:0".parse().ok()?
         } else {

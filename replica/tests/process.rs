@@ -38,7 +38,10 @@ fn refuses_to_start_without_a_token() {
 #[test]
 fn refuses_the_clients_token_variable_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    for (var, value) in [("DEPOSITO_TOKEN", "client-secret"), ("DEPOSITO_TOKEN_FILE", "/tmp/x")] {
+    for (var, value) in [
+        ("DEPOSITO_TOKEN", "client-secret"),
+        ("DEPOSITO_TOKEN_FILE", "/tmp/x"),
+    ] {
         let out = Command::new(BIN)
             .env_remove("DEPOSITO_TOKEN")
             .env_remove("DEPOSITO_TOKEN_FILE")

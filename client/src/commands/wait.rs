@@ -6,7 +6,7 @@ use deposito_api::gateway::{FileStatus, WaitFor};
 
 use crate::api::GatewayClient;
 use crate::error::Error;
-use crate::format::{describe_status, phase_name};
+use crate::format::describe_status;
 use crate::progress;
 
 /// Longest single long poll the client asks for, in seconds.
@@ -42,7 +42,7 @@ pub async fn wait_converged(
     let result = loop {
         bar.set_length(u64::from(last.replicas));
         bar.set_position(u64::from(last.ready_replicas.min(last.replicas)));
-        bar.set_message(phase_name(last.phase));
+        bar.set_message(last.phase.as_str());
         if last.is_converged() {
             break Ok(last);
         }
@@ -122,7 +122,7 @@ pub async fn wait_deleted(
             if let Some(st) = &last {
                 msg.push_str(&format!(
                     ": phase {}, {} copies left",
-                    phase_name(st.phase),
+                    st.phase.as_str(),
                     st.holders.len()
                 ));
             }

@@ -19,7 +19,6 @@ use tracing::instrument;
 use super::{transfer, GatewayState};
 use crate::engine::FileRecord;
 use crate::error::GatewayError;
-use crate::plan::phase_name;
 
 /// Longest long poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -225,7 +224,7 @@ pub async fn head_file(State(ctx): Ctx, path: FilePath) -> Result<Response, Gate
     );
     headers.insert(
         HEADER_PHASE,
-        HeaderValue::from_static(phase_name(status.phase)),
+        HeaderValue::from_static(status.phase.as_str()),
     );
     Ok((headers, Body::empty()).into_response())
 }

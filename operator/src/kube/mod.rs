@@ -29,10 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::KubeArgs;
-use crate::engine::{
-    self, observer::ObserverSettings, queue::Done, queue::Priority, queue::WorkQueue,
-    EngineSettings, StaleGuard, TrackerSettings,
-};
+use crate::engine::{self, queue::Done, queue::Priority, queue::WorkQueue, StaleGuard};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
@@ -87,7 +84,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         .unwrap_or(own_namespace.clone());
     let client_token = read_token(&args.token_file, "client token")?;
     let replica_token = read_token(&args.replica_token_file, "replica token")?;
-    let grace = Duration::from_secs(args.grace_period_secs);
+    let grace = args.engine.grace_period();
     let cancel = CancellationToken::new();
 
     // StoredFiles: one shared reflector for the catalog (gateway, engine) and the controller.
@@ -159,23 +156,11 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         },
         replicas_client.clone(),
         metrics.clone(),
-        EngineSettings {
-            grace_period: grace,
-            orphan_grace: Duration::from_secs(args.orphan_grace_secs),
-            // The gateway and the controller may be different processes: keep young copies of
-            // other content for one orphan grace.
-            stale_guard: StaleGuard::Age(Duration::from_secs(args.orphan_grace_secs)),
-            pulls_per_replica: args.pulls_per_replica,
-        },
-        TrackerSettings {
-            tick: Duration::from_millis(500),
-            grace,
-            observer: ObserverSettings {
-                poll_wait: Duration::from_secs(20),
-                relist_every: Duration::from_secs(args.relist_interval_secs.max(1)),
-                read_info: true,
-            },
-        },
+        // The gateway and the controller may be different processes: keep young copies of
+        // other content for one orphan grace.
+        args.engine
+            .engine_settings(StaleGuard::Age(args.engine.orphan_grace())),
+        args.engine.tracker_settings(true),
     );
     tokio::spawn(built.tracker.run(cancel.child_token()));
 
@@ -217,9 +202,16 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         }
     };
 
-    // Reconcile only once the replicas' inventories are observed (bounded wait).
+    // Reconcile only once the replicas' inventories are observed (bounded wait), unless the
+    // pods can't be read at all: reconciling then reports that on every StoredFile.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !built.replicas.settled() && tokio::time::Instant::now() < deadline {
+    let forbidden = || {
+        matches!(
+            built.replicas.current().error,
+            Some(engine::MembershipError::Forbidden(_))
+        )
+    };
+    while !built.replicas.settled() && !forbidden() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     info!(settled = built.replicas.settled(), "reconciling");
@@ -260,7 +252,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     // The slow sweep for orphans (copies no StoredFile claims).
     {
         let (index, catalog, orphans) = (built.index.clone(), catalog.clone(), orphans.clone());
-        let every = Duration::from_secs(args.resync_interval_secs.max(1));
+        let every = args.engine.resync_interval();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -279,7 +271,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         recorder,
         catalog.clone(),
         metrics.clone(),
-        Duration::from_secs(args.resync_interval_secs.max(1)),
+        args.engine.resync_interval(),
     ));
     let controller = Controller::for_shared_stream(sf_subscriber, sf_reader)
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
@@ -288,7 +280,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         .with_config(
             kube::runtime::controller::Config::default()
                 .debounce(Duration::from_millis(250))
-                .concurrency(args.workers.clamp(1, u16::MAX as usize) as u16),
+                .concurrency(args.engine.workers.clamp(1, u16::MAX as usize) as u16),
         )
         .graceful_shutdown_on(crate::local::shutdown_signal())
         .run(controller::reconcile, controller::error_policy, context)

@@ -11,7 +11,6 @@ use kube::ResourceExt;
 use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus};
 use crate::engine::error::PlanError;
 use crate::engine::{FileRecord, ObservedStatus, Source};
-use crate::plan::phase_name;
 
 /// Fingerprint of what decides the content: the source and `spec.sha256`. When it changes,
 /// a digest learned from an earlier `url` no longer applies.
@@ -23,19 +22,6 @@ pub fn source_revision(spec: &StoredFileSpec) -> String {
 /// The user's file name of a StoredFile: `spec.fileName`, or `metadata.name`.
 pub fn file_name_of(sf: &StoredFile) -> String {
     sf.spec.file_name.clone().unwrap_or_else(|| sf.name_any())
-}
-
-fn parse_phase(phase: Option<&str>) -> Phase {
-    match phase {
-        Some("Replicating") => Phase::Replicating,
-        Some("Ready") => Phase::Ready,
-        Some("Trimming") => Phase::Trimming,
-        Some("Degraded") => Phase::Degraded,
-        Some("Lost") => Phase::Lost,
-        Some("Deleting") => Phase::Deleting,
-        Some("Failed") => Phase::Failed,
-        _ => Phase::Pending,
-    }
 }
 
 fn to_engine(c: &StoredFileCondition) -> Condition {
@@ -122,7 +108,11 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
         deleting: sf.metadata.deletion_timestamp.is_some(),
         source,
         status: ObservedStatus {
-            phase: parse_phase(status.phase.as_deref()),
+            phase: status
+                .phase
+                .as_deref()
+                .and_then(Phase::parse)
+                .unwrap_or(Phase::Pending),
             ready_replicas: status.ready_replicas.max(0) as u32,
             holders: status.holders.clone(),
             unreachable_holders: status.unreachable_holders.clone(),
@@ -141,7 +131,7 @@ pub fn status_of(
 ) -> StoredFileStatus {
     let known = !record.sha256.is_empty();
     StoredFileStatus {
-        phase: Some(phase_name(status.phase).to_string()),
+        phase: Some(status.phase.as_str().to_string()),
         observed_generation: Some(status.observed_generation as i64),
         sha256: known.then(|| record.sha256.clone()),
         size: (known && record.size > 0).then_some(record.size as i64),

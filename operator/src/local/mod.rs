@@ -16,10 +16,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LocalArgs;
-use crate::engine::{
-    self, driver::DriverSettings, observer::ObserverSettings, EngineSettings, StaleGuard,
-    TrackerSettings,
-};
+use crate::engine::{self, driver::DriverSettings, StaleGuard};
 use crate::gateway::Gateway;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
@@ -54,7 +51,6 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let client = ReplicaClient::new(replica_token.clone());
     let fence = KeyLocks::default();
-    let grace = Duration::from_secs(args.grace_period_secs);
     let built = engine::build(
         engine::Seams {
             catalog: catalog.clone(),
@@ -65,21 +61,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         },
         client.clone(),
         metrics.clone(),
-        EngineSettings {
-            grace_period: grace,
-            orphan_grace: Duration::from_secs(args.orphan_grace_secs),
-            stale_guard: StaleGuard::Fenced(fence.clone()),
-            pulls_per_replica: args.pulls_per_replica,
-        },
-        TrackerSettings {
-            tick: Duration::from_millis(500),
-            grace,
-            observer: ObserverSettings {
-                poll_wait: Duration::from_secs(20),
-                relist_every: Duration::from_secs(args.relist_interval_secs.max(1)),
-                read_info: false,
-            },
-        },
+        args.engine
+            .engine_settings(StaleGuard::Fenced(fence.clone())),
+        args.engine.tracker_settings(false),
     );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -103,8 +87,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         built.engine.clone(),
         built.triggers,
         DriverSettings {
-            workers: args.workers.max(1),
-            resync_every: Duration::from_secs(args.resync_interval_secs.max(1)),
+            workers: args.engine.workers.max(1),
+            resync_every: args.engine.resync_interval(),
             settle_timeout: liveness * 2,
         },
         cancel.child_token(),

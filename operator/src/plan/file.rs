@@ -7,8 +7,7 @@ use deposito_api::gateway::{Condition, Phase};
 use deposito_api::replica::ObjectState;
 
 use super::model::{
-    phase_name, Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, ReplicaId,
-    ReplicaView,
+    Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, ReplicaId, ReplicaView,
 };
 use super::placement::{choose_source, choose_trim, rank_targets};
 
@@ -283,7 +282,7 @@ pub fn plan_file(desired: &DesiredFile, replicas: &[ReplicaView], copies: &[Copy
         if converged {
             condition("Ready", true, "Converged", &status_line)
         } else {
-            condition("Ready", false, phase_name(phase), &status_line)
+            condition("Ready", false, phase.as_str(), &status_line)
         },
         match degraded_reasons.first() {
             Some((reason, _)) => {
@@ -470,7 +469,7 @@ fn file_events(
     }
     if phase == Phase::Degraded || phase == Phase::Lost {
         let message: Vec<&str> = degraded_reasons.iter().map(|(_, m)| m.as_str()).collect();
-        push(phase_name(phase), message.join("; "));
+        push(phase.as_str(), message.join("; "));
     }
     events
 }

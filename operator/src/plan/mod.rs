@@ -24,8 +24,8 @@ mod tests_invariants;
 
 pub use file::plan_file;
 pub use model::{
-    phase_name, Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, OrphanCopy,
-    ReplicaId, ReplicaView,
+    Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, OrphanCopy, ReplicaId,
+    ReplicaView,
 };
 pub use orphans::{plan_orphans, ReplicaInventory};
 pub use placement::rendezvous_score;

@@ -180,17 +180,3 @@ impl OrphanCopy {
         }
     }
 }
-
-/// The name of a phase, as shown in status and messages.
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "Pending",
-        Phase::Replicating => "Replicating",
-        Phase::Ready => "Ready",
-        Phase::Trimming => "Trimming",
-        Phase::Degraded => "Degraded",
-        Phase::Lost => "Lost",
-        Phase::Deleting => "Deleting",
-        Phase::Failed => "Failed",
-    }
-}

@@ -45,48 +45,46 @@ impl Cluster {
         .await
     }
 
+    /// Walks every page of `GET /v1/files/default`, handing each to `page`.
+    async fn each_page(&self, mut page: impl FnMut(FileList)) -> Result<(), String> {
+        let mut after = String::new();
+        loop {
+            let list: FileList = self
+                .get_json(&format!(
+                    "{}/v1/files/default?limit=5000&after={}",
+                    self.url(),
+                    crate::http::encode_segment(after.as_bytes())
+                ))
+                .await?;
+            let next = list.next.clone();
+            page(list);
+            match next {
+                Some(next) if next != after => after = next,
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// `GET /v1/files/default`, every page.
     pub async fn list(&self) -> Result<FileList, String> {
         let mut all = FileList {
             items: Vec::new(),
             next: None,
         };
-        let mut after = String::new();
-        loop {
-            let page: FileList = self
-                .get_json(&format!(
-                    "{}/v1/files/default?limit=5000&after={}",
-                    self.url(),
-                    crate::http::encode_segment(after.as_bytes())
-                ))
-                .await?;
-            all.items.extend(page.items);
-            match page.next {
-                Some(next) if next != after => after = next,
-                _ => return Ok(all),
-            }
-        }
+        self.each_page(|page| all.items.extend(page.items)).await?;
+        Ok(all)
     }
 
-    /// Counts the converged files of `default` page by page (bounded memory on both sides).
+    /// Counts (all, converged) files of `default` page by page (bounded memory on both
+    /// sides).
     pub async fn count_converged(&self) -> Result<(usize, usize), String> {
         let (mut total, mut converged) = (0, 0);
-        let mut after = String::new();
-        loop {
-            let page: FileList = self
-                .get_json(&format!(
-                    "{}/v1/files/default?limit=5000&after={}",
-                    self.url(),
-                    crate::http::encode_segment(after.as_bytes())
-                ))
-                .await?;
+        self.each_page(|page| {
             total += page.items.len();
             converged += page.items.iter().filter(|s| s.is_converged()).count();
-            match page.next {
-                Some(next) if next != after => after = next,
-                _ => return Ok((total, converged)),
-            }
-        }
+        })
+        .await?;
+        Ok((total, converged))
     }
 
     /// `GET /v1/replicas`.

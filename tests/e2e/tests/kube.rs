@@ -249,6 +249,49 @@ fn operator_end_to_end_on_a_real_control_plane() {
         t,
     );
 
+    // 1b. The API server enforces the CRD's rules.
+    let invalid = [
+        (
+            "replicas 0",
+            "spec: {replicas: 0, source: {inline: x}}",
+            "spec.replicas",
+        ),
+        (
+            "two sources",
+            "spec: {replicas: 1, source: {inline: x, url: 'http://example.com/x'}}",
+            "exactly one of source.inline, source.url and source.upload",
+        ),
+        (
+            "no source",
+            "spec: {replicas: 1, source: {}}",
+            "exactly one of source.inline",
+        ),
+        (
+            "a ftp url",
+            "spec: {replicas: 1, source: {url: 'ftp://example.com/x'}}",
+            "spec.source.url",
+        ),
+        (
+            "a '/' in fileName",
+            "spec: {replicas: 1, fileName: a/b, source: {inline: x}}",
+            "fileName must not contain",
+        ),
+    ];
+    for (what, spec, message) in invalid {
+        let yaml = format!("apiVersion: deposito.io/v1alpha1\nkind: StoredFile\nmetadata: {{name: invalid}}\n{spec}\n");
+        let out = k.apply(NS, &yaml);
+        assert!(!out.ok(), "{what} was accepted");
+        assert!(out.stderr.contains(message), "{what}: {}", out.stderr);
+        assert!(
+            k.get_json(NS, "sf", "invalid").is_none(),
+            "{what}: nothing created"
+        );
+    }
+    step(
+        "the API server rejects replicas 0, two sources, no source, a ftp url, a '/' name",
+        t,
+    );
+
     // 2. An inline StoredFile at 2 copies.
     let hello = "hello from a StoredFile\n";
     env.inline("hello.txt", 2, hello);

@@ -445,3 +445,80 @@ async fn unreachable_server_is_one_line() {
         format!("cannot reach server {base}: connection refused")
     );
 }
+
+#[tokio::test]
+async fn uploads_failing_on_the_server_side_are_retried_with_the_whole_file() {
+    // PUT 1 answers 503, PUT 2 answers 502, PUT 3 stores; every PUT must carry the whole file.
+    let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let puts = bodies.clone();
+    let router = Router::new()
+        .route(
+            "/v1/files/{ns}/{name}",
+            put(move |body: Bytes| {
+                let puts = puts.clone();
+                async move {
+                    let n = {
+                        let mut puts = puts.lock().unwrap();
+                        puts.push(body.to_vec());
+                        puts.len()
+                    };
+                    match n {
+                        1 => err(StatusCode::SERVICE_UNAVAILABLE, "no_replica", "retry"),
+                        2 => err(StatusCode::BAD_GATEWAY, "replica_error", "reset"),
+                        _ => {
+                            let mut st = fstatus("r.bin", 1, 0, 0, Phase::Pending);
+                            st.sha256 = sha256_hex(&body);
+                            (StatusCode::CREATED, Json(st)).into_response()
+                        }
+                    }
+                }
+            })
+            .head(|| async { StatusCode::NOT_FOUND }),
+        )
+        .layer(DefaultBodyLimit::disable());
+    let base = serve(router).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.bin");
+    let data = test_bytes(300_000);
+    std::fs::write(&path, &data).unwrap();
+    let mut p = plan(&path, "r.bin", 1, 5);
+    p.wait = false;
+    let line = deposit(&ctx(&base), &p).await.unwrap();
+    assert!(line.starts_with("deposited r.bin"), "{line}");
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 3);
+    assert!(
+        bodies.iter().all(|b| *b == data),
+        "every attempt sent the whole file"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let router = Router::new().route(
+        "/v1/files/{ns}/{name}",
+        put(move || {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                err(StatusCode::BAD_REQUEST, "digest_mismatch", "no")
+            }
+        })
+        .head(|| async { StatusCode::NOT_FOUND }),
+    );
+    let base = serve(router).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.bin");
+    std::fs::write(&path, b"x").unwrap();
+    let e = deposit(&ctx(&base), &plan(&path, "x.bin", 1, 5))
+        .await
+        .unwrap_err();
+    assert!(
+        e.one_line().starts_with("400 digest_mismatch"),
+        "{}",
+        e.one_line()
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}

@@ -36,7 +36,12 @@ async fn run() {
         }
         Command::Probe { url } => probe(&url).await,
         Command::Replica(mut config) => match config.resolve_token() {
-            Ok(()) => deposito_replica::run(config).await,
+            Ok(source) => {
+                if let Some(warning) = source.warning() {
+                    eprintln!("deposito-replica: {warning}");
+                }
+                deposito_replica::run(config).await
+            }
             Err(err) => Err(err.into()),
         },
     };

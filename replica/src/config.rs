@@ -7,8 +7,9 @@ use clap::Parser;
 
 /// Environment variable carrying the replica token (env only, never a flag).
 pub const TOKEN_ENV: &str = "DEPOSITO_REPLICA_TOKEN";
-/// The client's token variables: a replica refuses them, so that a shell set up for the
-/// client never hands the client's token to a replica as its internal token.
+/// The client's token variables. A replica takes them only when neither of its own is set, as
+/// a deprecated fallback that says so on stderr at start-up (older manifests set
+/// `DEPOSITO_TOKEN` on replica pods). Local mode never passes them on to replicas.
 pub const CLIENT_TOKEN_ENVS: [&str; 2] = ["DEPOSITO_TOKEN", "DEPOSITO_TOKEN_FILE"];
 
 /// Configuration of one storage replica. Parsed from flags and environment by the binary;
@@ -77,11 +78,6 @@ pub enum ConfigError {
         "no replica token: set DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE"
     )]
     MissingToken,
-    #[error(
-        "{0} holds the client's token; a replica takes its internal token from \
-         DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE"
-    )]
-    ClientTokenGiven(&'static str),
     #[error("cannot claim a data slot in {path}: {reason}")]
     Slot { path: PathBuf, reason: String },
     #[error("cannot read token file {path}: {source}")]
@@ -107,38 +103,31 @@ impl Config {
         cfg
     }
 
-    /// Fills `token` from DEPOSITO_REPLICA_TOKEN, else from `token_file`, unless already set.
-    /// When neither is given but the client's variables are, says so instead of using them.
-    pub fn resolve_token(&mut self) -> Result<(), ConfigError> {
+    /// Fills `token` from DEPOSITO_REPLICA_TOKEN, else from `token_file`, unless already set;
+    /// failing those, from the client's variables (see [`CLIENT_TOKEN_ENVS`]). Says where the
+    /// token came from, so the binary can warn about the fallback.
+    pub fn resolve_token(&mut self) -> Result<TokenSource, ConfigError> {
         if self.token.as_deref().is_some_and(|t| !t.is_empty()) {
-            return Ok(());
+            return Ok(TokenSource::Given);
         }
-        if let Ok(t) = std::env::var(TOKEN_ENV) {
-            let t = t.trim().to_string();
-            if !t.is_empty() {
-                self.token = Some(t);
-                return Ok(());
-            }
+        if let Some(t) = non_empty_env(TOKEN_ENV) {
+            self.token = Some(t);
+            return Ok(TokenSource::ReplicaVariable);
         }
-        let Some(path) = &self.token_file else {
-            if let Some(name) = CLIENT_TOKEN_ENVS
-                .into_iter()
-                .find(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-            {
-                return Err(ConfigError::ClientTokenGiven(name));
-            }
-            return Err(ConfigError::MissingToken);
-        };
-        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-            path: path.clone(),
-            source,
-        })?;
-        let t = raw.trim();
-        if t.is_empty() {
-            return Err(ConfigError::EmptyTokenFile(path.clone()));
+        if let Some(path) = self.token_file.clone() {
+            self.token = Some(read_token_file(&path)?);
+            return Ok(TokenSource::ReplicaVariable);
         }
-        self.token = Some(t.to_string());
-        Ok(())
+        let [client_token, client_token_file] = CLIENT_TOKEN_ENVS;
+        if let Some(t) = non_empty_env(client_token) {
+            self.token = Some(t);
+            return Ok(TokenSource::ClientVariable(client_token));
+        }
+        if let Some(path) = non_empty_env(client_token_file) {
+            self.token = Some(read_token_file(Path::new(&path))?);
+            return Ok(TokenSource::ClientVariable(client_token_file));
+        }
+        Err(ConfigError::MissingToken)
     }
 
     /// The token, after [`Config::resolve_token`]; an error when there is none.
@@ -148,6 +137,50 @@ impl Config {
             _ => Err(ConfigError::MissingToken),
         }
     }
+}
+
+/// Where [`Config::resolve_token`] found the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Already in the configuration (library use).
+    Given,
+    /// `DEPOSITO_REPLICA_TOKEN` or `--token-file`/`DEPOSITO_REPLICA_TOKEN_FILE`.
+    ReplicaVariable,
+    /// The client's variable of this name, as a deprecated fallback.
+    ClientVariable(&'static str),
+}
+
+impl TokenSource {
+    /// The one-line warning to print at start-up, if any.
+    pub fn warning(self) -> Option<String> {
+        match self {
+            TokenSource::ClientVariable(name) => Some(format!(
+                "warning: taking the replica token from {name}, the client's variable; \
+                 set DEPOSITO_REPLICA_TOKEN or DEPOSITO_REPLICA_TOKEN_FILE instead \
+                 (the fallback will go away)"
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err(ConfigError::EmptyTokenFile(path.to_path_buf()));
+    }
+    Ok(t.to_string())
 }
 
 /// The replica id: `configured`, else the content of `DIR/replica-id`, else a new

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{App, AppState};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, TokenSource};
 pub use error::Error;
 pub use storage::{ObjKey, Store};
 

@@ -8,9 +8,16 @@ use deposito_replica::Config;
 fn main() -> ExitCode {
     deposito_replica::limit_malloc_arenas();
     let mut config = Config::parse();
-    if let Err(e) = config.resolve_token() {
-        eprintln!("deposito-replica: {e}");
-        return ExitCode::from(1);
+    match config.resolve_token() {
+        Ok(source) => {
+            if let Some(warning) = source.warning() {
+                eprintln!("deposito-replica: {warning}");
+            }
+        }
+        Err(e) => {
+            eprintln!("deposito-replica: {e}");
+            return ExitCode::from(1);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -35,28 +35,50 @@ fn refuses_to_start_without_a_token() {
     assert!(err.contains("DEPOSITO_REPLICA_TOKEN"), "{err}");
 }
 
-#[test]
-fn refuses_the_clients_token_variable_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    for (var, value) in [
-        ("DEPOSITO_TOKEN", "client-secret"),
-        ("DEPOSITO_TOKEN_FILE", "/tmp/x"),
+/// The client's variable alone is taken as a deprecated fallback, with a one-line warning;
+/// the replica's own variable wins over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clients_token_variable_is_a_warned_fallback_and_loses_to_the_replicas() {
+    for (replica_token, expected, warns) in [
+        (None, "client-secret", true),
+        (Some("replica-secret"), "replica-secret", false),
     ] {
-        let out = Command::new(BIN)
-            .env_remove("DEPOSITO_TOKEN")
-            .env_remove("DEPOSITO_TOKEN_FILE")
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("DEPOSITO_TOKEN_FILE")
             .env_remove("DEPOSITO_REPLICA_TOKEN")
             .env_remove("DEPOSITO_REPLICA_TOKEN_FILE")
-            .env(var, value)
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .env("DEPOSITO_TOKEN", "client-secret")
+            .env("DEPOSITO_LISTEN", "127.0.0.6:0")
+            .arg("--data-dir")
             .arg(dir.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{var}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains(var) && err.contains("client"), "{err}");
-        assert!(!dir.path().join("objects").exists(), "nothing started");
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(t) = replica_token {
+            cmd.env("DEPOSITO_REPLICA_TOKEN", t);
+        }
+        let child = cmd.spawn().unwrap();
+        let listen = dir.path().join("listen");
+        assert!(
+            eventually(10, || async { listen.exists() }).await,
+            "no listen file"
+        );
+        let addr = std::fs::read_to_string(&listen).unwrap().trim().to_string();
+        let c = reqwest::Client::new();
+        let url = format!("http://{addr}/v1/inventory");
+        for (token, status) in [(expected, 200), ("wrong", 401)] {
+            let got = c.get(&url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(got.status().as_u16(), status, "token {token}");
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let warned = stderr.lines().any(|l| {
+            l.contains("warning")
+                && l.contains("DEPOSITO_TOKEN")
+                && l.contains("DEPOSITO_REPLICA_TOKEN")
+        });
+        assert_eq!(warned, warns, "{stderr}");
     }
 }
 

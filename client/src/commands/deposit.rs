@@ -15,6 +15,15 @@ use crate::progress;
 
 const HASH_CHUNK: usize = 1024 * 1024;
 
+/// Upload attempts before a failure on the server's side is reported.
+pub const UPLOAD_ATTEMPTS: u32 = 5;
+
+/// The pause after failed attempt `attempt` (1, 2, ...): 250 ms doubling, at most 4 s.
+pub fn retry_delay(attempt: u32) -> Duration {
+    (Duration::from_millis(250) * (1 << attempt.saturating_sub(1).min(4)))
+        .min(Duration::from_secs(4))
+}
+
 /// The name a file is stored under: `--name`, else the file name of PATH.
 pub fn name_for(path: &Path, name: Option<&str>) -> Result<String, Error> {
     if let Some(n) = name {
@@ -126,18 +135,29 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
         Err(_) => {}
     }
     let (sha256, size) = hash_file(&plan.path).await?;
-    let bar = progress::bytes_bar(Some(size), "uploading");
-    let bar2 = bar.clone();
     let upload = Upload {
         path: &plan.path,
         size,
         sha256: &sha256,
     };
-    let uploaded = c
-        .put_file(ns, &plan.name, plan.replicas, &upload, move |n| bar2.inc(n))
-        .await;
-    bar.finish_and_clear();
-    let st = uploaded?;
+    // A failure on the server's side (a 502 or 503, a reset, a replica gone mid-transfer) is
+    // retried with backoff, sending the file again: the same content is stored idempotently.
+    let mut attempt = 1;
+    let st = loop {
+        let bar = progress::bytes_bar(Some(size), "uploading");
+        let bar2 = bar.clone();
+        let uploaded = c
+            .put_file(ns, &plan.name, plan.replicas, &upload, move |n| bar2.inc(n))
+            .await;
+        bar.finish_and_clear();
+        match uploaded {
+            Err(err) if err.is_transient() && attempt < UPLOAD_ATTEMPTS => {
+                tokio::time::sleep(retry_delay(attempt)).await;
+                attempt += 1;
+            }
+            other => break other?,
+        }
+    };
     if st.sha256 != sha256 && !st.sha256.is_empty() {
         return Err(Error::Protocol(format!(
             "the gateway acknowledged sha256 {} but the file's sha256 is {sha256}",
@@ -174,6 +194,12 @@ mod tests {
                 timeout: 600,
             },
         }
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_four_seconds() {
+        let ms: Vec<u128> = (1..=7).map(|a| retry_delay(a).as_millis()).collect();
+        assert_eq!(ms, vec![250, 500, 1000, 2000, 4000, 4000, 4000]);
     }
 
     #[test]

@@ -50,8 +50,14 @@ pub struct ViewSet {
 pub struct ReplicaSet {
     views: RwLock<Arc<ViewSet>>,
     absent_since: Mutex<HashMap<String, Instant>>,
+    /// Replicas the gateway just failed to reach, and when: tried last for a while, without
+    /// waiting for missed heartbeats.
+    suspects: Mutex<HashMap<String, Instant>>,
     grace: Duration,
 }
+
+/// How long a replica the gateway could not reach is tried last.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 impl ReplicaSet {
     pub fn new(grace: Duration) -> Self {
@@ -63,8 +69,24 @@ impl ReplicaSet {
                 ..ViewSet::default()
             })),
             absent_since: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
             grace,
         }
+    }
+
+    /// Marks `id` suspect: the gateway could not connect to it just now.
+    pub fn suspect(&self, id: &str) {
+        self.suspects
+            .lock()
+            .expect("suspects")
+            .insert(id.to_string(), Instant::now());
+    }
+
+    /// True while `id` is suspect.
+    pub fn is_suspect(&self, id: &str) -> bool {
+        let mut suspects = self.suspects.lock().expect("suspects");
+        suspects.retain(|_, since| since.elapsed() < SUSPECT_FOR);
+        suspects.contains_key(id)
     }
 
     /// The latest views.

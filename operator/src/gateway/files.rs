@@ -96,7 +96,8 @@ struct PreparedPut {
     replicas: u32,
     expected: Option<String>,
     content_length: Option<u64>,
-    target: crate::plan::ReplicaView,
+    /// Replicas to try, best first.
+    targets: Vec<crate::plan::ReplicaView>,
 }
 
 async fn prepare_put(
@@ -127,14 +128,14 @@ async fn prepare_put(
         .and_then(|v| v.parse::<u64>().ok());
 
     let storage = gw.catalog.storage_key(&key.namespace, &key.name).await?;
-    let target = transfer::upload_target(gw, &storage, content_length)?;
+    let targets = transfer::upload_targets(gw, &storage, content_length)?;
     Ok(PreparedPut {
         key,
         storage,
         replicas,
         expected,
         content_length,
-        target,
+        targets,
     })
 }
 
@@ -149,7 +150,7 @@ async fn deposit(
         replicas,
         expected,
         content_length,
-        target,
+        targets,
     } = put;
     // Local mode: held until the catalog commit, so no reconcile runs on this file between
     // the replica's commit and the catalog's.
@@ -157,9 +158,9 @@ async fn deposit(
         Some(locks) => Some(locks.lock(&storage).await),
         None => None,
     };
-    let info = transfer::upload(
+    let (target, info) = transfer::upload(
         &gw,
-        &target,
+        &targets,
         &storage,
         expected.as_deref(),
         content_length,

@@ -15,31 +15,71 @@ use super::GatewayState;
 use crate::engine::FileRecord;
 use crate::error::GatewayError;
 use crate::plan::{self, Health, ReplicaView};
+use crate::replica_client::ReplicaClientError;
 
-/// Picks the replica that receives an upload: the placement's first choice among live,
-/// undraining replicas with room for `size` bytes (when known).
-pub fn upload_target(
+/// Replicas an upload tries, in order, at most this many.
+const UPLOAD_ATTEMPTS: usize = 3;
+
+/// Ranks the replicas that may receive an upload: the placement's order among live,
+/// undraining replicas with room for `size` bytes (when known), replicas suspected of being
+/// down last. The first that accepts the connection gets the bytes.
+pub fn upload_targets(
     gw: &GatewayState,
     key: &FileKey,
     size: Option<u64>,
-) -> Result<ReplicaView, GatewayError> {
+) -> Result<Vec<ReplicaView>, GatewayError> {
     let views = gw.replicas.live_targets();
     let candidates: Vec<&ReplicaView> = views
         .iter()
         .filter(|v| v.free_bytes > 0 && size.is_none_or(|s| v.free_bytes > s))
         .collect();
-    let ranked = plan::placement::rank_targets(&candidates, &[], 1, &key.namespace, &key.name);
-    let Some(id) = ranked.first() else {
+    let mut ranked = plan::placement::rank_targets(
+        &candidates,
+        &[],
+        candidates.len(),
+        &key.namespace,
+        &key.name,
+    );
+    if ranked.is_empty() {
         return Err(if views.is_empty() {
             GatewayError::NoReplica("no live replica to store the file".into())
         } else {
             GatewayError::InsufficientStorage("no live replica has room for the file".into())
         });
-    };
-    Ok(views
+    }
+    // Stable: suspects keep their order among themselves, after the others.
+    ranked.sort_by_key(|id| gw.replicas.is_suspect(id));
+    ranked.truncate(UPLOAD_ATTEMPTS);
+    Ok(ranked
         .into_iter()
-        .find(|v| &v.id == id)
-        .expect("ranked id comes from the views"))
+        .filter_map(|id| views.iter().find(|v| v.id == id).cloned())
+        .collect())
+}
+
+/// The client's body as one upload attempt reads it. Attempts share the channel the body is
+/// forwarded into; `started` records whether this attempt took any of it, so that an attempt
+/// whose connection failed before reading can hand the whole body to the next replica.
+struct AttemptBody {
+    shared: std::sync::Arc<std::sync::Mutex<tokio::sync::mpsc::Receiver<Chunk>>>,
+    started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Chunk = Result<bytes::Bytes, std::io::Error>;
+
+impl futures::Stream for AttemptBody {
+    type Item = Chunk;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Chunk>> {
+        let polled = self.shared.lock().expect("upload body").poll_recv(cx);
+        if matches!(polled, std::task::Poll::Ready(Some(_))) {
+            self.started
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
 }
 
 /// Most of a refused upload's body that is read and discarded before answering, so that a
@@ -62,21 +102,25 @@ where
     }
 }
 
-/// Streams the request body to `target`, which verifies and fsyncs it before answering.
+/// Streams the request body to the first of `targets` that takes it; that replica verifies
+/// and fsyncs it before answering. Returns the replica that holds the copy.
 ///
-/// The body is forwarded through a small channel by a separate task. If the replica refuses
-/// the upload part way, that task drains the rest of the client's body before this returns,
-/// so the client reads the error answer.
+/// The body is forwarded through a small channel by a separate task. A replica that can't be
+/// reached before any byte is read is marked suspect, and the next target gets the body
+/// (writes stay available while a replica is down, rule 12). A replica that fails after
+/// reading some of the body fails the upload: the client retries. If the replica refuses the
+/// upload part way, the forwarding task drains the rest of the client's body before this
+/// returns, so the client reads the error answer.
 pub async fn upload(
     gw: &GatewayState,
-    target: &ReplicaView,
+    targets: &[ReplicaView],
     key: &FileKey,
     expected_sha256: Option<&str>,
     content_length: Option<u64>,
     body: Body,
-) -> Result<ObjectInfo, GatewayError> {
+) -> Result<(ReplicaView, ObjectInfo), GatewayError> {
     let counter = gw.metrics.bytes_uploaded.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     // Returns whether the client's body broke off (a client fault, not a replica one).
     let forwarder = tokio::spawn(async move {
         let mut stream = body.into_data_stream();
@@ -97,19 +141,42 @@ pub async fn upload(
         }
         false
     });
-    let result = gw
-        .client
-        .put(
-            &target.url,
-            key,
-            expected_sha256,
-            content_length,
-            reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
-        )
-        .await;
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let mut outcome = Err(ReplicaClientError::Unreachable("no replica to try".into()));
+    let mut holder = None;
+    for target in targets {
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attempt = AttemptBody {
+            shared: shared.clone(),
+            started: started.clone(),
+        };
+        outcome = gw
+            .client
+            .put(
+                &target.url,
+                key,
+                expected_sha256,
+                content_length,
+                reqwest::Body::wrap_stream(attempt),
+            )
+            .await;
+        match &outcome {
+            Err(ReplicaClientError::Unreachable(err))
+                if !started.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                tracing::warn!(replica = %target.id, %err, "replica unreachable; trying the next one");
+                gw.replicas.suspect(&target.id);
+            }
+            _ => {
+                holder = Some(target.clone());
+                break;
+            }
+        }
+    }
+    // No attempt reads anymore: the forwarder drains what the client still sends.
+    drop(shared);
     let client_body_failed = forwarder.await.unwrap_or(false);
-    let result = result.map_err(|err| GatewayError::from_upload(err, client_body_failed));
-    let info = result?;
+    let info = outcome.map_err(|err| GatewayError::from_upload(err, client_body_failed))?;
     if let Some(expected) = expected_sha256 {
         if info.sha256 != expected {
             return Err(GatewayError::DigestMismatch(format!(
@@ -118,7 +185,7 @@ pub async fn upload(
             )));
         }
     }
-    Ok(info)
+    Ok((holder.expect("a successful attempt has a target"), info))
 }
 
 /// Headers describing the current content.
@@ -161,6 +228,7 @@ pub async fn download(
         .collect();
     order.sort_by_key(|v| {
         (
+            gw.replicas.is_suspect(&v.id),
             !indexed.contains(&v.id),
             !entry.status.holders.contains(&v.id),
             v.active_transfers,
@@ -175,6 +243,9 @@ pub async fn download(
         {
             Ok(response) => response,
             Err(err) => {
+                if matches!(err, ReplicaClientError::Unreachable(_)) {
+                    gw.replicas.suspect(&view.id);
+                }
                 tracing::debug!(replica = %view.id, %err, "holder could not serve");
                 continue;
             }

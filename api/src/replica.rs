@@ -99,8 +99,23 @@ pub struct ScrubStatus {
     pub objects_checked: u64,
     /// Copies found corrupt since start.
     pub corrupt_found: u64,
-    /// Unix seconds when the last full pass finished, if any.
+    /// Unix seconds when the last full pass finished, if any (kept across restarts).
     pub last_pass_finished: Option<u64>,
+    /// Unix seconds when the last full pass started, if any (kept across restarts).
+    pub last_pass_started: Option<u64>,
+    /// Unix seconds when the pass in progress started (it resumes where it was after a
+    /// restart), if one is.
+    pub pass_started: Option<u64>,
+    /// Unix seconds when the next pass (or the resumption of an interrupted one) is due, while
+    /// none runs.
+    pub next_pass_at: Option<u64>,
+    /// Seconds since the least recently verified ready copy was last verified (hashed when it
+    /// was written or by a scrub pass); absent when the replica holds no copy.
+    pub oldest_unverified_secs: Option<u64>,
+    /// Upper bound, in seconds, on the time from a copy rotting on disk to the scrubber
+    /// finding it while the replica runs: the interval plus two passes (bytes held divided by
+    /// the rate, or the last pass's duration when the rate is unlimited).
+    pub detection_bound_secs: u64,
     /// Seconds between passes.
     pub interval_secs: u64,
     /// Hashing rate limit, in bytes per second.

@@ -36,7 +36,12 @@ impl App {
         advertise_url: String,
         store: Store,
     ) -> Self {
-        let scrubber = Scrubber::new(config.scrub_interval_secs, config.scrub_rate_mib);
+        let scrubber = Scrubber::new(
+            &config.data_dir,
+            config.scrub_interval_secs,
+            config.scrub_first_delay_secs,
+            config.scrub_rate_mib,
+        );
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()

@@ -58,6 +58,12 @@ pub struct Config {
     /// Pause between scrub passes, in seconds.
     #[arg(long, env = "DEPOSITO_SCRUB_INTERVAL_SECS", default_value_t = 3600)]
     pub scrub_interval_secs: u64,
+    /// Upper bound of the random pause before the first scrub pass after start-up, in
+    /// seconds (capped by the interval). A pass interrupted by a restart resumes after it;
+    /// otherwise the next pass is due one interval after the last one finished, a time kept
+    /// in DIR/scrub-state.json across restarts.
+    #[arg(long, env = "DEPOSITO_SCRUB_FIRST_DELAY_SECS", default_value_t = 120)]
+    pub scrub_first_delay_secs: u64,
     /// Scrub hashing limit in MiB/s (0 = unlimited).
     #[arg(long, env = "DEPOSITO_SCRUB_RATE_MIB", default_value_t = 64)]
     pub scrub_rate_mib: u64,

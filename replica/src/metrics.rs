@@ -30,6 +30,8 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     pub scrubbed_objects: Counter,
     pub corrupt_found: Counter,
+    pub scrub_oldest_unverified: Gauge<u64, AtomicU64>,
+    pub scrub_last_pass_finished: Gauge<u64, AtomicU64>,
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
@@ -72,6 +74,16 @@ impl Metrics {
                 "corrupt_found",
                 "Copies found corrupt (by the scrubber or on read)",
             ),
+            scrub_oldest_unverified: registered(
+                r,
+                "scrub_oldest_unverified_seconds",
+                "Seconds since the least recently verified ready copy was last hashed",
+            ),
+            scrub_last_pass_finished: registered(
+                r,
+                "scrub_last_pass_finished_timestamp_seconds",
+                "Unix time the last complete scrub pass finished (0: none yet)",
+            ),
             http_requests: registered(
                 r,
                 "http_requests",
@@ -95,6 +107,14 @@ impl Metrics {
         if let Ok(space) = store.space() {
             self.bytes_free.set(space.free_bytes);
         }
+    }
+
+    /// Sets the scrub gauges from the scrubber's status.
+    pub fn refresh_scrub(&self, status: &deposito_api::replica::ScrubStatus) {
+        self.scrub_oldest_unverified
+            .set(status.oldest_unverified_secs.unwrap_or(0));
+        self.scrub_last_pass_finished
+            .set(status.last_pass_finished.unwrap_or(0));
     }
 
     /// The text exposition of every metric.

@@ -84,21 +84,6 @@ async fn pull_between_replicas_gives_identical_bytes() {
     b.stop().await;
 }
 
-fn flip_byte(path: &std::path::Path, at: u64) {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ 0x01]).unwrap();
-    f.sync_all().unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     let healthy = start("127.0.0.4").await;

@@ -117,7 +117,7 @@ pub async fn inventory_changes(
 /// Progress of the scrubber.
 #[utoipa::path(get, path = "/v1/scrub", responses((status = 200, body = ScrubStatus)), security(("bearer" = [])))]
 pub async fn scrub_status(State(app): State<AppState>) -> Json<ScrubStatus> {
-    Json(app.scrubber.status())
+    Json(app.scrubber.status(&app.store))
 }
 
 /// Start a scrub pass now.
@@ -125,7 +125,7 @@ pub async fn scrub_status(State(app): State<AppState>) -> Json<ScrubStatus> {
 #[instrument(skip(app))]
 pub async fn scrub_now(State(app): State<AppState>) -> (StatusCode, Json<ScrubStatus>) {
     app.scrubber.trigger();
-    (StatusCode::ACCEPTED, Json(app.scrubber.status()))
+    (StatusCode::ACCEPTED, Json(app.scrubber.status(&app.store)))
 }
 
 /// The replica as it describes itself to the operator.
@@ -154,6 +154,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     app.metrics.refresh(&app.store, app.active_transfers());
+    app.metrics.refresh_scrub(&app.scrubber.status(&app.store));
     (
         [(
             header::CONTENT_TYPE,

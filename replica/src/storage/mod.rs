@@ -269,14 +269,14 @@ impl Store {
         self.changed.send_replace(seq);
     }
 
-    /// Every ready copy, for the scrubber.
-    pub fn ready_objects(&self) -> Vec<ObjectInfo> {
-        self.lock_index()
+    /// Folds `f` over every ready copy in key order, under the index lock (keep `f` cheap).
+    pub fn fold_ready<T>(&self, init: T, mut f: impl FnMut(T, &ObjKey, &ObjectInfo) -> T) -> T {
+        let index = self.lock_index();
+        index
             .objects
-            .values()
-            .filter(|i| i.state == ObjectState::Ready)
-            .cloned()
-            .collect()
+            .iter()
+            .filter(|(_, info)| info.state == ObjectState::Ready)
+            .fold(init, |acc, (key, info)| f(acc, key, info))
     }
 
     pub fn stats(&self) -> Stats {

@@ -78,6 +78,8 @@ impl Replica {
 pub fn config(dir: &Path, ip: &str) -> Config {
     let mut cfg = Config::new(dir, TOKEN);
     cfg.listen = format!("{ip}:0").parse().unwrap();
+    // No scheduled scrub pass unless a test asks for one.
+    cfg.scrub_first_delay_secs = 3600;
     cfg
 }
 
@@ -194,4 +196,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Flips one bit of the byte at `at` in `path` (and syncs), to simulate rot.
+pub fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x01;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
 }

@@ -69,6 +69,11 @@ pub struct LocalArgs {
     /// environment variable DEPOSITO_CLIENT_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Scoped client tokens, one per line: `TOKEN NAMESPACES ACCESS` (NAMESPACES `*` or
+    /// `a,b`; ACCESS `read-only` or `read-write`) [default: DATA_DIR/tokens, optional]. Reread
+    /// when it changes; the token of --token-file keeps full access.
+    #[arg(long, env = "DEPOSITO_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// File holding the replica token [default: DATA_DIR/replica-token, generated if missing].
     /// The environment variable DEPOSITO_REPLICA_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]

@@ -23,6 +23,8 @@ pub enum GatewayError {
     IncompleteBody(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -49,6 +51,7 @@ impl GatewayError {
             Self::IncompleteBody(_) => (StatusCode::BAD_REQUEST, ErrorCode::IncompleteBody),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::NoReplica(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoReplica),
             Self::InsufficientStorage(_) => (

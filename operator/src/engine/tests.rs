@@ -171,6 +171,11 @@ struct Rig {
 
 impl Rig {
     async fn start(k: usize, grace: Duration) -> Rig {
+        Self::start_guarded(k, grace, StaleGuard::Age(Duration::ZERO)).await
+    }
+
+    /// [`Rig::start`] with a chosen guard for copies of other content.
+    async fn start_guarded(k: usize, grace: Duration, stale_guard: StaleGuard) -> Rig {
         let mut dirs = Vec::new();
         let mut replicas = Vec::new();
         let mut members = Vec::new();
@@ -209,7 +214,7 @@ impl Rig {
             EngineSettings {
                 grace_period: grace,
                 orphan_grace: Duration::from_secs(1),
-                stale_guard: StaleGuard::Age(Duration::ZERO),
+                stale_guard,
                 pulls_per_replica: 2,
             },
             TrackerSettings {
@@ -440,7 +445,15 @@ async fn copies_no_record_claims_are_collected_after_the_orphan_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_content_replaces_old_copies_once_in_place() {
-    let rig = Rig::start(3, Duration::from_secs(300)).await;
+    // The new copy is written before the catalog names it, as a gateway in another process
+    // would: the age guard keeps it meanwhile (with no guard a reconcile in between may trim
+    // it as stale), and collects the old copies once they are older than the guard.
+    let rig = Rig::start_guarded(
+        3,
+        Duration::from_secs(300),
+        StaleGuard::Age(Duration::from_secs(2)),
+    )
+    .await;
     let old = b"old content".to_vec();
     let key = rig.deposit("d.txt", &old, 2, 0).await;
     rig.wait_holders(&key, &sha256_hex(&old), 2).await;
@@ -463,7 +476,7 @@ async fn new_content_replaces_old_copies_once_in_place() {
         r.status = ObservedStatus::initial(Some("r2"));
     });
     rig.wait_holders(&key, &new_sha, 2).await;
-    for _ in 0..100 {
+    for _ in 0..200 {
         if rig.holders(&key, &sha256_hex(&old)).is_empty() {
             return;
         }

@@ -1,7 +1,9 @@
-//! Bearer-token checks: clients use the client token, replicas the replica token.
+//! Bearer-token checks: clients use client tokens, each with its grant (see [`super::access`]);
+//! replicas use the replica token.
 
-use axum::extract::{Request, State};
+use axum::extract::{RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -11,14 +13,19 @@ use deposito_api::constant_time_eq;
 use super::GatewayState;
 use crate::error::GatewayError;
 
-fn check(request: &Request, token: &str) -> Result<(), GatewayError> {
-    let presented = request
+/// The bearer token of a request, if it has one.
+fn presented(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(GatewayError::Unauthorized)?;
-    if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+        .map(str::trim)
+}
+
+fn check(request: &Request, token: &str) -> Result<(), GatewayError> {
+    let presented = presented(request).ok_or(GatewayError::Unauthorized)?;
+    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
         Err(GatewayError::Unauthorized)
@@ -34,13 +41,35 @@ async fn authorize(request: Request, token: &str, next: Next) -> Result<Response
     Ok(next.run(request).await)
 }
 
-/// Middleware for the client API.
+/// Middleware for the client API: a known client token (else 401) whose grant reaches the
+/// route's namespace, for writing unless the method is GET or HEAD (else 403).
 pub async fn require_client_token(
     State(gw): State<GatewayState>,
+    params: RawPathParams,
     request: Request,
     next: Next,
 ) -> Result<Response, GatewayError> {
-    authorize(request, &gw.client_token, next).await
+    let grant = presented(&request).and_then(|token| gw.tokens.grant(token));
+    let refusal = match grant {
+        None => Some(GatewayError::Unauthorized),
+        Some(grant) => {
+            let namespace = params
+                .iter()
+                .find(|(key, _)| *key == "namespace")
+                .map(|(_, value)| value);
+            let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+            (!grant.allows(namespace, write))
+                .then(|| GatewayError::Forbidden(grant.refusal(namespace, write)))
+        }
+    };
+    match refusal {
+        None => Ok(next.run(request).await),
+        Some(err) => {
+            // Read the body first: a client still sending would get a reset, not the answer.
+            super::transfer::drain(request.into_body().into_data_stream()).await;
+            Err(err)
+        }
+    }
 }
 
 /// Middleware for routes that take another token (local mode's replica registration).

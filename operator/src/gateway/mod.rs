@@ -3,6 +3,7 @@
 //! replica views), never to one mode: each mode builds a [`Gateway`] from its own
 //! implementations and may add routes of its own (local mode's replica registration).
 
+pub mod access;
 pub mod auth;
 mod files;
 mod replicas;
@@ -36,8 +37,8 @@ pub struct Gateway {
     /// Local mode's upload fence: held from before the first byte until the catalog commit.
     pub fence: Option<KeyLocks>,
     pub metrics: Arc<Metrics>,
-    /// Bearer token clients present.
-    pub client_token: String,
+    /// The client tokens and what each may reach.
+    pub tokens: Arc<access::Tokens>,
     /// The OpenAPI description of the routes the mode adds, merged into `/openapi.json`.
     pub extra_doc: Option<utoipa::openapi::OpenApi>,
 }

@@ -33,6 +33,11 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
+/// Longest wait for the cache to show the gateway's own write.
+const CATCH_UP_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the cache is looked at meanwhile.
+const CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The StoredFiles of the watched namespace (or of every namespace).
 pub struct KubeCatalog {
     client: Client,
@@ -87,6 +92,27 @@ impl KubeCatalog {
 
     fn record(sf: &StoredFile) -> Result<FileRecord, CatalogError> {
         record_of(sf).map_err(|e| CatalogError::Invalid(e.to_string()))
+    }
+
+    /// Read-your-writes for the gateway: waits, bounded by [`CATCH_UP_FOR`], until the
+    /// reflector cache holds `written` (its generation or a later one), so that a client reading
+    /// through this gateway right after its write (a deposit then its status) sees the write.
+    async fn catch_up(&self, written: &StoredFile) {
+        let (Some(ns), name) = (written.namespace(), written.name_any()) else {
+            return;
+        };
+        let generation = written.metadata.generation.unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + CATCH_UP_FOR;
+        while tokio::time::Instant::now() < deadline {
+            if self
+                .cached(&ns, &name)
+                .is_some_and(|c| c.metadata.generation.unwrap_or(0) >= generation)
+            {
+                return;
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
+        tracing::info!(namespace = %ns, name = %name, "the StoredFile cache lags behind a write");
     }
 
     /// Tells long polls that `sf` changed (called for every event of the reflector).
@@ -283,6 +309,7 @@ impl Catalog for KubeCatalog {
             other => other,
         };
         let sf = result.map_err(catalog_error)?;
+        self.catch_up(&sf).await;
         Self::record(&sf)
     }
 
@@ -298,7 +325,10 @@ impl Catalog for KubeCatalog {
             .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(sf) => Self::record(&sf).map(Some),
+            Ok(sf) => {
+                self.catch_up(&sf).await;
+                Self::record(&sf).map(Some)
+            }
             Err(err) if is_status(&err, 404) => Ok(None),
             Err(err) => Err(catalog_error(err)),
         }

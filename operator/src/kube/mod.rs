@@ -173,7 +173,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         client: replicas_client,
         fence: None,
         metrics: metrics.clone(),
-        client_token,
+        tokens: Arc::new(crate::gateway::access::Tokens::single(client_token)),
         extra_doc: None,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -36,6 +36,12 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.token_file.as_deref(),
         &data_dir.join("token"),
     )?;
+    let client_tokens = Arc::new(crate::gateway::access::Tokens::single(client_token));
+    let tokens_file = args
+        .tokens_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("tokens"));
+    client_tokens.load(&tokens_file)?;
     let replica_token = tokens::from_env_or_file(
         deposito_replica::config::TOKEN_ENV,
         args.replica_token_file.as_deref(),
@@ -83,6 +89,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let supervisor = supervisor::Supervisor::start(&args, &data_dir, &gateway_url, &replica_token)?;
     let cancel = CancellationToken::new();
     tokio::spawn(built.tracker.run(cancel.child_token()));
+    tokio::spawn(crate::gateway::access::reload_on_change(
+        client_tokens.clone(),
+        tokens_file,
+        cancel.child_token(),
+    ));
     tokio::spawn(engine::driver::run(
         built.engine.clone(),
         built.triggers,
@@ -101,7 +112,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         client,
         fence: Some(fence),
         metrics,
-        client_token,
+        tokens: client_tokens,
         extra_doc: Some(register::RegisterDoc::openapi()),
     });
     let app = crate::gateway::router(

@@ -82,7 +82,9 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     // One `kubectl apply` per 1,000 objects keeps each call well inside its time limit.
     for first in (0..files).step_by(APPLY_CHUNK) {
-        let yaml: String = (first..files.min(first + APPLY_CHUNK)).map(manifest).collect();
+        let yaml: String = (first..files.min(first + APPLY_CHUNK))
+            .map(manifest)
+            .collect();
         let apply = k.apply(NS, &yaml);
         ensure!(apply.ok(), "kubectl apply: {apply}");
     }

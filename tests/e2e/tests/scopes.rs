@@ -137,6 +137,13 @@ async fn scoped_tokens_get_403_outside_their_scope_on_every_route() {
                     }
                 }
             }
+            let declared = &item[method.as_str().to_lowercase()]["responses"];
+            for code in ["401", "403"] {
+                assert!(
+                    declared.get(code).is_some(),
+                    "{method} {template} does not declare {code} in /openapi.json"
+                );
+            }
             walked.push(format!("{method} {template}"));
         }
     }

@@ -58,19 +58,7 @@ const APPLY_CHUNK: usize = 1000;
 pub async fn run(files: usize) -> anyhow::Result<()> {
     let k = KubeCluster::start();
     eprintln!("control plane up in {}", k.dir.display());
-    let install = k.helm(&[
-        "install",
-        "bench",
-        "charts/deposito",
-        "-n",
-        NS,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "5m",
-        "--set",
-        "replica.storage.size=1Gi",
-    ]);
+    let install = k.helm_install("bench", NS, &["replica.storage.size=1Gi"]);
     ensure!(install.ok(), "helm install: {install}");
     let before = requests(&operator_metrics(&k)?);
     let manifest = |i: usize| {

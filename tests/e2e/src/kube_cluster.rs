@@ -98,6 +98,26 @@ impl KubeCluster {
         proc::run(cmd, Duration::from_secs(600))
     }
 
+    /// `helm install RELEASE charts/deposito` into `namespace` (created), waiting up to 5
+    /// minutes for every pod, with each of `values` passed as `--set`.
+    pub fn helm_install(&self, release: &str, namespace: &str, values: &[&str]) -> Output {
+        let mut args = vec![
+            "install",
+            release,
+            "charts/deposito",
+            "-n",
+            namespace,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "5m",
+        ];
+        for value in values {
+            args.extend(["--set", value]);
+        }
+        self.helm(&args)
+    }
+
     /// A resource as JSON (`None` when it does not exist).
     pub fn get_json(&self, namespace: &str, kind: &str, name: &str) -> Option<Value> {
         let out = self.kubectl(&["get", kind, name, "-n", namespace, "-o", "json"]);

@@ -215,27 +215,18 @@ fn operator_end_to_end_on_a_real_control_plane() {
 
     // 1. helm install; the operator runs under the chart's ServiceAccount.
     assert!(k.helm(&["lint", "charts/deposito"]).ok(), "helm lint");
-    let install = k.helm(&[
-        "install",
+    let grace = format!("operator.gracePeriodSeconds={GRACE_SECS}");
+    let install = k.helm_install(
         RELEASE,
-        "charts/deposito",
-        "-n",
         NS,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "5m",
-        "--set",
-        "replica.replicas=4",
-        "--set",
-        "replica.fetchAllowPrivate=true",
-        "--set",
-        &format!("operator.gracePeriodSeconds={GRACE_SECS}"),
-        "--set",
-        "operator.orphanGraceSeconds=5",
-        "--set",
-        "replica.storage.size=1Gi",
-    ]);
+        &[
+            "replica.replicas=4",
+            "replica.fetchAllowPrivate=true",
+            &grace,
+            "operator.orphanGraceSeconds=5",
+            "replica.storage.size=1Gi",
+        ],
+    );
     assert!(install.ok(), "helm install: {install}");
     let (operator, _) = env.operator_pod();
     let pod = k.get_json(NS, "pod", &operator).unwrap();

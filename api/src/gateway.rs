@@ -115,7 +115,9 @@ pub struct FileList {
 /// `PATCH /v1/files/{namespace}/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PatchFile {
-    /// New replication level, at least 1.
+    /// New replication level, from 1 to [`crate::openapi::MAX_REPLICAS`].
+    #[schema(minimum = 1, maximum = 512)]
+    #[serde(deserialize_with = "crate::integers::u32")]
     pub replicas: u32,
 }
 
@@ -161,6 +163,23 @@ pub struct PatchReplica {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patch_replicas_takes_json_integers_only() {
+        let parse = |json: &str| serde_json::from_str::<PatchFile>(json).map(|p| p.replicas);
+        assert_eq!(parse(r#"{"replicas":3}"#).unwrap(), 3);
+        assert_eq!(parse(r#"{"replicas":228.0}"#).unwrap(), 228);
+        for bad in [
+            r#"{"replicas":1.5}"#,
+            r#"{"replicas":-1}"#,
+            r#"{"replicas":"3"}"#,
+            r#"{"replicas":4294967296}"#,
+            r#"{"replicas":1e300}"#,
+            r#"{}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn phase_names_are_what_serde_writes_and_parse_back() {

@@ -5,7 +5,9 @@
 
 pub mod error;
 pub mod gateway;
+pub mod integers;
 pub mod names;
+pub mod openapi;
 pub mod replica;
 
 pub use error::{ErrorBody, ErrorCode};

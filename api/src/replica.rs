@@ -76,9 +76,13 @@ pub struct ChangePage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FetchRequest {
     /// An `http` or `https` URL.
+    #[schema(
+        pattern = r"^https?://(?!xn--)[a-z][-a-z0-9]{0,62}(?:\.(?!xn--)[a-z][-a-z0-9]{0,62})*(?::[1-9][0-9]{0,3})?(?:/[-A-Za-z0-9._~/]*)?(?![\s\S])"
+    )]
     pub url: String,
     /// The expected sha256 (lowercase hex); without it, whatever the URL serves is kept and
     /// its digest returned.
+    #[schema(pattern = r"^[0-9a-f]{64}(?![\s\S])")]
     pub sha256: Option<String>,
 }
 
@@ -87,6 +91,9 @@ pub struct FetchRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PullRequest {
     /// Base URL of the peer replica holding a verified copy, e.g. `http://127.0.0.3:7070`.
+    #[schema(
+        pattern = r"^https?://(?!xn--)[a-z][-a-z0-9]{0,62}(?:\.(?!xn--)[a-z][-a-z0-9]{0,62})*(?::[1-9][0-9]{0,3})?(?:/[-A-Za-z0-9._~/]*)?(?![\s\S])"
+    )]
     pub source: String,
 }
 
@@ -127,15 +134,25 @@ pub struct ScrubStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     /// Stable identity of the replica (its name; kept across restarts).
+    #[schema(min_length = 1, max_length = 253)]
     pub id: String,
-    /// Base URL where the replica's API is reachable.
+    /// Base URL where the replica's API is reachable (`http://` or `https://`).
+    #[schema(pattern = r"^https?://")]
     pub url: String,
     /// Topology zone, if any.
     pub zone: Option<String>,
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(deserialize_with = "crate::integers::u64")]
     pub capacity_bytes: u64,
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(deserialize_with = "crate::integers::u64")]
     pub free_bytes: u64,
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(deserialize_with = "crate::integers::u64")]
     pub objects: u64,
     /// Transfers (uploads, downloads, pulls) in progress: the replica's current load.
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(deserialize_with = "crate::integers::u64")]
     pub active_transfers: u64,
     /// Whether the replica's data directory is writable and has room.
     pub ready: bool,

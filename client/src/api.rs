@@ -29,16 +29,39 @@ pub struct GatewayClient {
 }
 
 impl GatewayClient {
-    /// `server` is a base URL such as `http://127.0.0.1:7800` (see `config::normalize_server`).
-    pub fn new(server: &str, token: &str) -> Result<Self, Error> {
+    /// `server` is a base URL such as `http://127.0.0.1:7800` (see `config::normalize_server`);
+    /// `ca_cert`, a PEM file of certificates to trust for `https://` besides the system's.
+    pub fn new(
+        server: &str,
+        token: &str,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         let base = Url::parse(server)
             .map_err(|e| Error::Config(format!("invalid server URL '{server}': {e}")))?;
         if base.cannot_be_a_base() {
             return Err(Error::Config(format!("invalid server URL '{server}'")));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("deposito/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("deposito/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!("cannot read --ca-cert {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--ca-cert {}: no PEM certificate in it",
+                        path.display()
+                    ))
+                })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
@@ -350,12 +373,12 @@ mod tests {
 
     #[test]
     fn urls_encode_each_segment() {
-        let c = GatewayClient::new("http://h:1/prefix/", "t").unwrap();
+        let c = GatewayClient::new("http://h:1/prefix/", "t", None).unwrap();
         assert_eq!(
             c.file_url("default", "a b#?.txt", &["status"]).as_str(),
             "http://h:1/prefix/v1/files/default/a%20b%23%3F.txt/status"
         );
-        let c = GatewayClient::new("http://h:1", "t").unwrap();
+        let c = GatewayClient::new("http://h:1", "t", None).unwrap();
         assert_eq!(
             c.url(&["v1", "replicas", "r-0"]).as_str(),
             "http://h:1/v1/replicas/r-0"

@@ -48,6 +48,10 @@ pub struct GlobalOpts {
         value_name = "NS"
     )]
     pub namespace: String,
+    /// PEM file of the certificate authority (or the self-signed certificate) to trust for an
+    /// `https://` server, besides the system's roots.
+    #[arg(long, global = true, env = "DEPOSITO_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,7 +93,7 @@ pub struct WaitArgs {
 pub struct DepositArgs {
     /// The local file to upload.
     pub path: PathBuf,
-    /// Number of copies to keep (at least 1).
+    /// Number of copies to keep (1 to 512).
     #[arg(short = 'r', long, default_value_t = 1, value_name = "N")]
     pub replicas: u32,
     /// Name to store the file under [default: the file name of PATH].
@@ -112,7 +116,7 @@ pub struct RetrieveArgs {
 pub struct SetReplicasArgs {
     /// Name of the stored file.
     pub name: String,
-    /// New number of copies (at least 1).
+    /// New number of copies (1 to 512).
     pub replicas: u32,
     #[command(flatten)]
     pub wait: WaitArgs,

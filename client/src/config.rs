@@ -14,6 +14,8 @@ pub struct Config {
     pub server: String,
     pub token: String,
     pub namespace: String,
+    /// Extra certificate authority to trust (PEM file).
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where the token file is looked for when `--token-file` is not given:
@@ -125,6 +127,7 @@ impl Config {
             server,
             token,
             namespace: opts.namespace.clone(),
+            ca_cert: opts.ca_cert.clone(),
         })
     }
 }
@@ -148,6 +151,7 @@ mod tests {
             token: token.map(Into::into),
             token_file: token_file.map(Into::into),
             namespace: "default".into(),
+            ca_cert: None,
         }
     }
 

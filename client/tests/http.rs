@@ -29,7 +29,7 @@ async fn serve(router: Router) -> String {
 }
 
 fn ctx(base: &str) -> Ctx {
-    Ctx::new(base, "tok", "default").unwrap()
+    Ctx::new(base, "tok", "default", None).unwrap()
 }
 
 fn fstatus(name: &str, replicas: u32, ready: u32, holders: u32, phase: Phase) -> FileStatus {

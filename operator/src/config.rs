@@ -74,6 +74,8 @@ pub struct LocalArgs {
     /// when it changes; the token of --token-file keeps full access.
     #[arg(long, env = "DEPOSITO_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::gateway::serve::TlsArgs,
     /// File holding the replica token [default: DATA_DIR/replica-token, generated if missing].
     /// The environment variable DEPOSITO_REPLICA_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
@@ -104,6 +106,8 @@ pub struct KubeArgs {
     /// Address the gateway (and /metrics, /healthz, /readyz) listens on.
     #[arg(long, env = "DEPOSITO_LISTEN", default_value = "0.0.0.0:7800")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: crate::gateway::serve::TlsArgs,
     /// Namespace whose StoredFiles are reconciled [default: the operator's own namespace].
     #[arg(long, env = "DEPOSITO_NAMESPACE")]
     pub namespace: Option<String>,

@@ -38,6 +38,7 @@ impl ReplicaClientError {
                     | ErrorCode::InvalidDigest
                     | ErrorCode::InvalidName
                     | ErrorCode::BadRequest
+                    | ErrorCode::Forbidden
             )
         )
     }

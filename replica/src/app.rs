@@ -35,6 +35,7 @@ impl App {
         id: String,
         advertise_url: String,
         store: Store,
+        roots: Vec<reqwest::Certificate>,
     ) -> Self {
         let scrubber = Scrubber::new(
             &config.data_dir,
@@ -42,7 +43,11 @@ impl App {
             config.scrub_first_delay_secs,
             config.scrub_rate_mib,
         );
-        let http = reqwest::Client::builder()
+        let http = roots
+            .into_iter()
+            .fold(reqwest::Client::builder(), |b, root| {
+                b.add_root_certificate(root)
+            })
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .expect("TLS backend initializes");

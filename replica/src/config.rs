@@ -75,6 +75,29 @@ pub struct Config {
     /// the host or the cluster's metadata service.
     #[arg(long, env = "DEPOSITO_FETCH_ALLOW_PRIVATE", default_value_t = false)]
     pub fetch_allow_private: bool,
+    /// PEM certificates to trust, besides the system's roots, when `--register` is an
+    /// `https://` operator (local mode passes its own `--tls-cert` file).
+    #[arg(long, env = "DEPOSITO_REGISTER_CA_CERT", value_name = "PEM")]
+    pub register_ca_cert: Option<PathBuf>,
+}
+
+impl Config {
+    /// The certificates of `--register-ca-cert` (none without the flag). An unreadable file
+    /// or one without a certificate is an error at start-up.
+    pub fn register_roots(&self) -> anyhow::Result<Vec<reqwest::Certificate>> {
+        let Some(path) = &self.register_ca_cert else {
+            return Ok(Vec::new());
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!("cannot read --register-ca-cert {}: {e}", path.display())
+        })?;
+        reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--register-ca-cert {}: no PEM certificate", path.display())
+            })
+    }
 }
 
 /// Why a configuration can't be used.

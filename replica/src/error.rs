@@ -34,6 +34,9 @@ pub enum Error {
     CursorExpired(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A request this replica will not carry out, such as fetching from a loopback address.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("not ready: {0}")]
     NotReady(String),
     #[error("I/O error: {0}")]
@@ -78,6 +81,7 @@ impl Error {
             | Error::IncompleteBody(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound | Error::Corrupt => StatusCode::NOT_FOUND,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::PullFailed(_) | Error::FetchFailed(_) => StatusCode::BAD_GATEWAY,
@@ -103,6 +107,7 @@ impl Error {
             Error::FetchFailed(_) => ErrorCode::FetchFailed,
             Error::CursorExpired(_) => ErrorCode::CursorExpired,
             Error::BadRequest(_) => ErrorCode::BadRequest,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::NotReady(_) => ErrorCode::NotReady,
             Error::Io(_) | Error::Internal(_) => ErrorCode::Internal,
         }

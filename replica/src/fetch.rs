@@ -62,7 +62,7 @@ async fn resolve(
     }
     if !allow_private {
         if let Some(bad) = addrs.iter().find(|a| is_private_target(a.ip())) {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Forbidden(format!(
                 "url host {host} resolves to {}, a loopback or link-local address; \
                  the replica refuses it unless started with --fetch-allow-private",
                 bad.ip()
@@ -151,14 +151,20 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            resolve(&req("http://127.0.0.1:1/x"), false).await,
-            Err(Error::BadRequest(_))
-        ));
-        assert!(matches!(
-            resolve(&req("http://169.254.169.254/latest/meta-data"), false).await,
-            Err(Error::BadRequest(_))
-        ));
+        for private in [
+            "http://127.0.0.1:1/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0/",
+            "http://[::1]/",
+        ] {
+            assert!(
+                matches!(
+                    resolve(&req(private), false).await,
+                    Err(Error::Forbidden(_))
+                ),
+                "{private}"
+            );
+        }
         let (_, addrs) = resolve(&req("http://127.0.0.1:1/x"), true).await.unwrap();
         assert_eq!(addrs, vec!["127.0.0.1:1".parse().unwrap()]);
     }

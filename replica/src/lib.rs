@@ -96,6 +96,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let roots = config.register_roots()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let id = config::resolve_replica_id(config.id.as_deref(), &config.data_dir)?;
@@ -117,7 +118,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ),
     };
     let register_url = config.register.clone();
-    let app = Arc::new(App::new(config, token, id, advertise, store));
+    let app = Arc::new(App::new(config, token, id, advertise, store, roots));
     let cancel = CancellationToken::new();
     tokio::spawn(scrub::run(app.clone(), cancel.child_token()));
     if let Some(base) = register_url {

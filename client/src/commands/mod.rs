@@ -21,9 +21,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(server: &str, token: &str, namespace: &str) -> Result<Self, Error> {
+    pub fn new(
+        server: &str,
+        token: &str,
+        namespace: &str,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            client: GatewayClient::new(server, token)?,
+            client: GatewayClient::new(server, token, ca_cert)?,
             namespace: namespace.to_string(),
         })
     }
@@ -31,7 +36,12 @@ impl Ctx {
     /// Resolves the global options (server, token, namespace).
     pub fn from_opts(opts: &GlobalOpts) -> Result<Self, Error> {
         let cfg = Config::from_opts(opts)?;
-        Self::new(&cfg.server, &cfg.token, &cfg.namespace)
+        Self::new(
+            &cfg.server,
+            &cfg.token,
+            &cfg.namespace,
+            cfg.ca_cert.as_deref(),
+        )
     }
 }
 
@@ -43,10 +53,15 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 
 /// Checks a replication level locally.
 pub fn validate_replicas(n: u32) -> Result<(), Error> {
+    use deposito_api::openapi::MAX_REPLICAS;
     if n == 0 {
         Err(Error::Usage(
             "invalid replicas 0: the replication level must be at least 1".into(),
         ))
+    } else if n > MAX_REPLICAS {
+        Err(Error::Usage(format!(
+            "invalid replicas {n}: the replication level is at most {MAX_REPLICAS}"
+        )))
     } else {
         Ok(())
     }
@@ -125,6 +140,8 @@ mod tests {
     fn replica_validation_messages() {
         assert!(validate_replicas(1).is_ok());
         assert!(validate_replicas(7).is_ok());
+        assert!(validate_replicas(512).is_ok());
+        assert!(validate_replicas(513).is_err());
         assert_eq!(
             validate_replicas(0).unwrap_err().to_string(),
             "invalid replicas 0: the replication level must be at least 1"

@@ -81,49 +81,35 @@ pub async fn require_token(
     authorize(request, &token, next).await
 }
 
-/// Declares the bearer scheme in the OpenAPI document, and on every client route the answers
-/// the token check gives: 401 without a known token, 403 outside the token's scope.
+/// Completes the OpenAPI document with what every client route shares: the bearer scheme, the
+/// path parameters with the name rules as schema constraints, and the answers every route
+/// can give: 400 for a name that breaks the rules, 401 without a known token, 403 outside the
+/// token's scope, 503 while the catalog cannot answer.
 pub struct BearerScheme;
 
 impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use deposito_api::openapi as contract;
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        let error = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build()
-        };
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.head,
-                &mut item.patch,
-            ];
-            for operation in operations.into_iter().flatten() {
-                let responses = &mut operation.responses.responses;
-                responses.insert(
-                    "401".into(),
-                    error("no token, or one the gateway does not know (`unauthorized`)").into(),
-                );
-                responses.insert(
-                    "403".into(),
-                    error("the token's scope does not reach this namespace or route, or it is read-only (`forbidden`)").into(),
-                );
-            }
-        }
+        contract::declare_path_parameters(openapi);
+        contract::declare_unauthorized(openapi);
+        contract::for_each_operation(openapi, |_, operation| {
+            contract::add_error(
+                operation,
+                "403",
+                "the token's scope does not reach this namespace or route, or it is read-only \
+                 (`forbidden`)",
+            );
+            contract::add_error(
+                operation,
+                "503",
+                "the catalog cannot answer now (`catalog_error`, `not_ready`), or no replica \
+                 can take a deposit (`no_replica`); retry",
+            );
+        });
     }
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use deposito_api::gateway::{FileList, FileStatus, PatchFile, WaitFor};
 use deposito_api::names::validate_namespace;
+use deposito_api::openapi::MAX_REPLICAS;
 use deposito_api::{
     is_sha256_hex, FileKey, HEADER_PHASE, HEADER_READY_REPLICAS, HEADER_REPLICAS, HEADER_SHA256,
 };
@@ -31,17 +32,25 @@ fn file_key(path: FilePath) -> Result<FileKey, GatewayError> {
     Ok(FileKey::new(&namespace, &name)?)
 }
 
-/// Parses a replication level: an integer of at least 1.
+/// Parses a replication level: an integer from 1 to [`MAX_REPLICAS`] (default 1).
 pub fn parse_replicas(raw: Option<&str>) -> Result<u32, GatewayError> {
     let Some(raw) = raw else { return Ok(1) };
     match raw.parse::<u32>() {
-        Ok(0) => Err(GatewayError::InvalidReplicas(
-            "replicas must be at least 1".into(),
-        )),
-        Ok(n) => Ok(n),
+        Ok(n) => check_replicas(n),
         Err(_) => Err(GatewayError::InvalidReplicas(format!(
-            "replicas must be a positive integer, got '{raw}'"
+            "replicas must be an integer from 1 to {MAX_REPLICAS}, got '{raw}'"
         ))),
+    }
+}
+
+/// A replication level from 1 to [`MAX_REPLICAS`].
+fn check_replicas(n: u32) -> Result<u32, GatewayError> {
+    if (1..=MAX_REPLICAS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(GatewayError::InvalidReplicas(format!(
+            "replicas must be from 1 to {MAX_REPLICAS}, got {n}"
+        )))
     }
 }
 
@@ -55,19 +64,28 @@ async fn load(gw: &GatewayState, key: &FileKey) -> Result<FileRecord, GatewayErr
 
 /// Query of a deposit.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PutQuery {
     /// Replication level wanted (default 1).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 512)]
     replicas: Option<String>,
-    /// Expected sha256 (alternative to the `x-deposito-sha256` header).
+    /// Expected sha256, hex (alternative to the `x-deposito-sha256` header).
+    #[param(pattern = r"^[0-9a-fA-F]{64}(?![\s\S])")]
     sha256: Option<String>,
 }
 
 /// Deposits a file: streams the body to one replica, and acknowledges once it is fsync'd
 /// there and recorded in the catalog. The reconcile loop then adds the other copies.
-#[utoipa::path(put, path = "/v1/files/{namespace}/{name}", params(PutQuery),
+#[utoipa::path(put, path = "/v1/files/{namespace}/{name}",
+    params(PutQuery,
+        ("x-deposito-sha256" = Option<String>, Header, pattern = r"^[0-9a-fA-F]{64}(?![\s\S])",
+            description = "expected sha256, hex; the deposit fails with `digest_mismatch` otherwise")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = FileStatus), (status = 400, body = deposito_api::ErrorBody),
-        (status = 401, body = deposito_api::ErrorBody), (status = 507, body = deposito_api::ErrorBody)))]
+    responses((status = 201, description = "stored, fsync'd and recorded", body = FileStatus),
+        (status = 400, description = "`invalid_name`, `invalid_replicas`, `invalid_digest`, \
+            `digest_mismatch` or `incomplete_body`", body = deposito_api::ErrorBody),
+        (status = 502, description = "the replica failed mid-transfer (`replica_error`)", body = deposito_api::ErrorBody),
+        (status = 507, description = "no replica has room (`insufficient_storage`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx, query, headers, body))]
 pub async fn put_file(
     State(ctx): Ctx,
@@ -186,8 +204,16 @@ async fn deposit(
 
 /// Streams the current content from a verified holder. Supports `Range` and `If-None-Match`.
 #[utoipa::path(get, path = "/v1/files/{namespace}/{name}",
-    responses((status = 200, content_type = "application/octet-stream"), (status = 206),
-        (status = 304), (status = 404, body = deposito_api::ErrorBody)))]
+    params(
+        ("Range" = Option<String>, Header, description = "`bytes=a-b`, `bytes=a-` or `bytes=-n`; \
+            a header that is not one range of bytes is ignored (the whole file is sent)"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags (the quoted sha256) or `*`")),
+    responses((status = 200, description = "the content", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "the requested range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "the content has the ETag given in `If-None-Match`"),
+        (status = 404, description = "no such file (`not_found`)", body = deposito_api::ErrorBody),
+        (status = 416, description = "the range is outside the file (`range_not_satisfiable`)", body = deposito_api::ErrorBody),
+        (status = 502, description = "no holder could send it (`replica_error`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx, headers))]
 pub async fn get_file(
     State(ctx): Ctx,
@@ -211,7 +237,9 @@ pub async fn get_file(
 
 /// The file's metadata as headers.
 #[utoipa::path(head, path = "/v1/files/{namespace}/{name}",
-    responses((status = 200), (status = 404)))]
+    responses((status = 200, description = "the file's metadata as headers: Content-Length, ETag, \
+            x-deposito-sha256, x-deposito-replicas, x-deposito-ready-replicas, x-deposito-phase"),
+        (status = 404, description = "no such file")))]
 pub async fn head_file(State(ctx): Ctx, path: FilePath) -> Result<Response, GatewayError> {
     let key = file_key(path)?;
     let entry = load(&ctx, &key).await?;
@@ -232,8 +260,10 @@ pub async fn head_file(State(ctx): Ctx, path: FilePath) -> Result<Response, Gate
 
 /// Changes the replication level.
 #[utoipa::path(patch, path = "/v1/files/{namespace}/{name}", request_body = PatchFile,
-    responses((status = 200, body = FileStatus), (status = 400, body = deposito_api::ErrorBody),
-        (status = 404, body = deposito_api::ErrorBody)))]
+    responses((status = 200, description = "the new status", body = FileStatus),
+        (status = 400, description = "`invalid_name`, `invalid_replicas`, or a body that is not \
+            a `PatchFile` in JSON with `Content-Type: application/json` (`bad_request`)", body = deposito_api::ErrorBody),
+        (status = 404, description = "no such file (`not_found`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx, body))]
 pub async fn patch_file(
     State(ctx): Ctx,
@@ -242,11 +272,7 @@ pub async fn patch_file(
 ) -> Result<Json<FileStatus>, GatewayError> {
     let key = file_key(path)?;
     let Json(patch) = body.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
-    if patch.replicas == 0 {
-        return Err(GatewayError::InvalidReplicas(
-            "replicas must be at least 1".into(),
-        ));
-    }
+    check_replicas(patch.replicas)?;
     let entry = load(&ctx, &key).await?;
     let entry = ctx
         .catalog
@@ -258,7 +284,8 @@ pub async fn patch_file(
 
 /// Requests deletion; copies are removed by the reconcile loop, then the entry goes.
 #[utoipa::path(delete, path = "/v1/files/{namespace}/{name}",
-    responses((status = 202, body = FileStatus), (status = 404, body = deposito_api::ErrorBody)))]
+    responses((status = 202, description = "deletion accepted; the copies go, then the entry", body = FileStatus),
+        (status = 404, description = "no such file (`not_found`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx))]
 pub async fn delete_file(
     State(ctx): Ctx,
@@ -280,8 +307,10 @@ pub const MAX_LIST_PAGE: usize = 10_000;
 
 /// Query of a listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Most files in the page (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     /// The `next` of the previous page.
     after: Option<String>,
@@ -289,7 +318,8 @@ pub struct ListQuery {
 
 /// Lists a namespace's files with their status, one page at a time, sorted by name.
 #[utoipa::path(get, path = "/v1/files/{namespace}", params(ListQuery),
-    responses((status = 200, body = FileList), (status = 400, body = deposito_api::ErrorBody)))]
+    responses((status = 200, description = "one page, sorted by name", body = FileList),
+        (status = 400, description = "`invalid_name`, or `limit` out of range (`bad_request`)", body = deposito_api::ErrorBody)))]
 pub async fn list_files(
     State(ctx): Ctx,
     path: Result<Path<String>, PathRejection>,
@@ -319,16 +349,21 @@ pub async fn list_files(
 
 /// Query of the status long poll.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
     /// Condition to wait for; without it the status is returned at once.
     wait: Option<WaitFor>,
-    /// Seconds to wait at most (capped at 60).
+    /// Seconds to wait at most (default 30, at most 60).
+    #[param(minimum = 0, maximum = 60)]
     timeout: Option<u64>,
 }
 
 /// The file's status; with `wait`, a long poll until the condition holds or time runs out.
 #[utoipa::path(get, path = "/v1/files/{namespace}/{name}/status", params(StatusQuery),
-    responses((status = 200, body = FileStatus), (status = 404, body = deposito_api::ErrorBody)))]
+    responses((status = 200, description = "the status (when `wait` is given: once it holds, or \
+            when `timeout` runs out)", body = FileStatus),
+        (status = 400, description = "`invalid_name`, or a bad `wait` or `timeout` (`bad_request`)", body = deposito_api::ErrorBody),
+        (status = 404, description = "no such file, or (with `wait=deleted`) it is gone", body = deposito_api::ErrorBody)))]
 pub async fn file_status(
     State(ctx): Ctx,
     path: FilePath,
@@ -336,7 +371,13 @@ pub async fn file_status(
 ) -> Result<Json<FileStatus>, GatewayError> {
     let key = file_key(path)?;
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
-    let timeout = Duration::from_secs(query.timeout.unwrap_or(30)).min(MAX_WAIT);
+    let timeout = Duration::from_secs(query.timeout.unwrap_or(30));
+    if timeout > MAX_WAIT {
+        return Err(GatewayError::BadRequest(format!(
+            "timeout must be at most {} seconds",
+            MAX_WAIT.as_secs()
+        )));
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     let storage = ctx.catalog.storage_key(&key.namespace, &key.name).await?;
     let mut changes = ctx.catalog.changes().watch(&storage);
@@ -366,11 +407,53 @@ pub async fn file_status(
 mod tests {
     use super::*;
 
+    /// The literals in this file's attributes are the shared constants, and every file
+    /// route declares its path parameters with the name rules.
+    #[test]
+    fn openapi_declares_the_rules_of_every_parameter() {
+        use deposito_api::openapi::{
+            FILE_NAME_PATTERN, MAX_REPLICAS, NAMESPACE_PATTERN, SHA256_ANY_CASE_PATTERN,
+        };
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
+        let put = doc["paths"]["/v1/files/{namespace}/{name}"]["put"]["parameters"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let param = |name: &str| put.iter().find(|p| p["name"] == name).unwrap().clone();
+        assert_eq!(param("namespace")["schema"]["pattern"], NAMESPACE_PATTERN);
+        assert_eq!(param("namespace")["in"], "path");
+        assert_eq!(param("name")["schema"]["pattern"], FILE_NAME_PATTERN);
+        assert_eq!(param("sha256")["in"], "query");
+        assert_eq!(
+            param("sha256")["schema"]["pattern"],
+            SHA256_ANY_CASE_PATTERN
+        );
+        assert_eq!(
+            param("x-deposito-sha256")["schema"]["pattern"],
+            SHA256_ANY_CASE_PATTERN
+        );
+        assert_eq!(param("replicas")["schema"]["maximum"], MAX_REPLICAS);
+        let patch = &doc["components"]["schemas"]["PatchFile"]["properties"]["replicas"];
+        assert_eq!(patch["maximum"], MAX_REPLICAS);
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for code in ["401", "403", "503"] {
+                    assert!(op["responses"][code].is_object(), "{method} {path} {code}");
+                }
+                if path.contains("{namespace}") {
+                    assert!(op["responses"]["400"].is_object(), "{method} {path} 400");
+                }
+            }
+        }
+    }
+
     #[test]
     fn replicas_parameter_table() {
         assert_eq!(parse_replicas(None).unwrap(), 1);
         assert_eq!(parse_replicas(Some("3")).unwrap(), 3);
-        for bad in ["0", "-1", "x", "", "1.5"] {
+        assert_eq!(parse_replicas(Some("512")).unwrap(), MAX_REPLICAS);
+        for bad in ["0", "-1", "x", "", "1.5", "513", "4294967296"] {
             assert!(
                 matches!(
                     parse_replicas(Some(bad)),

@@ -7,6 +7,7 @@ pub mod access;
 pub mod auth;
 mod files;
 mod replicas;
+pub mod serve;
 mod transfer;
 
 use std::sync::Arc;

@@ -9,8 +9,8 @@ use super::GatewayState;
 use crate::error::GatewayError;
 
 /// Every known replica and its health.
-#[utoipa::path(get, path = "/v1/replicas", responses((status = 200, body = ReplicaList),
-    (status = 503, body = deposito_api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/replicas",
+    responses((status = 200, description = "every known replica", body = ReplicaList)))]
 pub async fn list_replicas(
     State(gw): State<GatewayState>,
 ) -> Result<Json<ReplicaList>, GatewayError> {
@@ -54,7 +54,13 @@ pub async fn list_replicas(
 
 /// Marks a replica draining: it gets no new copies and its copies move elsewhere.
 #[utoipa::path(patch, path = "/v1/replicas/{id}", request_body = PatchReplica,
-    responses((status = 200, body = ReplicaList), (status = 404, body = deposito_api::ErrorBody)))]
+    params(("id" = String, Path, description = "replica id, as `GET /v1/replicas` lists it")),
+    responses((status = 200, description = "the replica, now draining or not", body = ReplicaList),
+        (status = 400, description = "a body that is not a `PatchReplica` in JSON with \
+            `Content-Type: application/json` (`bad_request`)", body = deposito_api::ErrorBody),
+        (status = 404, description = "no such replica (`not_found`)", body = deposito_api::ErrorBody),
+        (status = 501, description = "kube mode: drain a replica pod with its annotation \
+            (`unsupported`)", body = deposito_api::ErrorBody)))]
 pub async fn patch_replica(
     State(gw): State<GatewayState>,
     Path(id): Path<String>,

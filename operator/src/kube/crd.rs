@@ -82,8 +82,8 @@ pub const MAX_INLINE_BYTES: usize = 65_536;
 #[serde(rename_all = "camelCase")]
 pub struct StoredFileSpec {
     /// The replication level: how many verified copies, each on a different replica. May be
-    /// larger than the number of replicas; the status then says Degraded.
-    #[schemars(range(min = 1))]
+    /// larger than the number of replicas; the status then says Degraded. At most 512.
+    #[schemars(range(min = 1, max = 512))]
     pub replicas: i32,
     /// The file name users see and the gateway serves; defaults to metadata.name. At most 255
     /// bytes, no '/', no '..'.
@@ -221,6 +221,10 @@ mod tests {
         assert_eq!(
             spec["properties"]["replicas"]["minimum"].as_f64(),
             Some(1.0)
+        );
+        assert_eq!(
+            spec["properties"]["replicas"]["maximum"].as_f64(),
+            Some(f64::from(deposito_api::openapi::MAX_REPLICAS))
         );
         let rules = spec["properties"]["source"]["x-kubernetes-validations"].to_string();
         assert!(rules.contains("has(self.inline)"), "{rules}");

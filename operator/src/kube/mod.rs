@@ -176,16 +176,18 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         tokens: Arc::new(crate::gateway::access::Tokens::single(client_token)),
         extra_doc: None,
     });
+    let tls = args.tls.server_config()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     info!(listen = %args.listen, namespace = ?watched, replicas = %args.replica_selector, "deposito-operator kube");
-    let serve = axum::serve(
-        deposito_replica::http::nodelay(listener),
+    let serve = crate::gateway::serve::serve(
+        listener,
         crate::gateway::router(gateway, axum::Router::new()),
-    )
-    .with_graceful_shutdown(crate::local::shutdown_signal());
-    let server = tokio::spawn(async move { serve.await });
+        tls,
+        crate::local::shutdown_signal(),
+    );
+    let server = tokio::spawn(serve);
 
     let lead = async {
         if args.leader_election {

@@ -75,7 +75,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let gateway_url = format!("http://{}", reachable(args.listen));
+    let tls = args.tls.server_config()?;
+    let gateway_url = format!("{}://{}", args.tls.scheme(), reachable(args.listen));
     println!("deposito: gateway listening on {gateway_url}");
     println!(
         "deposito: client token in {}",
@@ -119,8 +120,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         gateway,
         register::router(membership, heartbeat, &replica_token),
     );
-    axum::serve(deposito_replica::http::nodelay(listener), app)
-        .with_graceful_shutdown(shutdown_signal())
+    crate::gateway::serve::serve(listener, app, tls, shutdown_signal())
         .await
         .context("gateway failed")?;
     tracing::info!("shutting down");

@@ -34,15 +34,18 @@ pub struct RegisterDoc;
 
 /// Registration and heartbeat of a replica (replica token).
 #[utoipa::path(post, path = "/v1/replicas/register", request_body = RegisterRequest,
-    responses((status = 200, body = RegisterResponse), (status = 400, body = deposito_api::ErrorBody),
-        (status = 401, body = deposito_api::ErrorBody)),
+    responses((status = 200, description = "registered; beat again after `heartbeat_secs`", body = RegisterResponse),
+        (status = 400, description = "not a `RegisterRequest` in JSON (`bad_request`)", body = deposito_api::ErrorBody),
+        (status = 401, description = "no bearer token, or not the replica token (`unauthorized`)", body = deposito_api::ErrorBody),
+        (status = 503, description = "the catalog cannot answer now (`catalog_error`)", body = deposito_api::ErrorBody)),
     security(("bearer" = [])))]
 async fn register(
     State(registry): State<Registry>,
     body: Result<Json<RegisterRequest>, JsonRejection>,
 ) -> Result<Json<RegisterResponse>, GatewayError> {
     let Json(beat) = body.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
-    if beat.id.is_empty() || beat.id.len() > 253 || !beat.url.starts_with("http") {
+    let http = beat.url.starts_with("http://") || beat.url.starts_with("https://");
+    if beat.id.is_empty() || beat.id.chars().count() > 253 || !http {
         return Err(GatewayError::BadRequest(
             "a replica needs an id and an http(s) url".into(),
         ));

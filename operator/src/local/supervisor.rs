@@ -79,7 +79,13 @@ impl Supervisor {
         replica_token: &str,
     ) -> anyhow::Result<Self> {
         let (stop, _) = watch::channel(false);
-        let (binary, leading_args) = replica_program(args);
+        let (binary, mut leading_args) = replica_program(args);
+        if let Some(cert) = &args.tls.tls_cert {
+            // The gateway serves HTTPS: children trust its certificate chain to register.
+            let cert = std::path::absolute(cert).unwrap_or_else(|_| cert.clone());
+            leading_args.push("--register-ca-cert".into());
+            leading_args.push(cert.display().to_string());
+        }
         let mut tasks = Vec::new();
         for index in 0..args.replicas {
             let dir = data_dir.join("replicas").join(format!("replica-{index}"));

@@ -21,10 +21,13 @@ pub const MAX_PAGE: usize = 10_000;
 
 /// Query of `GET /v1/inventory`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InventoryQuery {
-    /// Cursor from the previous page's `next`.
+    /// Cursor from the previous page's `next` (hex).
+    #[param(pattern = r"^(?:[0-9a-fA-F]{2})*(?![\s\S])")]
     pub after: Option<String>,
     /// Page size (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 
@@ -34,9 +37,8 @@ pub struct InventoryQuery {
     path = "/v1/inventory",
     params(InventoryQuery),
     responses(
-        (status = 200, body = InventoryPage),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        (status = 200, description = "one page", body = InventoryPage),
+        (status = 400, description = "`limit` out of range or `after` not hex (`bad_request`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -72,14 +74,18 @@ pub const MAX_CHANGES_WAIT_SECS: u64 = 60;
 
 /// Query of `GET /v1/inventory/changes`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ChangesQuery {
     /// The epoch of the listing or of the previous change page.
     pub epoch: String,
     /// The cursor: the `seq` of the listing's first page or of the previous change page.
+    #[param(minimum = 0, maximum = 9007199254740991_u64)]
     pub since: u64,
     /// Most changes returned (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
     /// Seconds to wait for a first change (a long poll; default 0, at most 60).
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u64>,
 }
 
@@ -89,9 +95,8 @@ pub struct ChangesQuery {
     path = "/v1/inventory/changes",
     params(ChangesQuery),
     responses(
-        (status = 200, body = ChangePage),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        (status = 200, description = "the changes, oldest first (none when `wait` ran out)", body = ChangePage),
+        (status = 400, description = "a missing `epoch` or `since`, or `limit` or `wait` out of range (`bad_request`)", body = ErrorBody),
         (status = 410, description = "cursor_expired: the replica restarted or the cursor is too old; list the inventory again", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -108,7 +113,19 @@ pub async fn inventory_changes(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0).min(MAX_CHANGES_WAIT_SECS));
+    if q.since > deposito_api::integers::MAX_EXACT {
+        return Err(Error::BadRequest(format!(
+            "since must be at most {}",
+            deposito_api::integers::MAX_EXACT
+        )));
+    }
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_CHANGES_WAIT_SECS {
+        return Err(Error::BadRequest(format!(
+            "wait must be at most {MAX_CHANGES_WAIT_SECS} seconds"
+        )));
+    }
+    let wait = std::time::Duration::from_secs(wait);
     Ok(Json(
         app.store.changes(&q.epoch, q.since, limit, wait).await?,
     ))
@@ -151,7 +168,8 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text",
+    content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     app.metrics.refresh(&app.store, app.active_transfers());
     app.metrics.refresh_scrub(&app.scrubber.status(&app.store));

@@ -74,6 +74,8 @@ fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
 )]
 pub struct ApiDoc;
 
+/// The bearer scheme, the path parameters with the name rules as schema constraints, and the
+/// `400` and `401` answers the routes share ([`deposito_api::openapi`]).
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -83,6 +85,8 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        deposito_api::openapi::declare_path_parameters(openapi);
+        deposito_api::openapi::declare_unauthorized(openapi);
     }
 }
 
@@ -187,5 +191,63 @@ mod tests {
             assert!(paths.contains_key(p), "{p}");
         }
         assert!(doc["components"]["schemas"]["ObjectInfo"].is_object());
+    }
+
+    /// Every path variable is declared with its rule's pattern, and the patterns written as
+    /// literals in attributes are the shared constants.
+    #[test]
+    fn openapi_declares_the_name_rules_on_every_path_parameter() {
+        use deposito_api::openapi::{
+            FILE_NAME_PATTERN, HTTP_URL_PATTERN, NAMESPACE_PATTERN, SHA256_ANY_CASE_PATTERN,
+            SHA256_PATTERN,
+        };
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for variable in deposito_api::openapi::path_variables(path) {
+                    let param = op["parameters"]
+                        .as_array()
+                        .and_then(|ps| {
+                            ps.iter()
+                                .find(|p| p["name"] == variable && p["in"] == "path")
+                        })
+                        .unwrap_or_else(|| panic!("{method} {path}: {variable} undeclared"));
+                    let want = match variable {
+                        "ns" => NAMESPACE_PATTERN,
+                        "name" => FILE_NAME_PATTERN,
+                        _ => SHA256_PATTERN,
+                    };
+                    assert_eq!(
+                        param["schema"]["pattern"], want,
+                        "{method} {path} {variable}"
+                    );
+                    assert_eq!(param["required"], true);
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 15, "{checked}");
+        let put = &doc["paths"]["/v1/objects/{ns}/{name}"]["put"]["parameters"];
+        let header = put
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["in"] == "header")
+            .unwrap();
+        assert_eq!(header["schema"]["pattern"], SHA256_ANY_CASE_PATTERN);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["FetchRequest"]["properties"]["url"]["pattern"],
+            HTTP_URL_PATTERN
+        );
+        assert_eq!(
+            schemas["PullRequest"]["properties"]["source"]["pattern"],
+            HTTP_URL_PATTERN
+        );
+        assert_eq!(
+            schemas["FetchRequest"]["properties"]["sha256"]["pattern"],
+            SHA256_PATTERN
+        );
     }
 }

@@ -60,7 +60,7 @@ fn expected_digest(headers: &HeaderMap) -> Result<Option<String>> {
     let Some(v) = headers.get(HEADER_SHA256) else {
         return Ok(None);
     };
-    let s = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let s = v.to_str().unwrap_or("").to_ascii_lowercase();
     if !is_sha256_hex(&s) {
         return Err(Error::InvalidDigest(
             String::from_utf8_lossy(v.as_bytes()).into_owned(),
@@ -88,7 +88,8 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
     params(
         ("ns" = String, Path, description = "namespace (DNS label)"),
         ("name" = String, Path, description = "file name"),
-        ("x-deposito-sha256" = Option<String>, Header, description = "expected sha256 (lowercase hex)"),
+        ("x-deposito-sha256" = Option<String>, Header, pattern = r"^[0-9a-fA-F]{64}(?![\s\S])",
+            description = "expected sha256 (hex); the upload fails with `digest_mismatch` otherwise"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
@@ -317,9 +318,10 @@ pub async fn pull_object(
     responses(
         (status = 201, description = "fetched, verified and committed", body = ObjectInfo),
         (status = 200, description = "this exact copy was already stored", body = ObjectInfo),
-        (status = 400, description = "bad_request (url refused), invalid_digest or digest_mismatch", body = ErrorBody),
+        (status = 400, description = "bad_request (not an http(s) url), invalid_digest or digest_mismatch", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 502, description = "fetch_failed: the url could not be read", body = ErrorBody),
+        (status = 403, description = "forbidden: the url's host resolves to a loopback, link-local or unspecified address and the replica was not started with `--fetch-allow-private`", body = ErrorBody),
+        (status = 502, description = "fetch_failed: the url could not be resolved or read", body = ErrorBody),
         (status = 507, description = "insufficient_storage", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -64,19 +64,19 @@ impl ObjKey {
         hex::encode(format!("{}/{}/{}", self.namespace, self.name, self.sha256))
     }
 
-    /// Parses a cursor made by [`ObjKey::cursor`].
+    /// Parses a cursor made by [`ObjKey::cursor`]. Any hex string is a position in the
+    /// sorted inventory (what does not decode to three parts sorts where its parts say), so
+    /// only a cursor that is not hex is refused.
     pub fn from_cursor(cursor: &str) -> Result<Self> {
-        let bad = || Error::BadRequest(format!("invalid inventory cursor '{cursor}'"));
-        let raw = hex::decode(cursor).map_err(|_| bad())?;
-        let s = String::from_utf8(raw).map_err(|_| bad())?;
+        let raw = hex::decode(cursor)
+            .map_err(|_| Error::BadRequest(format!("invalid inventory cursor '{cursor}'")))?;
+        let s = String::from_utf8_lossy(&raw);
         let mut parts = s.splitn(3, '/');
-        let (Some(ns), Some(name), Some(sha)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad());
-        };
+        let mut part = || parts.next().unwrap_or_default().to_string();
         Ok(Self {
-            namespace: ns.to_string(),
-            name: name.to_string(),
-            sha256: sha.to_string(),
+            namespace: part(),
+            name: part(),
+            sha256: part(),
         })
     }
 }

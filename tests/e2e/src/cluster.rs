@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+mod control;
+
 /// How long to wait for processes to come up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -30,11 +30,33 @@ pub struct Launcher {
     pub token: String,
     pub replica_token: String,
     pub http: reqwest::Client,
+    /// The gateway's TLS files when it serves HTTPS.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Launcher {
     /// Starts the launcher with `k` children and waits until the gateway lists them all Live.
     pub async fn start(k: usize, grace_period_secs: u64) -> Launcher {
+        Self::start_with(k, grace_period_secs, None).await
+    }
+
+    /// Like [`Launcher::start`], with the gateway on HTTPS: a CA and a certificate for the
+    /// gateway's address are made with openssl; the clients trust the CA.
+    pub async fn start_tls(k: usize, grace_period_secs: u64) -> Launcher {
+        let dir = tempfile::Builder::new()
+            .prefix("deposito-tls-")
+            .tempdir_in(base_tmp())
+            .expect("temp dir")
+            .keep();
+        let tls = crate::tls::TlsFiles::generate(&dir, Ipv4Addr::LOCALHOST);
+        Self::start_with(k, grace_period_secs, Some(tls)).await
+    }
+
+    async fn start_with(
+        k: usize,
+        grace_period_secs: u64,
+        tls: Option<crate::tls::TlsFiles>,
+    ) -> Launcher {
         let root = tempfile::Builder::new()
             .prefix("deposito-launcher-")
             .tempdir_in(base_tmp())
@@ -56,6 +78,12 @@ impl Launcher {
             .arg(grace_period_secs.to_string())
             .arg("--reconcile-interval-secs")
             .arg("1");
+        if let Some(tls) = &tls {
+            cmd.arg("--tls-cert")
+                .arg(&tls.chain)
+                .arg("--tls-key")
+                .arg(&tls.key);
+        }
         clean_env(&mut cmd, root.path());
         let mut op = Proc::spawn("operator", cmd, &root.path().join("operator.log"));
         let token = read_token(&data_dir.join("token"), &mut op);
@@ -69,14 +97,19 @@ impl Launcher {
             op: Some(op),
             token,
             replica_token,
-            http: http::client(),
+            http: match &tls {
+                Some(tls) => tls.client(),
+                None => http::client(),
+            },
+            tls,
         };
         l.wait_live(k).await;
         l
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn operator_pid(&self) -> Option<u32> {
@@ -197,6 +230,9 @@ impl Launcher {
         cmd.env("DEPOSITO_SERVER", self.url())
             .env("DEPOSITO_TOKEN", &self.token)
             .args(args);
+        if let Some(tls) = &self.tls {
+            cmd.env("DEPOSITO_CA_CERT", &tls.ca);
+        }
         proc::run(cmd, Duration::from_secs(300))
     }
 

@@ -22,6 +22,7 @@ pub mod kube_cluster;
 pub mod launcher;
 pub mod proc;
 pub mod scale;
+pub mod tls;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterBuilder};

@@ -89,6 +89,14 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
         "{r:?}"
     );
     assert_pristine(&c, "?replicas=0").await;
+    let r = c.put_bytes("ok.bin", small.clone(), 513, None).await;
+    assert_eq!(
+        r.expect_client_error("?replicas=513 (the limit is 512)")
+            .code,
+        "invalid_replicas",
+        "{r:?}"
+    );
+    assert_pristine(&c, "?replicas=513").await;
 
     let other = deposito_api::sha256_hex(b"other content");
     let r = c
@@ -163,6 +171,49 @@ async fn bad_input_gets_clear_error_leaves_no_copy_and_no_catalog_entry() {
     let r = c.put_bytes("good.bin", body.clone(), 1, None).await;
     assert_eq!(r.status, 201, "{r:?}");
     c.wait_copies(&input, 1, SETTLE);
+
+    // Parameters out of their documented ranges are refused, not clamped.
+    for (what, method, path, body) in [
+        (
+            "status timeout 61",
+            "GET",
+            "/v1/files/default/good.bin/status?wait=converged&timeout=61",
+            &b""[..],
+        ),
+        ("list limit 0", "GET", "/v1/files/default?limit=0", &b""[..]),
+        (
+            "patch replicas 513",
+            "PATCH",
+            "/v1/files/default/good.bin",
+            &br#"{"replicas":513}"#[..],
+        ),
+        (
+            "patch replicas 1.5",
+            "PATCH",
+            "/v1/files/default/good.bin",
+            &br#"{"replicas":1.5}"#[..],
+        ),
+    ] {
+        let r = raw_request(
+            c.op_addr,
+            method,
+            path,
+            Some(&c.token),
+            &[("content-type", "application/json")],
+            body,
+        );
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+    }
+    let r = raw_request(
+        rep,
+        "GET",
+        "/v1/inventory/changes?epoch=x&since=0&wait=61",
+        Some(&c.replica_token),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 400, "changes wait 61: {r:?}");
+    assert_eq!(c.status("good.bin").await.unwrap().unwrap().replicas, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

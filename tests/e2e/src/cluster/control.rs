@@ -1,0 +1,50 @@
+//! Finer process control of a [`Cluster`] for fault campaigns: stop and start the operator or
+//! one replica without waiting for the whole cluster to be healthy (a campaign keeps other
+//! replicas paused or broken meanwhile, and does its own bounded, non-panicking waits).
+
+use super::Cluster;
+use crate::proc;
+
+impl Cluster {
+    /// kill -9 the operator without starting it again (see [`Cluster::start_operator`]).
+    pub fn kill_operator(&mut self) {
+        if let Some(mut p) = self.op.take() {
+            p.kill9();
+        }
+    }
+
+    /// Starts the operator (same address, same data dir) when it is not running; does not wait.
+    pub fn start_operator(&mut self) {
+        if self.op.is_none() {
+            self.spawn_operator();
+        }
+    }
+
+    /// True when the operator was started and its process has not exited.
+    pub fn operator_running(&self) -> bool {
+        self.operator_pid().is_some_and(proc::alive)
+    }
+
+    /// Starts replica `k` (1-based; same address, same data dir) when it is not running; does
+    /// not wait.
+    pub fn start_replica(&mut self, k: usize) {
+        if self.replicas[k - 1].proc.is_none() {
+            self.spawn_replica(k);
+        }
+    }
+
+    /// True when replica `k` was started and its process has not exited.
+    pub fn replica_running(&self, k: usize) -> bool {
+        self.replicas[k - 1].pid().is_some_and(proc::alive)
+    }
+
+    /// The last `lines` lines of replica `k`'s log ("operator" for `k == 0`).
+    pub fn log_tail(&self, k: usize, lines: usize) -> String {
+        let name = if k == 0 {
+            "operator".to_string()
+        } else {
+            self.replicas[k - 1].id.clone()
+        };
+        proc::tail(&self.log(&name), lines)
+    }
+}

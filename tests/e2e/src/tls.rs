@@ -1,0 +1,109 @@
+//! Certificates for HTTPS tests, made with the openssl command: a CA, and a certificate it
+//! signs for one IP address (subjectAltName), with the chain file a server presents.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The files of a test CA and of a server certificate it signed.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (what clients trust).
+    pub ca: PathBuf,
+    /// The server certificate followed by the CA's: what `--tls-cert` takes.
+    pub chain: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsFiles {
+    /// Makes a CA and a certificate for `ip` in `dir`.
+    pub fn generate(dir: &Path, ip: Ipv4Addr) -> TlsFiles {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca_args = vec![
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=deposito test CA",
+        ];
+        ca_args.extend(ec);
+        ca_args.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        ca_args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        ca_args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(dir, &ca_args);
+        let mut csr_args = vec!["req", "-new", "-subj", "/CN=deposito gateway"];
+        csr_args.extend(ec);
+        csr_args.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        openssl(dir, &csr_args);
+        let ext = format!(
+            "subjectAltName=IP:{ip}\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        );
+        std::fs::write(dir.join("server.ext"), ext).expect("write server.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+        );
+        let chain = [
+            std::fs::read(dir.join("server.pem")).expect("server.pem"),
+            std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
+        ]
+        .concat();
+        std::fs::write(dir.join("chain.pem"), chain).expect("write chain.pem");
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            chain: dir.join("chain.pem"),
+            key: dir.join("server.key"),
+        }
+    }
+
+    /// An HTTP client that trusts this CA (and nothing else beyond the system's roots).
+    pub fn client(&self) -> reqwest::Client {
+        let pem = std::fs::read(&self.ca).expect("read CA");
+        reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .expect("reqwest client")
+    }
+}

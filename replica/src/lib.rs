@@ -108,8 +108,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let listen_file = config.data_dir.join("listen");
-    storage::fsutil::write_file_atomic(&listen_file, format!("{addr}\n").as_bytes())
-        .with_context(|| format!("cannot write {}", listen_file.display()))?;
+    // Only a hint for tools (the launcher reads it); a full or read-only disk must not stop
+    // a replica from serving the copies it holds.
+    if let Err(err) =
+        storage::fsutil::write_file_atomic(&listen_file, format!("{addr}\n").as_bytes())
+    {
+        tracing::warn!(%err, file = %listen_file.display(), "cannot record the listen address");
+    }
     let advertise = match &config.advertise_url {
         Some(url) => url.clone(),
         None => format!(

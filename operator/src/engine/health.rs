@@ -208,8 +208,26 @@ pub struct TrackerSettings {
 struct Seen {
     health: Health,
     draining: bool,
+    /// Takes new copies: ready (data dir writable, room left) with free space.
+    usable: bool,
     url: String,
     zone: Option<String>,
+}
+
+/// Whether a replica's change lets files waiting for a replica make progress: it is Live and
+/// can take copies where before it could not (new, back, undrained, or ready again after a
+/// full or read-only disk).
+fn wakes_backlog(before: Option<&Seen>, now: &Seen) -> bool {
+    let takes_copies = |s: &Seen| s.health == Health::Live && !s.draining && s.usable;
+    match before {
+        None => now.health == Health::Live,
+        Some(before) => {
+            now.health == Health::Live
+                && (before.health != Health::Live
+                    || before.draining && !now.draining
+                    || (takes_copies(now) && !takes_copies(before)))
+        }
+    }
 }
 
 /// The tracker task's state.
@@ -302,25 +320,21 @@ impl Tracker {
             let now = Seen {
                 health: view.health,
                 draining: view.draining,
+                usable: view.free_bytes > 0,
                 url: view.url.clone(),
                 zone: view.zone.clone(),
             };
-            match seen.get(&view.id) {
-                Some(before) if *before == now => continue,
-                Some(before) => {
-                    info!(replica = %view.id, from = before.health.as_str(), to = now.health.as_str(),
-                        draining = now.draining, "replica changed");
-                    if now.health == Health::Live
-                        && (before.health != Health::Live || before.draining && !now.draining)
-                    {
-                        wake_backlog = true;
-                    }
-                }
-                None => {
-                    info!(replica = %view.id, health = now.health.as_str(), "replica known");
-                    wake_backlog |= now.health == Health::Live;
-                }
+            let before = seen.get(&view.id);
+            if before == Some(&now) {
+                continue;
             }
+            match before {
+                Some(before) => info!(replica = %view.id, from = before.health.as_str(),
+                    to = now.health.as_str(), draining = now.draining, usable = now.usable,
+                    "replica changed"),
+                None => info!(replica = %view.id, health = now.health.as_str(), "replica known"),
+            }
+            wake_backlog |= wakes_backlog(before, &now);
             affected.push(view.id.clone());
             seen.insert(view.id.clone(), now);
         }
@@ -408,6 +422,47 @@ mod tests {
             available,
             down_for: Duration::from_secs(down_secs),
             capacity: None,
+        }
+    }
+
+    #[test]
+    fn backlog_wakes_when_a_replica_can_take_copies_again() {
+        let seen = |health, draining, usable| Seen {
+            health,
+            draining,
+            usable,
+            url: "http://r".into(),
+            zone: None,
+        };
+        let live = seen(Health::Live, false, true);
+        let cases = [
+            (None, live.clone(), true),
+            (
+                Some(seen(Health::Unreachable, false, true)),
+                live.clone(),
+                true,
+            ),
+            (Some(seen(Health::Live, true, true)), live.clone(), true),
+            // Ready again after a full or read-only disk.
+            (Some(seen(Health::Live, false, false)), live.clone(), true),
+            (Some(live.clone()), seen(Health::Live, false, false), false),
+            (
+                Some(live.clone()),
+                seen(Health::Unreachable, false, true),
+                false,
+            ),
+            (
+                Some(seen(Health::Live, true, false)),
+                seen(Health::Live, true, true),
+                false,
+            ),
+        ];
+        for (before, now, want) in cases {
+            assert_eq!(
+                wakes_backlog(before.as_ref(), &now),
+                want,
+                "{before:?} -> {now:?}"
+            );
         }
     }
 

@@ -87,11 +87,31 @@ impl Drop for TempPath {
         if self.armed {
             if let Err(e) = std::fs::remove_file(&self.path) {
                 if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!(path = %self.path.display(), error = %e, "cannot remove temp file");
+                    tracing::warn!(path = %self.path.display(), error = %e,
+                        "cannot remove temp file; will retry");
+                    leftovers().push(std::mem::take(&mut self.path));
                 }
             }
         }
     }
+}
+
+/// Temp files whose removal failed (a data dir turned read-only mid-write, say), retried by
+/// [`remove_leftovers`] until they are gone, so none outlives the fault that left it.
+fn leftovers() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static LEFTOVERS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    LEFTOVERS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Tries again to remove the temp files a [`TempPath`] could not; keeps those that still fail.
+/// Returns how many are left.
+pub fn remove_leftovers() -> usize {
+    let mut left = leftovers();
+    left.retain(|path| match std::fs::remove_file(path) {
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+        Ok(()) => false,
+    });
+    left.len()
 }
 
 /// Writes `bytes` to a new file in `tmp_dir`, fsyncs it and returns its guard.
@@ -127,6 +147,24 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temp_file_that_cannot_be_removed_is_removed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tmp-stuck");
+        // A directory in its place makes remove_file fail (EISDIR), like a read-only disk.
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("x"), b"x").unwrap();
+        drop(TempPath::new(path.clone()));
+        assert!(path.exists(), "the failed removal left it");
+        assert!(leftovers().contains(&path));
+        // The fault is gone: the next retry removes what the guard could not.
+        std::fs::remove_dir_all(&path).unwrap();
+        std::fs::write(&path, b"partial").unwrap();
+        remove_leftovers();
+        assert!(!path.exists(), "left over after the retry");
+        assert!(!leftovers().contains(&path));
+    }
 
     #[test]
     fn temp_path_removes_unless_kept() {

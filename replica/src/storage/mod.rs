@@ -13,7 +13,7 @@ mod write;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use deposito_api::replica::{ChangePage, ObjectInfo, ObjectState};
@@ -142,11 +142,56 @@ pub struct Page {
 pub struct Store {
     root: PathBuf,
     min_free_bytes: u64,
+    shared: Arc<Shared>,
+    /// Serializes the short renaming steps (commit, quarantine, delete); held by the blocking
+    /// task that does them, not by the request, so a dropped request cannot release it early.
+    commit_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The index and the change-feed signal, shared with the blocking tasks that change the disk:
+/// such a task updates the index itself, so a disk change and its index entry always go
+/// together, even when the request that started them is dropped half way.
+#[derive(Debug)]
+struct Shared {
     index: Mutex<Indexed>,
     /// The last change's sequence number, for long polls of the change feed.
     changed: tokio::sync::watch::Sender<u64>,
-    /// Serializes the short renaming steps (commit, quarantine, delete).
-    commit_lock: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, Indexed> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &ObjKey) -> Option<ObjectInfo> {
+        self.lock_index().objects.get(key).cloned()
+    }
+
+    /// Records a change of the index in the log and wakes long polls. Call with the lock held.
+    fn log_change(&self, index: &mut Indexed, key: &ObjKey, object: Option<&ObjectInfo>) {
+        let seq = index.log.record(key, object);
+        self.changed.send_replace(seq);
+    }
+
+    /// Records a copy (new, replaced or moved to quarantine).
+    fn insert(&self, info: ObjectInfo) {
+        let key = ObjKey::of(&info);
+        let mut index = self.lock_index();
+        self.log_change(&mut index, &key, Some(&info));
+        index.stats.count(&info, true);
+        if let Some(old) = index.objects.insert(key, info) {
+            index.stats.count(&old, false);
+        }
+    }
+
+    /// Forgets a copy.
+    fn remove(&self, key: &ObjKey) {
+        let mut index = self.lock_index();
+        if let Some(old) = index.objects.remove(key) {
+            index.stats.count(&old, false);
+        }
+        self.log_change(&mut index, key, None);
+    }
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -168,17 +213,35 @@ impl Store {
         Ok(Self {
             root,
             min_free_bytes,
-            index: Mutex::new(Indexed {
-                stats: index.values().fold(Stats::default(), |mut s, i| {
-                    s.count(i, true);
-                    s
+            shared: Arc::new(Shared {
+                index: Mutex::new(Indexed {
+                    stats: index.values().fold(Stats::default(), |mut s, i| {
+                        s.count(i, true);
+                        s
+                    }),
+                    objects: index,
+                    log: ChangeLog::new(changes::DEFAULT_CAPACITY),
                 }),
-                objects: index,
-                log: ChangeLog::new(changes::DEFAULT_CAPACITY),
+                changed: tokio::sync::watch::channel(0).0,
             }),
-            changed: tokio::sync::watch::channel(0).0,
-            commit_lock: tokio::sync::Mutex::new(()),
+            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Runs `change`, blocking work on the disk that records its outcome in the index through
+    /// the handle it is given, under the commit lock and to the end even if the caller's
+    /// future is dropped (a cancelled request never leaves the disk and the index apart).
+    async fn change_on_disk<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let held = self.commit_lock.clone().lock_owned().await;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            change(&shared)
+        })
+        .await?
     }
 
     pub fn root(&self) -> &Path {
@@ -200,11 +263,11 @@ impl Store {
 
     /// The index entry of a copy.
     pub fn get(&self, key: &ObjKey) -> Option<ObjectInfo> {
-        self.lock_index().objects.get(key).cloned()
+        self.shared.get(key)
     }
 
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Indexed> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.lock_index()
     }
 
     /// One inventory page: up to `limit` copies after `after`, the cursor of the next page,
@@ -237,7 +300,7 @@ impl Store {
         limit: usize,
         wait: std::time::Duration,
     ) -> Result<ChangePage> {
-        let mut changed = self.changed.subscribe();
+        let mut changed = self.shared.changed.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             changed.borrow_and_update();
@@ -261,12 +324,6 @@ impl Store {
             // while `self` lives, but would end it too.
             let _ = tokio::time::timeout_at(deadline, changed.changed()).await;
         }
-    }
-
-    /// Records a change of the index in the log and wakes long polls. Call with the lock held.
-    fn log_change(&self, index: &mut Indexed, key: &ObjKey, object: Option<&ObjectInfo>) {
-        let seq = index.log.record(key, object);
-        self.changed.send_replace(seq);
     }
 
     /// Folds `f` over every ready copy in key order, under the index lock (keep `f` cheap).
@@ -302,11 +359,15 @@ impl Store {
     }
 
     /// Readiness: `tmp/` accepts a new file, and free space is at least `min_free_bytes`.
+    /// Also retries the removal of temp files left by a fault (see `fsutil::remove_leftovers`).
     pub async fn probe(&self) -> Result<()> {
         let tmp = self.tmp_dir();
-        tokio::task::spawn_blocking(move || fsutil::write_temp(&tmp, "probe", b"ok").map(drop))
-            .await?
-            .map_err(|e| Error::NotReady(format!("data dir not writable: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            fsutil::remove_leftovers();
+            fsutil::write_temp(&tmp, "probe", b"ok").map(drop)
+        })
+        .await?
+        .map_err(|e| Error::NotReady(format!("data dir not writable: {e}")))?;
         self.check_free(0)
             .map_err(|e| Error::NotReady(e.to_string()))
     }
@@ -320,60 +381,52 @@ impl Store {
         stored_at: Option<u64>,
         reason: &str,
     ) -> Result<bool> {
-        let _g = self.commit_lock.lock().await;
-        let Some(info) = self.get(key) else {
-            return Ok(false);
-        };
-        if info.state != ObjectState::Ready || stored_at.is_some_and(|t| t != info.stored_at) {
-            return Ok(false);
-        }
-        tracing::warn!(reason, "quarantining copy");
         let root = self.root.clone();
-        let k = key.clone();
-        let moved = tokio::task::spawn_blocking(move || scan::quarantine_blocking(&root, &k, info))
-            .await??;
-        self.insert(moved);
-        Ok(true)
+        let key = key.clone();
+        let reason = reason.to_string();
+        self.change_on_disk(move |shared| {
+            let Some(info) = shared.get(&key) else {
+                return Ok(false);
+            };
+            if info.state != ObjectState::Ready || stored_at.is_some_and(|t| t != info.stored_at) {
+                return Ok(false);
+            }
+            tracing::warn!(key = %key, reason, "quarantining copy");
+            shared.insert(scan::quarantine_blocking(&root, &key, info)?);
+            Ok(true)
+        })
+        .await
     }
 
     /// Removes a copy, ready or quarantined.
     #[instrument(skip(self), fields(key = %key))]
     pub async fn delete(&self, key: &ObjKey) -> Result<ObjectInfo> {
-        let _g = self.commit_lock.lock().await;
-        let info = self.get(key).ok_or(Error::NotFound)?;
-        let data = self.data_path(key, info.state);
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            fsutil::remove_if_exists(&data)?;
-            fsutil::remove_if_exists(&json_path(&data))?;
-            let dir = data.parent().expect("data path has a parent");
-            fsutil::fsync_dir(dir)?;
-            // Tidy empty name and namespace folders; failure (not empty) is fine.
-            if std::fs::remove_dir(dir).is_ok() {
-                if let Some(ns_dir) = dir.parent() {
-                    let _ = std::fs::remove_dir(ns_dir);
+        let root = self.root.clone();
+        let key = key.clone();
+        let info = self
+            .change_on_disk(move |shared| {
+                let info = shared.get(&key).ok_or(Error::NotFound)?;
+                let data = data_path(&root, &key, info.state);
+                fsutil::remove_if_exists(&data)?;
+                fsutil::remove_if_exists(&json_path(&data))?;
+                let dir = data.parent().expect("data path has a parent");
+                // A folder already gone (its last copy removed by hand) is as good as synced.
+                match fsutil::fsync_dir(dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
                 }
-            }
-            Ok(())
-        })
-        .await??;
-        let mut index = self.lock_index();
-        if let Some(old) = index.objects.remove(key) {
-            index.stats.count(&old, false);
-        }
-        self.log_change(&mut index, key, None);
-        drop(index);
+                // Tidy empty name and namespace folders; failure (not empty) is fine.
+                if std::fs::remove_dir(dir).is_ok() {
+                    if let Some(ns_dir) = dir.parent() {
+                        let _ = std::fs::remove_dir(ns_dir);
+                    }
+                }
+                shared.remove(&key);
+                Ok(info)
+            })
+            .await?;
         tracing::info!("copy deleted");
         Ok(info)
-    }
-
-    fn insert(&self, info: ObjectInfo) {
-        let key = ObjKey::of(&info);
-        let mut index = self.lock_index();
-        self.log_change(&mut index, &key, Some(&info));
-        index.stats.count(&info, true);
-        if let Some(old) = index.objects.insert(key, info) {
-            index.stats.count(&old, false);
-        }
     }
 }
 

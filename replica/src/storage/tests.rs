@@ -354,3 +354,72 @@ async fn listing_plus_changes_reproduce_the_index() {
         Err(Error::CursorExpired(_))
     ));
 }
+
+/// The ready copies on disk, by key, read from `objects/NS/NAME/SHA256` (metadata files aside).
+fn ready_on_disk(root: &Path) -> Vec<ObjKey> {
+    let objects = root.join("objects");
+    files_under(&objects)
+        .iter()
+        .filter(|p| p.extension().is_none())
+        .map(|p| {
+            let parts: Vec<String> = p
+                .strip_prefix(&objects)
+                .unwrap()
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect();
+            ObjKey {
+                namespace: parts[0].clone(),
+                name: parts[1].clone(),
+                sha256: parts[2].clone(),
+            }
+        })
+        .collect()
+}
+
+/// A request dropped at any moment of a commit or a delete (the operator killed mid-request,
+/// a client gone) never leaves the disk and the index apart: before, the disk changed in a
+/// blocking task and the index only after the await, so a drop in between left a committed
+/// copy the replica never reported, or an entry for a file already gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_commits_and_deletes_keep_index_and_disk_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path(), 0).await.unwrap());
+    for i in 0..200u32 {
+        let data = format!("content {i}").repeat(50).into_bytes();
+        let name = format!("f{}", i % 20);
+        let s = store.clone();
+        let d = data.clone();
+        let n = name.clone();
+        let write = tokio::spawn(async move {
+            s.write(&fkey(&n), None, Some(d.len() as u64), chunks(&d))
+                .await
+        });
+        // Spread the drops over the whole request: writing, fsync, rename, index.
+        tokio::time::sleep(Duration::from_micros(u64::from(i * 53 % 4000))).await;
+        write.abort();
+        let _ = write.await;
+        let key = ObjKey::new("default", &name, &sha256_hex(&data)).unwrap();
+        let s = store.clone();
+        let delete = tokio::spawn(async move { s.delete(&key).await });
+        tokio::time::sleep(Duration::from_micros(u64::from(i * 29 % 2000))).await;
+        delete.abort();
+        let _ = delete.await;
+    }
+    // Every started change has finished once the commit lock is free again (and blocking
+    // work orphaned by a drop, as before the fix, has had time to land).
+    drop(store.commit_lock.lock().await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut indexed = store.fold_ready(Vec::new(), |mut v, k, _| {
+        v.push(k.clone());
+        v
+    });
+    indexed.sort();
+    let mut on_disk = ready_on_disk(dir.path());
+    on_disk.sort();
+    assert_eq!(indexed, on_disk, "index and disk disagree");
+    for key in &indexed {
+        store.delete(key).await.unwrap();
+    }
+    assert!(ready_on_disk(dir.path()).is_empty());
+}

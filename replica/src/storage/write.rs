@@ -96,57 +96,60 @@ impl Store {
         self.commit(okey, written, tmp).await
     }
 
-    /// Renames a verified, fsync'd temp file into place and records it.
+    /// Renames a verified, fsync'd temp file into place and records it (to the end, even if
+    /// the request is dropped meanwhile: see `Store::change_on_disk`).
     async fn commit(&self, key: ObjKey, size: u64, tmp: TempPath) -> Result<Written> {
-        let _g = self.commit_lock.lock().await;
-        if let Some(info) = self.get(&key) {
-            if info.state == ObjectState::Ready {
-                tracing::debug!("copy already present");
-                return Ok(Written {
-                    info,
-                    created: false,
-                });
-            }
-        }
-        let info = ObjectInfo {
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            sha256: key.sha256.clone(),
-            size,
-            state: ObjectState::Ready,
-            stored_at: now_secs(),
-        };
-        let root = self.root.clone();
+        let root = self.root().to_path_buf();
         let tmp_dir = self.tmp_dir();
-        let i = info.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let json = serde_json::to_vec_pretty(&i).map_err(std::io::Error::other)?;
-            let json_tmp = fsutil::write_temp(&tmp_dir, "meta", &json)?;
-            let data = data_path(&root, &key, ObjectState::Ready);
-            let dir = data.parent().expect("data path has a parent");
-            fsutil::create_dir_all_durable(dir)?;
-            std::fs::rename(tmp.path(), &data)?;
-            tmp.keep();
-            if let Err(e) = std::fs::rename(json_tmp.path(), json_path(&data)) {
-                let _ = std::fs::remove_file(&data);
-                return Err(e);
-            }
-            json_tmp.keep();
-            if let Err(e) = fsutil::fsync_dir(dir) {
-                let _ = std::fs::remove_file(json_path(&data));
-                let _ = std::fs::remove_file(&data);
-                return Err(e);
-            }
-            // A verified copy supersedes a quarantined one of the same content.
-            scan::remove_copy(&data_path(&root, &key, ObjectState::Corrupt))?;
-            Ok(())
-        })
-        .await??;
-        self.insert(info.clone());
-        tracing::info!(size, "copy committed");
-        Ok(Written {
-            info,
-            created: true,
-        })
+        let written = self
+            .change_on_disk(move |shared| {
+                if let Some(info) = shared.get(&key) {
+                    if info.state == ObjectState::Ready {
+                        return Ok(Written {
+                            info,
+                            created: false,
+                        });
+                    }
+                }
+                let info = ObjectInfo {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    sha256: key.sha256.clone(),
+                    size,
+                    state: ObjectState::Ready,
+                    stored_at: now_secs(),
+                };
+                let json = serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?;
+                let json_tmp = fsutil::write_temp(&tmp_dir, "meta", &json)?;
+                let data = data_path(&root, &key, ObjectState::Ready);
+                let dir = data.parent().expect("data path has a parent");
+                fsutil::create_dir_all_durable(dir)?;
+                std::fs::rename(tmp.path(), &data)?;
+                tmp.keep();
+                if let Err(e) = std::fs::rename(json_tmp.path(), json_path(&data)) {
+                    let _ = std::fs::remove_file(&data);
+                    return Err(e.into());
+                }
+                json_tmp.keep();
+                if let Err(e) = fsutil::fsync_dir(dir) {
+                    let _ = std::fs::remove_file(json_path(&data));
+                    let _ = std::fs::remove_file(&data);
+                    return Err(e.into());
+                }
+                // A verified copy supersedes a quarantined one of the same content.
+                scan::remove_copy(&data_path(&root, &key, ObjectState::Corrupt))?;
+                shared.insert(info.clone());
+                Ok(Written {
+                    info,
+                    created: true,
+                })
+            })
+            .await?;
+        if written.created {
+            tracing::info!(size, "copy committed");
+        } else {
+            tracing::debug!("copy already present");
+        }
+        Ok(written)
     }
 }

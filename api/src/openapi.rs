@@ -13,6 +13,7 @@
 
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, Required, Response, ResponseBuilder};
 
 use crate::names::{MAX_FILE_NAME_BYTES, MAX_NAMESPACE_BYTES};
@@ -136,6 +137,21 @@ pub fn add_error(operation: &mut Operation, status: &str, description: &str) {
         .responses
         .entry(status.to_string())
         .or_insert_with(|| error_response(description).into());
+}
+
+/// What both servers' documents get: the `bearer` security scheme, every path parameter with
+/// its rule ([`declare_path_parameters`]) and `401` where a token is required
+/// ([`declare_unauthorized`]).
+pub fn complete(openapi: &mut OpenApi) {
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    declare_path_parameters(openapi);
+    declare_unauthorized(openapi);
 }
 
 /// Declares every variable of every path as a required path parameter with its rule's schema

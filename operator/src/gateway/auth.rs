@@ -6,7 +6,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use deposito_api::constant_time_eq;
 
@@ -85,18 +84,12 @@ pub async fn require_token(
 /// path parameters with the name rules as schema constraints, and the answers every route
 /// can give: 400 for a name that breaks the rules, 401 without a known token, 403 outside the
 /// token's scope, 503 while the catalog cannot answer.
-pub struct BearerScheme;
+pub struct ClientContract;
 
-impl utoipa::Modify for BearerScheme {
+impl utoipa::Modify for ClientContract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use deposito_api::openapi as contract;
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        contract::declare_path_parameters(openapi);
-        contract::declare_unauthorized(openapi);
+        contract::complete(openapi);
         contract::for_each_operation(openapi, |_, operation| {
             contract::add_error(
                 operation,

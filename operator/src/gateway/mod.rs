@@ -24,7 +24,7 @@ use crate::engine::{Catalog, InventoryIndex, Membership, ReplicaSet};
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
-use auth::BearerScheme;
+use auth::ClientContract;
 
 /// The gateway's handles.
 pub struct Gateway {
@@ -74,7 +74,7 @@ pub type GatewayState = Arc<Gateway>;
         deposito_api::gateway::ReplicaList,
         deposito_api::gateway::PatchReplica,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&ClientContract),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

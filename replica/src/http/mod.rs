@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::app::AppState;
@@ -70,23 +69,17 @@ fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
         deposito_api::replica::RegisterRequest,
         deposito_api::ErrorBody,
     )),
-    modifiers(&BearerAuth)
+    modifiers(&ReplicaContract)
 )]
 pub struct ApiDoc;
 
 /// The bearer scheme, the path parameters with the name rules as schema constraints, and the
-/// `400` and `401` answers the routes share ([`deposito_api::openapi`]).
-struct BearerAuth;
+/// `400` and `401` answers the routes share ([`deposito_api::openapi::complete`]).
+struct ReplicaContract;
 
-impl Modify for BearerAuth {
+impl Modify for ReplicaContract {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        deposito_api::openapi::declare_path_parameters(openapi);
-        deposito_api::openapi::declare_unauthorized(openapi);
+        deposito_api::openapi::complete(openapi);
     }
 }
 

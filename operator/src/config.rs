@@ -133,6 +133,11 @@ pub struct KubeArgs {
     /// File holding the replica token (mounted from a Secret).
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
     pub replica_token_file: PathBuf,
+    /// Scoped client tokens (mounted from a Secret), one per line: `TOKEN NAMESPACES ACCESS`
+    /// (NAMESPACES `*` or `a,b`; ACCESS `read-only` or `read-write`). Reread when it changes;
+    /// the token of --token-file keeps full access.
+    #[arg(long, env = "DEPOSITO_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Elect a leader through a Lease, so that several operator replicas can run.

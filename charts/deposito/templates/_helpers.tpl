@@ -48,3 +48,8 @@ allowPrivilegeEscalation: false
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/* The gateway's scheme: https when a TLS Secret is given (also the name of its port). */}}
+{{- define "deposito.gatewayScheme" -}}
+{{- if .Values.gateway.tls.secretName }}https{{ else }}http{{ end }}
+{{- end }}

@@ -1,7 +1,8 @@
 //! Who may do what through the gateway. Every client token carries a grant: the namespaces it
-//! reaches (all, or a list) and whether it may change anything there. Mode-neutral: local mode
-//! fills the table from its generated token plus a tokens file it reloads when the file
-//! changes; kube mode from the token in its Secret (full access).
+//! reaches (all, or a list) and whether it may change anything there. Mode-neutral: the full
+//! access token (local mode's generated one, kube mode's from its Secret) plus the scoped
+//! tokens of a tokens file, reloaded when the file changes (local mode: DATA_DIR/tokens by
+//! default; kube mode: `--tokens-file`, which the chart mounts from `auth.scopedTokensSecret`).
 //!
 //! The tokens file has one token per line, `TOKEN NAMESPACES ACCESS`, where NAMESPACES is `*`
 //! or a comma-separated list of namespaces and ACCESS is `read-only` or `read-write`; blank

@@ -83,6 +83,15 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or(own_namespace.clone());
     let client_token = read_token(&args.token_file, "client token")?;
+    let client_tokens = Arc::new(crate::gateway::access::Tokens::single(client_token));
+    if let Some(path) = &args.tokens_file {
+        anyhow::ensure!(
+            path.is_file(),
+            "the scoped tokens file {} does not exist",
+            path.display()
+        );
+        client_tokens.load(path)?;
+    }
     let replica_token = read_token(&args.replica_token_file, "replica token")?;
     let grace = args.engine.grace_period();
     let cancel = CancellationToken::new();
@@ -163,6 +172,14 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         args.engine.tracker_settings(true),
     );
     tokio::spawn(built.tracker.run(cancel.child_token()));
+    if let Some(path) = args.tokens_file.clone() {
+        // A Secret volume is updated in place (a new target behind the same path).
+        tokio::spawn(crate::gateway::access::reload_on_change(
+            client_tokens.clone(),
+            path,
+            cancel.child_token(),
+        ));
+    }
 
     // The gateway runs on every operator replica, leader or not.
     let gateway = Arc::new(Gateway {
@@ -173,7 +190,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         client: replicas_client,
         fence: None,
         metrics: metrics.clone(),
-        tokens: Arc::new(crate::gateway::access::Tokens::single(client_token)),
+        tokens: client_tokens,
         extra_doc: None,
     });
     let tls = args.tls.server_config()?;

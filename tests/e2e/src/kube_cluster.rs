@@ -172,6 +172,50 @@ impl KubeCluster {
         out
     }
 
+    /// A running operator pod of `namespace` (not being deleted), as (name, pod IP); waits
+    /// up to two minutes for one.
+    pub fn operator_pod(&self, namespace: &str) -> (String, String) {
+        wait_sync("a running operator pod", Duration::from_secs(120), || {
+            let out = self.kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "-o",
+                "json",
+            ]);
+            let pods: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+            pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .filter(|p| p["status"]["phase"] == "Running")
+                .find_map(|p| {
+                    Some((
+                        p["metadata"]["name"].as_str()?.to_string(),
+                        p["status"]["podIP"].as_str()?.to_string(),
+                    ))
+                })
+                .ok_or_else(|| out.stdout.chars().take(300).collect::<String>())
+        })
+    }
+
+    /// The decoded value of `key` in Secret `secret`.
+    pub fn secret_value(&self, namespace: &str, secret: &str, key: &str) -> String {
+        let jsonpath = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));
+        let b64 = self.kubectl_ok(&["get", "secret", "-n", namespace, secret, "-o", &jsonpath]);
+        // Base64 text is only [A-Za-z0-9+/=]: safe inside single quotes.
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("printf %s '{}' | base64 -d", b64.trim()));
+        let out = proc::run(cmd, Duration::from_secs(10));
+        assert!(out.ok(), "base64 -d: {out}");
+        out.stdout.trim().to_string()
+    }
+
     /// The pid of the process whose command line contains every word of `words`.
     pub fn pid_of(&self, words: &[&str]) -> Option<u32> {
         std::fs::read_dir("/proc")

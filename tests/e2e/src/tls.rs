@@ -1,5 +1,5 @@
 //! Certificates for HTTPS tests, made with the openssl command: a CA, and a certificate it
-//! signs for one IP address (subjectAltName), with the chain file a server presents.
+//! signs for IP addresses (subjectAltName), with the chain file a server presents.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl TlsFiles {
     /// Makes a CA and a certificate for `ip` in `dir`.
     pub fn generate(dir: &Path, ip: Ipv4Addr) -> TlsFiles {
+        Self::generate_for(dir, &[ip])
+    }
+
+    /// Makes a CA and a certificate for every address of `ips` in `dir`.
+    pub fn generate_for(dir: &Path, ips: &[Ipv4Addr]) -> TlsFiles {
         let ec = [
             "-newkey",
             "ec",
@@ -57,9 +62,11 @@ impl TlsFiles {
         csr_args.extend(ec);
         csr_args.extend(["-keyout", "server.key", "-out", "server.csr"]);
         openssl(dir, &csr_args);
+        let names: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
         let ext = format!(
-            "subjectAltName=IP:{ip}\nbasicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+            "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+            names.join(",")
         );
         std::fs::write(dir.join("server.ext"), ext).expect("write server.ext");
         openssl(

@@ -54,32 +54,7 @@ impl Env {
     }
 
     fn operator_pod(&self) -> (String, String) {
-        wait_sync("a running operator pod", WAIT, || {
-            let out = self.k.kubectl(&[
-                "get",
-                "pods",
-                "-n",
-                NS,
-                "-l",
-                "app.kubernetes.io/component=operator",
-                "-o",
-                "json",
-            ]);
-            let pods: Value = serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
-            pods["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                .filter(|p| p["status"]["phase"] == "Running")
-                .find_map(|p| {
-                    Some((
-                        p["metadata"]["name"].as_str()?.to_string(),
-                        p["status"]["podIP"].as_str()?.to_string(),
-                    ))
-                })
-                .ok_or_else(|| out.stdout.chars().take(300).collect::<String>())
-        })
+        self.k.operator_pod(NS)
     }
 
     fn gateway(&self) -> String {
@@ -87,24 +62,8 @@ impl Env {
     }
 
     fn client_token(&self) -> String {
-        let b64 = self.k.kubectl_ok(&[
-            "get",
-            "secret",
-            "-n",
-            NS,
-            &format!("{RELEASE}-deposito-tokens"),
-            "-o",
-            "jsonpath={.data.client-token}",
-        ]);
-        let out = proc::run(
-            {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(format!("printf %s '{b64}' | base64 -d"));
-                c
-            },
-            Duration::from_secs(10),
-        );
-        out.stdout.trim().to_string()
+        self.k
+            .secret_value(NS, &format!("{RELEASE}-deposito-tokens"), "client-token")
     }
 
     /// The `deposito` client against the gateway, in namespace `dep`.

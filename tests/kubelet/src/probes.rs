@@ -1,4 +1,7 @@
-//! Readiness and liveness probes: httpGet, tcpSocket, exec (run on the host).
+//! Readiness and liveness probes: httpGet (HTTP, or HTTPS without checking the certificate,
+//! as the kubelet does), tcpSocket, exec (run on the host).
+
+mod tls;
 
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ pub enum Action {
         port: u16,
         path: String,
         headers: Vec<(String, String)>,
+        /// `scheme: HTTPS`: TLS, any certificate accepted.
+        https: bool,
     },
     Tcp {
         host: String,
@@ -78,6 +83,11 @@ pub fn probe_config(p: &Probe, c: &Container, pod_ip: &str) -> Result<ProbeCfg, 
                 .flatten()
                 .map(|hh| (hh.name.clone(), hh.value.clone()))
                 .collect(),
+            https: match h.scheme.as_deref() {
+                None | Some("HTTP") => false,
+                Some("HTTPS") => true,
+                Some(other) => return Err(format!("probe scheme {other:?} is not HTTP or HTTPS")),
+            },
         }
     } else if let Some(t) = &p.tcp_socket {
         Action::Tcp {
@@ -125,7 +135,10 @@ async fn run_inner(action: &Action) -> bool {
             port,
             path,
             headers,
-        } => http_get(host, *port, path, headers).await.unwrap_or(false),
+            https,
+        } => http_get(host, *port, path, headers, *https)
+            .await
+            .unwrap_or(false),
         Action::Exec { command } => {
             let Some((prog, args)) = command.split_first() else {
                 return false;
@@ -149,8 +162,9 @@ async fn http_get(
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    https: bool,
 ) -> std::io::Result<bool> {
-    let mut s = TcpStream::connect((host, port)).await?;
+    let tcp = TcpStream::connect((host, port)).await?;
     let host_hdr = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -163,7 +177,25 @@ async fn http_get(
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await?;
+    let status = if https {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = tokio_rustls::TlsConnector::from(tls::any_certificate())
+            .connect(name, tcp)
+            .await?;
+        exchange(tls, req.as_bytes()).await?
+    } else {
+        exchange(tcp, req.as_bytes()).await?
+    };
+    Ok(status.is_some_and(|c| (200..400).contains(&c)))
+}
+
+/// Sends `request` and reads the status code of the answer.
+async fn exchange<S>(mut s: S, request: &[u8]) -> std::io::Result<Option<u16>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(request).await?;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
     while !buf.contains(&b'\n') && buf.len() < 4096 {
@@ -173,7 +205,7 @@ async fn http_get(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok(parse_status_line(&buf).is_some_and(|c| (200..400).contains(&c)))
+    Ok(parse_status_line(&buf))
 }
 
 /// The status code of an HTTP response's first line.
@@ -242,10 +274,17 @@ mod tests {
                 host: "127.0.100.2".into(),
                 port: 8080,
                 path: "/healthz".into(),
-                headers: vec![]
+                headers: vec![],
+                https: false,
             }
         );
         assert_eq!(cfg.period, MAX_PERIOD);
+        let mut https = p.clone();
+        https.http_get.as_mut().unwrap().scheme = Some("HTTPS".into());
+        let cfg = probe_config(&https, &c, "127.0.100.2").unwrap();
+        assert!(matches!(cfg.action, Action::Http { https: true, .. }));
+        https.http_get.as_mut().unwrap().scheme = Some("FTP".into());
+        assert!(probe_config(&https, &c, "x").is_err());
         assert_eq!(cfg.failure_threshold, 3);
         let mut bad = p.clone();
         bad.http_get.as_mut().unwrap().port = IntOrString::String("nope".into());
@@ -306,9 +345,20 @@ mod tests {
             port,
             path: path.into(),
             headers: vec![],
+            https: false,
         };
         assert!(run_once(&a("/ok"), Duration::from_secs(2)).await);
         assert!(!run_once(&a("/bad"), Duration::from_secs(2)).await);
+        // An HTTPS probe of a plain HTTP server fails its handshake (the HTTPS success case
+        // is the operator's probe in tests/e2e/tests/kube_access.rs).
+        let tls = Action::Http {
+            host: "127.0.0.1".into(),
+            port,
+            path: "/ok".into(),
+            headers: vec![],
+            https: true,
+        };
+        assert!(!run_once(&tls, Duration::from_secs(2)).await);
         assert!(
             run_once(
                 &Action::Tcp {

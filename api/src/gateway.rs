@@ -58,6 +58,35 @@ impl Phase {
     }
 }
 
+/// When a deposit is acknowledged (`PUT ...?ack=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ack {
+    /// Once the first copy is verified and fsync'd; the reconcile loop adds the others.
+    One,
+    /// Once the bytes, sent to the N chosen replicas at once as they arrive, are verified and
+    /// fsync'd on each (fewer when a replica fails mid-way: at least one, the reconcile loop
+    /// adds the rest). The default.
+    #[default]
+    All,
+}
+
+impl Ack {
+    /// The query value (`one`, `all`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ack::One => "one",
+            Ack::All => "all",
+        }
+    }
+
+    /// The mode a query value names.
+    pub fn parse(value: &str) -> Option<Ack> {
+        [Ack::One, Ack::All]
+            .into_iter()
+            .find(|a| a.as_str() == value)
+    }
+}
+
 /// A condition in the Kubernetes sense: a named boolean with a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Condition {

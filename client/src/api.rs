@@ -122,7 +122,7 @@ impl GatewayClient {
         read_json(resp, &self.server, what).await
     }
 
-    /// `PUT /v1/files/{ns}/{name}?replicas=N` with the body streamed from `upload.path`.
+    /// `PUT /v1/files/{ns}/{name}?replicas=N&ack=A` with the body streamed from `upload.path`.
     /// Exactly `upload.size` bytes are sent (with `Content-Length`), and `upload.sha256` goes in
     /// `x-deposito-sha256`. `on_chunk` is called with the length of every chunk as it is read.
     pub async fn put_file(
@@ -133,7 +133,12 @@ impl GatewayClient {
         upload: &Upload<'_>,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<FileStatus, Error> {
-        let Upload { path, size, sha256 } = *upload;
+        let Upload {
+            path,
+            size,
+            sha256,
+            ack,
+        } = *upload;
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))?;
@@ -141,7 +146,8 @@ impl GatewayClient {
             .inspect_ok(move |chunk| on_chunk(chunk.len() as u64));
         let mut url = self.file_url(ns, name, &[]);
         url.query_pairs_mut()
-            .append_pair("replicas", &replicas.to_string());
+            .append_pair("replicas", &replicas.to_string())
+            .append_pair("ack", ack.as_str());
         let req = self
             .request(Method::PUT, url)
             .header(HEADER_SHA256, sha256)
@@ -295,6 +301,8 @@ pub struct Upload<'a> {
     pub size: u64,
     /// Lowercase hex sha256 of those bytes.
     pub sha256: &'a str,
+    /// When the gateway acknowledges.
+    pub ack: deposito_api::gateway::Ack,
 }
 
 /// A download in progress.

@@ -99,8 +99,28 @@ pub struct DepositArgs {
     /// Name to store the file under [default: the file name of PATH].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// When the gateway acknowledges: `all` once the N copies, written at the same time, are
+    /// verified and fsync'd; `one` once the first is (the others follow).
+    #[arg(long, value_enum, default_value_t = AckMode::All, value_name = "WHEN")]
+    pub ack: AckMode,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+/// `--ack` of `deposit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AckMode {
+    One,
+    All,
+}
+
+impl From<AckMode> for deposito_api::gateway::Ack {
+    fn from(mode: AckMode) -> Self {
+        match mode {
+            AckMode::One => deposito_api::gateway::Ack::One,
+            AckMode::All => deposito_api::gateway::Ack::All,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,7 @@ fn plan(path: &std::path::Path, name: &str, replicas: u32, timeout: u64) -> Plan
         path: path.to_path_buf(),
         name: name.into(),
         replicas,
+        ack: deposito_api::gateway::Ack::All,
         wait: true,
         timeout: Duration::from_secs(timeout),
     }
@@ -155,6 +156,7 @@ async fn deposit_sends_digest_and_exact_bytes_then_waits_for_convergence() {
     assert_eq!(h["authorization"], "Bearer tok");
     assert_eq!(h["content-length"], data.len().to_string().as_str());
     assert_eq!(r.put_query.get("replicas").map(String::as_str), Some("2"));
+    assert_eq!(r.put_query.get("ack").map(String::as_str), Some("all"));
     // Stopped on the first converged answer: two Replicating polls, then Ready.
     assert_eq!(polls.load(Ordering::SeqCst), 3);
     for q in &r.status_queries {

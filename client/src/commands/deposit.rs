@@ -48,6 +48,7 @@ pub struct Plan {
     pub path: PathBuf,
     pub name: String,
     pub replicas: u32,
+    pub ack: deposito_api::gateway::Ack,
     pub wait: bool,
     pub timeout: Duration,
 }
@@ -69,6 +70,7 @@ pub fn plan(args: &DepositArgs) -> Result<Plan, Error> {
         path: args.path.clone(),
         name,
         replicas: args.replicas,
+        ack: args.ack.into(),
         wait: !args.wait.no_wait,
         timeout: Duration::from_secs(args.wait.timeout),
     })
@@ -118,7 +120,7 @@ pub fn summary(st: &FileStatus, waited: bool) -> String {
         )
     } else {
         format!(
-            "deposited {}: {}/{} copies (not waiting for replication), {} bytes, sha256 {}",
+            "deposited {}: {}/{} copies durable (not waiting for the rest), {} bytes, sha256 {}",
             st.name, st.ready_replicas, st.replicas, st.size, st.sha256
         )
     }
@@ -139,6 +141,7 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
         path: &plan.path,
         size,
         sha256: &sha256,
+        ack: plan.ack,
     };
     // A failure on the server's side (a 502 or 503, a reset, a replica gone mid-transfer) is
     // retried with backoff, sending the file again: the same content is stored idempotently.
@@ -182,13 +185,14 @@ pub async fn run(global: &GlobalOpts, args: DepositArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::WaitArgs;
+    use crate::cli::{AckMode, WaitArgs};
 
     fn args(path: &Path, name: Option<&str>, replicas: u32) -> DepositArgs {
         DepositArgs {
             path: path.to_path_buf(),
             replicas,
             name: name.map(Into::into),
+            ack: AckMode::All,
             wait: WaitArgs {
                 no_wait: false,
                 timeout: 600,

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use deposito_api::gateway::{FileList, FileStatus, PatchFile, WaitFor};
+use deposito_api::gateway::{Ack, FileList, FileStatus, PatchFile, WaitFor};
 use deposito_api::names::validate_namespace;
 use deposito_api::openapi::MAX_REPLICAS;
 use deposito_api::{
@@ -72,18 +72,26 @@ pub struct PutQuery {
     /// Expected sha256, hex (alternative to the `x-deposito-sha256` header).
     #[param(pattern = r"^[0-9a-fA-F]{64}(?![\s\S])")]
     sha256: Option<String>,
+    /// When to acknowledge: `all` (default) once the bytes, sent to the N chosen replicas as
+    /// they arrive, are verified and fsync'd on each (at least one when some fail mid-way);
+    /// `one` once the first copy is, the reconcile loop adding the others.
+    #[param(value_type = Option<String>, pattern = r"^(one|all)(?![\s\S])")]
+    ack: Option<String>,
 }
 
-/// Deposits a file: streams the body to one replica, and acknowledges once it is fsync'd
-/// there and recorded in the catalog. The reconcile loop then adds the other copies.
+/// Deposits a file: streams the body to N replicas at once (`ack=all`, the default) or to one
+/// (`ack=one`), and acknowledges once the copies are verified and fsync'd and the file is
+/// recorded in the catalog. The answer's `holders` and `readyReplicas` name the copies that
+/// are durable at that moment; the reconcile loop adds any missing ones.
 #[utoipa::path(put, path = "/v1/files/{namespace}/{name}",
     params(PutQuery,
         ("x-deposito-sha256" = Option<String>, Header, pattern = r"^[0-9a-fA-F]{64}(?![\s\S])",
             description = "expected sha256, hex; the deposit fails with `digest_mismatch` otherwise")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, description = "stored, fsync'd and recorded", body = FileStatus),
+    responses((status = 201, description = "stored, fsync'd and recorded; `holders` are the durable copies", body = FileStatus),
         (status = 400, description = "`invalid_name`, `invalid_replicas`, `invalid_digest`, \
-            `digest_mismatch` or `incomplete_body`", body = deposito_api::ErrorBody),
+            `digest_mismatch`, `incomplete_body`, or `bad_request` (an `ack` other than `one` \
+            or `all`)", body = deposito_api::ErrorBody),
         (status = 502, description = "the replica failed mid-transfer (`replica_error`)", body = deposito_api::ErrorBody),
         (status = 507, description = "no replica has room (`insufficient_storage`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx, query, headers, body))]
@@ -114,8 +122,10 @@ struct PreparedPut {
     replicas: u32,
     expected: Option<String>,
     content_length: Option<u64>,
-    /// Replicas to try, best first.
-    targets: Vec<crate::plan::ReplicaView>,
+    /// Replicas to try for the first copy, best first.
+    primaries: Vec<crate::plan::ReplicaView>,
+    /// Replicas written at the same time (acknowledgement `all`).
+    secondaries: Vec<crate::plan::ReplicaView>,
 }
 
 async fn prepare_put(
@@ -145,15 +155,31 @@ async fn prepare_put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
 
+    let ack = match query.ack.as_deref() {
+        None => Ack::default(),
+        Some(value) => Ack::parse(value).ok_or_else(|| {
+            GatewayError::BadRequest(format!("ack must be `one` or `all`, not '{value}'"))
+        })?,
+    };
+    let copies = match ack {
+        Ack::One => 1,
+        Ack::All => replicas as usize,
+    };
     let storage = gw.catalog.storage_key(&key.namespace, &key.name).await?;
-    let targets = transfer::upload_targets(gw, &storage, content_length)?;
+    let mut primaries = transfer::upload_targets(gw, &storage, content_length, copies)?;
+    // The first target leads (with the spares after the secondaries as its fallbacks); the
+    // next `copies - 1` take the body at the same time.
+    let secondaries: Vec<_> = primaries
+        .drain(1..copies.min(primaries.len()).max(1))
+        .collect();
     Ok(PreparedPut {
         key,
         storage,
         replicas,
         expected,
         content_length,
-        targets,
+        primaries,
+        secondaries,
     })
 }
 
@@ -168,7 +194,8 @@ async fn deposit(
         replicas,
         expected,
         content_length,
-        targets,
+        primaries,
+        secondaries,
     } = put;
     // Local mode: held until the catalog commit, so no reconcile runs on this file between
     // the replica's commit and the catalog's.
@@ -176,16 +203,20 @@ async fn deposit(
         Some(locks) => Some(locks.lock(&storage).await),
         None => None,
     };
-    let (target, info) = transfer::upload(
+    let stored = transfer::upload(
         &gw,
-        &targets,
+        &primaries,
+        &secondaries,
         &storage,
         expected.as_deref(),
         content_length,
         body,
     )
     .await?;
-    gw.index.record_copy(&target.id, &info);
+    for (target, info) in &stored {
+        gw.index.record_copy(&target.id, info);
+    }
+    let (first, info) = &stored[0];
     let entry = gw
         .catalog
         .put_content(
@@ -194,12 +225,20 @@ async fn deposit(
             replicas,
             &info.sha256,
             info.size,
-            &target.id,
+            &first.id,
         )
         .await?;
     drop(fence);
-    tracing::info!(file = %key, replicas, sha256 = %entry.sha256, size = entry.size, holder = %target.id, "deposited");
-    Ok((StatusCode::CREATED, Json(entry.to_file_status())))
+    let mut status = entry.to_file_status();
+    // The acknowledgement names the copies that are durable now (the status computed by
+    // the reconcile loop has not seen them yet).
+    let mut durable: Vec<String> = stored.iter().map(|(t, _)| t.id.clone()).collect();
+    durable.sort();
+    durable.dedup();
+    status.ready_replicas = (durable.len() as u32).min(replicas);
+    status.holders = durable;
+    tracing::info!(file = %key, replicas, sha256 = %entry.sha256, size = entry.size, durable = status.holders.len(), "deposited");
+    Ok((StatusCode::CREATED, Json(status)))
 }
 
 /// Streams the current content from a verified holder. Supports `Range` and `If-None-Match`.

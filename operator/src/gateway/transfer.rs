@@ -22,11 +22,13 @@ const UPLOAD_ATTEMPTS: usize = 3;
 
 /// Ranks the replicas that may receive an upload: the placement's order among live,
 /// undraining replicas with room for `size` bytes (when known), replicas suspected of being
-/// down last. The first that accepts the connection gets the bytes.
+/// down last: enough for `copies` copies written at once plus spares for the first. The first
+/// that accepts the connection gets the bytes.
 pub fn upload_targets(
     gw: &GatewayState,
     key: &FileKey,
     size: Option<u64>,
+    copies: usize,
 ) -> Result<Vec<ReplicaView>, GatewayError> {
     let views = gw.replicas.live_targets();
     let candidates: Vec<&ReplicaView> = views
@@ -49,7 +51,7 @@ pub fn upload_targets(
     }
     // Stable: suspects keep their order among themselves, after the others.
     ranked.sort_by_key(|id| gw.replicas.is_suspect(id));
-    ranked.truncate(UPLOAD_ATTEMPTS);
+    ranked.truncate(copies.saturating_sub(1) + UPLOAD_ATTEMPTS);
     Ok(ranked
         .into_iter()
         .filter_map(|id| views.iter().find(|v| v.id == id).cloned())
@@ -102,49 +104,62 @@ where
     }
 }
 
-/// Streams the request body to the first of `targets` that takes it; that replica verifies
-/// and fsyncs it before answering. Returns the replica that holds the copy.
+/// A copy an upload left verified and fsync'd.
+pub type Stored = (ReplicaView, ObjectInfo);
+
+/// Longest a secondary target may hold up the body before it is dropped from the upload.
+const SECONDARY_STALL: Duration = Duration::from_secs(10);
+/// Least time secondaries get to answer once the primary has answered (they get at least as
+/// long as the primary took).
+const SECONDARY_GRACE: Duration = Duration::from_secs(10);
+
+/// Streams the request body to the first of `primaries` that takes it and, at the same time,
+/// to every one of `secondaries` (acknowledgement `all`): each replica verifies and fsyncs its
+/// copy before answering. Returns the copies stored, the primary's first; at least one.
 ///
-/// The body is forwarded through a small channel by a separate task. A replica that can't be
-/// reached before any byte is read is marked suspect, and the next target gets the body
-/// (writes stay available while a replica is down, rule 12). A replica that fails after
-/// reading some of the body fails the upload: the client retries. If the replica refuses the
-/// upload part way, the forwarding task drains the rest of the client's body before this
+/// The body is forwarded through small channels by a separate task. A primary that can't be
+/// reached before any byte is read is marked suspect, and the next primary gets the body
+/// (writes stay available while a replica is down, rule 12). A secondary that fails, or holds
+/// up the body for [`SECONDARY_STALL`], drops out: the upload goes on, and the reconcile loop
+/// adds the missing copy. The upload fails only when no copy was stored. If every replica
+/// refuses part way, the forwarding task drains the rest of the client's body before this
 /// returns, so the client reads the error answer.
 pub async fn upload(
     gw: &GatewayState,
-    targets: &[ReplicaView],
+    primaries: &[ReplicaView],
+    secondaries: &[ReplicaView],
     key: &FileKey,
     expected_sha256: Option<&str>,
     content_length: Option<u64>,
     body: Body,
-) -> Result<(ReplicaView, ObjectInfo), GatewayError> {
+) -> Result<Vec<Stored>, GatewayError> {
     let counter = gw.metrics.bytes_uploaded.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
-    // Returns whether the client's body broke off (a client fault, not a replica one).
-    let forwarder = tokio::spawn(async move {
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(std::io::Error::other);
-            if let Ok(bytes) = &chunk {
-                counter.inc_by(bytes.len() as u64);
-            }
-            let failed = chunk.is_err();
-            if tx.send(chunk).await.is_err() {
-                // The replica stopped reading: it refused the upload.
-                drain(stream).await;
-                return false;
-            }
-            if failed {
-                return true;
-            }
-        }
-        false
-    });
+    let mut tees = Vec::new();
+    let mut pending = Vec::new();
+    for target in secondaries {
+        let (tee, tee_rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+        tees.push(tee);
+        let client = gw.client.clone();
+        let (target, key) = (target.clone(), key.clone());
+        let (expected, stream) = (
+            expected_sha256.map(str::to_string),
+            tokio_stream::wrappers::ReceiverStream::new(tee_rx),
+        );
+        pending.push(tokio::spawn(async move {
+            let body = reqwest::Body::wrap_stream(stream);
+            let stored = client
+                .put(&target.url, &key, expected.as_deref(), content_length, body)
+                .await;
+            (target, stored)
+        }));
+    }
+    let forwarder = tokio::spawn(forward(body, tx, tees, counter));
     let shared = std::sync::Arc::new(std::sync::Mutex::new(rx));
+    let started_at = tokio::time::Instant::now();
     let mut outcome = Err(ReplicaClientError::Unreachable("no replica to try".into()));
     let mut holder = None;
-    for target in targets {
+    for target in primaries {
         let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let attempt = AttemptBody {
             shared: shared.clone(),
@@ -173,19 +188,97 @@ pub async fn upload(
             }
         }
     }
-    // No attempt reads anymore: the forwarder drains what the client still sends.
+    // No attempt reads anymore: the forwarder feeds the secondaries, then drains what the
+    // client still sends.
     drop(shared);
+    let grace = SECONDARY_GRACE.max(started_at.elapsed());
     let client_body_failed = forwarder.await.unwrap_or(false);
-    let info = outcome.map_err(|err| GatewayError::from_upload(err, client_body_failed))?;
-    if let Some(expected) = expected_sha256 {
-        if info.sha256 != expected {
-            return Err(GatewayError::DigestMismatch(format!(
-                "content has sha256 {}, expected {expected}",
-                info.sha256
-            )));
+    let mut stored: Vec<Stored> = Vec::new();
+    let primary_error = match (outcome, holder) {
+        (Ok(info), Some(target)) => {
+            stored.push((target, info));
+            None
+        }
+        (Ok(_), None) => None,
+        (Err(err), _) => Some(err),
+    };
+    let deadline = tokio::time::Instant::now() + grace;
+    for task in pending {
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok((target, Ok(info)))) => stored.push((target, info)),
+            Ok(Ok((target, Err(err)))) => {
+                tracing::warn!(replica = %target.id, %err, file = %key, "a secondary copy failed; the reconcile loop adds it")
+            }
+            Ok(Err(_)) => {}
+            Err(_) => {
+                abort.abort();
+                tracing::warn!(file = %key, "a secondary copy did not answer in time; the reconcile loop adds it");
+            }
         }
     }
-    Ok((holder.expect("a successful attempt has a target"), info))
+    if stored.is_empty() {
+        let err = primary_error
+            .unwrap_or_else(|| ReplicaClientError::Unreachable("no replica to try".into()));
+        return Err(GatewayError::from_upload(err, client_body_failed));
+    }
+    let sha256 = expected_sha256.unwrap_or(&stored[0].1.sha256).to_string();
+    if stored[0].1.sha256 != sha256 {
+        return Err(GatewayError::DigestMismatch(format!(
+            "content has sha256 {}, expected {sha256}",
+            stored[0].1.sha256
+        )));
+    }
+    stored.retain(|(_, info)| info.sha256 == sha256);
+    Ok(stored)
+}
+
+/// Reads the client's body and sends each chunk to the primary channel and to every
+/// secondary one. A secondary whose channel is closed, or full for [`SECONDARY_STALL`], is
+/// dropped (its replica then sees a short body and keeps nothing). Returns whether the
+/// client's body broke off (a client fault, not a replica one).
+async fn forward(
+    body: Body,
+    primary: tokio::sync::mpsc::Sender<Chunk>,
+    mut tees: Vec<tokio::sync::mpsc::Sender<Chunk>>,
+    counter: prometheus_client::metrics::counter::Counter,
+) -> bool {
+    let mut primary = Some(primary);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(std::io::Error::other);
+        if let Ok(bytes) = &chunk {
+            counter.inc_by(bytes.len() as u64);
+        }
+        let failed = chunk.as_ref().err().map(|e| e.to_string());
+        let mut kept = Vec::with_capacity(tees.len());
+        for tee in tees {
+            let copy = match (&chunk, &failed) {
+                (Ok(bytes), _) => Ok(bytes.clone()),
+                (Err(_), message) => {
+                    Err(std::io::Error::other(message.clone().unwrap_or_default()))
+                }
+            };
+            if tee.send_timeout(copy, SECONDARY_STALL).await.is_ok() {
+                kept.push(tee);
+            }
+        }
+        tees = kept;
+        if let Some(tx) = &primary {
+            if tx.send(chunk).await.is_err() {
+                // The primary stopped reading: it refused the upload, or answered.
+                primary = None;
+            }
+        }
+        if failed.is_some() {
+            return true;
+        }
+        if primary.is_none() && tees.is_empty() {
+            drain(stream).await;
+            return false;
+        }
+    }
+    false
 }
 
 /// Headers describing the current content.

@@ -8,6 +8,7 @@ use crate::files::{random_seed, sha256_file, write_random_file, Prng};
 use crate::http::Reply;
 use crate::MIB;
 use anyhow::{bail, ensure, Context};
+use deposito_api::gateway::Ack;
 use futures::StreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -167,8 +168,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         });
         let base = Some([sha, b.cp, b.http]);
 
-        for n in [1u32, 3] {
-            let name = format!("bench-{size}-n{n}");
+        for (n, ack) in [(1u32, "all"), (3, "one"), (3, "all")] {
+            let name = format!("bench-{size}-n{n}-{ack}");
             let out = c.client(&[
                 "deposit",
                 path(&input),
@@ -176,18 +177,19 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 &n.to_string(),
                 "--name",
                 &name,
+                "--ack",
+                ack,
             ]);
             ensure!(out.ok(), "deposit {name}: {out}");
             client_rss = client_rss.max(out.max_rss);
             let t = out.elapsed;
             c.wait_converged(&name, CONVERGE).await;
-            let what = if n == 1 {
-                "deposit N=1"
-            } else {
-                "deposit N=3 (3 copies)"
+            let what = match (n, ack) {
+                (1, _) => "deposit N=1".to_string(),
+                _ => format!("deposit N=3 ack={ack} (until 3 copies)"),
             };
             rows.push(Row {
-                op: what.into(),
+                op: what,
                 size: human(size),
                 time: t,
                 rate: size as f64 / t.as_secs_f64(),
@@ -196,7 +198,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             });
         }
         let got = c.scratch("retrieved");
-        let name = format!("bench-{size}-n1");
+        let name = format!("bench-{size}-n1-all");
         let out = c.client(&["retrieve", &name, "-o", path(&got)]);
         ensure!(out.ok(), "retrieve {name}: {out}");
         client_rss = client_rss.max(out.max_rss);
@@ -213,8 +215,8 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             base,
         });
         std::fs::remove_file(&got)?;
-        for n in [1, 3] {
-            delete(&c, &format!("bench-{size}-n{n}")).await?;
+        for suffix in ["n1-all", "n3-one", "n3-all"] {
+            delete(&c, &format!("bench-{size}-{suffix}")).await?;
         }
         if size == opts.rerep_size {
             rerep_base = Some((input, base));
@@ -318,52 +320,70 @@ async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::
     });
     let base = Some([sha_ops, cp_ops, http_ops]);
 
-    let start = Instant::now();
-    let results: Vec<Reply> = futures::stream::iter(bodies.iter().enumerate())
-        .map(|(i, b)| put_small(&pooled, c, i, b.clone()))
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let t_ack = start.elapsed();
-    if let Some(bad) = results.iter().find(|r| r.status != 201) {
-        bail!("small deposit failed: {bad:?}");
-    }
-    rows.push(Row {
-        op: format!("deposit N=2 (acknowledged), {CONCURRENCY} in flight"),
-        size: size.clone(),
-        time: t_ack,
-        rate: count as f64 / t_ack.as_secs_f64(),
-        unit: "ops/s",
-        base,
-    });
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let list = c.list().await.map_err(anyhow::Error::msg)?;
-        let done = list.items.iter().filter(|s| s.is_converged()).count();
-        if done == count {
-            break;
+    for ack in [Ack::One, Ack::All] {
+        let start = Instant::now();
+        let results: Vec<Reply> = futures::stream::iter(bodies.iter().enumerate())
+            .map(|(i, b)| put_small(&pooled, c, ack, i, b.clone()))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let t_ack = start.elapsed();
+        if let Some(bad) = results.iter().find(|r| r.status != 201) {
+            bail!("small deposit failed: {bad:?}");
         }
-        ensure!(
-            Instant::now() < deadline,
-            "small files not converged: {done}/{count}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mode = ack.as_str();
+        rows.push(Row {
+            op: format!("deposit N=2 ack={mode} (acknowledged), {CONCURRENCY} in flight"),
+            size: size.clone(),
+            time: t_ack,
+            rate: count as f64 / t_ack.as_secs_f64(),
+            unit: "ops/s",
+            base,
+        });
+        let prefix = format!("small-{mode}-");
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let list = c.list().await.map_err(anyhow::Error::msg)?;
+            let done = list
+                .items
+                .iter()
+                .filter(|s| s.name.starts_with(&prefix) && s.is_converged())
+                .count();
+            if done == count {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "small files (ack={mode}) not converged: {done}/{count}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let t_conv = start.elapsed();
+        rows.push(Row {
+            op: format!("deposit N=2 ack={mode} (2 copies each)"),
+            size: size.clone(),
+            time: t_conv,
+            rate: count as f64 / t_conv.as_secs_f64(),
+            unit: "ops/s",
+            base,
+        });
     }
-    let t_conv = start.elapsed();
-    rows.push(Row {
-        op: "deposit N=2 (2 copies each)".into(),
-        size,
-        time: t_conv,
-        rate: count as f64 / t_conv.as_secs_f64(),
-        unit: "ops/s",
-        base,
-    });
     Ok(rows)
 }
 
-/// `PUT /v1/files/default/small-{i}?replicas=2` on a keep-alive client.
-async fn put_small(http: &reqwest::Client, c: &Cluster, i: usize, body: Vec<u8>) -> Reply {
-    let url = format!("{}/v1/files/default/small-{i}?replicas=2", c.url());
+/// `PUT /v1/files/default/small-{ack}-{i}?replicas=2&ack={ack}` on a keep-alive client.
+async fn put_small(
+    http: &reqwest::Client,
+    c: &Cluster,
+    ack: Ack,
+    i: usize,
+    body: Vec<u8>,
+) -> Reply {
+    let mode = ack.as_str();
+    let url = format!(
+        "{}/v1/files/default/small-{mode}-{i}?replicas=2&ack={mode}",
+        c.url()
+    );
     match http.put(&url).bearer_auth(&c.token).body(body).send().await {
         Ok(r) => Reply::read(r).await,
         Err(e) => Reply {

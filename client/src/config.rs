@@ -34,9 +34,30 @@ pub fn default_token_file(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBu
     })
 }
 
+/// The replicas' internal token variable: never the client's, but a shell that starts
+/// replicas may have it set, so a missing client token says so.
+const REPLICA_TOKEN_ENV: &str = "DEPOSITO_REPLICA_TOKEN";
+
 /// Finds the token: `--token`/`DEPOSITO_TOKEN`, else the token file (`--token-file`,
-/// `DEPOSITO_TOKEN_FILE`, or the default path). The error names where it looked.
+/// `DEPOSITO_TOKEN_FILE`, or the default path). The error names where it looked, and the
+/// replicas' variable when only that one is set.
 pub fn resolve_token(
+    token: Option<&str>,
+    token_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Error> {
+    find_token(token, token_file, env).map_err(|err| match err {
+        Error::Config(message) if env(REPLICA_TOKEN_ENV).is_some_and(|t| !t.trim().is_empty()) => {
+            Error::Config(format!(
+                "{message} ({REPLICA_TOKEN_ENV} is set, but that is the replicas' internal \
+                 token: the client reads DEPOSITO_TOKEN or a token file)"
+            ))
+        }
+        other => other,
+    })
+}
+
+fn find_token(
     token: Option<&str>,
     token_file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -235,6 +256,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn only_the_replica_variable_set_is_named_in_the_error() {
+        let home = tempfile::tempdir().unwrap();
+        let env = env_of(&[
+            ("HOME", home.path().to_str().unwrap()),
+            ("DEPOSITO_REPLICA_TOKEN", "internal"),
+        ]);
+        let err = Config::resolve(&opts(None, None), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DEPOSITO_REPLICA_TOKEN is set"), "{err}");
+        assert!(err.contains("the client reads DEPOSITO_TOKEN"), "{err}");
+        assert!(!err.contains('\n'));
+        // The client never uses it as its token.
+        let with_flag = Config::resolve(&opts(Some("client"), None), &env).unwrap();
+        assert_eq!(with_flag.token, "client");
     }
 
     #[test]

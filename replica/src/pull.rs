@@ -31,6 +31,8 @@ pub fn object_url(source: &str, key: &ObjKey) -> Result<reqwest::Url> {
 /// `pull_failed`; content that doesn't match the sha256 is `digest_mismatch`.
 #[instrument(skip(app), fields(key = %key))]
 pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written> {
+    // A source that is not a URL is refused even when the copy is already here.
+    let url = object_url(source, key)?;
     if let Some(info) = app.store.get(key) {
         if info.state == ObjectState::Ready {
             return Ok(Written {
@@ -39,7 +41,6 @@ pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written>
             });
         }
     }
-    let url = object_url(source, key)?;
     let _transfer = app.transfer();
     let resp = app
         .http

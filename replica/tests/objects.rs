@@ -35,6 +35,23 @@ async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
     let resp = r.put(&c, "default", "big file.bin", data.clone()).await;
     assert_eq!(resp.status(), StatusCode::OK);
 
+    // A pull of a copy already here answers 200 at once, but only for a source that is a URL.
+    let pull = format!("{}/{sha}/pull", r.obj("default", "big%20file.bin"));
+    for (source, want) in [
+        ("http://127.0.0.1:9", StatusCode::OK),
+        ("", StatusCode::BAD_REQUEST),
+        ("ftp://127.0.0.1:9", StatusCode::BAD_REQUEST),
+    ] {
+        let resp = c
+            .post(&pull)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "source": source }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "pull from {source:?}");
+    }
+
     let url = format!("{}/{sha}", r.obj("default", "big%20file.bin"));
     let resp = get(&c, &url).await;
     assert_eq!(resp.status(), StatusCode::OK);

@@ -137,19 +137,7 @@ async fn prepare_put(
     let key = file_key(path)?;
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     let replicas = parse_replicas(query.replicas.as_deref())?;
-    let header_sha = headers.get(HEADER_SHA256).and_then(|v| v.to_str().ok());
-    let expected = query
-        .sha256
-        .as_deref()
-        .or(header_sha)
-        .map(str::to_ascii_lowercase);
-    if let Some(sha) = &expected {
-        if !is_sha256_hex(sha) {
-            return Err(GatewayError::InvalidDigest(format!(
-                "'{sha}' is not a hex sha256 digest"
-            )));
-        }
-    }
+    let expected = expected_digest(query.sha256.as_deref(), headers.get(HEADER_SHA256))?;
     let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -181,6 +169,34 @@ async fn prepare_put(
         primaries,
         secondaries,
     })
+}
+
+/// The digest a deposit must match: `?sha256=` and/or `x-deposito-sha256`, each a hex sha256
+/// when present, and the same when both are (lowercased).
+fn expected_digest(
+    query: Option<&str>,
+    header: Option<&HeaderValue>,
+) -> Result<Option<String>, GatewayError> {
+    let check = |given: &str| {
+        let sha = given.to_ascii_lowercase();
+        if is_sha256_hex(&sha) {
+            Ok(sha)
+        } else {
+            Err(GatewayError::InvalidDigest(format!(
+                "'{given}' is not a hex sha256 digest"
+            )))
+        }
+    };
+    let from_query = query.map(check).transpose()?;
+    let from_header = header
+        .map(|v| check(&String::from_utf8_lossy(v.as_bytes())))
+        .transpose()?;
+    match (from_query, from_header) {
+        (Some(q), Some(h)) if q != h => Err(GatewayError::InvalidDigest(format!(
+            "?sha256={q} and x-deposito-sha256: {h} differ"
+        ))),
+        (q, h) => Ok(q.or(h)),
+    }
 }
 
 async fn deposit(
@@ -484,6 +500,41 @@ mod tests {
                     assert!(op["responses"]["400"].is_object(), "{method} {path} 400");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn expected_digest_table() {
+        let sha = "ab".repeat(32);
+        let upper = HeaderValue::from_str(&sha.to_uppercase()).unwrap();
+        let bad = HeaderValue::from_static("l!~/m");
+        assert_eq!(expected_digest(None, None).unwrap(), None);
+        assert_eq!(
+            expected_digest(Some(&sha), None).unwrap(),
+            Some(sha.clone())
+        );
+        assert_eq!(
+            expected_digest(None, Some(&upper)).unwrap(),
+            Some(sha.clone())
+        );
+        assert_eq!(
+            expected_digest(Some(&sha), Some(&upper)).unwrap(),
+            Some(sha.clone())
+        );
+        let other = HeaderValue::from_str(&"cd".repeat(32)).unwrap();
+        for (query, header) in [
+            (Some(sha.as_str()), Some(&bad)),
+            (None, Some(&bad)),
+            (Some("xyz"), None),
+            (Some(sha.as_str()), Some(&other)),
+        ] {
+            assert!(
+                matches!(
+                    expected_digest(query, header),
+                    Err(GatewayError::InvalidDigest(_))
+                ),
+                "{query:?} {header:?}"
+            );
         }
     }
 

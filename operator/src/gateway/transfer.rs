@@ -192,7 +192,13 @@ pub async fn upload(
     // client still sends.
     drop(shared);
     let grace = SECONDARY_GRACE.max(started_at.elapsed());
-    let client_body_failed = forwarder.await.unwrap_or(false);
+    let Forwarded {
+        client_body_failed,
+        dropped,
+    } = forwarder.await.unwrap_or(Forwarded {
+        client_body_failed: false,
+        dropped: (0..secondaries.len()).collect(),
+    });
     let mut stored: Vec<Stored> = Vec::new();
     let primary_error = match (outcome, holder) {
         (Ok(info), Some(target)) => {
@@ -203,9 +209,14 @@ pub async fn upload(
         (Err(err), _) => Some(err),
     };
     let deadline = tokio::time::Instant::now() + grace;
-    for task in pending {
+    for (i, task) in pending.into_iter().enumerate() {
         let abort = task.abort_handle();
         match tokio::time::timeout_at(deadline, task).await {
+            // A secondary that missed part of the body keeps nothing of value (without a
+            // Content-Length or a digest it might even have stored the part it got).
+            Ok(Ok((target, Ok(_)))) if dropped.contains(&i) => {
+                tracing::warn!(replica = %target.id, file = %key, "a secondary copy missed part of the body; not counted");
+            }
             Ok(Ok((target, Ok(info)))) => stored.push((target, info)),
             Ok(Ok((target, Err(err)))) => {
                 tracing::warn!(replica = %target.id, %err, file = %key, "a secondary copy failed; the reconcile loop adds it")
@@ -233,16 +244,26 @@ pub async fn upload(
     Ok(stored)
 }
 
+/// What [`forward`] saw.
+struct Forwarded {
+    /// The client's body broke off (a client fault, not a replica one).
+    client_body_failed: bool,
+    /// Secondaries (by position) that did not get the whole body.
+    dropped: Vec<usize>,
+}
+
 /// Reads the client's body and sends each chunk to the primary channel and to every
 /// secondary one. A secondary whose channel is closed, or full for [`SECONDARY_STALL`], is
-/// dropped (its replica then sees a short body and keeps nothing). Returns whether the
-/// client's body broke off (a client fault, not a replica one).
+/// dropped: its replica sees a short body, and its answer is not counted.
 async fn forward(
     body: Body,
     primary: tokio::sync::mpsc::Sender<Chunk>,
-    mut tees: Vec<tokio::sync::mpsc::Sender<Chunk>>,
+    tees: Vec<tokio::sync::mpsc::Sender<Chunk>>,
     counter: prometheus_client::metrics::counter::Counter,
-) -> bool {
+) -> Forwarded {
+    let mut tees: Vec<(usize, tokio::sync::mpsc::Sender<Chunk>)> =
+        tees.into_iter().enumerate().collect();
+    let mut dropped = Vec::new();
     let mut primary = Some(primary);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -252,7 +273,7 @@ async fn forward(
         }
         let failed = chunk.as_ref().err().map(|e| e.to_string());
         let mut kept = Vec::with_capacity(tees.len());
-        for tee in tees {
+        for (i, tee) in tees {
             let copy = match (&chunk, &failed) {
                 (Ok(bytes), _) => Ok(bytes.clone()),
                 (Err(_), message) => {
@@ -260,7 +281,9 @@ async fn forward(
                 }
             };
             if tee.send_timeout(copy, SECONDARY_STALL).await.is_ok() {
-                kept.push(tee);
+                kept.push((i, tee));
+            } else {
+                dropped.push(i);
             }
         }
         tees = kept;
@@ -271,14 +294,20 @@ async fn forward(
             }
         }
         if failed.is_some() {
-            return true;
+            return Forwarded {
+                client_body_failed: true,
+                dropped,
+            };
         }
         if primary.is_none() && tees.is_empty() {
             drain(stream).await;
-            return false;
+            break;
         }
     }
-    false
+    Forwarded {
+        client_body_failed: false,
+        dropped,
+    }
 }
 
 /// Headers describing the current content.

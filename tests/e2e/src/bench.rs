@@ -322,18 +322,29 @@ async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::
 
     for ack in [Ack::One, Ack::All] {
         let start = Instant::now();
-        let results: Vec<Reply> = futures::stream::iter(bodies.iter().enumerate())
-            .map(|(i, b)| put_small(&pooled, c, ack, i, b.clone()))
+        let results: Vec<(Reply, Duration)> = futures::stream::iter(bodies.iter().enumerate())
+            .map(|(i, b)| {
+                let pooled = &pooled;
+                async move {
+                    let sent = Instant::now();
+                    let reply = put_small(pooled, c, ack, i, b.clone()).await;
+                    (reply, sent.elapsed())
+                }
+            })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         let t_ack = start.elapsed();
-        if let Some(bad) = results.iter().find(|r| r.status != 201) {
+        if let Some((bad, _)) = results.iter().find(|(r, _)| r.status != 201) {
             bail!("small deposit failed: {bad:?}");
         }
+        let latencies: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
         let mode = ack.as_str();
         rows.push(Row {
-            op: format!("deposit N=2 ack={mode} (acknowledged), {CONCURRENCY} in flight"),
+            op: format!(
+                "deposit N=2 ack={mode} (acknowledged), {CONCURRENCY} in flight; {}",
+                percentiles(&latencies)
+            ),
             size: size.clone(),
             time: t_ack,
             rate: count as f64 / t_ack.as_secs_f64(),
@@ -368,7 +379,70 @@ async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::
             base,
         });
     }
+
+    // Small reads: every ack=all file once through the gateway, beside the plain server
+    // reading the same bytes from its folder, both on keep-alive connections.
+    let (plain_get_ops, plain_latencies) = plain.get_small(&pooled, &bodies, CONCURRENCY).await;
+    rows.push(Row {
+        op: format!(
+            "baseline: plain HTTP GET, {CONCURRENCY} in flight; {}",
+            percentiles(&plain_latencies)
+        ),
+        size: size.clone(),
+        time: ops(plain_get_ops),
+        rate: plain_get_ops,
+        unit: "ops/s",
+        base: None,
+    });
+    let start = Instant::now();
+    let latencies: Vec<Duration> = futures::stream::iter(bodies.iter().enumerate())
+        .map(|(i, b)| get_small(&pooled, c, i, b))
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<anyhow::Result<Duration>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let t_get = start.elapsed();
+    rows.push(Row {
+        op: format!(
+            "retrieve, {CONCURRENCY} in flight; {}",
+            percentiles(&latencies)
+        ),
+        size,
+        time: t_get,
+        rate: count as f64 / t_get.as_secs_f64(),
+        unit: "ops/s",
+        base: Some([sha_ops, cp_ops, plain_get_ops]),
+    });
     Ok(rows)
+}
+
+/// `GET /v1/files/default/small-all-{i}`: checks the bytes; returns the latency.
+async fn get_small(
+    http: &reqwest::Client,
+    c: &Cluster,
+    i: usize,
+    body: &[u8],
+) -> anyhow::Result<Duration> {
+    let url = format!("{}/v1/files/default/small-all-{i}", c.url());
+    let sent = Instant::now();
+    let r = http.get(&url).bearer_auth(&c.token).send().await?;
+    ensure!(r.status() == 200, "GET {url}: {}", r.status());
+    let got = r.bytes().await?;
+    let elapsed = sent.elapsed();
+    ensure!(got.as_ref() == body, "GET {url}: other bytes");
+    Ok(elapsed)
+}
+
+/// "p50 X ms, p99 Y ms" of `latencies`.
+fn percentiles(latencies: &[Duration]) -> String {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    let at = |q: f64| {
+        let i = ((sorted.len().max(1) - 1) as f64 * q).round() as usize;
+        sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!("p50 {:.1} ms, p99 {:.1} ms", at(0.50), at(0.99))
 }
 
 /// `PUT /v1/files/default/small-{ack}-{i}?replicas=2&ack={ack}` on a keep-alive client.

@@ -68,7 +68,8 @@ pub fn cp_sync(src: &Path, dst: &Path) -> Duration {
 }
 
 /// A minimal HTTP/1.1 server on 127.0.0.1 (a thread per connection, keep-alive): `PUT /NAME`
-/// writes the body (Content-Length only) to `DIR/NAME` and answers 201.
+/// writes the body (Content-Length only) to `DIR/NAME` and answers 201; `GET /NAME` answers
+/// the file (404 when missing).
 pub struct PlainServer {
     pub addr: SocketAddr,
     pub dir: PathBuf,
@@ -128,9 +129,42 @@ impl PlainServer {
             .await;
         bodies.len() as f64 / start.elapsed().as_secs_f64()
     }
+
+    /// GETs back what [`PlainServer::put_small`] wrote, `conc` in flight, checking the bytes;
+    /// returns operations per second and each request's latency.
+    pub async fn get_small(
+        &self,
+        http: &reqwest::Client,
+        bodies: &[Vec<u8>],
+        conc: usize,
+    ) -> (f64, Vec<Duration>) {
+        let start = Instant::now();
+        let addr = self.addr;
+        let latencies = futures::stream::iter(bodies.iter().enumerate())
+            .map(|(i, b)| {
+                let req = http.get(format!("http://{addr}/s{i}"));
+                async move {
+                    let sent = Instant::now();
+                    let r = req.send().await.expect("plain small GET");
+                    assert_eq!(r.status().as_u16(), 200);
+                    let got = r.bytes().await.expect("plain small GET body");
+                    let elapsed = sent.elapsed();
+                    assert_eq!(got.as_ref(), &b[..], "plain GET s{i}");
+                    elapsed
+                }
+            })
+            .buffer_unordered(conc)
+            .collect::<Vec<Duration>>()
+            .await;
+        (
+            bodies.len() as f64 / start.elapsed().as_secs_f64(),
+            latencies,
+        )
+    }
 }
 
 fn serve(s: TcpStream, dir: &Path) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::with_capacity(256 * 1024, s);
     loop {
@@ -138,6 +172,7 @@ fn serve(s: TcpStream, dir: &Path) -> std::io::Result<()> {
         if r.read_line(&mut line)? == 0 {
             return Ok(());
         }
+        let method = line.split_whitespace().next().unwrap_or("").to_string();
         let path = line.split_whitespace().nth(1).unwrap_or("/x").to_string();
         let mut len = 0u64;
         loop {
@@ -155,6 +190,19 @@ fn serve(s: TcpStream, dir: &Path) -> std::io::Result<()> {
             }
         }
         let name = path.trim_start_matches('/').replace('/', "_");
+        if method == "GET" {
+            match std::fs::read(dir.join(&name)) {
+                Ok(bytes) => {
+                    let mut answer =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", bytes.len())
+                            .into_bytes();
+                    answer.extend_from_slice(&bytes);
+                    w.write_all(&answer)?;
+                }
+                Err(_) => w.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")?,
+            }
+            continue;
+        }
         let mut f =
             std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(dir.join(name))?);
         std::io::copy(&mut (&mut r).take(len), &mut f)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use deposito_api::replica::{ObjectInfo, ObjectState, ScrubStatus};
-use deposito_api::{sha256_hex, ErrorBody};
+use deposito_api::{sha256_hex, ErrorBody, ErrorCode};
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,29 +147,134 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     r.stop().await;
 }
 
+/// Reads a response body until it ends or fails: the bytes delivered, and whether it ended
+/// with an error.
+async fn read_until_cut(mut resp: reqwest::Response) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(part)) => got.extend_from_slice(&part),
+            Ok(None) => return (got, false),
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+/// The error code of a JSON error answer.
+async fn error_code(resp: reqwest::Response) -> ErrorCode {
+    resp.json::<ErrorBody>().await.unwrap().code
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Rule 2 on reads: a flipped byte is never delivered. A copy of one chunk is refused
+/// outright; a longer copy is cut before the first byte of the bad chunk (every byte before
+/// it is the committed one); a Range over the bad chunk is refused; and the copy is
+/// quarantined, so nothing of it is served afterwards.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_read_of_a_rotten_copy_is_cut_and_quarantines_it() {
+async fn a_flipped_byte_is_never_delivered_and_the_copy_is_quarantined() {
     let r = start("127.0.0.1").await;
     let c = client();
-    let data = payload(1_000_000, 9);
+    let obj = |name: &str, sha: &str| format!("{}/{sha}", r.obj("default", name));
+    let path = |name: &str, sha: &str| r.dir.join("objects/default").join(name).join(sha);
+
+    // One chunk: the whole copy is checked before the answer, which is 404 corrupt.
+    let small = payload(1_000_000, 9);
+    let small_sha = sha256_hex(&small);
+    r.put_created(&c, "default", "small.bin", small.clone())
+        .await;
+    flip_byte(&path("small.bin", &small_sha), 999_000);
+    let resp = get(&c, obj("small.bin", &small_sha)).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(resp).await, ErrorCode::Corrupt);
+
+    // Several chunks, the second one rotten: exactly the first chunk arrives, then the cut.
+    let big = payload(3 * CHUNK + 100, 10);
+    let big_sha = sha256_hex(&big);
+    r.put_created(&c, "default", "big.bin", big.clone()).await;
+    flip_byte(&path("big.bin", &big_sha), (CHUNK + 500) as u64);
+    let resp = get(&c, obj("big.bin", &big_sha)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (got, cut) = read_until_cut(resp).await;
+    assert!(cut, "the response was not cut");
+    assert!(
+        got.len() <= CHUNK,
+        "{} bytes delivered: past the bad chunk's start",
+        got.len()
+    );
+    assert_eq!(
+        got[..],
+        big[..got.len()],
+        "a delivered byte differs from the committed one"
+    );
+
+    // Ranges: bytes in a good chunk of a third copy are served (verified), a Range over its
+    // bad chunk is refused before any byte.
+    let other = payload(3 * CHUNK, 11);
+    let other_sha = sha256_hex(&other);
+    r.put_created(&c, "default", "ranges.bin", other.clone())
+        .await;
+    flip_byte(&path("ranges.bin", &other_sha), (2 * CHUNK + 7) as u64);
+    let resp = get_range(&c, obj("ranges.bin", &other_sha), "bytes=10-19").await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(resp.bytes().await.unwrap()[..], other[10..20]);
+    let resp = get_range(&c, obj("ranges.bin", &other_sha), "bytes=-5").await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_code(resp).await, ErrorCode::Corrupt);
+
+    // All three are quarantined: no read of any part of them is served.
+    for (name, sha) in [
+        ("small.bin", &small_sha),
+        ("big.bin", &big_sha),
+        ("ranges.bin", &other_sha),
+    ] {
+        let gone = eventually(5, || async {
+            get(&c, obj(name, sha)).await.status() == StatusCode::NOT_FOUND
+                && get_range(&c, obj(name, sha), "bytes=0-9").await.status()
+                    == StatusCode::NOT_FOUND
+        })
+        .await;
+        assert!(gone, "{name} still served");
+        assert!(
+            r.dir
+                .join("quarantine/default")
+                .join(name)
+                .join(sha)
+                .exists(),
+            "{name}"
+        );
+        assert!(!path(name, sha).exists(), "{name} left in objects/");
+    }
+    r.stop().await;
+}
+
+/// A good copy of several chunks reads back identical, whole and by Ranges across chunk
+/// boundaries.
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_reads_of_a_good_copy_are_identical() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let data = payload(2 * CHUNK + 12_345, 12);
     let sha = sha256_hex(&data);
-    r.put_created(&c, "default", "r.bin", data.clone()).await;
-    flip_byte(&r.dir.join("objects/default/r.bin").join(&sha), 999_000);
-    let url = format!("{}/{sha}", r.obj("default", "r.bin"));
+    r.put_created(&c, "default", "good.bin", data.clone()).await;
+    let url = format!("{}/{sha}", r.obj("default", "good.bin"));
     let resp = get(&c, &url).await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let body = resp.bytes().await;
-    assert!(body.is_err(), "a corrupt body was delivered whole");
-    let quarantined = eventually(5, || async {
-        get(&c, &url).await.status() == StatusCode::NOT_FOUND
-    })
-    .await;
-    assert!(quarantined);
-    assert!(r.dir.join("quarantine/default/r.bin").join(&sha).exists());
-    // Ranges of a ready copy are served without the full-read check; the copy is now
-    // quarantined, so they are refused too.
-    let resp = get_range(&c, &url, "bytes=0-9").await;
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.bytes().await.unwrap()[..], data[..]);
+    let n = data.len();
+    for (range, want) in [
+        (
+            format!("bytes={}-{}", CHUNK - 3, CHUNK + 2),
+            &data[CHUNK - 3..CHUNK + 3],
+        ),
+        (format!("bytes={}-", 2 * CHUNK - 1), &data[2 * CHUNK - 1..]),
+        ("bytes=-10".to_string(), &data[n - 10..]),
+        (format!("bytes=0-{}", n - 1), &data[..]),
+    ] {
+        let resp = get_range(&c, &url, &range).await;
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(resp.bytes().await.unwrap()[..], want[..], "{range}");
+    }
     r.stop().await;
 }
 

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use deposito_api::FileKey;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::deposits::DepositWriter;
 use crate::engine::{self, Catalog, Changes, FileRecord as Entry, ObservedStatus, Source};
 
 /// Failure of the SQLite store.
@@ -98,6 +99,28 @@ fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, String)> {
     ))
 }
 
+/// One deposit to record: new content for a key (see [`Db::put_content`]).
+#[derive(Debug, Clone)]
+pub struct Deposit {
+    pub key: FileKey,
+    pub replicas: u32,
+    pub sha256: String,
+    pub size: u64,
+    /// The replica that acknowledged the bytes.
+    pub holder: String,
+}
+
+/// One entry, read through `conn` (a connection or an open transaction).
+fn get_with(conn: &Connection, key: &FileKey) -> Result<Option<Entry>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name = ?2"
+    ))?;
+    let pair = stmt
+        .query_row(params![key.namespace, key.name], row_to_entry)
+        .optional()?;
+    pair.map(decode).transpose()
+}
+
 fn decode(pair: (Entry, String)) -> Result<Entry, DbError> {
     let (mut entry, status) = pair;
     entry.status = serde_json::from_str(&status)?;
@@ -151,19 +174,46 @@ impl Db {
         size: u64,
         holder: &str,
     ) -> Result<Entry, DbError> {
-        let status = ObservedStatus::initial(Some(holder));
-        let status_json = serde_json::to_string(&status)?;
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6)
-             ON CONFLICT (namespace, name) DO UPDATE SET
-               replicas = excluded.replicas, sha256 = excluded.sha256, size = excluded.size,
-               generation = files.generation + 1, deleting = 0, status = excluded.status",
-            params![key.namespace, key.name, replicas, sha256, size as i64, status_json],
-        )?;
-        drop(conn);
-        Ok(self.get(key)?.expect("row just written"))
+        let deposit = Deposit {
+            key: key.clone(),
+            replicas,
+            sha256: sha256.to_string(),
+            size,
+            holder: holder.to_string(),
+        };
+        let mut entries = self.put_contents(std::slice::from_ref(&deposit))?;
+        Ok(entries.pop().expect("one entry per deposit"))
+    }
+
+    /// Records several deposits in one transaction (one commit, one fsync); their entries in
+    /// the same order. A later deposit of the same key replaces an earlier one.
+    pub fn put_contents(&self, deposits: &[Deposit]) -> Result<Vec<Entry>, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut entries = Vec::with_capacity(deposits.len());
+        for d in deposits {
+            let status = ObservedStatus::initial(Some(&d.holder));
+            let status_json = serde_json::to_string(&status)?;
+            tx.prepare_cached(
+                "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6)
+                 ON CONFLICT (namespace, name) DO UPDATE SET
+                   replicas = excluded.replicas, sha256 = excluded.sha256, size = excluded.size,
+                   generation = files.generation + 1, deleting = 0, status = excluded.status",
+            )?
+            .execute(params![
+                d.key.namespace,
+                d.key.name,
+                d.replicas,
+                d.sha256,
+                d.size as i64,
+                status_json
+            ])?;
+            let entry = get_with(&tx, &d.key)?.expect("row just written");
+            entries.push(entry);
+        }
+        tx.commit()?;
+        Ok(entries)
     }
 
     /// Changes the replication level. `None` when there is no such (undeleted) entry.
@@ -219,14 +269,7 @@ impl Db {
 
     /// One entry.
     pub fn get(&self, key: &FileKey) -> Result<Option<Entry>, DbError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name = ?2"
-        ))?;
-        let pair = stmt
-            .query_row(params![key.namespace, key.name], row_to_entry)
-            .optional()?;
-        pair.map(decode).transpose()
+        get_with(&self.conn(), key)
     }
 
     /// A trivial query: the database answers.
@@ -321,15 +364,18 @@ impl Db {
 /// announced through [`Changes`].
 pub struct SqliteCatalog {
     db: Db,
+    deposits: DepositWriter,
     changes: Changes,
 }
 
 impl SqliteCatalog {
-    pub fn new(db: Db) -> Self {
-        Self {
+    /// The catalog over `db`, with its deposit writer thread (see [`DepositWriter`]).
+    pub fn new(db: Db) -> std::io::Result<Self> {
+        Ok(Self {
+            deposits: DepositWriter::start(db.clone())?,
             db,
             changes: Changes::default(),
-        }
+        })
     }
 
     /// The database underneath (membership keeps its replica table there).
@@ -427,10 +473,9 @@ impl Catalog for SqliteCatalog {
         size: u64,
         holder: &str,
     ) -> Result<Entry, engine::CatalogError> {
-        let (k, sha, holder) = (key.clone(), sha256.to_string(), holder.to_string());
         let entry = self
-            .db
-            .run(move |db| db.put_content(&k, replicas, &sha, size, &holder))
+            .deposits
+            .put_content(key, replicas, sha256, size, holder)
             .await?;
         self.changes.desired_changed(key);
         Ok(entry)

@@ -4,6 +4,7 @@
 //! driver, and serves the gateway plus the replicas' registration route.
 
 pub mod catalog;
+mod deposits;
 pub mod membership;
 mod register;
 pub mod supervisor;
@@ -53,7 +54,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
     let liveness = (heartbeat * 3).max(Duration::from_secs(5));
     let membership = Arc::new(membership::Membership::load(db.clone(), liveness)?);
-    let catalog = Arc::new(catalog::SqliteCatalog::new(db));
+    let catalog =
+        Arc::new(catalog::SqliteCatalog::new(db).context("starting the catalog's deposit writer")?);
     let metrics = Arc::new(Metrics::default());
     let client = ReplicaClient::new(replica_token.clone());
     let fence = KeyLocks::default();

@@ -1,4 +1,6 @@
-//! The download body: streams a file and, for full reads, verifies the sha256 on the fly.
+//! The download body of a copy without chunk digests (committed by an older version, longer
+//! than one chunk): streams the file and, for full reads, verifies the sha256 on the fly.
+//! Copies with chunk digests are served by `verified` instead.
 //!
 //! The last chunk is held back until the digest is known, so a client never receives a
 //! complete body for a corrupt copy: on a mismatch the stream ends with an error (the
@@ -25,6 +27,17 @@ pub struct Verify {
     pub key: ObjKey,
     pub size: u64,
     pub stored_at: u64,
+}
+
+/// Moves a copy found corrupt while serving it to quarantine (in the background: the
+/// response is already being cut).
+pub fn quarantine_after_read(app: &AppState, key: &ObjKey, stored_at: u64, reason: &str) {
+    let (app, key, reason) = (app.clone(), key.clone(), reason.to_string());
+    tokio::spawn(async move {
+        if let Ok(true) = app.store.quarantine(&key, Some(stored_at), &reason).await {
+            app.metrics.corrupt_found.inc();
+        }
+    });
 }
 
 /// A file body that counts sent bytes and, with [`Verify`], checks the digest.
@@ -69,13 +82,7 @@ impl FileBody {
             "read {seen} bytes with sha256 {actual}, expected {} bytes with {}",
             v.size, v.key.sha256
         );
-        let app = self.app.clone();
-        let r = reason.clone();
-        tokio::spawn(async move {
-            if let Ok(true) = app.store.quarantine(&v.key, Some(v.stored_at), &r).await {
-                app.metrics.corrupt_found.inc();
-            }
-        });
+        quarantine_after_read(&self.app, &v.key, v.stored_at, &reason);
         Err(reason)
     }
 }

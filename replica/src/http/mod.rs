@@ -3,6 +3,7 @@
 mod admin;
 mod body;
 mod objects;
+mod verified;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;

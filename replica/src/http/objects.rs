@@ -17,6 +17,7 @@ use tracing::instrument;
 use utoipa::IntoParams;
 
 use super::body::{FileBody, Verify};
+use super::verified::{self, Check};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::range::{parse_range, RangeSpec};
@@ -169,7 +170,8 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
     );
 }
 
-/// Download a copy (Range supported; full reads are verified while streaming).
+/// Download a copy (Range supported). Every chunk is verified before it is sent: a copy that
+/// fails is never served (see `verified`).
 #[utoipa::path(
     get,
     path = "/v1/objects/{ns}/{name}/{sha256}",
@@ -181,7 +183,7 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
         (status = 200, description = "the bytes", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 206, description = "the requested range", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 404, description = "not_found, or corrupt (quarantined copies are never served)", body = ErrorBody),
+        (status = 404, description = "not_found, or corrupt: quarantined copies are never served, and a copy whose first chunk read fails verification is quarantined and answered `corrupt` (a later chunk that fails cuts the response before its first byte)", body = ErrorBody),
         (status = 416, description = "range_not_satisfiable", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -211,16 +213,30 @@ pub async fn get_object(
         ),
         RangeSpec::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size: info.size }),
     };
-    let verify = (status == StatusCode::OK).then(|| Verify {
-        key: key.clone(),
-        size: info.size,
-        stored_at: info.stored_at,
-    });
-    if start > 0 {
-        file.seek(SeekFrom::Start(start)).await?;
-    }
-    let body = FileBody::new(app.clone(), file, len, verify);
-    let mut resp = Response::new(Body::from_stream(body));
+    let digests = app.store.chunk_digests(&key, info.size).await;
+    let body = if let Some(check) = Check::for_copy(info.size, digests) {
+        let read = verified::Read {
+            key,
+            size: info.size,
+            stored_at: info.stored_at,
+            start,
+            len,
+        };
+        verified::body(&app, file.into_std().await, check, read).await?
+    } else {
+        // A long copy committed before chunk digests were recorded: full reads verified as
+        // they stream, the last piece held back until the digest is known.
+        let verify = (status == StatusCode::OK).then(|| Verify {
+            key: key.clone(),
+            size: info.size,
+            stored_at: info.stored_at,
+        });
+        if start > 0 {
+            file.seek(SeekFrom::Start(start)).await?;
+        }
+        Body::from_stream(FileBody::new(app.clone(), file, len, verify))
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     object_headers(&mut resp, &info);
     resp.headers_mut()

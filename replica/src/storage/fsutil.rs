@@ -116,13 +116,26 @@ pub fn remove_leftovers() -> usize {
 
 /// Writes `bytes` to a new file in `tmp_dir`, fsyncs it and returns its guard.
 pub fn write_temp(tmp_dir: &Path, prefix: &str, bytes: &[u8]) -> io::Result<TempPath> {
+    write_temp_with(tmp_dir, prefix, bytes, true)
+}
+
+/// Writes `bytes` to a new file in `tmp_dir` without an fsync: only for content that can be
+/// rebuilt from what is durable (a ready copy's metadata is rebuilt from its data, whose
+/// name is its digest, when a crash left it empty or torn: see `scan::load_copy`).
+pub fn write_temp_unsynced(tmp_dir: &Path, prefix: &str, bytes: &[u8]) -> io::Result<TempPath> {
+    write_temp_with(tmp_dir, prefix, bytes, false)
+}
+
+fn write_temp_with(tmp_dir: &Path, prefix: &str, bytes: &[u8], sync: bool) -> io::Result<TempPath> {
     let guard = TempPath::new(tmp_dir.join(temp_name(prefix)));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(guard.path())?;
     f.write_all(bytes)?;
-    f.sync_all()?;
+    if sync {
+        f.sync_all()?;
+    }
     Ok(guard)
 }
 

@@ -6,6 +6,8 @@
 //! `objects/`: data is written to `tmp/`, verified, fsync'd and renamed into place.
 
 pub mod changes;
+pub mod chunks;
+mod commit;
 pub mod fsutil;
 mod scan;
 mod write;
@@ -22,6 +24,7 @@ use tracing::instrument;
 
 use crate::error::{Error, Result};
 use changes::ChangeLog;
+pub use commit::CommitCounts;
 pub use fsutil::Space;
 pub use write::Written;
 
@@ -143,16 +146,16 @@ pub struct Store {
     root: PathBuf,
     min_free_bytes: u64,
     shared: Arc<Shared>,
-    /// Serializes the short renaming steps (commit, quarantine, delete); held by the blocking
-    /// task that does them, not by the request, so a dropped request cannot release it early.
-    commit_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The thread that makes every change of the disk and index (commits in batches,
+    /// quarantines and deletions alone), in order and to the end: see [`commit`].
+    committer: commit::Committer,
 }
 
 /// The index and the change-feed signal, shared with the blocking tasks that change the disk:
 /// such a task updates the index itself, so a disk change and its index entry always go
 /// together, even when the request that started them is dropped half way.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     index: Mutex<Indexed>,
     /// The last change's sequence number, for long polls of the change feed.
     changed: tokio::sync::watch::Sender<u64>,
@@ -210,38 +213,40 @@ impl Store {
         let r = root.clone();
         let index = tokio::task::spawn_blocking(move || scan::open_dir(&r)).await??;
         tracing::info!(objects = index.len(), "store opened");
+        let shared = Arc::new(Shared {
+            index: Mutex::new(Indexed {
+                stats: index.values().fold(Stats::default(), |mut s, i| {
+                    s.count(i, true);
+                    s
+                }),
+                objects: index,
+                log: ChangeLog::new(changes::DEFAULT_CAPACITY),
+            }),
+            changed: tokio::sync::watch::channel(0).0,
+        });
+        let committer = commit::Committer::start(root.clone(), shared.clone())?;
         Ok(Self {
             root,
             min_free_bytes,
-            shared: Arc::new(Shared {
-                index: Mutex::new(Indexed {
-                    stats: index.values().fold(Stats::default(), |mut s, i| {
-                        s.count(i, true);
-                        s
-                    }),
-                    objects: index,
-                    log: ChangeLog::new(changes::DEFAULT_CAPACITY),
-                }),
-                changed: tokio::sync::watch::channel(0).0,
-            }),
-            commit_lock: Arc::new(tokio::sync::Mutex::new(())),
+            shared,
+            committer,
         })
     }
 
     /// Runs `change`, blocking work on the disk that records its outcome in the index through
-    /// the handle it is given, under the commit lock and to the end even if the caller's
-    /// future is dropped (a cancelled request never leaves the disk and the index apart).
+    /// the handle it is given, on the commit thread after every change asked for before it,
+    /// and to the end even if the caller's future is dropped (a cancelled request never
+    /// leaves the disk and the index apart).
     async fn change_on_disk<T: Send + 'static>(
         &self,
         change: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let held = self.commit_lock.clone().lock_owned().await;
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let _held = held;
-            change(&shared)
-        })
-        .await?
+        self.committer.change(change).await
+    }
+
+    /// Copies committed since the store opened, and the batches they were committed in.
+    pub fn commit_counts(&self) -> CommitCounts {
+        self.committer.counts()
     }
 
     pub fn root(&self) -> &Path {
@@ -264,6 +269,18 @@ impl Store {
     /// The index entry of a copy.
     pub fn get(&self, key: &ObjKey) -> Option<ObjectInfo> {
         self.shared.get(key)
+    }
+
+    /// The chunk digests recorded for a ready copy of `size` bytes (None for a copy of one
+    /// chunk, and for a longer copy committed before digests were recorded).
+    pub async fn chunk_digests(&self, key: &ObjKey, size: u64) -> Option<chunks::ChunkDigests> {
+        if chunks::chunk_count(size) <= 1 {
+            return None;
+        }
+        let path = json_path(&self.data_path(key, ObjectState::Ready));
+        let bytes = tokio::fs::read(path).await.ok()?;
+        let meta: CopyMeta = serde_json::from_slice(&bytes).ok()?;
+        meta.chunks.filter(|c| c.fits(size))
     }
 
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Indexed> {
@@ -427,6 +444,22 @@ impl Store {
             .await?;
         tracing::info!("copy deleted");
         Ok(info)
+    }
+}
+
+/// What a copy's metadata file holds: its [`ObjectInfo`] and, for a copy of more than one
+/// chunk, its chunk digests.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CopyMeta {
+    #[serde(flatten)]
+    pub info: ObjectInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<chunks::ChunkDigests>,
+}
+
+impl CopyMeta {
+    pub fn to_json(&self) -> std::io::Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(std::io::Error::other)
     }
 }
 

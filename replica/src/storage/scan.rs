@@ -8,8 +8,9 @@ use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::{is_sha256_hex, FileKey};
 use sha2::{Digest, Sha256};
 
+use super::chunks::{ChunkDigests, ChunkHasher};
 use super::fsutil;
-use super::{data_path, json_path, ObjKey};
+use super::{data_path, json_path, CopyMeta, ObjKey};
 
 /// Creates the layout, empties `tmp/`, and indexes `quarantine/` then `objects/`.
 pub(super) fn open_dir(root: &Path) -> io::Result<BTreeMap<ObjKey, ObjectInfo>> {
@@ -156,7 +157,7 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or_else(super::now_secs, |d| d.as_secs());
-            let actual = hash_file(&data)?;
+            let (actual, chunks) = hash_file(&data)?;
             if actual == key.sha256 && state == ObjectState::Ready {
                 let info = ObjectInfo {
                     namespace: key.namespace.clone(),
@@ -166,7 +167,11 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                     state,
                     stored_at,
                 };
-                write_meta(root, &json_path(&data), &info)?;
+                let meta = CopyMeta {
+                    info: info.clone(),
+                    chunks,
+                };
+                write_meta(root, &json_path(&data), &meta)?;
                 return Ok(Some(info));
             }
             corrupt_info(key, len, stored_at)
@@ -176,7 +181,14 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
         return quarantine_blocking(root, key, info).map(Some);
     }
     if state == ObjectState::Corrupt && info.state == ObjectState::Corrupt {
-        write_meta(root, &json_path(&data), &info)?;
+        write_meta(
+            root,
+            &json_path(&data),
+            &CopyMeta {
+                info: info.clone(),
+                chunks: None,
+            },
+        )?;
     }
     Ok(Some(info))
 }
@@ -193,8 +205,8 @@ fn corrupt_info(key: &ObjKey, size: u64, stored_at: u64) -> ObjectInfo {
 }
 
 /// Writes metadata atomically through `tmp/`.
-fn write_meta(root: &Path, path: &Path, info: &ObjectInfo) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(info).map_err(io::Error::other)?;
+fn write_meta(root: &Path, path: &Path, meta: &CopyMeta) -> io::Result<()> {
+    let json = meta.to_json()?;
     let tmp = fsutil::write_temp(&root.join("tmp"), "meta", &json)?;
     std::fs::rename(tmp.path(), path)?;
     tmp.keep();
@@ -224,7 +236,11 @@ pub(super) fn quarantine_blocking(
         }
         Err(e) => return Err(e),
     }
-    write_meta(root, &json_path(&to), &info)?;
+    let meta = CopyMeta {
+        info: info.clone(),
+        chunks: None,
+    };
+    write_meta(root, &json_path(&to), &meta)?;
     fsutil::remove_if_exists(&json_path(&from))?;
     fsutil::fsync_dir(from.parent().expect("data path has a parent"))?;
     Ok(info)
@@ -241,10 +257,11 @@ pub(crate) fn remove_copy(data: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// sha256 of a whole file, in 1 MiB reads.
-pub(crate) fn hash_file(path: &Path) -> io::Result<String> {
+/// sha256 of a whole file, and its chunk digests, in 1 MiB reads.
+pub(crate) fn hash_file(path: &Path) -> io::Result<(String, Option<ChunkDigests>)> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
+    let mut chunks = ChunkHasher::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -252,6 +269,7 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<String> {
             break;
         }
         h.update(&buf[..n]);
+        chunks.update(&buf[..n]);
     }
-    Ok(hex::encode(h.finalize()))
+    Ok((hex::encode(h.finalize()), chunks.finish()))
 }

@@ -1,4 +1,5 @@
-//! The write path: stream to `tmp/` while hashing, verify, fsync, rename into `objects/`.
+//! The write path: stream to `tmp/` while hashing, verify, fsync data and metadata, then hand
+//! both to the commit thread, which renames them into `objects/` (see `commit`).
 
 use bytes::Bytes;
 use deposito_api::replica::{ObjectInfo, ObjectState};
@@ -8,8 +9,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tracing::instrument;
 
+use super::chunks::ChunkHasher;
+use super::commit::Staged;
 use super::fsutil::{self, TempPath};
-use super::{data_path, json_path, now_secs, scan, ObjKey, Store};
+use super::{now_secs, CopyMeta, ObjKey, Store};
 use crate::error::{Error, Result};
 
 /// Buffer between the body stream and the temp file.
@@ -52,6 +55,7 @@ impl Store {
             .await?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut hasher = Sha256::new();
+        let mut chunk_hasher = ChunkHasher::default();
         let mut written: u64 = 0;
         let mut since_check: u64 = 0;
         let mut body = std::pin::pin!(body);
@@ -64,6 +68,7 @@ impl Store {
                 ));
             }
             hasher.update(&chunk);
+            chunk_hasher.update(&chunk);
             out.write_all(&chunk).await?;
             written += len;
             since_check += len;
@@ -80,9 +85,7 @@ impl Store {
             }
         }
         out.flush().await?;
-        let file = out.into_inner();
-        file.sync_all().await?;
-        drop(file);
+        let file = out.into_inner().into_std().await;
         let actual = hex::encode(hasher.finalize());
         if let Some(e) = expected {
             if e != actual {
@@ -93,63 +96,43 @@ impl Store {
             }
         }
         let okey = ObjKey::from_file_key(key.clone(), &actual)?;
-        self.commit(okey, written, tmp).await
-    }
-
-    /// Renames a verified, fsync'd temp file into place and records it (to the end, even if
-    /// the request is dropped meanwhile: see `Store::change_on_disk`).
-    async fn commit(&self, key: ObjKey, size: u64, tmp: TempPath) -> Result<Written> {
-        let root = self.root().to_path_buf();
-        let tmp_dir = self.tmp_dir();
-        let written = self
-            .change_on_disk(move |shared| {
-                if let Some(info) = shared.get(&key) {
-                    if info.state == ObjectState::Ready {
-                        return Ok(Written {
-                            info,
-                            created: false,
-                        });
-                    }
-                }
-                let info = ObjectInfo {
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                    sha256: key.sha256.clone(),
-                    size,
-                    state: ObjectState::Ready,
-                    stored_at: now_secs(),
-                };
-                let json = serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?;
-                let json_tmp = fsutil::write_temp(&tmp_dir, "meta", &json)?;
-                let data = data_path(&root, &key, ObjectState::Ready);
-                let dir = data.parent().expect("data path has a parent");
-                fsutil::create_dir_all_durable(dir)?;
-                std::fs::rename(tmp.path(), &data)?;
-                tmp.keep();
-                if let Err(e) = std::fs::rename(json_tmp.path(), json_path(&data)) {
-                    let _ = std::fs::remove_file(&data);
-                    return Err(e.into());
-                }
-                json_tmp.keep();
-                if let Err(e) = fsutil::fsync_dir(dir) {
-                    let _ = std::fs::remove_file(json_path(&data));
-                    let _ = std::fs::remove_file(&data);
-                    return Err(e.into());
-                }
-                // A verified copy supersedes a quarantined one of the same content.
-                scan::remove_copy(&data_path(&root, &key, ObjectState::Corrupt))?;
-                shared.insert(info.clone());
-                Ok(Written {
-                    info,
-                    created: true,
-                })
-            })
-            .await?;
-        if written.created {
-            tracing::info!(size, "copy committed");
-        } else {
+        if let Some(info) = self.get(&okey).filter(|i| i.state == ObjectState::Ready) {
             tracing::debug!("copy already present");
+            return Ok(Written {
+                info,
+                created: false,
+            });
         }
-        Ok(written)
+        let info = ObjectInfo {
+            namespace: okey.namespace,
+            name: okey.name,
+            sha256: okey.sha256,
+            size: written,
+            state: ObjectState::Ready,
+            stored_at: now_secs(),
+        };
+        // The data is made durable here, concurrently with other writers; the commit thread
+        // only renames it into place and fsyncs its folder (see `commit`). The metadata is
+        // not fsync'd: a crash that tears it leaves a ready copy whose data (named by its
+        // digest) the next start re-hashes and describes again (`scan::load_copy`).
+        let tmp_dir = self.tmp_dir();
+        let chunks = chunk_hasher.finish();
+        let staged = tokio::task::spawn_blocking(move || -> Result<Staged> {
+            file.sync_all()?;
+            drop(file);
+            let json = CopyMeta {
+                info: info.clone(),
+                chunks,
+            }
+            .to_json()?;
+            let meta = fsutil::write_temp_unsynced(&tmp_dir, "meta", &json)?;
+            Ok(Staged {
+                info,
+                data: tmp,
+                meta,
+            })
+        })
+        .await??;
+        self.committer.commit(staged).await
     }
 }

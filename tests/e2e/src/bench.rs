@@ -41,12 +41,14 @@ struct Base {
 }
 
 fn usage() -> &'static str {
-    "usage: deposito-bench [--quick]\n\
+    "usage: deposito-bench [--quick] [--small N] [--small-only]\n\
      \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
      \x20      deposito-bench kube [--files N]\n\
      Starts a local Deposito cluster (3 replicas) from the binaries beside this one and prints\n\
      throughput and peak RSS beside same-run baselines.\n\
      --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)\n\
+     --small N N small files (default 2000, 200 with --quick)\n\
+     --small-only  the small-file figures alone\n\
      scale     the engine's cost as the catalog grows: N small files (default 100000) in\n\
      \x20         batches (default 10000), time to Ready, peak RSS, idle CPU over S seconds\n\
      \x20         (default 30); --compare DIR measures the binaries in DIR first, same run\n\
@@ -96,9 +98,17 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         return crate::kube_bench::run(files).await;
     }
     let mut quick = false;
-    for a in &args {
+    let mut small = None;
+    let mut small_only = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--small-only" => small_only = true,
+            "--small" => {
+                let n = it.next().context("--small needs a number of files")?;
+                small = Some(n.parse().context("--small needs a number of files")?);
+            }
             "-h" | "--help" => {
                 println!("{}", usage());
                 return Ok(());
@@ -106,7 +116,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             other => bail!("unknown argument {other:?}\n{}", usage()),
         }
     }
-    let opts = if quick {
+    let mut opts = if quick {
         Options {
             sizes: vec![MIB, 64 * MIB],
             small_files: 200,
@@ -119,6 +129,12 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             rerep_size: 1024 * MIB,
         }
     };
+    if let Some(n) = small {
+        opts.small_files = n;
+    }
+    if small_only {
+        opts.sizes.clear();
+    }
     let c = Cluster::builder().replicas(3).start().await;
     eprintln!(
         "cluster up: gateway {}, data under {}",
@@ -226,37 +242,38 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     }
 
     // Re-replication from 1 to 3 copies.
-    let (input, base) = rerep_base.context("re-replication size among the sizes")?;
-    let size = opts.rerep_size;
-    let out = c.client(&[
-        "deposit",
-        path(&input),
-        "--replicas",
-        "1",
-        "--name",
-        "bench-rerep",
-    ]);
-    ensure!(out.ok(), "deposit bench-rerep: {out}");
-    c.wait_converged("bench-rerep", CONVERGE).await;
-    let start = Instant::now();
-    let r = c.set_replicas("bench-rerep", 3).await;
-    ensure!(r.status == 200, "PATCH bench-rerep: {r:?}");
-    c.wait_converged("bench-rerep", CONVERGE).await;
-    let t = start.elapsed();
-    ensure!(
-        c.count_copies(&input) == 3,
-        "re-replication did not leave 3 identical copies"
-    );
-    rows.push(Row {
-        op: "re-replication 1 → 3 copies".into(),
-        size: human(size),
-        time: t,
-        rate: size as f64 / t.as_secs_f64(),
-        unit: "MiB/s",
-        base,
-    });
-    delete(&c, "bench-rerep").await?;
-    std::fs::remove_file(&input)?;
+    if let Some((input, base)) = rerep_base {
+        let size = opts.rerep_size;
+        let out = c.client(&[
+            "deposit",
+            path(&input),
+            "--replicas",
+            "1",
+            "--name",
+            "bench-rerep",
+        ]);
+        ensure!(out.ok(), "deposit bench-rerep: {out}");
+        c.wait_converged("bench-rerep", CONVERGE).await;
+        let start = Instant::now();
+        let r = c.set_replicas("bench-rerep", 3).await;
+        ensure!(r.status == 200, "PATCH bench-rerep: {r:?}");
+        c.wait_converged("bench-rerep", CONVERGE).await;
+        let t = start.elapsed();
+        ensure!(
+            c.count_copies(&input) == 3,
+            "re-replication did not leave 3 identical copies"
+        );
+        rows.push(Row {
+            op: "re-replication 1 → 3 copies".into(),
+            size: human(size),
+            time: t,
+            rate: size as f64 / t.as_secs_f64(),
+            unit: "MiB/s",
+            base,
+        });
+        delete(&c, "bench-rerep").await?;
+        std::fs::remove_file(&input)?;
+    }
 
     // Small files at N=2.
     rows.extend(small_files(&c, &plain, opts.small_files).await?);

@@ -2,20 +2,16 @@
 //! file operations per second and peak RSS of a local cluster, each printed beside baselines
 //! measured in the same run (in-process sha256, `cp` + `sync`, plain loopback HTTP).
 
-use crate::bench_base::{cp_sync, sha256_rate, sha256_small_ops, PlainServer};
+use crate::bench_base::{cp3_sync, cp_sync, drift, median, sha256_rate, Nginx, PlainServer};
 use crate::cluster::Cluster;
-use crate::files::{random_seed, sha256_file, write_random_file, Prng};
-use crate::http::Reply;
+use crate::files::{random_seed, sha256_file, write_random_file};
 use crate::MIB;
 use anyhow::{bail, ensure, Context};
-use deposito_api::gateway::Ack;
-use futures::StreamExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const CONVERGE: Duration = Duration::from_secs(1800);
-const SMALL: usize = 4096;
-const CONCURRENCY: usize = 16;
+const GIB: f64 = (1u64 << 30) as f64;
 
 struct Options {
     sizes: Vec<u64>,
@@ -41,7 +37,7 @@ struct Base {
 }
 
 fn usage() -> &'static str {
-    "usage: deposito-bench [--quick] [--small N] [--small-only]\n\
+    "usage: deposito-bench [--quick] [--small N] [--small-only] [--rounds R] [--compare DIR]\n\
      \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
      \x20      deposito-bench kube [--files N]\n\
      Starts a local Deposito cluster (3 replicas) from the binaries beside this one and prints\n\
@@ -49,6 +45,9 @@ fn usage() -> &'static str {
      --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)\n\
      --small N N small files (default 2000, 200 with --quick)\n\
      --small-only  the small-file figures alone\n\
+     --rounds R  rounds of the small-file figures, interleaved with their baselines (default 3)\n\
+     --compare DIR  also deposit the small files on a cluster of the binaries in DIR (an\n\
+     \x20         older build), in the same rounds\n\
      scale     the engine's cost as the catalog grows: N small files (default 100000) in\n\
      \x20         batches (default 10000), time to Ready, peak RSS, idle CPU over S seconds\n\
      \x20         (default 30); --compare DIR measures the binaries in DIR first, same run\n\
@@ -100,11 +99,21 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let mut quick = false;
     let mut small = None;
     let mut small_only = false;
+    let mut rounds = 3usize;
+    let mut compare: Option<std::path::PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--small-only" => small_only = true,
+            "--rounds" => {
+                let n = it.next().context("--rounds needs a number")?;
+                rounds = n.parse().context("--rounds needs a number")?;
+                ensure!(rounds > 0, "--rounds must be positive");
+            }
+            "--compare" => {
+                compare = Some(it.next().context("--compare needs a folder")?.into());
+            }
             "--small" => {
                 let n = it.next().context("--small needs a number of files")?;
                 small = Some(n.parse().context("--small needs a number of files")?);
@@ -142,6 +151,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         c.root_path.display()
     );
     let plain = PlainServer::start(&c.scratch("plain-http"));
+    let nginx = Nginx::start(&plain.dir, &c.scratch("nginx"))?;
     let mut rows = Vec::new();
     let mut client_rss = 0u64;
 
@@ -183,9 +193,21 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             base: None,
         });
         let base = Some([sha, b.cp, b.http]);
+        // The disk's own limit for three copies: `cp` to three places, then one `sync`.
+        let t_cp3 = cp3_sync(&input, &c.scratch("cp3"));
+        let cp3 = size as f64 / t_cp3.as_secs_f64();
+        rows.push(Row {
+            op: "baseline: cp to 3 places + one sync".into(),
+            size: human(size),
+            time: t_cp3,
+            rate: cp3,
+            unit: "MiB/s",
+            base: None,
+        });
 
         for (n, ack) in [(1u32, "all"), (3, "one"), (3, "all")] {
             let name = format!("bench-{size}-n{n}-{ack}");
+            let cpu0 = c.server_cpu_seconds();
             let out = c.client(&[
                 "deposit",
                 path(&input),
@@ -200,9 +222,13 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             client_rss = client_rss.max(out.max_rss);
             let t = out.elapsed;
             c.wait_converged(&name, CONVERGE).await;
+            let cpu = (c.server_cpu_seconds() - cpu0) / (size as f64 / GIB);
             let what = match (n, ack) {
-                (1, _) => "deposit N=1".to_string(),
-                _ => format!("deposit N=3 ack={ack} (until 3 copies)"),
+                (1, _) => format!("deposit N=1; server CPU {cpu:.1} s/GiB"),
+                _ => format!(
+                    "deposit N=3 ack={ack} (until 3 copies); {:.2}× cp to 3 places; server CPU {cpu:.1} s/GiB",
+                    size as f64 / t.as_secs_f64() / cp3
+                ),
             };
             rows.push(Row {
                 op: what,
@@ -231,6 +257,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
             base,
         });
         std::fs::remove_file(&got)?;
+        rows.extend(large_gets(&c, nginx.as_ref(), &plain, &input, &name, rounds).await?);
         for suffix in ["n1-all", "n3-one", "n3-all"] {
             delete(&c, &format!("bench-{size}-{suffix}")).await?;
         }
@@ -275,10 +302,29 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         std::fs::remove_file(&input)?;
     }
 
-    // Small files at N=2.
-    rows.extend(small_files(&c, &plain, opts.small_files).await?);
-
     print_table(&rows);
+
+    // Small files at N=2, in interleaved rounds (their own table).
+    let old = match &compare {
+        Some(dir) => Some(
+            Cluster::builder()
+                .replicas(3)
+                .resync_interval_secs(None)
+                .bin_dir(dir.clone())
+                .start()
+                .await,
+        ),
+        None => None,
+    };
+    crate::bench_small::run(crate::bench_small::Small {
+        cluster: &c,
+        old: old.as_ref(),
+        plain: &plain,
+        nginx: nginx.as_ref(),
+        files: opts.small_files,
+        rounds,
+    })
+    .await?;
     let mut rss = c.peak_rss();
     rss.push(("client (largest run)".into(), client_rss));
     println!("\n| process | peak RSS |\n| --- | ---: |");
@@ -288,200 +334,83 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn small_files(c: &Cluster, plain: &PlainServer, count: usize) -> anyhow::Result<Vec<Row>> {
-    let mut rng = Prng::new(random_seed());
-    let bodies: Vec<Vec<u8>> = (0..count)
-        .map(|_| {
-            let mut b = vec![0u8; SMALL];
-            rng.fill(&mut b);
-            b
-        })
-        .collect();
-    let size = format!("{count} × 4 KiB");
-    let mut rows = Vec::new();
-
-    let sha_ops = sha256_small_ops(count.max(10_000));
-    let dir = c.scratch("small-src");
-    std::fs::create_dir_all(&dir)?;
-    for (i, b) in bodies.iter().enumerate() {
-        std::fs::write(dir.join(format!("s{i}")), b)?;
-    }
-    let t_cp = cp_sync(&dir, &c.scratch("small-copy"));
-    let cp_ops = count as f64 / t_cp.as_secs_f64();
-    let pooled = crate::http::pooled_client();
-    let http_ops = plain.put_small(&pooled, &bodies, CONCURRENCY).await;
-    let ops = |r: f64| secs(count as f64 / r);
-    rows.push(Row {
-        op: "baseline: sha256 in-process".into(),
-        size: "4 KiB each".into(),
-        time: secs(1.0 / sha_ops),
-        rate: sha_ops,
-        unit: "ops/s",
-        base: None,
-    });
-    rows.push(Row {
-        op: "baseline: cp -r + sync".into(),
-        size: size.clone(),
-        time: t_cp,
-        rate: cp_ops,
-        unit: "ops/s",
-        base: None,
-    });
-    rows.push(Row {
-        op: format!("baseline: plain HTTP PUT, {CONCURRENCY} in flight"),
-        size: size.clone(),
-        time: ops(http_ops),
-        rate: http_ops,
-        unit: "ops/s",
-        base: None,
-    });
-    let base = Some([sha_ops, cp_ops, http_ops]);
-
-    for ack in [Ack::One, Ack::All] {
-        let start = Instant::now();
-        let results: Vec<(Reply, Duration)> = futures::stream::iter(bodies.iter().enumerate())
-            .map(|(i, b)| {
-                let pooled = &pooled;
-                async move {
-                    let sent = Instant::now();
-                    let reply = put_small(pooled, c, ack, i, b.clone()).await;
-                    (reply, sent.elapsed())
-                }
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        let t_ack = start.elapsed();
-        if let Some((bad, _)) = results.iter().find(|(r, _)| r.status != 201) {
-            bail!("small deposit failed: {bad:?}");
+/// GETs of a large file through the gateway and from nginx (sendfile) of the same bytes,
+/// `rounds` times interleaved, read and discarded by the benchmark: medians, the gateway's as a
+/// ratio to nginx's, and the servers' CPU per GiB.
+async fn large_gets(
+    c: &Cluster,
+    nginx: Option<&Nginx>,
+    plain: &PlainServer,
+    input: &Path,
+    name: &str,
+    rounds: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let size = std::fs::metadata(input)?.len();
+    let served = plain.dir.join("large");
+    std::fs::hard_link(input, &served)?;
+    let http = crate::http::pooled_client();
+    let gateway_url = format!("{}/v1/files/default/{name}", c.url());
+    let (mut ours, mut theirs, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        if let Some(n) = nginx {
+            theirs.push(get_discard(&http, &n.url("large"), None, size).await?);
         }
-        let latencies: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
-        let mode = ack.as_str();
+        let cpu0 = c.server_cpu_seconds();
+        ours.push(get_discard(&http, &gateway_url, Some(&c.token), size).await?);
+        cpu.push((c.server_cpu_seconds() - cpu0) / (size as f64 / GIB));
+    }
+    std::fs::remove_file(&served)?;
+    let rate = |t: &[f64]| size as f64 / median(t);
+    let mut rows = Vec::new();
+    let mut vs = String::new();
+    if nginx.is_some() {
         rows.push(Row {
             op: format!(
-                "deposit N=2 ack={mode} (acknowledged), {CONCURRENCY} in flight; {}",
-                percentiles(&latencies)
+                "baseline: nginx GET (sendfile), median of {rounds}; drift {:.2}",
+                drift(&theirs)
             ),
-            size: size.clone(),
-            time: t_ack,
-            rate: count as f64 / t_ack.as_secs_f64(),
-            unit: "ops/s",
-            base,
+            size: human(size),
+            time: secs(median(&theirs)),
+            rate: rate(&theirs),
+            unit: "MiB/s",
+            base: None,
         });
-        let prefix = format!("small-{mode}-");
-        let deadline = Instant::now() + CONVERGE;
-        loop {
-            let list = c.list().await.map_err(anyhow::Error::msg)?;
-            let done = list
-                .items
-                .iter()
-                .filter(|s| s.name.starts_with(&prefix) && s.is_converged())
-                .count();
-            if done == count {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "small files (ack={mode}) not converged: {done}/{count}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let t_conv = start.elapsed();
-        rows.push(Row {
-            op: format!("deposit N=2 ack={mode} (2 copies each)"),
-            size: size.clone(),
-            time: t_conv,
-            rate: count as f64 / t_conv.as_secs_f64(),
-            unit: "ops/s",
-            base,
-        });
+        vs = format!("; {:.2}× nginx", rate(&ours) / rate(&theirs));
     }
-
-    // Small reads: every ack=all file once through the gateway, beside the plain server
-    // reading the same bytes from its folder, both on keep-alive connections.
-    let (plain_get_ops, plain_latencies) = plain.get_small(&pooled, &bodies, CONCURRENCY).await;
     rows.push(Row {
         op: format!(
-            "baseline: plain HTTP GET, {CONCURRENCY} in flight; {}",
-            percentiles(&plain_latencies)
+            "GET through the gateway, median of {rounds}{vs}; server CPU {:.1} s/GiB",
+            median(&cpu)
         ),
-        size: size.clone(),
-        time: ops(plain_get_ops),
-        rate: plain_get_ops,
-        unit: "ops/s",
+        size: human(size),
+        time: secs(median(&ours)),
+        rate: rate(&ours),
+        unit: "MiB/s",
         base: None,
-    });
-    let start = Instant::now();
-    let latencies: Vec<Duration> = futures::stream::iter(bodies.iter().enumerate())
-        .map(|(i, b)| get_small(&pooled, c, i, b))
-        .buffer_unordered(CONCURRENCY)
-        .collect::<Vec<anyhow::Result<Duration>>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
-    let t_get = start.elapsed();
-    rows.push(Row {
-        op: format!(
-            "retrieve, {CONCURRENCY} in flight; {}",
-            percentiles(&latencies)
-        ),
-        size,
-        time: t_get,
-        rate: count as f64 / t_get.as_secs_f64(),
-        unit: "ops/s",
-        base: Some([sha_ops, cp_ops, plain_get_ops]),
     });
     Ok(rows)
 }
 
-/// `GET /v1/files/default/small-all-{i}`: checks the bytes; returns the latency.
-async fn get_small(
+/// Seconds to GET `url` and read its `size` bytes, discarding them.
+async fn get_discard(
     http: &reqwest::Client,
-    c: &Cluster,
-    i: usize,
-    body: &[u8],
-) -> anyhow::Result<Duration> {
-    let url = format!("{}/v1/files/default/small-all-{i}", c.url());
-    let sent = Instant::now();
-    let r = http.get(&url).bearer_auth(&c.token).send().await?;
-    ensure!(r.status() == 200, "GET {url}: {}", r.status());
-    let got = r.bytes().await?;
-    let elapsed = sent.elapsed();
-    ensure!(got.as_ref() == body, "GET {url}: other bytes");
-    Ok(elapsed)
-}
-
-/// "p50 X ms, p99 Y ms" of `latencies`.
-fn percentiles(latencies: &[Duration]) -> String {
-    let mut sorted = latencies.to_vec();
-    sorted.sort();
-    let at = |q: f64| {
-        let i = ((sorted.len().max(1) - 1) as f64 * q).round() as usize;
-        sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    format!("p50 {:.1} ms, p99 {:.1} ms", at(0.50), at(0.99))
-}
-
-/// `PUT /v1/files/default/small-{ack}-{i}?replicas=2&ack={ack}` on a keep-alive client.
-async fn put_small(
-    http: &reqwest::Client,
-    c: &Cluster,
-    ack: Ack,
-    i: usize,
-    body: Vec<u8>,
-) -> Reply {
-    let mode = ack.as_str();
-    let url = format!(
-        "{}/v1/files/default/small-{mode}-{i}?replicas=2&ack={mode}",
-        c.url()
-    );
-    match http.put(&url).bearer_auth(&c.token).body(body).send().await {
-        Ok(r) => Reply::read(r).await,
-        Err(e) => Reply {
-            status: 0,
-            body: format!("PUT {url}: {e}"),
-        },
+    url: &str,
+    token: Option<&str>,
+    size: u64,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut req = http.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
     }
+    let mut r = req.send().await?;
+    ensure!(r.status() == 200, "GET {url}: {}", r.status());
+    let mut got = 0u64;
+    while let Some(chunk) = r.chunk().await? {
+        got += chunk.len() as u64;
+    }
+    ensure!(got == size, "GET {url}: {got} of {size} bytes");
+    Ok(start.elapsed().as_secs_f64())
 }
 
 async fn delete(c: &Cluster, name: &str) -> anyhow::Result<()> {

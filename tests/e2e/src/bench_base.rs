@@ -27,18 +27,6 @@ pub fn sha256_rate(total: u64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// sha256 of `n` separate 4 KiB buffers: operations per second.
-pub fn sha256_small_ops(n: usize) -> f64 {
-    let mut buf = vec![0u8; 4096];
-    Prng::new(9).fill(&mut buf);
-    let start = Instant::now();
-    for i in 0..n {
-        buf[0] = i as u8;
-        std::hint::black_box(Sha256::digest(&buf));
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
 /// Time of `cp -r SRC DST && sync` (DST removed afterwards). A `sync` before the clock starts
 /// flushes what was already dirty (such as SRC itself, just written).
 pub fn cp_sync(src: &Path, dst: &Path) -> Duration {
@@ -64,6 +52,28 @@ pub fn cp_sync(src: &Path, dst: &Path) -> Duration {
     } else {
         let _ = std::fs::remove_file(dst);
     }
+    t
+}
+
+/// Time of `cp SRC` to three places under `scratch` followed by one `sync` (the disk's own
+/// cost of three copies); the copies are removed afterwards.
+pub fn cp3_sync(src: &Path, scratch: &Path) -> Duration {
+    std::fs::create_dir_all(scratch).expect("cp3 dir");
+    let _ = Command::new("sync").status();
+    let start = Instant::now();
+    for k in 0..3 {
+        let ok = Command::new("cp")
+            .arg("--reflink=never")
+            .arg(src)
+            .arg(scratch.join(format!("copy{k}")))
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "cp {} failed", src.display());
+    }
+    let ok = Command::new("sync").status().map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "sync failed");
+    let t = start.elapsed();
+    let _ = std::fs::remove_dir_all(scratch);
     t
 }
 
@@ -129,38 +139,6 @@ impl PlainServer {
             .await;
         bodies.len() as f64 / start.elapsed().as_secs_f64()
     }
-
-    /// GETs back what [`PlainServer::put_small`] wrote, `conc` in flight, checking the bytes;
-    /// returns operations per second and each request's latency.
-    pub async fn get_small(
-        &self,
-        http: &reqwest::Client,
-        bodies: &[Vec<u8>],
-        conc: usize,
-    ) -> (f64, Vec<Duration>) {
-        let start = Instant::now();
-        let addr = self.addr;
-        let latencies = futures::stream::iter(bodies.iter().enumerate())
-            .map(|(i, b)| {
-                let req = http.get(format!("http://{addr}/s{i}"));
-                async move {
-                    let sent = Instant::now();
-                    let r = req.send().await.expect("plain small GET");
-                    assert_eq!(r.status().as_u16(), 200);
-                    let got = r.bytes().await.expect("plain small GET body");
-                    let elapsed = sent.elapsed();
-                    assert_eq!(got.as_ref(), &b[..], "plain GET s{i}");
-                    elapsed
-                }
-            })
-            .buffer_unordered(conc)
-            .collect::<Vec<Duration>>()
-            .await;
-        (
-            bodies.len() as f64 / start.elapsed().as_secs_f64(),
-            latencies,
-        )
-    }
 }
 
 fn serve(s: TcpStream, dir: &Path) -> std::io::Result<()> {
@@ -208,5 +186,154 @@ fn serve(s: TcpStream, dir: &Path) -> std::io::Result<()> {
         std::io::copy(&mut (&mut r).take(len), &mut f)?;
         f.flush()?;
         w.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")?;
+    }
+}
+
+/// nginx serving a folder on loopback with `sendfile on` (the machine's limit for reads), run
+/// from its own configuration in a scratch folder. `nginx-light` is installed from apt when
+/// missing (as root); without it the nginx baselines are left out, and said so.
+pub struct Nginx {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Serves `root` (read-only) on a free loopback port; `scratch` holds its config and logs.
+    pub fn start(root: &Path, scratch: &Path) -> anyhow::Result<Option<Nginx>> {
+        if !ensure_nginx() {
+            eprintln!("nginx not found and not installable: the nginx baselines are left out");
+            return Ok(None);
+        }
+        std::fs::create_dir_all(scratch)?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root;"
+        } else {
+            ""
+        };
+        let s = scratch.display();
+        let conf = format!(
+            "{user}\ndaemon off;\nworker_processes 2;\npid {s}/nginx.pid;\nerror_log {s}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  tcp_nodelay on;\n\
+               keepalive_requests 1000000;\n  client_body_temp_path {s}/body;\n\
+               default_type application/octet-stream;\n\
+               server {{ listen {addr}; root {}; location / {{ }} }}\n}}\n",
+            root.display()
+        );
+        let conf_path = scratch.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(scratch)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(scratch.join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let nginx = Nginx { child, addr };
+        for _ in 0..100 {
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(Some(nginx));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(scratch.join("error.log")).unwrap_or_default();
+        anyhow::bail!("nginx did not start on {addr}: {log}")
+    }
+
+    /// The URL of `name` under the served folder.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: graceful stop of the master and its workers.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGQUIT);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// True when `nginx` is on the PATH, installing `nginx-light` first when it is not (root only).
+fn ensure_nginx() -> bool {
+    let found = || {
+        Command::new("nginx")
+            .arg("-v")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if found() {
+        return true;
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    eprintln!("installing nginx-light from apt for the baseline");
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "nginx-light"])
+        .stdout(std::process::Stdio::null())
+        .status();
+    found()
+}
+
+/// GETs of `urls` with `conc` in flight on `http`, each checked against `bodies[i]`: operations
+/// per second and each latency.
+pub async fn get_all(
+    http: &reqwest::Client,
+    urls: &[String],
+    bodies: &[Vec<u8>],
+    conc: usize,
+    token: Option<&str>,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let start = Instant::now();
+    let latencies = futures::stream::iter(urls.iter().zip(bodies))
+        .map(|(url, body)| async move {
+            let mut req = http.get(url);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let sent = Instant::now();
+            let r = req.send().await?;
+            anyhow::ensure!(r.status() == 200, "GET {url}: {}", r.status());
+            let got = r.bytes().await?;
+            let elapsed = sent.elapsed();
+            anyhow::ensure!(got.as_ref() == &body[..], "GET {url}: other bytes");
+            Ok(elapsed)
+        })
+        .buffer_unordered(conc)
+        .collect::<Vec<anyhow::Result<Duration>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((urls.len() as f64 / start.elapsed().as_secs_f64(), latencies))
+}
+
+/// The median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// max ÷ min of a baseline's samples.
+pub fn drift(v: &[f64]) -> f64 {
+    let hi = v.iter().cloned().fold(f64::MIN, f64::max);
+    let lo = v.iter().cloned().fold(f64::MAX, f64::min);
+    if lo > 0.0 {
+        hi / lo
+    } else {
+        0.0
     }
 }

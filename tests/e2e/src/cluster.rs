@@ -261,6 +261,10 @@ impl Cluster {
         }
         clean_env(&mut cmd, &self.root_path);
         cmd.env("DEPOSITO_REPLICA_TOKEN", &self.replica_token);
+        if self.opts.bin_dir.is_some() {
+            // Builds older than the separate replica token variables read this one.
+            cmd.env("DEPOSITO_TOKEN", &self.replica_token);
+        }
         let p = Proc::spawn(&r.id, cmd, &self.log(&r.id));
         self.replicas[k - 1].proc = Some(p);
     }
@@ -357,6 +361,24 @@ impl Cluster {
     /// The operator's process id.
     pub fn operator_pid(&self) -> Option<u32> {
         self.op.as_ref().and_then(Proc::pid)
+    }
+
+    /// Process ids of the operator and every running replica.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let replicas = self.replicas.iter().filter_map(|r| r.proc.as_ref());
+        self.op
+            .iter()
+            .chain(replicas)
+            .filter_map(Proc::pid)
+            .collect()
+    }
+
+    /// CPU seconds (user + system) used so far by the operator and the running replicas.
+    pub fn server_cpu_seconds(&self) -> f64 {
+        self.server_pids()
+            .into_iter()
+            .filter_map(|pid| crate::scale::cpu_seconds(pid).ok())
+            .sum()
     }
 
     /// Peak RSS (VmHWM) of every running process: ("operator" | replica id, bytes).

@@ -12,6 +12,7 @@
 
 pub mod bench;
 mod bench_base;
+mod bench_small;
 pub mod bins;
 pub mod cluster;
 mod cluster_api;

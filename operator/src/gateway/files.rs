@@ -269,7 +269,7 @@ async fn deposit(
         (status = 404, description = "no such file (`not_found`)", body = deposito_api::ErrorBody),
         (status = 416, description = "the range is outside the file (`range_not_satisfiable`)", body = deposito_api::ErrorBody),
         (status = 502, description = "no holder could send it (`replica_error`)", body = deposito_api::ErrorBody)))]
-#[instrument(skip(ctx, headers))]
+#[instrument(level = "debug", skip(ctx, headers))]
 pub async fn get_file(
     State(ctx): Ctx,
     path: FilePath,

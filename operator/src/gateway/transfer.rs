@@ -327,6 +327,9 @@ pub fn content_headers(entry: &FileRecord) -> HeaderMap {
     headers
 }
 
+/// Largest read the gateway takes whole from a holder before answering.
+const BUFFERED_READ: u64 = 256 * 1024;
+
 /// Streams the current content (or the requested range) from the first holder that answers.
 pub async fn download(
     gw: &GatewayState,
@@ -383,6 +386,26 @@ pub async fn download(
             }
         }
         let counter = gw.metrics.bytes_downloaded.clone();
+        if response
+            .content_length()
+            .is_some_and(|n| n <= BUFFERED_READ)
+        {
+            // A small answer is read whole before anything is sent: one write to the client,
+            // and a holder that fails mid-way is replaced by the next one.
+            match response.bytes().await {
+                Ok(bytes) => {
+                    counter.inc_by(bytes.len() as u64);
+                    let mut out = Response::new(Body::from(bytes));
+                    *out.status_mut() = status;
+                    *out.headers_mut() = headers;
+                    return Ok(out);
+                }
+                Err(err) => {
+                    tracing::debug!(replica = %view.id, %err, "holder failed while sending");
+                    continue;
+                }
+            }
+        }
         let stream = response.bytes_stream().map(move |chunk| {
             if let Ok(bytes) = &chunk {
                 counter.inc_by(bytes.len() as u64);

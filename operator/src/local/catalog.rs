@@ -48,11 +48,13 @@ pub struct ReplicaRow {
 /// `synchronous=FULL`, so an acknowledged deposit survives a power cut; status is written
 /// through a second connection with `synchronous=NORMAL` (no fsync per commit in WAL mode):
 /// status is derived from what the replicas hold and is recomputed after a crash, so it does
-/// not need an fsync of its own.
+/// not need an fsync of its own. A third connection only reads one entry at a time (see
+/// [`Db::lookup`]); in WAL mode it never waits for a writer.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     status_conn: Arc<Mutex<Connection>>,
+    read_conn: Arc<Mutex<Connection>>,
 }
 
 const SCHEMA: &str = "
@@ -139,9 +141,12 @@ impl Db {
         };
         let conn = open("FULL")?;
         conn.execute_batch(SCHEMA)?;
+        let read = open("NORMAL")?;
+        read.pragma_update(None, "query_only", true)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             status_conn: Arc::new(Mutex::new(open("NORMAL")?)),
+            read_conn: Arc::new(Mutex::new(read)),
         })
     }
 
@@ -272,6 +277,18 @@ impl Db {
         get_with(&self.conn(), key)
     }
 
+    /// One entry, read through the read-only connection: a WAL read of one row by its primary
+    /// key takes microseconds and never waits for a commit's fsync, so the gateway calls it
+    /// on its own thread instead of hopping to a blocking one (each read of a file starts
+    /// with it).
+    pub fn lookup(&self, key: &FileKey) -> Result<Option<Entry>, DbError> {
+        let conn = self
+            .read_conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        get_with(&conn, key)
+    }
+
     /// A trivial query: the database answers.
     pub fn ping(&self) -> Result<(), DbError> {
         self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
@@ -391,8 +408,7 @@ impl SqliteCatalog {
 #[async_trait]
 impl Catalog for SqliteCatalog {
     async fn get(&self, key: &FileKey) -> Result<Option<Entry>, engine::CatalogError> {
-        let key = key.clone();
-        Ok(self.db.run(move |db| db.get(&key)).await?)
+        Ok(self.db.lookup(key)?)
     }
 
     async fn keys(&self) -> Result<Vec<FileKey>, engine::CatalogError> {

@@ -170,6 +170,15 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
     );
 }
 
+/// A missing file is `404 not_found` (deleted meanwhile); other errors are errors.
+pub(super) fn not_found(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound
+    } else {
+        e.into()
+    }
+}
+
 /// Download a copy (Range supported). Every chunk is verified before it is sent: a copy that
 /// fails is never served (see `verified`).
 #[utoipa::path(
@@ -188,7 +197,7 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
     ),
     security(("bearer" = []))
 )]
-#[instrument(skip(app, headers))]
+#[instrument(level = "debug", skip(app, headers))]
 pub async fn get_object(
     State(app): State<AppState>,
     Path(path): Path<CopyPath>,
@@ -196,13 +205,6 @@ pub async fn get_object(
 ) -> Result<Response> {
     let (key, info) = ready_copy(&app, &path)?;
     let path = app.store.data_path(&key, ObjectState::Ready);
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound
-        } else {
-            e.into()
-        }
-    })?;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match parse_range(range, info.size) {
         RangeSpec::Full => (StatusCode::OK, 0, info.size),
@@ -222,8 +224,9 @@ pub async fn get_object(
             start,
             len,
         };
-        verified::body(&app, file.into_std().await, check, read).await?
+        verified::body(&app, &path, check, read).await?
     } else {
+        let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
         // A long copy committed before chunk digests were recorded: full reads verified as
         // they stream, the last piece held back until the digest is known.
         let verify = (status == StatusCode::OK).then(|| Verify {
@@ -261,7 +264,7 @@ pub async fn get_object(
     ),
     security(("bearer" = []))
 )]
-#[instrument(skip(app))]
+#[instrument(level = "debug", skip(app))]
 pub async fn head_object(
     State(app): State<AppState>,
     Path(path): Path<CopyPath>,

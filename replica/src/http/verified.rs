@@ -8,6 +8,7 @@
 //! chunk digests. The next chunk is read and verified while the current one is being sent.
 
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,6 +17,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::body::quarantine_after_read;
+use super::objects::not_found;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::storage::chunks::{chunk_count, ChunkDigests, CHUNK};
@@ -102,11 +104,27 @@ fn read_chunk(
     }
 }
 
-/// Verifies the first chunk of `read` now (a corrupt one is `404 corrupt`), and returns the
-/// body that sends it and then reads, verifies and sends the others.
-pub async fn body(app: &AppState, file: std::fs::File, check: Check, read: Read) -> Result<Body> {
-    let file = Arc::new(file);
+/// Opens the copy at `path` and verifies the first chunk of `read` now (a corrupt one is
+/// `404 corrupt`), and returns the body that sends it and then reads, verifies and sends the
+/// others. A read within one chunk is answered as one buffer.
+pub async fn body(app: &AppState, path: &Path, check: Check, read: Read) -> Result<Body> {
     let (first, last) = read.chunks();
+    let opened = {
+        let (path, key, check, size) = (
+            path.to_path_buf(),
+            read.key.clone(),
+            check.clone(),
+            read.size,
+        );
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(not_found)?;
+            let chunk = read_chunk(&file, &key, size, &check, first)?;
+            Ok::<_, Error>((file, chunk))
+        })
+        .await??
+    };
+    let (file, first_chunk) = opened;
+    let file = Arc::new(file);
     let fetch = {
         let (file, key, check, size) = (file.clone(), read.key.clone(), check.clone(), read.size);
         move |index: u64| {
@@ -114,7 +132,7 @@ pub async fn body(app: &AppState, file: std::fs::File, check: Check, read: Read)
             tokio::task::spawn_blocking(move || read_chunk(&file, &key, size, &check, index))
         }
     };
-    let head = match fetch(first).await?? {
+    let head = match first_chunk {
         Ok(bytes) => read.slice(first, bytes),
         Err(reason) => {
             quarantine_after_read(app, &read.key, read.stored_at, &reason);
@@ -122,6 +140,9 @@ pub async fn body(app: &AppState, file: std::fs::File, check: Check, read: Read)
         }
     };
     app.metrics.bytes_sent.inc_by(head.len() as u64);
+    if first == last {
+        return Ok(Body::from(head));
+    }
     let transfer = app.transfer();
     let app = app.clone();
     let read = Arc::new(read);

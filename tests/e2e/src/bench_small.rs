@@ -173,8 +173,11 @@ pub async fn run(s: Small<'_>) -> anyhow::Result<()> {
             .map(|i| format!("{}/v1/files/default/{}", c.url(), name("all", round, i)))
             .collect();
         let cpu0 = c.server_cpu_seconds();
+        let op0 = operator_cpu(c);
         let (rate, lat) = get_all(&http, &urls, &bodies, CONCURRENCY, Some(&c.token)).await?;
         let cpu = (c.server_cpu_seconds() - cpu0) * 1000.0 / s.files as f64;
+        let op = (operator_cpu(c) - op0) * 1000.0 / s.files as f64;
+        eprintln!("small GETs: server CPU {cpu:.3} ms per op, of which the gateway {op:.3} ms");
         let base = if s.nginx.is_some() {
             NGINX_GET
         } else {
@@ -185,6 +188,13 @@ pub async fn run(s: Small<'_>) -> anyhow::Result<()> {
     }
     t.print(s.files, s.rounds);
     Ok(())
+}
+
+/// CPU seconds used so far by the operator (gateway) alone.
+fn operator_cpu(c: &Cluster) -> f64 {
+    c.operator_pid()
+        .and_then(|pid| crate::scale::cpu_seconds(pid).ok())
+        .unwrap_or(0.0)
 }
 
 fn name(mode: &str, round: usize, i: usize) -> String {

@@ -326,7 +326,9 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     })
     .await?;
     let mut rss = c.peak_rss();
-    rss.push(("client (largest run)".into(), client_rss));
+    if client_rss > 0 {
+        rss.push(("client (largest run)".into(), client_rss));
+    }
     println!("\n| process | peak RSS |\n| --- | ---: |");
     for (n, b) in rss {
         println!("| {n} | {:.1} MiB |", b as f64 / MIB as f64);

@@ -112,6 +112,18 @@ pub struct Deposit {
     pub holder: String,
 }
 
+impl Deposit {
+    pub fn new(key: &FileKey, replicas: u32, sha256: &str, size: u64, holder: &str) -> Self {
+        Self {
+            key: key.clone(),
+            replicas,
+            sha256: sha256.to_string(),
+            size,
+            holder: holder.to_string(),
+        }
+    }
+}
+
 /// One entry, read through `conn` (a connection or an open transaction).
 fn get_with(conn: &Connection, key: &FileKey) -> Result<Option<Entry>, DbError> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -179,13 +191,7 @@ impl Db {
         size: u64,
         holder: &str,
     ) -> Result<Entry, DbError> {
-        let deposit = Deposit {
-            key: key.clone(),
-            replicas,
-            sha256: sha256.to_string(),
-            size,
-            holder: holder.to_string(),
-        };
+        let deposit = Deposit::new(key, replicas, sha256, size, holder);
         let mut entries = self.put_contents(std::slice::from_ref(&deposit))?;
         Ok(entries.pop().expect("one entry per deposit"))
     }

@@ -43,13 +43,7 @@ impl DepositWriter {
         size: u64,
         holder: &str,
     ) -> Result<FileRecord, DbError> {
-        let deposit = Deposit {
-            key: key.clone(),
-            replicas,
-            sha256: sha256.to_string(),
-            size,
-            holder: holder.to_string(),
-        };
+        let deposit = Deposit::new(key, replicas, sha256, size, holder);
         let (tx, rx) = oneshot::channel();
         let stopped = || DbError::Join("the deposit writer stopped".to_string());
         self.queue.send((deposit, tx)).map_err(|_| stopped())?;

@@ -30,12 +30,6 @@ struct Row {
     base: Option<[f64; 3]>,
 }
 
-/// Baselines for one file size, in bytes per second.
-struct Base {
-    cp: f64,
-    http: f64,
-}
-
 fn usage() -> &'static str {
     "usage: deposito-bench [--quick] [--small N] [--small-only] [--rounds R] [--compare DIR]\n\
      \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
@@ -170,97 +164,51 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     for &size in &opts.sizes {
         let input = c.scratch(&format!("in-{size}"));
         let digest = write_random_file(&input, size, random_seed());
-        let t_cp = cp_sync(&input, &c.scratch("cp-copy"));
-        let t_http = plain.put_file(&c.http, &input).await;
-        let b = Base {
-            cp: size as f64 / t_cp.as_secs_f64(),
-            http: size as f64 / t_http.as_secs_f64(),
-        };
-        rows.push(Row {
-            op: "baseline: cp + sync".into(),
-            size: human(size),
-            time: t_cp,
-            rate: b.cp,
-            unit: "MiB/s",
-            base: None,
-        });
-        rows.push(Row {
-            op: "baseline: plain loopback HTTP PUT".into(),
-            size: human(size),
-            time: t_http,
-            rate: b.http,
-            unit: "MiB/s",
-            base: None,
-        });
-        let base = Some([sha, b.cp, b.http]);
-        // The disk's own limit for three copies: `cp` to three places, then one `sync`.
-        let t_cp3 = cp3_sync(&input, &c.scratch("cp3"));
-        let cp3 = size as f64 / t_cp3.as_secs_f64();
-        rows.push(Row {
-            op: "baseline: cp to 3 places + one sync".into(),
-            size: human(size),
-            time: t_cp3,
-            rate: cp3,
-            unit: "MiB/s",
-            base: None,
-        });
-
-        for (n, ack) in [(1u32, "all"), (3, "one"), (3, "all")] {
-            let name = format!("bench-{size}-n{n}-{ack}");
-            let cpu0 = c.server_cpu_seconds();
-            let out = c.client(&[
-                "deposit",
-                path(&input),
-                "--replicas",
-                &n.to_string(),
-                "--name",
-                &name,
-                "--ack",
-                ack,
-            ]);
-            ensure!(out.ok(), "deposit {name}: {out}");
+        let mut m = LargeSamples::default();
+        for round in 0..rounds {
+            eprintln!("{}: round {} of {rounds}", human(size), round + 1);
+            m.cp.push(cp_sync(&input, &c.scratch("cp-copy")));
+            m.http.push(plain.put_file(&c.http, &input).await);
+            // The disk's own limit for three copies: `cp` to three places, then one `sync`.
+            m.cp3.push(cp3_sync(&input, &c.scratch("cp3")));
+            for (k, (n, ack)) in DEPOSITS.iter().enumerate() {
+                let name = format!("bench-{size}-n{n}-{ack}-r{round}");
+                let cpu0 = c.server_cpu_seconds();
+                let out = c.client(&[
+                    "deposit",
+                    path(&input),
+                    "--replicas",
+                    &n.to_string(),
+                    "--name",
+                    &name,
+                    "--ack",
+                    ack,
+                ]);
+                ensure!(out.ok(), "deposit {name}: {out}");
+                client_rss = client_rss.max(out.max_rss);
+                c.wait_converged(&name, CONVERGE).await;
+                m.deposits[k].push(out.elapsed);
+                m.cpu[k].push((c.server_cpu_seconds() - cpu0) / (size as f64 / GIB));
+            }
+            let got = c.scratch("retrieved");
+            let name = format!("bench-{size}-n1-all-r{round}");
+            let out = c.client(&["retrieve", &name, "-o", path(&got)]);
+            ensure!(out.ok(), "retrieve {name}: {out}");
             client_rss = client_rss.max(out.max_rss);
-            let t = out.elapsed;
-            c.wait_converged(&name, CONVERGE).await;
-            let cpu = (c.server_cpu_seconds() - cpu0) / (size as f64 / GIB);
-            let what = match (n, ack) {
-                (1, _) => format!("deposit N=1; server CPU {cpu:.1} s/GiB"),
-                _ => format!(
-                    "deposit N=3 ack={ack} (until 3 copies); {:.2}× cp to 3 places; server CPU {cpu:.1} s/GiB",
-                    size as f64 / t.as_secs_f64() / cp3
-                ),
-            };
-            rows.push(Row {
-                op: what,
-                size: human(size),
-                time: t,
-                rate: size as f64 / t.as_secs_f64(),
-                unit: "MiB/s",
-                base,
-            });
+            ensure!(
+                sha256_file(&got)? == digest,
+                "retrieved bytes of {name} differ"
+            );
+            m.retrieve.push(out.elapsed);
+            std::fs::remove_file(&got)?;
+            if round + 1 < rounds {
+                delete_deposits(&c, size, round).await?;
+            }
         }
-        let got = c.scratch("retrieved");
-        let name = format!("bench-{size}-n1-all");
-        let out = c.client(&["retrieve", &name, "-o", path(&got)]);
-        ensure!(out.ok(), "retrieve {name}: {out}");
-        client_rss = client_rss.max(out.max_rss);
-        ensure!(
-            sha256_file(&got)? == digest,
-            "retrieved bytes of {name} differ"
-        );
-        rows.push(Row {
-            op: "retrieve".into(),
-            size: human(size),
-            time: out.elapsed,
-            rate: size as f64 / out.elapsed.as_secs_f64(),
-            unit: "MiB/s",
-            base,
-        });
-        std::fs::remove_file(&got)?;
-        rows.extend(large_gets(&c, nginx.as_ref(), &plain, &input, &name, rounds).await?);
-        for suffix in ["n1-all", "n3-one", "n3-all"] {
-            delete(&c, &format!("bench-{size}-{suffix}")).await?;
-        }
+        let base = m.rows(size, sha, &mut rows);
+        let last = format!("bench-{size}-n1-all-r{}", rounds - 1);
+        rows.extend(large_gets(&c, nginx.as_ref(), &plain, &input, &last, rounds).await?);
+        delete_deposits(&c, size, rounds - 1).await?;
         if size == opts.rerep_size {
             rerep_base = Some((input, base));
         } else {
@@ -332,6 +280,87 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     println!("\n| process | peak RSS |\n| --- | ---: |");
     for (n, b) in rss {
         println!("| {n} | {:.1} MiB |", b as f64 / MIB as f64);
+    }
+    Ok(())
+}
+
+/// The deposits of each round: (N, acknowledgement).
+const DEPOSITS: [(u32, &str); 3] = [(1, "all"), (3, "one"), (3, "all")];
+
+/// One large size's samples over the rounds.
+#[derive(Default)]
+struct LargeSamples {
+    cp: Vec<Duration>,
+    http: Vec<Duration>,
+    cp3: Vec<Duration>,
+    deposits: [Vec<Duration>; 3],
+    /// Server CPU seconds per GiB of each deposit.
+    cpu: [Vec<f64>; 3],
+    retrieve: Vec<Duration>,
+}
+
+impl LargeSamples {
+    /// Adds the rows of medians (baselines with their drift); returns the ratios' baselines.
+    fn rows(&self, size: u64, sha: f64, rows: &mut Vec<Row>) -> Option<[f64; 3]> {
+        let n = self.cp.len();
+        let rate = |t: &[Duration]| {
+            let samples: Vec<f64> = t.iter().map(Duration::as_secs_f64).collect();
+            (
+                size as f64 / median(&samples),
+                drift(&samples),
+                secs(median(&samples)),
+            )
+        };
+        let mut push = |op: String, t: &[Duration], base: Option<[f64; 3]>| {
+            let (r, d, time) = rate(t);
+            let op = if base.is_none() {
+                format!("{op}, median of {n}; drift {d:.2}")
+            } else {
+                format!("{op}, median of {n}")
+            };
+            rows.push(Row {
+                op,
+                size: human(size),
+                time,
+                rate: r,
+                unit: "MiB/s",
+                base,
+            });
+            r
+        };
+        let cp = push("baseline: cp + sync".into(), &self.cp, None);
+        let http = push("baseline: plain loopback HTTP PUT".into(), &self.http, None);
+        let cp3 = push(
+            "baseline: cp to 3 places + one sync".into(),
+            &self.cp3,
+            None,
+        );
+        let base = Some([sha, cp, http]);
+        for (k, (n, ack)) in DEPOSITS.iter().enumerate() {
+            let cpu = median(&self.cpu[k]);
+            let (r, _, _) = rate(&self.deposits[k]);
+            let op = match n {
+                1 => format!("deposit N=1; server CPU {cpu:.1} s/GiB"),
+                _ => format!(
+                    "deposit N=3 ack={ack} (until 3 copies); {:.2}× cp to 3 places; server CPU {cpu:.1} s/GiB",
+                    r / cp3
+                ),
+            };
+            push(op, &self.deposits[k], base);
+        }
+        push(
+            "retrieve (client binary, to a file)".into(),
+            &self.retrieve,
+            base,
+        );
+        base
+    }
+}
+
+/// Deletes the deposits of one round.
+async fn delete_deposits(c: &Cluster, size: u64, round: usize) -> anyhow::Result<()> {
+    for (n, ack) in DEPOSITS {
+        delete(c, &format!("bench-{size}-n{n}-{ack}-r{round}")).await?;
     }
     Ok(())
 }

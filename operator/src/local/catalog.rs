@@ -497,7 +497,7 @@ impl Catalog for SqliteCatalog {
     ) -> Result<Entry, engine::CatalogError> {
         let entry = self
             .deposits
-            .put_content(key, replicas, sha256, size, holder)
+            .put(Deposit::new(key, replicas, sha256, size, holder))
             .await?;
         self.changes.desired_changed(key);
         Ok(entry)

@@ -7,7 +7,6 @@
 
 use std::sync::mpsc;
 
-use deposito_api::FileKey;
 use tokio::sync::oneshot;
 
 use super::catalog::{Db, DbError, Deposit};
@@ -33,17 +32,9 @@ impl DepositWriter {
         Ok(Self { queue })
     }
 
-    /// Records new content for `key` (see [`Db::put_content`]), committed with the deposits
-    /// waiting beside it.
-    pub async fn put_content(
-        &self,
-        key: &FileKey,
-        replicas: u32,
-        sha256: &str,
-        size: u64,
-        holder: &str,
-    ) -> Result<FileRecord, DbError> {
-        let deposit = Deposit::new(key, replicas, sha256, size, holder);
+    /// Records `deposit` (see [`Db::put_content`]), committed with the deposits waiting
+    /// beside it.
+    pub async fn put(&self, deposit: Deposit) -> Result<FileRecord, DbError> {
         let (tx, rx) = oneshot::channel();
         let stopped = || DbError::Join("the deposit writer stopped".to_string());
         self.queue.send((deposit, tx)).map_err(|_| stopped())?;
@@ -75,6 +66,7 @@ fn run(db: &Db, jobs: mpsc::Receiver<(Deposit, Reply)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deposito_api::FileKey;
 
     /// Concurrent deposits are each recorded with their own content, and each survives a
     /// reopen of the database (committed, not only answered).
@@ -88,7 +80,8 @@ mod tests {
                 let w = writer.clone();
                 tokio::spawn(async move {
                     let key = FileKey::new("default", &format!("f{i}")).unwrap();
-                    w.put_content(&key, 1 + i % 3, &format!("{i:064x}"), u64::from(i), "r1")
+                    let sha = format!("{i:064x}");
+                    w.put(Deposit::new(&key, 1 + i % 3, &sha, u64::from(i), "r1"))
                         .await
                         .unwrap()
                 })

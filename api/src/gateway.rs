@@ -167,12 +167,22 @@ pub struct ReplicaStatus {
     pub id: String,
     pub url: String,
     pub zone: Option<String>,
-    /// `Live`, `Unreachable` (within the grace period) or `Lost`.
+    /// `Live`, `Full` (live, serving reads and keeping its copies, but refusing new ones),
+    /// `Unreachable` (within the grace period) or `Lost`.
     pub health: String,
     pub draining: bool,
     pub free_bytes: u64,
     pub capacity_bytes: u64,
     pub objects: u64,
+    /// Bytes in the replica's trash (reclaimable: emptied first when space runs short).
+    #[serde(default)]
+    pub trash_bytes: u64,
+    /// Copies in the replica's trash.
+    #[serde(default)]
+    pub trash_objects: u64,
+    /// Bytes of verified copies the replica holds (what rebalancing evens out).
+    #[serde(default)]
+    pub stored_bytes: u64,
     /// Seconds since the replica was last heard from.
     pub last_seen_secs_ago: u64,
 }

@@ -12,6 +12,10 @@ pub enum ObjectState {
     Ready,
     /// Failed verification: quarantined, never served, to be replaced.
     Corrupt,
+    /// Claimed by no file when it was collected: kept in the replica's trash (same volume,
+    /// never served) until the trash retention ends, and restored when a file claims it
+    /// again. Its `stored_at` is when it went to the trash.
+    Trashed,
 }
 
 /// One stored copy: an object is identified by (namespace, name, sha256), so a replica can
@@ -23,7 +27,8 @@ pub struct ObjectInfo {
     pub sha256: String,
     pub size: u64,
     pub state: ObjectState,
-    /// Unix seconds when this copy was committed.
+    /// Unix seconds when this copy was committed (for a `trashed` copy: when it went to the
+    /// trash).
     pub stored_at: u64,
 }
 
@@ -154,8 +159,22 @@ pub struct RegisterRequest {
     #[schema(maximum = 9007199254740991_u64)]
     #[serde(deserialize_with = "crate::integers::u64")]
     pub active_transfers: u64,
-    /// Whether the replica's data directory is writable and has room.
+    /// Whether the replica's data directory is usable (writable, or refusing writes only
+    /// because it is full).
     pub ready: bool,
+    /// Free space is below the replica's `--min-free-bytes` (or the disk refused a write for
+    /// lack of space), after counting what emptying the trash would give back: the replica
+    /// refuses new copies (507) but stays ready, serves reads and keeps its copies.
+    #[serde(default)]
+    pub full: bool,
+    /// Bytes held in the trash: reclaimable, emptied first when space runs short.
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(default, deserialize_with = "crate::integers::u64")]
+    pub trash_bytes: u64,
+    /// Copies held in the trash.
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(default, deserialize_with = "crate::integers::u64")]
+    pub trash_objects: u64,
 }
 
 /// Answer to a registration.

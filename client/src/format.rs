@@ -209,6 +209,12 @@ pub fn replica_table(list: &ReplicaList) -> String {
                 human_bytes(r.free_bytes),
                 human_bytes(r.capacity_bytes),
                 r.objects.to_string(),
+                human_bytes(r.stored_bytes),
+                if r.trash_objects == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{} ({})", human_bytes(r.trash_bytes), r.trash_objects)
+                },
                 format!("{}s", r.last_seen_secs_ago),
             ]
         })
@@ -223,6 +229,8 @@ pub fn replica_table(list: &ReplicaList) -> String {
             "FREE",
             "CAPACITY",
             "OBJECTS",
+            "STORED",
+            "TRASH",
             "LAST-SEEN",
         ],
         &rows,
@@ -349,26 +357,42 @@ conditions:
     }
 
     #[test]
-    fn replica_table_shows_draining_and_zone() {
-        let list = ReplicaList {
-            items: vec![ReplicaStatus {
-                id: "r0".into(),
-                url: "http://127.0.0.10:7070".into(),
-                zone: None,
-                health: "Live".into(),
-                draining: true,
-                free_bytes: 2048,
-                capacity_bytes: 4096,
-                objects: 3,
-                last_seen_secs_ago: 1,
-            }],
+    fn replica_table_shows_draining_zone_full_and_trash() {
+        let row = ReplicaStatus {
+            id: "r0".into(),
+            url: "http://127.0.0.10:7070".into(),
+            zone: None,
+            health: "Live".into(),
+            draining: true,
+            free_bytes: 2048,
+            capacity_bytes: 4096,
+            objects: 3,
+            trash_bytes: 0,
+            trash_objects: 0,
+            stored_bytes: 1024,
+            last_seen_secs_ago: 1,
         };
-        let out = replica_table(&list);
+        let full = ReplicaStatus {
+            id: "r1".into(),
+            health: "Full".into(),
+            draining: false,
+            free_bytes: 0,
+            trash_bytes: 1536,
+            trash_objects: 2,
+            ..row.clone()
+        };
+        let out = replica_table(&ReplicaList {
+            items: vec![row, full],
+        });
         let mut lines = out.lines();
         assert!(lines.next().unwrap().starts_with("ID   URL"));
         assert_eq!(
             lines.next().unwrap(),
-            "r0   http://127.0.0.10:7070   -      Live     yes        2.0 KiB   4.0 KiB    3         1s"
+            "r0   http://127.0.0.10:7070   -      Live     yes        2.0 KiB   4.0 KiB    3         1.0 KiB   -             1s"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "r1   http://127.0.0.10:7070   -      Full     no         0 B       4.0 KiB    3         1.0 KiB   1.5 KiB (2)   1s"
         );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::observer::ObserverSettings;
-use crate::engine::{EngineSettings, StaleGuard, TrackerSettings};
+use crate::engine::{EngineSettings, RebalanceSettings, StaleGuard, TrackerSettings};
 
 /// Deposito operator: reconciles file copies across storage replicas and serves the gateway.
 #[derive(Debug, Parser)]
@@ -179,6 +179,17 @@ pub struct EngineArgs {
     /// Most copies pulled into one replica at once (the re-replication throttle).
     #[arg(long, env = "DEPOSITO_PULLS_PER_REPLICA", default_value_t = 16)]
     pub pulls_per_replica: usize,
+    /// Move copies from fuller to emptier replicas (when replicas join, or one holds far
+    /// more bytes than the others), add before trim, after any repair work.
+    #[arg(long, env = "DEPOSITO_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rebalance: bool,
+    /// Most bytes per second moved by rebalancing, over all moves.
+    #[arg(long, env = "DEPOSITO_REBALANCE_BYTES_PER_SEC", default_value_t = 32 << 20)]
+    pub rebalance_bytes_per_sec: u64,
+    /// Rebalancing stops once the fullest replica holds at most this many times the bytes
+    /// of the emptiest (or no copy can move without overshooting).
+    #[arg(long, env = "DEPOSITO_REBALANCE_RATIO", default_value_t = 1.25)]
+    pub rebalance_ratio: f64,
 }
 
 impl EngineArgs {
@@ -201,6 +212,16 @@ impl EngineArgs {
             orphan_grace: self.orphan_grace(),
             stale_guard,
             pulls_per_replica: self.pulls_per_replica,
+        }
+    }
+
+    /// The rebalancer's settings.
+    pub fn rebalance_settings(&self) -> RebalanceSettings {
+        RebalanceSettings {
+            enabled: self.rebalance,
+            bytes_per_sec: self.rebalance_bytes_per_sec.max(1),
+            ratio: self.rebalance_ratio.max(1.0),
+            ..RebalanceSettings::default()
         }
     }
 

@@ -57,6 +57,11 @@ pub struct Metrics {
     pub bytes_uploaded: Counter,
     pub bytes_downloaded: Counter,
     pub kube_requests: Family<VerbLabels, Counter>,
+    pub orphans_kept: Family<ReasonLabels, Counter>,
+    pub orphan_collection_paused: Gauge,
+    pub rebalance_moves: Family<ResultLabels, Counter>,
+    pub rebalance_bytes: Counter,
+    pub rebalance_spread: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -140,6 +145,39 @@ impl Default for Metrics {
                 "Requests sent to the Kubernetes API server, by verb",
                 Family::default(),
             ),
+            orphans_kept: registered(
+                &mut r,
+                "orphans_kept",
+                "Checks that found copies no file claims and kept them, by reason \
+                 (incomplete_view: the catalog could not be read completely; \
+                 unmanaged_namespace; claimed: the cache lagged)",
+                Family::default(),
+            ),
+            orphan_collection_paused: registered(
+                &mut r,
+                "orphan_collection_paused",
+                "1 while copies no file claims are kept because the catalog's view is not \
+                 complete (StoredFiles not listed, listing forbidden or failing)",
+                Gauge::default(),
+            ),
+            rebalance_moves: registered(
+                &mut r,
+                "rebalance_moves",
+                "Rebalancing moves of one copy to an emptier replica, by result",
+                Family::default(),
+            ),
+            rebalance_bytes: registered(
+                &mut r,
+                "rebalance_bytes",
+                "Bytes of copies moved by rebalancing",
+                Counter::default(),
+            ),
+            rebalance_spread: registered(
+                &mut r,
+                "rebalance_spread_ratio",
+                "Bytes on the fullest replica that takes copies over bytes on the emptiest",
+                Gauge::default(),
+            ),
             registry: r,
         }
     }
@@ -160,6 +198,15 @@ impl Metrics {
             .get_or_create(&ActionLabels {
                 kind: kind.to_string(),
                 result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts copies kept by orphan collection, by reason.
+    pub fn orphans_kept(&self, reason: &str) {
+        self.orphans_kept
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
             })
             .inc();
     }
@@ -191,9 +238,10 @@ impl Metrics {
         }
     }
 
-    /// Sets the replica gauge from a count per health.
-    pub fn set_replicas(&self, live: usize, unreachable: usize, lost: usize) {
-        for (health, n) in [("Live", live), ("Unreachable", unreachable), ("Lost", lost)] {
+    /// Sets the replica gauge from a count per health (`Live`, `Full`, `Unreachable`,
+    /// `Lost`).
+    pub fn set_replicas(&self, counts: &[(&str, usize)]) {
+        for &(health, n) in counts {
             self.replicas
                 .get_or_create(&HealthLabels {
                     health: health.to_string(),

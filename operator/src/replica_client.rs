@@ -277,6 +277,44 @@ impl ReplicaClient {
         Ok(Self::check(request.send().await?).await?.json().await?)
     }
 
+    /// Moves one ready copy to the replica's trash (an orphan collected). A copy already gone
+    /// counts as collected (`None`).
+    #[tracing::instrument(skip(self))]
+    pub async fn trash(
+        &self,
+        base: &str,
+        key: &FileKey,
+        sha256: &str,
+    ) -> Result<Option<ObjectInfo>, ReplicaClientError> {
+        let response = self
+            .http
+            .post(format!("{}/trash", version_url(base, key, sha256)))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await?;
+        match Self::check(response).await {
+            Ok(response) => Ok(Some(response.json().await?)),
+            Err(err) if err.code() == Some(ErrorCode::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Restores one copy from the replica's trash (hashed again there; renamed, not copied).
+    #[tracing::instrument(skip(self))]
+    pub async fn restore(
+        &self,
+        base: &str,
+        key: &FileKey,
+        sha256: &str,
+    ) -> Result<ObjectInfo, ReplicaClientError> {
+        let request = self
+            .http
+            .post(format!("{}/restore", version_url(base, key, sha256)))
+            .bearer_auth(&self.token);
+        Ok(Self::check(request.send().await?).await?.json().await?)
+    }
+
     /// Deletes one copy. A copy that is already gone counts as deleted.
     #[tracing::instrument(skip(self))]
     pub async fn delete(

@@ -74,10 +74,12 @@ impl App {
         self.active_transfers.load(Ordering::Relaxed)
     }
 
-    /// What the replica tells the operator about itself (`GET /v1/info`, heartbeats).
+    /// What the replica tells the operator about itself (`GET /v1/info`, heartbeats). A full
+    /// replica is still ready: it refuses new copies, and goes on serving the ones it holds.
     pub async fn describe(&self) -> RegisterRequest {
         let space = self.store.space().ok();
-        let ready = self.store.probe().await.is_ok();
+        let readiness = self.store.readiness().await;
+        let trash = self.store.trash_stats();
         RegisterRequest {
             id: self.id.clone(),
             url: self.advertise_url.clone(),
@@ -86,7 +88,10 @@ impl App {
             free_bytes: space.map_or(0, |s| s.free_bytes),
             objects: self.store.stats().ready,
             active_transfers: self.active_transfers(),
-            ready,
+            ready: readiness.is_ok(),
+            full: readiness.is_ok_and(|r| r.full),
+            trash_bytes: trash.bytes,
+            trash_objects: trash.objects,
         }
     }
 }

@@ -67,9 +67,14 @@ pub struct Config {
     /// Scrub hashing limit in MiB/s (0 = unlimited).
     #[arg(long, env = "DEPOSITO_SCRUB_RATE_MIB", default_value_t = 64)]
     pub scrub_rate_mib: u64,
-    /// Below this free space, writes get 507 and /readyz fails.
+    /// Below this free space (after emptying the trash as far as needed), writes get 507
+    /// and the replica reports itself full. It stays ready: it serves and keeps its copies.
     #[arg(long, env = "DEPOSITO_MIN_FREE_BYTES", default_value_t = 0)]
     pub min_free_bytes: u64,
+    /// How long a copy collected as an orphan stays in the trash before it is deleted, in
+    /// seconds (a shortage of space may empty the trash earlier, oldest first).
+    #[arg(long, env = "DEPOSITO_TRASH_RETENTION_SECS", default_value_t = 86_400)]
+    pub trash_retention_secs: u64,
     /// Let `url` sources resolve to loopback, link-local (cloud metadata) or unspecified
     /// addresses. Off by default, so that a manifest cannot make a replica fetch from inside
     /// the host or the cluster's metadata service.

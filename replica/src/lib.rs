@@ -2,7 +2,8 @@
 //!
 //! It stores verified copies of files under `objects/{ns}/{name}/{sha256}`, serves them over
 //! HTTP with the replica token, pulls copies from peers, scrubs what it holds on a schedule,
-//! and registers with the operator. See `docs/api.md` for the contract.
+//! keeps collected orphans in a trash for a retention period, and registers with the
+//! operator. See `docs/api.md` for the contract.
 //!
 //! Library use (tests, the local operator): build a [`Config`], then [`start`] it to get a
 //! [`Running`] server bound to its address, or [`run`] it until SIGTERM/SIGINT.
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod pull;
 pub mod range;
 pub mod register;
+pub mod retention;
 pub mod scrub;
 pub mod storage;
 
@@ -126,6 +128,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let app = Arc::new(App::new(config, token, id, advertise, store, roots));
     let cancel = CancellationToken::new();
     tokio::spawn(scrub::run(app.clone(), cancel.child_token()));
+    tokio::spawn(retention::run(app.clone(), cancel.child_token()));
     if let Some(base) = register_url {
         tokio::spawn(register::run(app.clone(), base, cancel.child_token()));
     }

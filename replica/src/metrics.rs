@@ -32,7 +32,22 @@ pub struct Metrics {
     pub corrupt_found: Counter,
     pub scrub_oldest_unverified: Gauge<u64, AtomicU64>,
     pub scrub_last_pass_finished: Gauge<u64, AtomicU64>,
+    pub trash_objects: Gauge<u64, AtomicU64>,
+    pub trash_bytes: Gauge<u64, AtomicU64>,
+    pub trash_damaged: Gauge<u64, AtomicU64>,
+    pub trash_restored: Counter,
+    pub trash_expired: Counter,
+    pub trash_evicted: Counter,
+    pub full: Gauge<u64, AtomicU64>,
     pub http_requests: Family<HttpLabels, Counter>,
+}
+
+/// Raises `counter` to `total` (the store keeps the totals; counters only go up).
+fn catch_up(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 /// A new metric, registered in `r` as `name` (under the registry's prefix).
@@ -84,6 +99,37 @@ impl Metrics {
                 "scrub_last_pass_finished_timestamp_seconds",
                 "Unix time the last complete scrub pass finished (0: none yet)",
             ),
+            trash_objects: registered(r, "trash_objects", "Copies held in the trash"),
+            trash_bytes: registered(
+                r,
+                "trash_bytes",
+                "Bytes held in the trash (reclaimable: emptied first when space runs short)",
+            ),
+            trash_damaged: registered(
+                r,
+                "trash_damaged_objects",
+                "Trashed copies whose metadata is damaged (kept, never emptied automatically)",
+            ),
+            trash_restored: registered(
+                r,
+                "trash_restored",
+                "Copies restored from the trash because a file claimed them again",
+            ),
+            trash_expired: registered(
+                r,
+                "trash_expired",
+                "Trashed copies deleted at the end of the retention",
+            ),
+            trash_evicted: registered(
+                r,
+                "trash_evicted",
+                "Trashed copies deleted early to make room for writes",
+            ),
+            full: registered(
+                r,
+                "full",
+                "1 while new copies are refused for lack of space (the replica stays ready)",
+            ),
             http_requests: registered(
                 r,
                 "http_requests",
@@ -93,12 +139,13 @@ impl Metrics {
         }
     }
 
-    /// Refreshes the gauges derived from the store.
-    pub fn refresh(&self, store: &Store, active: u64) {
+    /// Refreshes the gauges derived from the store (`full`: as its readiness says).
+    pub fn refresh(&self, store: &Store, active: u64, full: bool) {
         let Stats {
             ready,
             corrupt,
             bytes_used,
+            ..
         } = store.stats();
         self.objects.set(ready);
         self.corrupt_objects.set(corrupt);
@@ -107,6 +154,14 @@ impl Metrics {
         if let Ok(space) = store.space() {
             self.bytes_free.set(space.free_bytes);
         }
+        let trash = store.trash_stats();
+        self.trash_objects.set(trash.objects);
+        self.trash_bytes.set(trash.bytes);
+        self.trash_damaged.set(trash.damaged);
+        catch_up(&self.trash_restored, trash.restored);
+        catch_up(&self.trash_expired, trash.expired);
+        catch_up(&self.trash_evicted, trash.evicted);
+        self.full.set(u64::from(full));
     }
 
     /// Sets the scrub gauges from the scrubber's status.

@@ -27,19 +27,26 @@ pub fn object_url(source: &str, key: &ObjKey) -> Result<reqwest::Url> {
 
 /// Fetches `key` from the peer at `source` and commits it once verified.
 ///
-/// Already holding a ready copy answers at once. A peer error or a transfer cut short is
+/// Already holding a ready copy answers at once; a copy in the trash is restored instead of
+/// fetched. A peer error or a transfer cut short is
 /// `pull_failed`; content that doesn't match the sha256 is `digest_mismatch`.
 #[instrument(skip(app), fields(key = %key))]
 pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written> {
     // A source that is not a URL is refused even when the copy is already here.
     let url = object_url(source, key)?;
-    if let Some(info) = app.store.get(key) {
-        if info.state == ObjectState::Ready {
+    match app.store.get(key).map(|i| (i.state, i)) {
+        Some((ObjectState::Ready, info)) => {
             return Ok(Written {
                 info,
                 created: false,
-            });
+            })
         }
+        // In the trash: restored in place, no byte fetched (unless it changed there).
+        Some((ObjectState::Trashed, _)) => match app.store.restore(key).await {
+            Err(Error::Corrupt) => {}
+            restored => return restored,
+        },
+        _ => {}
     }
     let _transfer = app.transfer();
     let resp = app

@@ -5,8 +5,10 @@
 //! - Trims of good copies (extra, draining, stale) run only after every copy that stays has
 //!   been confirmed present on its replica right now (rule 5: add before trim, checked against
 //!   the replicas, not only against the index).
-//! - Corrupt copies, copies of deleted files and orphans go without that check: they are
-//!   never served, so removing them loses nothing.
+//! - Corrupt copies and copies of deleted files go without that check: they are never
+//!   served, so removing them loses nothing.
+//! - Orphans (copies no file claims, collected only with a complete view of the catalog) go
+//!   to their replica's trash, not away; restores bring such copies back without copying.
 //! - For `inline` and `url` sources the engine creates the first copy itself.
 //!
 //! Every success is recorded in the index at once; the replicas' change feeds confirm it.
@@ -67,7 +69,7 @@ fn url_of<'a>(views: &'a [ReplicaView], id: &str) -> Option<&'a str> {
 fn needs_verification(reason: DeleteReason) -> bool {
     matches!(
         reason,
-        DeleteReason::Extra | DeleteReason::Draining | DeleteReason::Stale
+        DeleteReason::Extra | DeleteReason::Draining | DeleteReason::Stale | DeleteReason::Moved
     )
 }
 
@@ -81,16 +83,23 @@ impl Engine {
         plan: &FilePlan,
     ) -> Result<(), ActError> {
         let key = &record.key;
+        let restores = plan.actions.iter().filter_map(|a| match a {
+            Action::Restore { replica, sha256 } => {
+                Some(self.restore(key, views, replica, sha256))
+            }
+            _ => None,
+        });
         let pulls = plan.actions.iter().filter_map(|a| match a {
             Action::Pull {
                 target,
                 source,
                 sha256,
             } => Some(self.pull(key, views, target, source, sha256)),
-            Action::Delete { .. } => None,
+            _ => None,
         });
+        let (restored, pulled) = futures::join!(join_all(restores), join_all(pulls));
         let mut first_error: Option<ActError> =
-            join_all(pulls).await.into_iter().find_map(Result::err);
+            restored.into_iter().chain(pulled).find_map(Result::err);
 
         let deletes: Vec<(&String, &String, DeleteReason)> = plan
             .actions
@@ -101,7 +110,7 @@ impl Engine {
                     sha256,
                     reason,
                 } => Some((replica, sha256, *reason)),
-                Action::Pull { .. } => None,
+                _ => None,
             })
             .collect();
         let guarded = deletes
@@ -154,6 +163,30 @@ impl Engine {
         let info = result.map_err(fail)?;
         info!(file = %key, %target, %source, "replicated");
         self.index.record_copy(target, &info);
+        Ok(())
+    }
+
+    async fn restore(
+        &self,
+        key: &FileKey,
+        views: &[ReplicaView],
+        replica: &str,
+        sha256: &str,
+    ) -> Result<(), ActError> {
+        let fail = |error| ActError::Restore {
+            replica: replica.to_string(),
+            error,
+        };
+        let Some(url) = url_of(views, replica) else {
+            return Err(fail(
+                crate::replica_client::ReplicaClientError::Unreachable("no address known".into()),
+            ));
+        };
+        let result = self.client.restore(url, key, sha256).await;
+        self.metrics.action("restore", result.is_ok());
+        let info = result.map_err(fail)?;
+        info!(file = %key, %replica, "copy restored from the trash");
+        self.index.record_copy(replica, &info);
         Ok(())
     }
 
@@ -245,8 +278,11 @@ impl Engine {
             return true;
         }
         let live = |id: &str| views.iter().any(|v| v.id == id && v.health == Health::Live);
+        // A copy in a live replica's trash is restored, not stored again.
         let held = copies.iter().any(|c| {
-            c.sha256 == record.sha256 && c.state == ObjectState::Ready && live(&c.replica)
+            c.sha256 == record.sha256
+                && matches!(c.state, ObjectState::Ready | ObjectState::Trashed)
+                && live(&c.replica)
         });
         let pending = record
             .status
@@ -331,28 +367,55 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes orphaned copies (no catalog entry claims them).
-    pub(super) async fn delete_orphans(
+    /// Collects orphaned copies (no catalog entry claims them): ready ones go to their
+    /// replica's trash, where they can come back from; quarantined ones, worth nothing, are
+    /// deleted.
+    pub(super) async fn collect(
         &self,
         key: &FileKey,
         views: &[ReplicaView],
-        orphans: &[OrphanCopy],
+        orphans: &[(OrphanCopy, ObjectState)],
     ) -> Result<(), ActError> {
         let mut first_error = None;
-        for orphan in orphans {
-            if let Err(err) = self
-                .delete(
-                    key,
-                    views,
-                    &orphan.replica,
-                    &orphan.sha256,
-                    DeleteReason::Orphan,
-                )
-                .await
-            {
+        for (orphan, state) in orphans {
+            let result = if *state == ObjectState::Corrupt {
+                self.delete(key, views, &orphan.replica, &orphan.sha256, DeleteReason::Orphan)
+                    .await
+            } else {
+                self.trash(key, views, &orphan.replica, &orphan.sha256).await
+            };
+            if let Err(err) = result {
                 first_error.get_or_insert(err);
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    async fn trash(
+        &self,
+        key: &FileKey,
+        views: &[ReplicaView],
+        replica: &str,
+        sha256: &str,
+    ) -> Result<(), ActError> {
+        let Some(url) = url_of(views, replica) else {
+            return Ok(());
+        };
+        let result = self.client.trash(url, key, sha256).await;
+        self.metrics.action("trash", result.is_ok());
+        let trashed = result.map_err(|error| ActError::Trash {
+            replica: replica.to_string(),
+            error,
+        })?;
+        match trashed {
+            Some(info) => {
+                info!(file = %key, %replica, "orphan moved to the trash");
+                self.index.record_copy(replica, &info);
+            }
+            None => {
+                self.index.record_removed(replica, key, sha256);
+            }
+        }
+        Ok(())
     }
 }

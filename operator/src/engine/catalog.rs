@@ -40,6 +40,22 @@ impl CatalogError {
     }
 }
 
+/// Whether a file claims the copies of a key, as far as the catalog can tell for certain:
+/// what orphan collection asks before it touches a copy (rule 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A file claims them.
+    Claimed,
+    /// No file claims them, and the catalog's view of the key's namespace is complete and
+    /// current.
+    Unclaimed,
+    /// The catalog can't tell now (not listed yet, listing forbidden or failing, the API
+    /// server unreachable): keep the copies.
+    Unknown(String),
+    /// The key's namespace is not one this operator manages: its copies are never touched.
+    Unmanaged,
+}
+
 /// A mode's store of desired state. Reads are expected to be cheap (a SQLite row, a
 /// reflector cache); nothing here lists the whole catalog except [`Catalog::keys`], which only
 /// the slow resync calls.
@@ -69,6 +85,15 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Ok when the catalog can be read now (readiness).
     async fn ready(&self) -> Result<(), CatalogError>;
+
+    /// Whether a file claims the copies of `key` ([`Claim::Unclaimed`] only with a complete,
+    /// current view of its namespace).
+    async fn claim(&self, key: &FileKey) -> Claim;
+
+    /// Whether the catalog's view is complete and current now, so that copies no file
+    /// claims may be collected; `Err(why)` while orphan collection waits (shown by `/readyz`
+    /// and the metrics).
+    fn completeness(&self) -> Result<(), String>;
 
     /// The storage key a file name maps to in `namespace` (identity in local mode; the
     /// StoredFile's `metadata.name` in kube mode).

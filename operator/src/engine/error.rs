@@ -73,6 +73,16 @@ pub enum ActError {
         replica: String,
         error: ReplicaClientError,
     },
+    #[error("restore from the trash on {replica} failed: {error}")]
+    Restore {
+        replica: String,
+        error: ReplicaClientError,
+    },
+    #[error("moving the orphan on {replica} to its trash failed: {error}")]
+    Trash {
+        replica: String,
+        error: ReplicaClientError,
+    },
     #[error("before trimming, the copy on {replica} could not be verified present: {reason}")]
     Unverified { replica: String, reason: String },
     #[error("no replica can take the first copy: {0}")]
@@ -137,6 +147,8 @@ impl ReconcileError {
             Self::Plan(_) => "invalid_spec",
             Self::Act(ActError::Pull { .. }) => "pull",
             Self::Act(ActError::Delete { .. }) => "delete",
+            Self::Act(ActError::Restore { .. }) => "restore",
+            Self::Act(ActError::Trash { .. }) => "trash",
             Self::Act(ActError::Unverified { .. }) => "unverified",
             Self::Act(ActError::NoTarget(_)) => "no_target",
             Self::Act(ActError::Ingest { .. }) => "ingest",

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::index::InventoryIndex;
-use super::membership::{Member, Membership, MembershipError};
+use super::membership::{Capacity, Member, Membership, MembershipError};
 use super::observer::{self, ObserverSettings, Target};
 use crate::plan::{Health, ReplicaView};
 use crate::replica_client::ReplicaClient;
@@ -112,6 +112,7 @@ impl ReplicaSet {
             free_bytes: 0,
             active_transfers: 0,
             url: String::new(),
+            full: false,
         })
     }
 
@@ -182,6 +183,16 @@ impl Backlog {
         inner.under_replicated.len()
     }
 
+    /// Number of files with fewer verified copies than wanted (repair work waiting).
+    pub fn under_replicated(&self) -> usize {
+        self.inner.lock().expect("backlog").under_replicated.len()
+    }
+
+    /// Whether `key` is not converged.
+    pub fn is_unsettled(&self, key: &FileKey) -> bool {
+        self.inner.lock().expect("backlog").unsettled.contains(key)
+    }
+
     /// Every file that is not converged.
     pub fn unsettled(&self) -> Vec<FileKey> {
         self.inner
@@ -248,20 +259,19 @@ pub fn views_of(members: &[Member], index: &InventoryIndex, grace: Duration) -> 
     let mut views: Vec<ReplicaView> = members
         .iter()
         .map(|m| {
-            let capacity = m.capacity.or_else(|| {
-                index.info(&m.id).map(|i| super::membership::Capacity {
-                    free_bytes: i.free_bytes,
-                    capacity_bytes: i.capacity_bytes,
-                    objects: i.objects,
-                    active_transfers: i.active_transfers,
-                    ready: i.ready,
-                })
-            });
-            let (free_bytes, active_transfers) = match capacity {
-                // A replica that is not ready (disk full, data dir not writable) gets no copies.
-                Some(c) if c.ready => (c.free_bytes, c.active_transfers),
-                Some(c) => (0, c.active_transfers),
-                None => (0, 0),
+            let capacity = m
+                .capacity
+                .or_else(|| index.info(&m.id).as_ref().map(Capacity::of));
+            let (free_bytes, active_transfers, full) = match capacity {
+                // Trash bytes are reclaimable: the replica empties its trash to make room.
+                Some(c) if c.ready && !c.full => (
+                    c.free_bytes.saturating_add(c.trash_bytes),
+                    c.active_transfers,
+                    false,
+                ),
+                // Full, or its data dir unusable: no new copies.
+                Some(c) => (0, c.active_transfers, c.ready && c.full),
+                None => (0, 0, false),
             };
             ReplicaView {
                 id: m.id.clone(),
@@ -271,6 +281,7 @@ pub fn views_of(members: &[Member], index: &InventoryIndex, grace: Duration) -> 
                 free_bytes,
                 active_transfers,
                 url: m.url.clone(),
+                full,
             }
         })
         .collect();
@@ -355,12 +366,18 @@ impl Tracker {
         if wake_backlog {
             keys.extend(self.backlog.unsettled());
         }
-        let count = |h: Health| views.iter().filter(|v| v.health == h).count();
-        self.metrics.set_replicas(
-            count(Health::Live),
-            count(Health::Unreachable),
-            count(Health::Lost),
-        );
+        let count = |h: Health, full: Option<bool>| {
+            views
+                .iter()
+                .filter(|v| v.health == h && full.is_none_or(|f| v.full == f))
+                .count()
+        };
+        self.metrics.set_replicas(&[
+            ("Live", count(Health::Live, Some(false))),
+            ("Full", count(Health::Live, Some(true))),
+            ("Unreachable", count(Health::Unreachable, None)),
+            ("Lost", count(Health::Lost, None)),
+        ]);
         self.replicas.publish(ViewSet {
             replicas: views,
             members,

@@ -19,7 +19,7 @@ struct Held {
     sha256: [u8; 32],
     size: u64,
     stored_at: u64,
-    corrupt: bool,
+    state: ObjectState,
 }
 
 /// What the index knows of one replica.
@@ -30,6 +30,9 @@ struct ReplicaEntry {
     synced: bool,
     /// The replica's own description (free space, load), when the observer asks for it.
     info: Option<RegisterRequest>,
+    /// Bytes of the ready copies it holds, kept current on every change (what rebalancing
+    /// evens out).
+    ready_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -75,11 +78,7 @@ impl Inner {
             replica: self.replicas[copy.replica as usize].id.clone(),
             sha256: hex::encode(copy.sha256),
             size: copy.size,
-            state: if copy.corrupt {
-                ObjectState::Corrupt
-            } else {
-                ObjectState::Ready
-            },
+            state: copy.state,
             stored_at: copy.stored_at,
         }
     }
@@ -95,12 +94,21 @@ impl Inner {
             sha256: sha,
             size: info.size,
             stored_at: info.stored_at,
-            corrupt: info.state == ObjectState::Corrupt,
+            state: info.state,
         });
+        let ready_size = |copy: &Held| {
+            if copy.state == ObjectState::Ready {
+                copy.size
+            } else {
+                0
+            }
+        };
+        let added = new.as_ref().map_or(0, ready_size);
         let Some(copies) = self.files.get_mut(key) else {
             return match new {
                 Some(copy) => {
                     self.files.insert(key.clone(), vec![copy]);
+                    self.replicas[slot as usize].ready_bytes += added;
                     true
                 }
                 None => false,
@@ -109,14 +117,19 @@ impl Inner {
         let position = copies
             .iter()
             .position(|c| c.replica == slot && c.sha256 == sha);
+        let mut removed = 0;
         let changed = match (position, new) {
-            (Some(i), Some(copy)) => std::mem::replace(&mut copies[i], copy) != copy,
+            (Some(i), Some(copy)) => {
+                let old = std::mem::replace(&mut copies[i], copy);
+                removed = ready_size(&old);
+                old != copy
+            }
             (None, Some(copy)) => {
                 copies.push(copy);
                 true
             }
             (Some(i), None) => {
-                copies.swap_remove(i);
+                removed = ready_size(&copies.swap_remove(i));
                 true
             }
             (None, None) => false,
@@ -124,6 +137,8 @@ impl Inner {
         if copies.is_empty() {
             self.files.remove(key);
         }
+        let entry = &mut self.replicas[slot as usize];
+        entry.ready_bytes = (entry.ready_bytes + added).saturating_sub(removed);
         changed
     }
 
@@ -138,6 +153,7 @@ impl Inner {
             }
             !copies.is_empty()
         });
+        self.replicas[slot as usize].ready_bytes = 0;
         keys
     }
 
@@ -197,6 +213,46 @@ impl InventoryIndex {
     /// claims, so that orphans are found).
     pub fn keys(&self) -> Vec<FileKey> {
         self.read().files.keys().cloned().collect()
+    }
+
+    /// Bytes of ready copies on `replica`, as last observed.
+    pub fn ready_bytes(&self, replica: &str) -> u64 {
+        let inner = self.read();
+        inner
+            .find(replica)
+            .map_or(0, |slot| inner.replicas[slot as usize].ready_bytes)
+    }
+
+    /// Up to `limit` ready copies on `from`, as (file, sha256, size), of files no copy of
+    /// which (in any state) is on `to`, each no larger than `max_size`: candidates for a
+    /// rebalancing move. Visits the files until it has enough: only rebalancing calls it,
+    /// while replicas are uneven.
+    pub fn movable(
+        &self,
+        from: &str,
+        to: &str,
+        max_size: u64,
+        limit: usize,
+    ) -> Vec<(FileKey, String, u64)> {
+        let inner = self.read();
+        let (Some(from), to) = (inner.find(from), inner.find(to)) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for (key, copies) in &inner.files {
+            if to.is_some_and(|to| copies.iter().any(|c| c.replica == to)) {
+                continue;
+            }
+            if let Some(copy) = copies.iter().find(|c| {
+                c.replica == from && c.state == ObjectState::Ready && c.size <= max_size
+            }) {
+                out.push((key.clone(), hex::encode(copy.sha256), copy.size));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out
     }
 
     /// Number of files with a copy anywhere.

@@ -17,8 +17,30 @@ pub struct Capacity {
     pub capacity_bytes: u64,
     pub objects: u64,
     pub active_transfers: u64,
-    /// The replica's own readiness: its data dir is writable and has room.
+    /// The replica's own readiness: its data dir is usable.
     pub ready: bool,
+    /// Out of space (after counting its trash as reclaimable): it refuses new copies but is
+    /// live, serves reads and keeps its copies.
+    pub full: bool,
+    /// Bytes in its trash: reclaimable space.
+    pub trash_bytes: u64,
+    pub trash_objects: u64,
+}
+
+impl Capacity {
+    /// The capacity a replica describes (`GET /v1/info`, heartbeats).
+    pub fn of(info: &deposito_api::replica::RegisterRequest) -> Self {
+        Self {
+            free_bytes: info.free_bytes,
+            capacity_bytes: info.capacity_bytes,
+            objects: info.objects,
+            active_transfers: info.active_transfers,
+            ready: info.ready,
+            full: info.full,
+            trash_bytes: info.trash_bytes,
+            trash_objects: info.trash_objects,
+        }
+    }
 }
 
 /// One replica as a mode sees it now.

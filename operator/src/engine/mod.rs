@@ -10,7 +10,9 @@
 //! - [`reconcile`]: one file's observe → plan → act → publish, with errors per stage
 //!   ([`error`]) whose category decides the backoff;
 //! - [`queue`] and [`driver`]: the work queue of file keys that local mode runs (kube mode
-//!   drives the same reconcile from a kube-rs `Controller`).
+//!   drives the same reconcile from a kube-rs `Controller`);
+//! - [`rebalance`]: moves copies from fuller to emptier replicas, through each file's own
+//!   reconcile.
 //!
 //! Nothing it does while idle grows with the number of files: observers hold one long poll per
 //! replica, the health tick looks at one entry per replica, and only the slow resync visits
@@ -27,6 +29,7 @@ pub mod membership;
 pub mod model;
 pub mod observer;
 pub mod queue;
+pub mod rebalance;
 pub mod reconcile;
 
 #[cfg(test)]
@@ -37,13 +40,14 @@ use std::sync::Arc;
 use deposito_api::FileKey;
 use tokio::sync::mpsc;
 
-pub use catalog::{Catalog, CatalogError, Changes};
+pub use catalog::{Catalog, CatalogError, Changes, Claim};
 pub use error::{ErrorCategory, ReconcileError};
 pub use events::{EngineEvent, EventSink};
 pub use health::{Backlog, ReplicaSet, Tracker, TrackerSettings};
 pub use index::InventoryIndex;
 pub use membership::{Capacity, Member, Membership, MembershipError};
 pub use model::{FileRecord, ObservedStatus, Source};
+pub use rebalance::{Moves, RebalanceSettings, Rebalancer};
 pub use reconcile::{Engine, EngineSettings, Outcome, StaleGuard};
 
 use crate::metrics::Metrics;
@@ -56,13 +60,14 @@ pub struct Seams {
     pub events: Arc<dyn EventSink>,
 }
 
-/// A built engine, ready to run: the engine itself, the health tracker to spawn, and the
-/// stream of files to look at (from observers and health changes).
+/// A built engine, ready to run: the engine itself, the health tracker and the rebalancer to
+/// spawn, and the stream of files to look at (from observers, health changes and moves).
 pub struct Built {
     pub engine: Arc<Engine>,
     pub replicas: Arc<ReplicaSet>,
     pub index: Arc<InventoryIndex>,
     pub tracker: Tracker,
+    pub rebalancer: Rebalancer,
     pub triggers: mpsc::UnboundedReceiver<FileKey>,
 }
 
@@ -73,21 +78,34 @@ pub fn build(
     metrics: Arc<Metrics>,
     settings: EngineSettings,
     tracker: TrackerSettings,
+    rebalance: RebalanceSettings,
 ) -> Built {
     let (tx, triggers) = mpsc::unbounded_channel();
     let replicas = Arc::new(ReplicaSet::new(settings.grace_period));
     let index = Arc::new(InventoryIndex::default());
     let backlog = Arc::new(Backlog::default());
+    let moves = Arc::new(Moves::default());
     let engine = Arc::new(Engine::new(
-        seams.catalog,
+        seams.catalog.clone(),
         replicas.clone(),
         index.clone(),
         client.clone(),
         seams.events,
         metrics.clone(),
         backlog.clone(),
+        moves.clone(),
         settings,
     ));
+    let rebalancer = Rebalancer {
+        settings: rebalance,
+        moves,
+        replicas: replicas.clone(),
+        index: index.clone(),
+        catalog: seams.catalog,
+        backlog: backlog.clone(),
+        triggers: tx.clone(),
+        metrics: metrics.clone(),
+    };
     let tracker = Tracker {
         membership: seams.membership,
         replicas: replicas.clone(),
@@ -103,6 +121,7 @@ pub fn build(
         replicas,
         index,
         tracker,
+        rebalancer,
         triggers,
     }
 }

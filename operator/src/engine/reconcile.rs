@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use deposito_api::gateway::{Condition, Phase};
 use deposito_api::replica::ObjectState;
 use deposito_api::FileKey;
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::act::PullThrottle;
-use super::catalog::Catalog;
+use super::catalog::{Catalog, Claim};
 use super::error::{ObserveError, PublishError, ReconcileError};
 use super::events::{EngineEvent, EventSink};
 use super::health::{Backlog, ReplicaSet};
@@ -22,7 +22,7 @@ use super::index::InventoryIndex;
 use super::model::{FileRecord, ObservedStatus};
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
-use crate::plan::{self, CopyView, DesiredFile, FilePlan, Health, ReplicaView};
+use crate::plan::{self, CopyView, DesiredFile, FilePlan, Health, OrphanCopy, ReplicaView};
 use crate::replica_client::ReplicaClient;
 
 /// Seconds since the Unix epoch.
@@ -79,12 +79,23 @@ impl Outcome {
             requeue_after: Some(delay),
         }
     }
+
+    /// Nothing more to do for this key.
+    fn finished(self) -> Self {
+        Self {
+            finalized: true,
+            requeue_after: None,
+            ..self
+        }
+    }
 }
 
 /// An upload of this file is committing (local mode): look again this soon.
 const FENCED_RETRY: Duration = Duration::from_millis(200);
 /// New content whose first copy is not in the index yet: look again this soon.
 const NOT_YET_OBSERVED_RETRY: Duration = Duration::from_secs(1);
+/// How soon copies kept for want of a complete catalog view are looked at again.
+const ORPHAN_RECHECK: Duration = Duration::from_secs(30);
 /// Plan-and-act rounds in one reconcile before it yields its worker.
 const ROUNDS_PER_RECONCILE: usize = 3;
 
@@ -98,8 +109,12 @@ pub struct Engine {
     pub(super) events: Arc<dyn EventSink>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) backlog: Arc<Backlog>,
+    /// Rebalancing moves asked of files (see [`super::rebalance`]).
+    pub(super) moves: Arc<super::rebalance::Moves>,
     pub(super) throttle: PullThrottle,
     pub(super) settings: EngineSettings,
+    /// When "orphan collection paused" was last logged (unix seconds).
+    paused_warned: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -112,6 +127,7 @@ impl Engine {
         events: Arc<dyn EventSink>,
         metrics: Arc<Metrics>,
         backlog: Arc<Backlog>,
+        moves: Arc<super::rebalance::Moves>,
         settings: EngineSettings,
     ) -> Self {
         Self {
@@ -123,7 +139,9 @@ impl Engine {
             events,
             metrics,
             backlog,
+            moves,
             settings,
+            paused_warned: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -234,7 +252,8 @@ impl Engine {
             }
         }
         let cutoff = self.stale_cutoff();
-        let desired = desired_of(&record, cutoff);
+        let mut desired = desired_of(&record, cutoff);
+        desired.moving = self.moves.of(&record.key);
         let mut plan = plan::plan_file(&desired, &views, &copies);
         if plan.phase == Phase::Lost && record.status.observed_generation != record.generation {
             // New content committed after the index last heard from its holder: its copy is
@@ -359,12 +378,21 @@ impl Engine {
         Ok(())
     }
 
+    /// Collects the copies of `key` that no file claims, once older than the orphan grace:
+    /// only when the catalog confirms, with a complete and current view, that nothing claims
+    /// them (rule 13), and into the replicas' trash, not away. Copies already in a trash are
+    /// left to the replica's retention.
     async fn orphans(&self, key: &FileKey) -> Result<Outcome, ReconcileError> {
         let set = self.replicas.current();
         if let Some(err) = &set.error {
             return Err(ObserveError::Membership(err.clone()).into());
         }
-        let copies = self.index.copies(key);
+        let copies: Vec<CopyView> = self
+            .index
+            .copies(key)
+            .into_iter()
+            .filter(|c| c.state != ObjectState::Trashed)
+            .collect();
         let live: Vec<&ReplicaView> = set
             .replicas
             .iter()
@@ -391,8 +419,35 @@ impl Engine {
         let now = unix_now();
         let grace = self.settings.orphan_grace.as_secs();
         let orphans = plan::plan_orphans(&BTreeSet::new(), &inventories, now, grace);
-        self.delete_orphans(key, &set.replicas, &orphans).await?;
-        // (Deleted orphans leave nothing to look at again: the key has no record.)
+        if !orphans.is_empty() {
+            match self.catalog.claim(key).await {
+                Claim::Unclaimed => {
+                    let with_state: Vec<(OrphanCopy, ObjectState)> = orphans
+                        .into_iter()
+                        .map(|o| {
+                            let state = copies
+                                .iter()
+                                .find(|c| c.replica == o.replica && c.sha256 == o.sha256)
+                                .map_or(ObjectState::Ready, |c| c.state);
+                            (o, state)
+                        })
+                        .collect();
+                    self.collect(key, &set.replicas, &with_state).await?;
+                }
+                // The cache lags behind the catalog: the file's own reconcile comes.
+                Claim::Claimed => self.metrics.orphans_kept("claimed"),
+                Claim::Unmanaged => {
+                    self.metrics.orphans_kept("unmanaged_namespace");
+                    return Ok(Outcome::later(Duration::ZERO).finished());
+                }
+                Claim::Unknown(why) => {
+                    self.metrics.orphans_kept("incomplete_view");
+                    self.warn_paused(key, &why);
+                    return Ok(Outcome::later(ORPHAN_RECHECK));
+                }
+            }
+        }
+        // (Collected orphans leave nothing to look at again: the key has no record.)
         // Copies still too young to collect: look again when they are old enough.
         let youngest_wait = copies
             .iter()
@@ -409,6 +464,25 @@ impl Engine {
             finalized: true,
             requeue_after: youngest_wait.map(|s| Duration::from_secs(s + 1)),
         })
+    }
+
+    /// Says, at most once a minute, that orphan collection waits for a complete view.
+    fn warn_paused(&self, key: &FileKey, why: &str) {
+        let now = unix_now();
+        let last = self.paused_warned.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .paused_warned
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            warn!(file = %key, reason = %why, "orphan collection paused: copies no file claims are kept until the catalog can be read completely");
+        }
     }
 }
 
@@ -428,6 +502,7 @@ pub fn desired_of(record: &FileRecord, stale_cutoff_unix: u64) -> DesiredFile {
         deleting: record.deleting,
         last_holders,
         stale_cutoff_unix,
+        moving: None,
     }
 }
 

@@ -22,6 +22,8 @@ struct FakeCatalog {
     records: Mutex<HashMap<FileKey, FileRecord>>,
     changes: Changes,
     publishes: Mutex<u64>,
+    /// Why the view is incomplete, when the test says so.
+    incomplete: Mutex<Option<String>>,
 }
 
 impl FakeCatalog {
@@ -88,6 +90,18 @@ impl Catalog for FakeCatalog {
     }
     async fn ready(&self) -> Result<(), CatalogError> {
         Ok(())
+    }
+    async fn claim(&self, key: &FileKey) -> Claim {
+        if let Err(why) = self.completeness() {
+            return Claim::Unknown(why);
+        }
+        match self.record(key) {
+            Some(_) => Claim::Claimed,
+            None => Claim::Unclaimed,
+        }
+    }
+    fn completeness(&self) -> Result<(), String> {
+        self.incomplete.lock().unwrap().clone().map_or(Ok(()), Err)
     }
     async fn storage_key(&self, ns: &str, name: &str) -> Result<FileKey, CatalogError> {
         FileKey::new(ns, name).map_err(|e| CatalogError::Invalid(e.to_string()))
@@ -225,6 +239,10 @@ impl Rig {
                     relist_every: Duration::from_secs(3600),
                     read_info: true,
                 },
+            },
+            RebalanceSettings {
+                enabled: false,
+                ..RebalanceSettings::default()
             },
         );
         let cancel = CancellationToken::new();
@@ -434,13 +452,63 @@ async fn copies_no_record_claims_are_collected_after_the_orphan_grace() {
         .await
         .unwrap();
     assert_eq!(rig.holders(&key, &sha), vec![1]);
+    let okey = deposito_replica::ObjKey::new(&key.namespace, &key.name, &sha).unwrap();
+    let state = || rig.replicas[1].app.store.get(&okey).map(|o| o.state);
     for _ in 0..100 {
         if rig.holders(&key, &sha).is_empty() {
-            return;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("orphan still there: {:?}", rig.holders(&key, &sha));
+    assert_eq!(
+        state(),
+        Some(deposito_api::replica::ObjectState::Trashed),
+        "collected into the trash, not deleted"
+    );
+    // The file comes back (a restored catalog): its copy is restored, not copied again.
+    rig.catalog.put(FileRecord {
+        key: key.clone(),
+        file_name: "orphan.txt".into(),
+        replicas: 1,
+        sha256: sha.clone(),
+        size: data.len() as u64,
+        generation: 1,
+        deleting: false,
+        source: Source::Upload,
+        status: ObservedStatus::initial(None),
+    });
+    assert_eq!(rig.wait_holders(&key, &sha, 1).await, vec![1]);
+    let metrics = rig.metrics.render();
+    assert!(
+        metrics.contains("deposito_operator_actions_total{kind=\"restore\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("kind=\"pull\""), "nothing pulled: {metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_complete_view_of_the_catalog_nothing_is_collected() {
+    let rig = Rig::start(2, Duration::from_secs(300)).await;
+    let data = b"claimed, but the catalog can't say".to_vec();
+    let sha = sha256_hex(&data);
+    let key = rig.deposit("unseen.txt", &data, 2, 0).await;
+    rig.wait_holders(&key, &sha, 2).await;
+    *rig.catalog.incomplete.lock().unwrap() = Some("StoredFiles not listed yet".into());
+    rig.catalog.records.lock().unwrap().remove(&key);
+    // Well past the orphan grace (1 s), with a look at the key forced.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    rig.engine.reconcile_key(&key).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.holders(&key, &sha).len(), 2, "every copy kept");
+    let metrics = rig.metrics.render();
+    assert!(
+        metrics.contains("deposito_operator_orphans_kept_total{reason=\"incomplete_view\"}"),
+        "{metrics}"
+    );
+    // Complete again: now they are orphans, and go to the trash.
+    *rig.catalog.incomplete.lock().unwrap() = None;
+    rig.engine.reconcile_key(&key).await.unwrap();
+    assert!(rig.holders(&key, &sha).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

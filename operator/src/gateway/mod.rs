@@ -122,7 +122,9 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when the catalog answers and the replica set is observed.
+/// Ready when the catalog answers and the replica set is observed. The answer also says
+/// whether orphan collection runs (`orphanCollection`: `active`, or `paused: why` while the
+/// catalog's view is incomplete: nothing unclaimed is collected then).
 async fn readyz(State(gw): State<GatewayState>) -> impl IntoResponse {
     let checked = match gw.catalog.ready().await {
         Ok(_) => match &gw.replicas.current().error {
@@ -131,16 +133,30 @@ async fn readyz(State(gw): State<GatewayState>) -> impl IntoResponse {
         },
         Err(err) => Err(err.to_string()),
     };
+    let orphans = match gw.catalog.completeness() {
+        Ok(()) => "active".to_string(),
+        Err(why) => format!("paused: {why}"),
+    };
     match checked {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"status": "ok", "orphanCollection": orphans})),
+        ),
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"code": "not_ready", "error": error})),
+            Json(serde_json::json!({
+                "code": "not_ready",
+                "error": error,
+                "orphanCollection": orphans,
+            })),
         ),
     }
 }
 
 async fn metrics(State(gw): State<GatewayState>) -> impl IntoResponse {
+    gw.metrics
+        .orphan_collection_paused
+        .set(i64::from(gw.catalog.completeness().is_err()));
     (
         [(
             header::CONTENT_TYPE,

@@ -6,6 +6,7 @@ use axum::Json;
 use deposito_api::gateway::{PatchReplica, ReplicaList, ReplicaStatus};
 
 use super::GatewayState;
+use crate::engine::Capacity;
 use crate::error::GatewayError;
 
 /// Every known replica and its health.
@@ -20,22 +21,16 @@ pub async fn list_replicas(
     let items = members
         .iter()
         .map(|m| {
-            let health = views
-                .replicas
-                .iter()
-                .find(|v| v.id == m.id)
-                .map_or("Unreachable", |v| v.health.as_str());
-            let capacity = m.capacity.unwrap_or_else(|| {
-                gw.index
-                    .info(&m.id)
-                    .map_or_else(Default::default, |i| crate::engine::Capacity {
-                        free_bytes: i.free_bytes,
-                        capacity_bytes: i.capacity_bytes,
-                        objects: i.objects,
-                        active_transfers: i.active_transfers,
-                        ready: i.ready,
-                    })
-            });
+            let view = views.replicas.iter().find(|v| v.id == m.id);
+            let health = match view {
+                Some(v) if v.health == crate::plan::Health::Live && v.full => "Full",
+                Some(v) => v.health.as_str(),
+                None => "Unreachable",
+            };
+            let capacity = m
+                .capacity
+                .or_else(|| gw.index.info(&m.id).as_ref().map(Capacity::of))
+                .unwrap_or_default();
             ReplicaStatus {
                 health: health.to_string(),
                 id: m.id.clone(),
@@ -45,6 +40,9 @@ pub async fn list_replicas(
                 free_bytes: capacity.free_bytes,
                 capacity_bytes: capacity.capacity_bytes,
                 objects: capacity.objects,
+                trash_bytes: capacity.trash_bytes,
+                trash_objects: capacity.trash_objects,
+                stored_bytes: gw.index.ready_bytes(&m.id),
                 last_seen_secs_ago: m.down_for.as_secs(),
             }
         })

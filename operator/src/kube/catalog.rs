@@ -1,17 +1,27 @@
 //! Kube mode's catalog: the StoredFile resources. Reads come from a reflector cache (no API
 //! request per reconcile); the engine's status goes back by server-side apply; the gateway's
 //! deposits create or merge-patch StoredFiles with `source.upload`.
+//!
+//! The cache is only a complete view once its watch has listed every StoredFile since the
+//! operator started, and again after every re-list, and while the watch works: until then
+//! (RBAC refusing the list, a slow first list, the API server down) no copy is collected as
+//! an orphan, and `/readyz` and the metrics say so. Even with a complete view, a copy is
+//! declared unclaimed only after a direct read of its StoredFile answers 404, and never in
+//! a namespace this operator does not manage.
 
 use async_trait::async_trait;
 use deposito_api::names::resource_name;
 use deposito_api::FileKey;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::ListParams;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
+use tracing::{info, warn};
 
 use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
 use super::record::{file_name_of, record_of, status_of};
-use crate::engine::{Catalog, CatalogError, Changes, FileRecord, ObservedStatus};
+use crate::engine::{Catalog, CatalogError, Changes, Claim, FileRecord, ObservedStatus};
 
 /// The field manager of the operator's status writes.
 pub const STATUS_MANAGER: &str = "deposito-operator";
@@ -38,6 +48,17 @@ const CATCH_UP_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the cache is looked at meanwhile.
 const CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// How complete the cache's view of the StoredFiles is.
+#[derive(Debug, Default)]
+struct ListState {
+    /// A full list has arrived since the operator started.
+    listed: bool,
+    /// A re-list is under way (the watch lost its place): not complete until it ends.
+    relisting: bool,
+    /// The last failure of the watch, until it works again.
+    error: Option<String>,
+}
+
 /// The StoredFiles of the watched namespace (or of every namespace).
 pub struct KubeCatalog {
     client: Client,
@@ -45,6 +66,7 @@ pub struct KubeCatalog {
     changes: Changes,
     /// The one namespace watched; `None` when every namespace is.
     namespace: Option<String>,
+    list: std::sync::Mutex<ListState>,
 }
 
 impl KubeCatalog {
@@ -54,6 +76,62 @@ impl KubeCatalog {
             store,
             changes: Changes::default(),
             namespace,
+            list: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether this operator manages the StoredFiles of `namespace`.
+    pub fn manages(&self, namespace: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == namespace)
+    }
+
+    fn list_state(&self) -> std::sync::MutexGuard<'_, ListState> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows the StoredFile watch (called for every item of its stream): a complete list
+    /// makes the view complete; a re-list or a failure makes it incomplete until the next
+    /// complete list (or until the watch delivers again, or [`KubeCatalog::recheck`] finds
+    /// the list allowed again).
+    pub fn watch_event(&self, item: &Result<watcher::Event<StoredFile>, watcher::Error>) {
+        let mut state = self.list_state();
+        let before = completeness_of(&state);
+        match item {
+            Ok(watcher::Event::Init) => state.relisting = true,
+            Ok(watcher::Event::InitApply(sf)) => self.observed(sf),
+            Ok(watcher::Event::InitDone) => {
+                state.listed = true;
+                state.relisting = false;
+                state.error = None;
+            }
+            Ok(watcher::Event::Apply(sf) | watcher::Event::Delete(sf)) => {
+                state.error = None;
+                self.observed(sf);
+            }
+            Err(err) => state.error = Some(err.to_string()),
+        }
+        let after = completeness_of(&state);
+        drop(state);
+        log_change(&before, &after);
+    }
+
+    /// While the watch reports a failure: lists one StoredFile to see whether access came
+    /// back (a watch that resumes without a change delivers nothing that would say so).
+    pub async fn recheck(&self) {
+        if self.list_state().error.is_none() {
+            return;
+        }
+        let api: Api<StoredFile> = match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+            let mut state = self.list_state();
+            let before = completeness_of(&state);
+            state.error = None;
+            let after = completeness_of(&state);
+            drop(state);
+            log_change(&before, &after);
         }
     }
 
@@ -122,6 +200,30 @@ impl KubeCatalog {
                 self.changes.status_changed(&key);
             }
         }
+    }
+}
+
+/// The completeness a list state gives.
+fn completeness_of(state: &ListState) -> Result<(), String> {
+    if let Some(err) = &state.error {
+        return Err(format!("StoredFiles cannot be listed or watched: {err}"));
+    }
+    if !state.listed {
+        return Err("StoredFiles not listed yet since the operator started".into());
+    }
+    if state.relisting {
+        return Err("StoredFiles being listed again".into());
+    }
+    Ok(())
+}
+
+fn log_change(before: &Result<(), String>, after: &Result<(), String>) {
+    match (before, after) {
+        (Ok(()), Err(why)) => {
+            warn!(reason = %why, "orphan collection paused: no copy is collected until every StoredFile is listed again");
+        }
+        (Err(_), Ok(())) => info!("every StoredFile listed: orphan collection active"),
+        _ => {}
     }
 }
 
@@ -198,6 +300,28 @@ impl Catalog for KubeCatalog {
                 "StoredFiles are not listed yet".into(),
             )),
         }
+    }
+
+    async fn claim(&self, key: &FileKey) -> Claim {
+        if !self.manages(&key.namespace) {
+            return Claim::Unmanaged;
+        }
+        if let Err(why) = self.completeness() {
+            return Claim::Unknown(why);
+        }
+        if self.cached(&key.namespace, &key.name).is_some() {
+            return Claim::Claimed;
+        }
+        // The cache says nothing claims it: ask the API server itself before anything goes.
+        match self.api(&key.namespace).get_opt(&key.name).await {
+            Ok(Some(_)) => Claim::Claimed,
+            Ok(None) => Claim::Unclaimed,
+            Err(err) => Claim::Unknown(format!("reading StoredFile {}: {err}", key.name)),
+        }
+    }
+
+    fn completeness(&self) -> Result<(), String> {
+        completeness_of(&self.list_state())
     }
 
     async fn storage_key(&self, namespace: &str, file_name: &str) -> Result<FileKey, CatalogError> {

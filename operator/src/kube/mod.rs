@@ -114,15 +114,25 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         let catalog = catalog.clone();
         let stream = watcher(sf_api.clone(), watcher::Config::default().any_semantic())
             .default_backoff()
-            .reflect_shared(sf_writer)
-            .applied_objects();
+            .reflect_shared(sf_writer);
         tokio::spawn(async move {
             futures::pin_mut!(stream);
             while let Some(item) = stream.next().await {
-                match item {
-                    Ok(sf) => catalog.observed(&sf),
-                    Err(err) => warn!(%err, "watching StoredFiles"),
+                if let Err(err) = &item {
+                    warn!(%err, "watching StoredFiles");
                 }
+                catalog.watch_event(&item);
+            }
+        });
+    }
+    {
+        // A watch that resumes after a failure may deliver nothing: look whether StoredFiles
+        // can be listed again, so that orphan collection does not stay paused for nothing.
+        let catalog = catalog.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                catalog.recheck().await;
             }
         });
     }
@@ -170,6 +180,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         args.engine
             .engine_settings(StaleGuard::Age(args.engine.orphan_grace())),
         args.engine.tracker_settings(true),
+        args.engine.rebalance_settings(),
     );
     tokio::spawn(built.tracker.run(cancel.child_token()));
     if let Some(path) = args.tokens_file.clone() {
@@ -234,9 +245,13 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     info!(settled = built.replicas.settled(), "reconciling");
+    // Only the leader moves copies (its moves go through its controller).
+    tokio::spawn(built.rebalancer.run(cancel.child_token()));
 
     // Engine triggers: files whose copies or replicas changed. StoredFiles go to the
-    // controller; keys without one are orphans, collected by a small queue of their own.
+    // controller; keys without one in a namespace this operator manages may be orphans,
+    // looked at by a small queue of their own (which collects nothing without a complete
+    // view of the StoredFiles). Copies in other namespaces are never touched.
     let (to_controller, from_engine) = tokio::sync::mpsc::unbounded_channel();
     let orphans = Arc::new(WorkQueue::default());
     {
@@ -247,7 +262,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
                 if catalog.cached(&key.namespace, &key.name).is_some() {
                     let _ = to_controller
                         .send(ObjectRef::<StoredFile>::new(&key.name).within(&key.namespace));
-                } else {
+                } else if catalog.manages(&key.namespace) {
                     orphans.add(key, Priority::Normal);
                 }
             }
@@ -276,7 +291,9 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(every).await;
                 for key in index.keys() {
-                    if catalog.cached(&key.namespace, &key.name).is_none() {
+                    if catalog.cached(&key.namespace, &key.name).is_none()
+                        && catalog.manages(&key.namespace)
+                    {
                         orphans.add(key, Priority::Normal);
                     }
                 }

@@ -163,6 +163,10 @@ impl Rig {
                     read_info: false,
                 },
             },
+            engine::RebalanceSettings {
+                enabled: false,
+                ..engine::RebalanceSettings::default()
+            },
         );
         let cancel = CancellationToken::new();
         let replicas = built.replicas.clone();

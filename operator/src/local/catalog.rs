@@ -457,6 +457,22 @@ impl Catalog for SqliteCatalog {
         Ok(self.db.run(|db| db.ping()).await?)
     }
 
+    /// The database is the whole truth of this mode: a key without a row is claimed by
+    /// nothing (a catalog restored from an older backup still is: the replicas' trash is the
+    /// safety net for that).
+    async fn claim(&self, key: &FileKey) -> engine::Claim {
+        let key = key.clone();
+        match self.db.run(move |db| db.get(&key)).await {
+            Ok(Some(_)) => engine::Claim::Claimed,
+            Ok(None) => engine::Claim::Unclaimed,
+            Err(err) => engine::Claim::Unknown(format!("reading the catalog: {err}")),
+        }
+    }
+
+    fn completeness(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn storage_key(
         &self,
         namespace: &str,

@@ -20,12 +20,8 @@ pub struct Member {
     pub url: String,
     pub zone: Option<String>,
     pub draining: bool,
-    pub free_bytes: u64,
-    pub capacity_bytes: u64,
-    pub objects: u64,
-    pub active_transfers: u64,
-    /// The replica's own readiness (data dir writable, room left).
-    pub ready: bool,
+    /// Space, load and readiness, as its last heartbeat said.
+    pub capacity: Capacity,
     /// Whether a heartbeat arrived since this operator started.
     pub heard: bool,
     /// Time since the last heartbeat (or since operator start, if none yet).
@@ -59,11 +55,7 @@ impl Membership {
                     url: row.url,
                     zone: row.zone,
                     draining: row.draining,
-                    free_bytes: 0,
-                    capacity_bytes: 0,
-                    objects: 0,
-                    active_transfers: 0,
-                    ready: false,
+                    capacity: Capacity::default(),
                     heard: false,
                     since_seen: Duration::ZERO,
                 };
@@ -99,11 +91,7 @@ impl Membership {
                         url: beat.url.clone(),
                         zone: beat.zone.clone(),
                         draining,
-                        free_bytes: beat.free_bytes,
-                        capacity_bytes: beat.capacity_bytes,
-                        objects: beat.objects,
-                        active_transfers: beat.active_transfers,
-                        ready: beat.ready,
+                        capacity: Capacity::of(beat),
                         heard: true,
                         since_seen: Duration::ZERO,
                     },
@@ -154,13 +142,7 @@ impl Membership {
             } else {
                 m.since_seen
             },
-            capacity: m.heard.then_some(Capacity {
-                free_bytes: m.free_bytes,
-                capacity_bytes: m.capacity_bytes,
-                objects: m.objects,
-                active_transfers: m.active_transfers,
-                ready: m.ready,
-            }),
+            capacity: m.heard.then_some(m.capacity),
             id: m.id,
             url: m.url,
             zone: m.zone,
@@ -202,6 +184,9 @@ mod tests {
             objects: 1,
             active_transfers: 0,
             ready: true,
+            full: false,
+            trash_bytes: 0,
+            trash_objects: 0,
         }
     }
 

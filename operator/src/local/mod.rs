@@ -72,6 +72,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.engine
             .engine_settings(StaleGuard::Fenced(fence.clone())),
         args.engine.tracker_settings(false),
+        args.engine.rebalance_settings(),
     );
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -92,6 +93,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let supervisor = supervisor::Supervisor::start(&args, &data_dir, &gateway_url, &replica_token)?;
     let cancel = CancellationToken::new();
     tokio::spawn(built.tracker.run(cancel.child_token()));
+    tokio::spawn(built.rebalancer.run(cancel.child_token()));
     tokio::spawn(crate::gateway::access::reload_on_change(
         client_tokens.clone(),
         tokens_file,

@@ -7,9 +7,10 @@
 //!
 //! - [`model`]: input and output types.
 //! - [`placement`]: ranking of targets, trims and pull sources (rule 7).
-//! - [`file`]: [`plan_file`], one file's plan (rules 5, 8, 9).
+//! - [`file`]: [`plan_file`], one file's plan (rules 5, 8, 9), with the events it emits.
 //! - [`orphans`]: [`plan_orphans`], copies no catalog entry claims.
 
+mod events;
 pub mod file;
 pub mod model;
 pub mod orphans;
@@ -18,14 +19,16 @@ pub mod placement;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_capacity;
+#[cfg(test)]
 mod tests_health;
 #[cfg(test)]
 mod tests_invariants;
 
 pub use file::plan_file;
 pub use model::{
-    Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, OrphanCopy, ReplicaId,
-    ReplicaView,
+    Action, CopyView, DeleteReason, DesiredFile, Event, FilePlan, Health, Move, OrphanCopy,
+    ReplicaId, ReplicaView,
 };
 pub use orphans::{plan_orphans, ReplicaInventory};
 pub use placement::rendezvous_score;

@@ -51,6 +51,11 @@ pub struct ReplicaView {
     pub free_bytes: u64,
     /// Transfers in progress on the replica: its current load.
     pub active_transfers: u64,
+    /// Live but out of space: it refuses new copies (never a pull target), while its copies
+    /// count, serve reads and stay where they are, as on any live replica. Capacity is not
+    /// liveness: only an unreachable replica starts the grace period.
+    #[serde(default)]
+    pub full: bool,
     /// Base URL of the replica's API (not used by the plan; carried for the executor).
     pub url: String,
 }
@@ -92,6 +97,19 @@ pub struct DesiredFile {
     /// it would lose an acknowledged deposit. `u64::MAX` disables the guard (tests); `0`
     /// keeps every stale copy.
     pub stale_cutoff_unix: u64,
+    /// A rebalancing move asked for this file: one copy to go from `from` to `to`, add before
+    /// trim. Ignored unless the file is otherwise at rest (exactly N staying copies, nothing
+    /// to repair or restore), `from` holds a staying good copy, `to` could take a new one, and
+    /// the move does not crowd a zone.
+    #[serde(default)]
+    pub moving: Option<Move>,
+}
+
+/// A rebalancing move of one copy, from a fuller replica to an emptier one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Move {
+    pub from: ReplicaId,
+    pub to: ReplicaId,
 }
 
 /// Why a copy is to be deleted.
@@ -107,8 +125,10 @@ pub enum DeleteReason {
     Draining,
     /// The file is being deleted.
     FileDeleted,
-    /// No catalog entry claims the copy.
+    /// No catalog entry claims the copy (it goes to the replica's trash, not away).
     Orphan,
+    /// A rebalancing move's copy on the fuller replica, once the emptier one holds its own.
+    Moved,
 }
 
 /// One step for the executor. Pulls are replica-to-replica (rule 6): the target fetches from
@@ -121,6 +141,9 @@ pub enum Action {
         source: ReplicaId,
         sha256: String,
     },
+    /// `POST {replica}/v1/objects/{ns}/{name}/{sha256}/restore`: bring back a copy the
+    /// replica holds in its trash (verified there, renamed into place: no byte copied).
+    Restore { replica: ReplicaId, sha256: String },
     /// `DELETE {replica}/v1/objects/{ns}/{name}/{sha256}`.
     Delete {
         replica: ReplicaId,
@@ -140,7 +163,8 @@ pub struct Event {
 /// The outcome of planning one file: what to do now, and the status to publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilePlan {
-    /// Pulls first (sorted by target), then deletes (sorted by replica, sha256).
+    /// Restores first (sorted by replica), then pulls (sorted by target), then deletes
+    /// (sorted by replica, sha256).
     pub actions: Vec<Action>,
     pub phase: Phase,
     /// Verified copies of the current content observed on live replicas (draining included).

@@ -192,6 +192,7 @@ mod tests {
             free_bytes: free,
             active_transfers: 0,
             url: format!("http://{id}"),
+            full: false,
         }
     }
 

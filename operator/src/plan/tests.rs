@@ -21,6 +21,7 @@ pub(super) fn replica(id: &str) -> ReplicaView {
         free_bytes: TIB,
         active_transfers: 0,
         url: format!("http://{id}:7070"),
+        full: false,
     }
 }
 
@@ -87,6 +88,7 @@ pub(super) fn file(replicas: u32) -> DesiredFile {
         deleting: false,
         last_holders: Vec::new(),
         stale_cutoff_unix: u64::MAX,
+        moving: None,
     }
 }
 
@@ -122,7 +124,7 @@ pub(super) fn pull_targets(actions: &[Action]) -> Vec<String> {
         .iter()
         .filter_map(|a| match a {
             Action::Pull { target, .. } => Some(target.clone()),
-            Action::Delete { .. } => None,
+            _ => None,
         })
         .collect()
 }

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use deposito_api::gateway::Phase;
 use deposito_api::replica::ObjectState;
 
-use super::model::{Action, CopyView, DeleteReason, DesiredFile, FilePlan, Health, ReplicaView};
+use super::model::{
+    Action, CopyView, DeleteReason, DesiredFile, FilePlan, Health, Move, ReplicaView,
+};
 use super::plan_file;
 
 const SCENARIOS: u64 = 10_000;
@@ -88,6 +90,7 @@ impl Scenario {
                 },
                 active_transfers: rng.below(4),
                 url: format!("http://r{i}:7070"),
+                full: rng.chance(10),
             })
             .collect();
         let (sha, other) = if rng.chance(50) {
@@ -113,20 +116,30 @@ impl Scenario {
             deleting: rng.chance(10),
             last_holders,
             stale_cutoff_unix: if rng.chance(80) { u64::MAX } else { CUTOFF },
+            moving: None,
         };
         let mut copies = Vec::new();
         for replica in replicas.iter().filter(|r| r.health == Health::Live) {
             for sha256 in [sha, other] {
-                let states: &[ObjectState] = match rng.below(10) {
+                let states: &[ObjectState] = match rng.below(12) {
                     0..=4 => &[],
                     5..=7 => &[ObjectState::Ready],
                     8 => &[ObjectState::Corrupt],
-                    _ => &[ObjectState::Ready, ObjectState::Corrupt],
+                    9 => &[ObjectState::Ready, ObjectState::Corrupt],
+                    _ => &[ObjectState::Trashed],
                 };
                 for state in states {
                     copies.push(copy_of(&replica.id, sha256, *state, rng.below(10_000)));
                 }
             }
+        }
+        let mut desired = desired;
+        if rng.chance(30) && !replicas.is_empty() {
+            let pick = |rng: &mut Rng| replicas[rng.below(replicas.len() as u64) as usize].id.clone();
+            desired.moving = Some(Move {
+                from: pick(&mut rng),
+                to: pick(&mut rng),
+            });
         }
         Scenario {
             seed,
@@ -165,13 +178,23 @@ impl Scenario {
             .collect()
     }
 
+    /// Live replicas with a trashed copy of `sha256`.
+    fn trash_holders(&self, sha256: &str) -> BTreeSet<String> {
+        self.copies
+            .iter()
+            .filter(|c| c.sha256 == sha256 && c.state == ObjectState::Trashed)
+            .filter(|c| self.is_live(&c.replica))
+            .map(|c| c.replica.clone())
+            .collect()
+    }
+
     /// Live, non-draining replicas that hold a good copy or have room for one.
     fn capacity(&self) -> usize {
         let good = self.ready_holders(&self.desired.sha256);
         self.replicas
             .iter()
             .filter(|r| r.health == Health::Live && !r.draining)
-            .filter(|r| good.contains(&r.id) || r.free_bytes >= self.desired.size)
+            .filter(|r| good.contains(&r.id) || (!r.full && r.free_bytes >= self.desired.size))
             .count()
     }
 
@@ -195,11 +218,13 @@ impl Scenario {
 
 type Pull = (String, String, String);
 type Delete = (String, String, DeleteReason);
+type Restore = (String, String);
 
-fn split(plan: &FilePlan) -> (Vec<Pull>, Vec<Delete>) {
-    let (mut pulls, mut deletes) = (Vec::new(), Vec::new());
+fn split(plan: &FilePlan) -> (Vec<Pull>, Vec<Delete>, Vec<Restore>) {
+    let (mut pulls, mut deletes, mut restores) = (Vec::new(), Vec::new(), Vec::new());
     for action in &plan.actions {
         match action {
+            Action::Restore { replica, sha256 } => restores.push((replica.clone(), sha256.clone())),
             Action::Pull {
                 target,
                 source,
@@ -212,7 +237,7 @@ fn split(plan: &FilePlan) -> (Vec<Pull>, Vec<Delete>) {
             } => deletes.push((replica.clone(), sha256.clone(), *reason)),
         }
     }
-    (pulls, deletes)
+    (pulls, deletes, restores)
 }
 
 /// Invariants 1 to 8 on one plan of one scenario.
@@ -220,7 +245,7 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
     let ctx = || s.describe(plan);
     let desired = &s.desired;
     let wanted = desired.replicas as usize;
-    let (pulls, deletes) = split(plan);
+    let (pulls, deletes, restores) = split(plan);
     let good = s.ready_holders(&desired.sha256);
     let deleted: BTreeSet<(String, String)> = deletes
         .iter()
@@ -258,10 +283,11 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
         let observed: BTreeSet<(String, String)> = s
             .copies
             .iter()
-            .filter(|c| s.is_live(&c.replica))
+            .filter(|c| s.is_live(&c.replica) && c.state != ObjectState::Trashed)
             .map(|c| (c.replica.clone(), c.sha256.clone()))
             .collect();
         assert!(pulls.is_empty(), "pull while deleting\n{}", ctx());
+        assert!(restores.is_empty(), "restore while deleting\n{}", ctx());
         assert!(
             deletes.iter().all(|d| d.2 == DeleteReason::FileDeleted),
             "delete reason while deleting\n{}",
@@ -306,11 +332,32 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
         .filter_map(|id| s.replica(id))
         .filter(|r| r.health == Health::Unreachable && !r.draining)
         .count();
+    // A sound move adds one pull beyond N, and only when the file is at N.
+    let move_pull = desired.moving.as_ref().is_some_and(|m| {
+        pulls.iter().any(|(t, _, _)| *t == m.to) && staying.len() == wanted && pending == 0
+    });
     assert!(
-        staying.len() + pending + pulls.len() <= wanted.max(staying.len() + pending),
-        "more pulls than needed\n{}",
+        staying.len() + pending + pulls.len() + restores.len()
+            <= wanted.max(staying.len() + pending) + usize::from(move_pull),
+        "more copies than needed\n{}",
         ctx()
     );
+    if move_pull {
+        assert_eq!(pulls.len(), 1, "a move with other pulls\n{}", ctx());
+        assert!(restores.is_empty(), "a move with restores\n{}", ctx());
+    }
+    // Restores: only of the current content, held in a live replica's trash.
+    let trashed = s.trash_holders(&desired.sha256);
+    for (replica, sha) in &restores {
+        let r = s.replica(replica).expect("restore on a known replica");
+        assert_eq!(sha, &desired.sha256, "restore of other content\n{}", ctx());
+        assert!(trashed.contains(replica), "restore of nothing\n{}", ctx());
+        assert!(
+            r.health == Health::Live && !r.draining && !good.contains(replica),
+            "bad restore target\n{}",
+            ctx()
+        );
+    }
     for (target, source, sha) in &pulls {
         let t = s.replica(target).expect("pull target is a known replica");
         assert_eq!(sha, &desired.sha256, "pull of other content\n{}", ctx());
@@ -320,6 +367,7 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
             ctx()
         );
         assert!(t.free_bytes >= desired.size, "target too full\n{}", ctx());
+        assert!(!t.full, "a full replica as target\n{}", ctx());
         assert!(!good.contains(target), "target already holds\n{}", ctx());
         assert!(
             good.contains(source),
@@ -337,15 +385,28 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
         .collect();
     for (replica, sha, reason) in &deletes {
         let expected: &[DeleteReason] = if *sha == desired.sha256 && good.contains(replica) {
-            &[DeleteReason::Extra, DeleteReason::Draining]
+            &[
+                DeleteReason::Extra,
+                DeleteReason::Draining,
+                DeleteReason::Moved,
+            ]
         } else if *sha != desired.sha256 && other_ready.contains_key(replica) {
             &[DeleteReason::Stale]
         } else {
             &[DeleteReason::Corrupt]
         };
         assert!(expected.contains(reason), "delete reason\n{}", ctx());
+        if *reason == DeleteReason::Moved {
+            assert_eq!(
+                desired.moving.as_ref().map(|m| &m.from),
+                Some(replica),
+                "moved copy not the move's source\n{}",
+                ctx()
+            );
+        }
         if *reason == DeleteReason::Stale {
             assert!(pulls.is_empty(), "stale deleted while pulling\n{}", ctx());
+            assert!(restores.is_empty(), "stale deleted while restoring\n{}", ctx());
             assert!(
                 !good.is_empty(),
                 "stale deleted with no good copy\n{}",
@@ -377,6 +438,10 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
 fn apply(copies: &mut Vec<CopyView>, plan: &FilePlan, round: u64) {
     for action in &plan.actions {
         match action {
+            Action::Restore { replica, sha256 } => {
+                copies.retain(|c| !(c.replica == *replica && c.sha256 == *sha256));
+                copies.push(copy_of(replica, sha256, ObjectState::Ready, 20_000 + round));
+            }
             Action::Pull { target, sha256, .. } => {
                 copies.retain(|c| !(c.replica == *target && c.sha256 == *sha256));
                 copies.push(copy_of(target, sha256, ObjectState::Ready, 20_000 + round));
@@ -449,6 +514,17 @@ fn random_scenarios_keep_the_invariants() {
         let s = Scenario::generate(seed);
         let plan = plan_file(&s.desired, &s.replicas, &s.copies);
         *phases.entry(format!("{:?}", plan.phase)).or_insert(0) += 1;
+        for action in &plan.actions {
+            let kind = match action {
+                Action::Restore { .. } => "restore",
+                Action::Delete {
+                    reason: DeleteReason::Moved,
+                    ..
+                } => "moved",
+                _ => continue,
+            };
+            *phases.entry(kind.to_string()).or_insert(0) += 1;
+        }
         check_plan(&s, &plan);
         check_order_independence(&s, &plan);
         converged_checks += u64::from(check_convergence(&s));
@@ -462,6 +538,8 @@ fn random_scenarios_keep_the_invariants() {
         "Degraded",
         "Lost",
         "Deleting",
+        "restore",
+        "moved",
     ] {
         assert!(
             phases.contains_key(phase),

@@ -157,21 +157,26 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the data dir is writable and has at least `--min-free-bytes` free.
+/// Readiness: the data dir is usable. A full disk (free space below `--min-free-bytes` even
+/// counting the trash as reclaimable) is still ready: the replica refuses new copies (507)
+/// but serves the ones it holds, so it must not look dead to Kubernetes or the operator.
 #[utoipa::path(get, path = "/readyz", responses(
-    (status = 200, description = "{\"status\":\"ready\"}"),
+    (status = 200, description = "{\"status\":\"ready\",\"full\":false}; `full` is true when new copies are refused for lack of space"),
     (status = 503, body = ErrorBody),
 ))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
-    app.store.probe().await?;
-    Ok(Json(serde_json::json!({"status": "ready"})))
+    let readiness = app.store.readiness().await?;
+    Ok(Json(
+        serde_json::json!({"status": "ready", "full": readiness.full}),
+    ))
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text",
     content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    app.metrics.refresh(&app.store, app.active_transfers());
+    let full = app.store.readiness().await.is_ok_and(|r| r.full);
+    app.metrics.refresh(&app.store, app.active_transfers(), full);
     app.metrics.refresh_scrub(&app.scrubber.status(&app.store));
     (
         [(

@@ -48,6 +48,8 @@ fn set_nodelay(tcp: &mut tokio::net::TcpStream) {
         objects::head_object,
         objects::delete_object,
         objects::pull_object,
+        objects::trash_object,
+        objects::restore_object,
         objects::fetch_object,
         admin::inventory,
         admin::inventory_changes,
@@ -129,6 +131,14 @@ pub fn router(app: AppState) -> Router {
         .route(
             "/v1/objects/{ns}/{name}/{sha256}/pull",
             post(objects::pull_object),
+        )
+        .route(
+            "/v1/objects/{ns}/{name}/{sha256}/trash",
+            post(objects::trash_object),
+        )
+        .route(
+            "/v1/objects/{ns}/{name}/{sha256}/restore",
+            post(objects::restore_object),
         )
         .route("/v1/objects/{ns}/{name}/fetch", post(objects::fetch_object))
         .route("/v1/inventory", get(admin::inventory))

@@ -115,6 +115,12 @@ pub async fn put_object(
     let _transfer = app.transfer();
     let metrics = &app.metrics;
     let mut data = body.into_data_stream();
+    if let Some(sha) = &expected {
+        let okey = ObjKey::from_file_key(key.clone(), sha)?;
+        if app.store.get(&okey).map(|i| i.state) == Some(ObjectState::Trashed) {
+            return put_from_trash(&app, &okey, len, &mut data).await;
+        }
+    }
     let stream = (&mut data)
         .map_err(|e| Error::IncompleteBody(e.to_string()))
         .inspect_ok(|b| {
@@ -128,6 +134,64 @@ pub async fn put_object(
         drain(&mut data).await;
     }
     Ok(written_response(res?))
+}
+
+/// A deposit of a copy this replica holds in its trash: the trashed copy is restored (hashed,
+/// then renamed back: nothing is written), and the body is read and hashed without being
+/// stored, so that a body that is not the content it claims is refused as any other would be
+/// (`digest_mismatch`, `incomplete_body`). If the trashed bytes changed (quarantined on
+/// restore), the body is written as a normal upload instead.
+async fn put_from_trash(
+    app: &AppState,
+    key: &ObjKey,
+    len: Option<u64>,
+    data: &mut axum::body::BodyDataStream,
+) -> Result<Response> {
+    let restored = match app.store.restore(key).await {
+        Ok(written) => written,
+        Err(Error::Corrupt) => {
+            let file_key = FileKey::new(&key.namespace, &key.name)?;
+            let stream = data.map_err(|e| Error::IncompleteBody(e.to_string()));
+            let res = app
+                .store
+                .write(&file_key, Some(&key.sha256), len, stream)
+                .await;
+            if res.is_err() {
+                drain(data).await;
+            }
+            return Ok(written_response(res?));
+        }
+        Err(e) => {
+            drain(data).await;
+            return Err(e);
+        }
+    };
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut received: u64 = 0;
+    while let Some(chunk) = data.next().await {
+        let chunk = chunk.map_err(|e| Error::IncompleteBody(e.to_string()))?;
+        app.metrics.bytes_received.inc_by(chunk.len() as u64);
+        received += chunk.len() as u64;
+        if len.is_some_and(|l| received > l) {
+            return Err(Error::BadRequest(
+                "body is longer than its Content-Length".to_string(),
+            ));
+        }
+        sha2::Digest::update(&mut hasher, &chunk);
+    }
+    if let Some(l) = len.filter(|l| *l != received) {
+        return Err(Error::IncompleteBody(format!(
+            "received {received} of {l} bytes"
+        )));
+    }
+    let actual = hex::encode(sha2::Digest::finalize(hasher));
+    if actual != key.sha256 {
+        return Err(Error::DigestMismatch {
+            expected: key.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(written_response(restored))
 }
 
 /// Reads and discards what is left of a refused upload (bounded in bytes and time), so that
@@ -149,10 +213,11 @@ pub(crate) async fn drain(data: &mut axum::body::BodyDataStream) {
 fn ready_copy(app: &AppState, path: &CopyPath) -> Result<(ObjKey, ObjectInfo)> {
     let key = path.key()?;
     let info = app.store.get(&key).ok_or(Error::NotFound)?;
-    if info.state != ObjectState::Ready {
-        return Err(Error::Corrupt);
+    match info.state {
+        ObjectState::Ready => Ok((key, info)),
+        ObjectState::Corrupt => Err(Error::Corrupt),
+        ObjectState::Trashed => Err(Error::NotFound),
     }
-    Ok((key, info))
 }
 
 fn object_headers(resp: &mut Response, info: &ObjectInfo) {
@@ -277,7 +342,7 @@ pub async fn head_object(
     Ok(resp)
 }
 
-/// Remove a copy (ready or quarantined).
+/// Remove a copy (ready, quarantined or trashed): a deliberate deletion, without the trash.
 #[utoipa::path(
     delete,
     path = "/v1/objects/{ns}/{name}/{sha256}",
@@ -296,6 +361,50 @@ pub async fn delete_object(
     let key = path.key()?;
     app.store.delete(&key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Move a ready copy to the trash (what the operator does with a copy no file claims). It
+/// stays on the same volume, listed in the inventory as `trashed` and never served, until
+/// the trash retention ends or a restore brings it back.
+#[utoipa::path(
+    post,
+    path = "/v1/objects/{ns}/{name}/{sha256}/trash",
+    params(CopyPath),
+    responses(
+        (status = 200, description = "in the trash", body = ObjectInfo),
+        (status = 404, description = "not_found, or corrupt (a quarantined copy is deleted, not trashed)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app))]
+pub async fn trash_object(
+    State(app): State<AppState>,
+    Path(path): Path<CopyPath>,
+) -> Result<Json<ObjectInfo>> {
+    let key = path.key()?;
+    Ok(Json(app.store.trash(&key).await?))
+}
+
+/// Bring a trashed copy back: its bytes are hashed again, then it is renamed into place (no
+/// byte is copied).
+#[utoipa::path(
+    post,
+    path = "/v1/objects/{ns}/{name}/{sha256}/restore",
+    params(CopyPath),
+    responses(
+        (status = 201, description = "restored from the trash", body = ObjectInfo),
+        (status = 200, description = "already a ready copy", body = ObjectInfo),
+        (status = 404, description = "not_found (not in the trash), or corrupt: the trashed bytes no longer match their sha256 and are quarantined", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[instrument(skip(app))]
+pub async fn restore_object(
+    State(app): State<AppState>,
+    Path(path): Path<CopyPath>,
+) -> Result<Response> {
+    let key = path.key()?;
+    Ok(written_response(app.store.restore(&key).await?))
 }
 
 /// Fetch a copy from a peer replica, verify it and commit it.

@@ -266,11 +266,13 @@ fn finish(
         let _ = std::fs::remove_file(data);
         return Err(io::Error::other(format!("fsync of the copy's folder failed: {e}")).into());
     }
-    // A verified copy supersedes a quarantined one of the same content (one left behind by a
-    // failure here is removed by the next start's scan).
+    // A verified copy supersedes a quarantined or trashed one of the same content (one left
+    // behind by a failure here is removed by the next start's scan).
     let key = ObjKey::of(&info);
-    if let Err(e) = scan::remove_copy(&data_path(root, &key, ObjectState::Corrupt)) {
-        tracing::warn!(key = %key, error = %e, "cannot remove the quarantined copy it replaces");
+    for state in [ObjectState::Corrupt, ObjectState::Trashed] {
+        if let Err(e) = scan::remove_copy(&data_path(root, &key, state)) {
+            tracing::warn!(key = %key, error = %e, "cannot remove the copy it replaces");
+        }
     }
     shared.insert(info.clone());
     tracing::info!(key = %key, size = info.size, "copy committed");

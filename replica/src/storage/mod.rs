@@ -2,14 +2,17 @@
 //!
 //! Layout under the data dir: `objects/{ns}/{name}/{sha256}` (the bytes) with `{sha256}.json`
 //! (its [`ObjectInfo`]), `quarantine/{ns}/{name}/{sha256}[.json]` for copies that failed
-//! verification, and `tmp/` for in-flight writes. Nothing partial is ever visible under
-//! `objects/`: data is written to `tmp/`, verified, fsync'd and renamed into place.
+//! verification, `trash/{ns}/{name}/{sha256}[.json]` for copies no file claimed when the
+//! operator collected them (see [`trash`]), and `tmp/` for in-flight writes. Nothing partial
+//! is ever visible under `objects/`: data is written to `tmp/`, verified, fsync'd and renamed
+//! into place.
 
 pub mod changes;
 pub mod chunks;
 mod commit;
 pub mod fsutil;
 mod scan;
+pub mod trash;
 mod write;
 
 use std::collections::BTreeMap;
@@ -26,6 +29,7 @@ use crate::error::{Error, Result};
 use changes::ChangeLog;
 pub use commit::CommitCounts;
 pub use fsutil::Space;
+pub use trash::{Readiness, TrashStats};
 pub use write::Written;
 
 /// Identity of one copy: (namespace, name, sha256). Orders like the inventory.
@@ -101,7 +105,13 @@ impl std::fmt::Display for ObjKey {
 pub struct Stats {
     pub ready: u64,
     pub corrupt: u64,
+    /// Bytes of ready and quarantined copies.
     pub bytes_used: u64,
+    /// Copies in the trash, and their bytes (not in `bytes_used`).
+    pub trashed: u64,
+    pub trash_bytes: u64,
+    /// Bytes of ready copies only.
+    pub ready_bytes: u64,
 }
 
 /// The index of every copy, and the log of its changes, kept together under one lock so
@@ -111,22 +121,47 @@ struct Indexed {
     objects: BTreeMap<ObjKey, ObjectInfo>,
     /// Counts over `objects`, kept up to date on every change (heartbeats read them often).
     stats: Stats,
+    /// Trashed copies whose metadata could not be read at start: kept until someone restores
+    /// or deletes them, never emptied by the retention or for space.
+    damaged_trash: std::collections::BTreeSet<ObjKey>,
+    /// Trashed copies, oldest first: what the retention and a shortage of space empty.
+    trash_order: std::collections::BTreeSet<(u64, ObjKey)>,
     log: ChangeLog,
+}
+
+impl Indexed {
+    /// Keeps `trash_order` in step with a change of `key` from `old` to `new`.
+    fn order_trash(&mut self, key: &ObjKey, old: Option<&ObjectInfo>, new: Option<&ObjectInfo>) {
+        if let Some(old) = old.filter(|i| i.state == ObjectState::Trashed) {
+            self.trash_order.remove(&(old.stored_at, key.clone()));
+        }
+        if let Some(new) = new.filter(|i| i.state == ObjectState::Trashed) {
+            self.trash_order.insert((new.stored_at, key.clone()));
+        }
+    }
 }
 
 impl Stats {
     /// Counts `info` in (`added`) or out of the totals.
     fn count(&mut self, info: &ObjectInfo, added: bool) {
-        let count = match info.state {
-            ObjectState::Ready => &mut self.ready,
-            ObjectState::Corrupt => &mut self.corrupt,
+        let (count, bytes) = match info.state {
+            ObjectState::Ready => (&mut self.ready, &mut self.bytes_used),
+            ObjectState::Corrupt => (&mut self.corrupt, &mut self.bytes_used),
+            ObjectState::Trashed => (&mut self.trashed, &mut self.trash_bytes),
         };
         if added {
             *count += 1;
-            self.bytes_used += info.size;
+            *bytes += info.size;
         } else {
             *count = count.saturating_sub(1);
-            self.bytes_used = self.bytes_used.saturating_sub(info.size);
+            *bytes = bytes.saturating_sub(info.size);
+        }
+        if info.state == ObjectState::Ready {
+            self.ready_bytes = if added {
+                self.ready_bytes + info.size
+            } else {
+                self.ready_bytes.saturating_sub(info.size)
+            };
         }
     }
 }
@@ -149,6 +184,7 @@ pub struct Store {
     /// The thread that makes every change of the disk and index (commits in batches,
     /// quarantines and deletions alone), in order and to the end: see [`commit`].
     committer: commit::Committer,
+    trash_counters: Arc<trash::TrashCounters>,
 }
 
 /// The index and the change-feed signal, shared with the blocking tasks that change the disk:
@@ -181,10 +217,15 @@ impl Shared {
         let key = ObjKey::of(&info);
         let mut index = self.lock_index();
         self.log_change(&mut index, &key, Some(&info));
-        index.stats.count(&info, true);
-        if let Some(old) = index.objects.insert(key, info) {
-            index.stats.count(&old, false);
+        if info.state != ObjectState::Trashed {
+            index.damaged_trash.remove(&key);
         }
+        index.stats.count(&info, true);
+        let old = index.objects.insert(key.clone(), info.clone());
+        if let Some(old) = &old {
+            index.stats.count(old, false);
+        }
+        index.order_trash(&key, old.as_ref(), Some(&info));
     }
 
     /// Forgets a copy.
@@ -192,7 +233,9 @@ impl Shared {
         let mut index = self.lock_index();
         if let Some(old) = index.objects.remove(key) {
             index.stats.count(&old, false);
+            index.order_trash(key, Some(&old), None);
         }
+        index.damaged_trash.remove(key);
         self.log_change(&mut index, key, None);
     }
 }
@@ -211,15 +254,29 @@ impl Store {
     pub async fn open(root: impl AsRef<Path>, min_free_bytes: u64) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let r = root.clone();
-        let index = tokio::task::spawn_blocking(move || scan::open_dir(&r)).await??;
+        let (index, damaged_trash) =
+            tokio::task::spawn_blocking(move || scan::open_dir(&r)).await??;
         tracing::info!(objects = index.len(), "store opened");
+        if !damaged_trash.is_empty() {
+            tracing::warn!(
+                copies = damaged_trash.len(),
+                "trash entries with damaged metadata: kept until restored or deleted by hand"
+            );
+        }
+        let trash_order = index
+            .iter()
+            .filter(|(_, i)| i.state == ObjectState::Trashed)
+            .map(|(k, i)| (i.stored_at, k.clone()))
+            .collect();
         let shared = Arc::new(Shared {
             index: Mutex::new(Indexed {
+                trash_order,
                 stats: index.values().fold(Stats::default(), |mut s, i| {
                     s.count(i, true);
                     s
                 }),
                 objects: index,
+                damaged_trash,
                 log: ChangeLog::new(changes::DEFAULT_CAPACITY),
             }),
             changed: tokio::sync::watch::channel(0).0,
@@ -230,6 +287,7 @@ impl Store {
             min_free_bytes,
             shared,
             committer,
+            trash_counters: Arc::default(),
         })
     }
 
@@ -375,20 +433,6 @@ impl Store {
         Ok(())
     }
 
-    /// Readiness: `tmp/` accepts a new file, and free space is at least `min_free_bytes`.
-    /// Also retries the removal of temp files left by a fault (see `fsutil::remove_leftovers`).
-    pub async fn probe(&self) -> Result<()> {
-        let tmp = self.tmp_dir();
-        tokio::task::spawn_blocking(move || {
-            fsutil::remove_leftovers();
-            fsutil::write_temp(&tmp, "probe", b"ok").map(drop)
-        })
-        .await?
-        .map_err(|e| Error::NotReady(format!("data dir not writable: {e}")))?;
-        self.check_free(0)
-            .map_err(|e| Error::NotReady(e.to_string()))
-    }
-
     /// Moves a ready copy to `quarantine/` with state corrupt. When `stored_at` is given, only
     /// the copy committed at that time is moved (a newer commit is left alone).
     #[instrument(skip(self), fields(key = %key))]
@@ -415,36 +459,43 @@ impl Store {
         .await
     }
 
-    /// Removes a copy, ready or quarantined.
+    /// Removes a copy, ready, quarantined or in the trash.
     #[instrument(skip(self), fields(key = %key))]
     pub async fn delete(&self, key: &ObjKey) -> Result<ObjectInfo> {
         let root = self.root.clone();
         let key = key.clone();
         let info = self
-            .change_on_disk(move |shared| {
-                let info = shared.get(&key).ok_or(Error::NotFound)?;
-                let data = data_path(&root, &key, info.state);
-                fsutil::remove_if_exists(&data)?;
-                fsutil::remove_if_exists(&json_path(&data))?;
-                let dir = data.parent().expect("data path has a parent");
-                // A folder already gone (its last copy removed by hand) is as good as synced.
-                match fsutil::fsync_dir(dir) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => {}
-                }
-                // Tidy empty name and namespace folders; failure (not empty) is fine.
-                if std::fs::remove_dir(dir).is_ok() {
-                    if let Some(ns_dir) = dir.parent() {
-                        let _ = std::fs::remove_dir(ns_dir);
-                    }
-                }
-                shared.remove(&key);
-                Ok(info)
-            })
+            .change_on_disk(move |shared| remove_blocking(&root, shared, &key, None))
             .await?;
         tracing::info!("copy deleted");
         Ok(info)
     }
+}
+
+/// Removes the copy `key` from the disk and the index; with `only`, only while it is in that
+/// state (`not_found` otherwise). Runs on the commit thread.
+fn remove_blocking(
+    root: &Path,
+    shared: &Shared,
+    key: &ObjKey,
+    only: Option<ObjectState>,
+) -> Result<ObjectInfo> {
+    let info = shared
+        .get(key)
+        .filter(|i| only.is_none_or(|s| s == i.state))
+        .ok_or(Error::NotFound)?;
+    let data = data_path(root, key, info.state);
+    fsutil::remove_if_exists(&data)?;
+    fsutil::remove_if_exists(&json_path(&data))?;
+    let dir = data.parent().expect("data path has a parent");
+    // A folder already gone (its last copy removed by hand) is as good as synced.
+    match fsutil::fsync_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    scan::tidy(dir);
+    shared.remove(key);
+    Ok(info)
 }
 
 /// What a copy's metadata file holds: its [`ObjectInfo`] and, for a copy of more than one
@@ -463,13 +514,18 @@ impl CopyMeta {
     }
 }
 
-/// `objects/` or `quarantine/` path of a copy.
-pub(crate) fn data_path(root: &Path, key: &ObjKey, state: ObjectState) -> PathBuf {
-    let area = match state {
+/// The folder of the copies in `state`: `objects`, `quarantine` or `trash`.
+pub(crate) fn area_name(state: ObjectState) -> &'static str {
+    match state {
         ObjectState::Ready => "objects",
         ObjectState::Corrupt => "quarantine",
-    };
-    root.join(area)
+        ObjectState::Trashed => "trash",
+    }
+}
+
+/// `objects/`, `quarantine/` or `trash/` path of a copy.
+pub(crate) fn data_path(root: &Path, key: &ObjKey, state: ObjectState) -> PathBuf {
+    root.join(area_name(state))
         .join(&key.namespace)
         .join(&key.name)
         .join(&key.sha256)

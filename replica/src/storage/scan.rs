@@ -1,4 +1,4 @@
-//! Rebuilding the index from disk at startup, and the blocking quarantine/remove steps.
+//! Rebuilding the index from disk at startup, and the blocking quarantine/move/remove steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -10,11 +10,16 @@ use sha2::{Digest, Sha256};
 
 use super::chunks::{ChunkDigests, ChunkHasher};
 use super::fsutil;
-use super::{data_path, json_path, CopyMeta, ObjKey};
+use super::{area_name, data_path, json_path, CopyMeta, ObjKey};
 
-/// Creates the layout, empties `tmp/`, and indexes `quarantine/` then `objects/`.
-pub(super) fn open_dir(root: &Path) -> io::Result<BTreeMap<ObjKey, ObjectInfo>> {
-    for d in ["objects", "quarantine", "tmp"] {
+/// The index rebuilt from disk, and the trashed copies whose metadata is damaged.
+pub(super) type Scanned = (BTreeMap<ObjKey, ObjectInfo>, BTreeSet<ObjKey>);
+
+/// Creates the layout, empties `tmp/`, and indexes `quarantine/`, then `trash/`, then
+/// `objects/`. A copy found in two areas keeps the later one (a ready copy over a trashed
+/// one, a trashed one over a quarantined one) and the other is removed.
+pub(super) fn open_dir(root: &Path) -> io::Result<Scanned> {
+    for d in ["objects", "quarantine", "trash", "tmp"] {
         fsutil::create_dir_all_durable(&root.join(d))?;
     }
     let tmp = root.join("tmp");
@@ -30,24 +35,14 @@ pub(super) fn open_dir(root: &Path) -> io::Result<BTreeMap<ObjKey, ObjectInfo>> 
             tracing::warn!(path = %path.display(), error = %e, "cannot clean tmp entry");
         }
     }
-    let mut index = BTreeMap::new();
-    scan_area(root, ObjectState::Corrupt, &mut index)?;
-    scan_area(root, ObjectState::Ready, &mut index)?;
-    Ok(index)
+    let mut scanned = (BTreeMap::new(), BTreeSet::new());
+    scan_area(root, ObjectState::Corrupt, &mut scanned)?;
+    scan_area(root, ObjectState::Trashed, &mut scanned)?;
+    scan_area(root, ObjectState::Ready, &mut scanned)?;
+    Ok(scanned)
 }
 
-fn area_name(state: ObjectState) -> &'static str {
-    match state {
-        ObjectState::Ready => "objects",
-        ObjectState::Corrupt => "quarantine",
-    }
-}
-
-fn scan_area(
-    root: &Path,
-    state: ObjectState,
-    index: &mut BTreeMap<ObjKey, ObjectInfo>,
-) -> io::Result<()> {
+fn scan_area(root: &Path, state: ObjectState, index: &mut Scanned) -> io::Result<()> {
     let area = root.join(area_name(state));
     for ns in read_dirs(&area)? {
         for name in read_dirs(&area.join(&ns))? {
@@ -80,7 +75,7 @@ fn scan_name_dir(
     root: &Path,
     state: ObjectState,
     key: &FileKey,
-    index: &mut BTreeMap<ObjKey, ObjectInfo>,
+    (index, damaged): &mut Scanned,
 ) -> io::Result<()> {
     let dir = root
         .join(area_name(state))
@@ -112,14 +107,21 @@ fn scan_name_dir(
             name: key.name.clone(),
             sha256: sha.clone(),
         };
-        if let Some(info) = load_copy(root, state, &okey)? {
-            if info.state == ObjectState::Ready {
-                // A verified copy supersedes a quarantined one of the same content.
-                if index
-                    .get(&okey)
-                    .is_some_and(|i| i.state == ObjectState::Corrupt)
-                {
-                    remove_copy(&data_path(root, &okey, ObjectState::Corrupt))?;
+        let loaded = if state == ObjectState::Trashed {
+            let (info, intact) = load_trashed(root, &okey)?;
+            if !intact {
+                damaged.insert(okey.clone());
+            }
+            Some(info)
+        } else {
+            load_copy(root, state, &okey)?
+        };
+        if let Some(info) = loaded {
+            // A copy found in an earlier area (quarantine, then trash) is superseded.
+            if let Some(earlier) = index.get(&okey) {
+                if earlier.state != info.state {
+                    remove_copy(&data_path(root, &okey, earlier.state))?;
+                    damaged.remove(&okey);
                 }
             }
             index.insert(okey, info);
@@ -244,6 +246,78 @@ pub(super) fn quarantine_blocking(
     fsutil::remove_if_exists(&json_path(&from))?;
     fsutil::fsync_dir(from.parent().expect("data path has a parent"))?;
     Ok(info)
+}
+
+/// Reads a trashed copy's metadata. A copy whose metadata is missing, unreadable or does not
+/// describe its data is kept as it is (never re-hashed or moved: a restore verifies it) and
+/// reported damaged (`false`), dated by the data's modification time.
+fn load_trashed(root: &Path, key: &ObjKey) -> io::Result<(ObjectInfo, bool)> {
+    let data = data_path(root, key, ObjectState::Trashed);
+    let meta = std::fs::metadata(&data)?;
+    let parsed: Option<ObjectInfo> = std::fs::read(json_path(&data))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(mut info) = parsed.filter(|i| {
+        i.namespace == key.namespace
+            && i.name == key.name
+            && i.sha256 == key.sha256
+            && i.size == meta.len()
+    }) {
+        info.state = ObjectState::Trashed;
+        return Ok((info, true));
+    }
+    tracing::warn!(path = %data.display(), "trashed copy with damaged metadata: kept");
+    let trashed_at = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(super::now_secs, |d| d.as_secs());
+    let info = ObjectInfo {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        sha256: key.sha256.clone(),
+        size: meta.len(),
+        state: ObjectState::Trashed,
+        stored_at: trashed_at,
+    };
+    Ok((info, false))
+}
+
+/// Moves a copy's data from the `from` area to the area of `to.info.state`, with `to` as its
+/// new metadata: the metadata is written first (a crash leaves metadata without data, which
+/// the next start removes), then the data is renamed (same volume: no byte is copied), then
+/// the old metadata is removed; both folders are fsync'd before it returns.
+pub(super) fn relocate(
+    root: &Path,
+    key: &ObjKey,
+    from: ObjectState,
+    to: &CopyMeta,
+) -> io::Result<()> {
+    let source = data_path(root, key, from);
+    let target = data_path(root, key, to.info.state);
+    let target_dir = target.parent().expect("data path has a parent");
+    fsutil::create_dir_all_durable(target_dir)?;
+    let json = to.to_json()?;
+    let meta = fsutil::write_temp_unsynced(&root.join("tmp"), "meta", &json)?;
+    std::fs::rename(meta.path(), json_path(&target))?;
+    meta.keep();
+    std::fs::rename(&source, &target)?;
+    fsutil::fsync_dir(target_dir)?;
+    fsutil::remove_if_exists(&json_path(&source))?;
+    let source_dir = source.parent().expect("data path has a parent");
+    fsutil::fsync_dir(source_dir)?;
+    tidy(source_dir);
+    Ok(())
+}
+
+/// Removes a copy's name folder and then its namespace folder when they are empty (failure,
+/// when they are not, is fine).
+pub(super) fn tidy(dir: &Path) {
+    if std::fs::remove_dir(dir).is_ok() {
+        if let Some(ns_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(ns_dir);
+        }
+    }
 }
 
 /// Removes a copy's data and metadata, if present.

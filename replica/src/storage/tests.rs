@@ -157,7 +157,11 @@ async fn min_free_bytes_refuses_writes() {
         .unwrap_err();
     assert!(matches!(err, Error::InsufficientStorage(_)), "{err:?}");
     assert!(files_under(&dir.path().join("tmp")).is_empty());
-    assert!(store.probe().await.is_err());
+    // Full is not broken: the replica stays ready, and says it is full.
+    assert_eq!(
+        store.readiness().await.unwrap(),
+        crate::storage::Readiness { full: true }
+    );
 }
 
 #[tokio::test]

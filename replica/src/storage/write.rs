@@ -46,7 +46,7 @@ impl Store {
     where
         S: Stream<Item = Result<Bytes>>,
     {
-        self.check_free(expected_len.unwrap_or(0))?;
+        self.ensure_free(expected_len.unwrap_or(0)).await?;
         let tmp = TempPath::new(self.tmp_dir().join(fsutil::temp_name("data")));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -74,7 +74,7 @@ impl Store {
             since_check += len;
             if since_check >= SPACE_CHECK_EVERY {
                 since_check = 0;
-                self.check_free(0)?;
+                self.ensure_free(0).await?;
             }
         }
         if let Some(l) = expected_len {

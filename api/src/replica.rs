@@ -149,6 +149,8 @@ pub struct RegisterRequest {
     #[schema(maximum = 9007199254740991_u64)]
     #[serde(deserialize_with = "crate::integers::u64")]
     pub capacity_bytes: u64,
+    /// Room for new copies: free space above the replica's `--min-free-bytes` floor (its
+    /// trash not counted; see `trash_bytes`).
     #[schema(maximum = 9007199254740991_u64)]
     #[serde(deserialize_with = "crate::integers::u64")]
     pub free_bytes: u64,

@@ -146,6 +146,11 @@ pub struct KubeArgs {
     /// Name of the Lease used for leader election.
     #[arg(long, env = "DEPOSITO_LEASE_NAME", default_value = "deposito-operator")]
     pub lease_name: String,
+    /// Read the Nodes (cluster-scoped, read-only) to spread copies over their
+    /// `topology.kubernetes.io/zone` labels; without it (or without the permission) a
+    /// replica's zone is its pod's label of that name, else its node.
+    #[arg(long, env = "DEPOSITO_NODE_ZONES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub node_zones: bool,
 }
 
 /// Flags of the reconcile engine, the same in every mode.

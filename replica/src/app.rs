@@ -85,7 +85,10 @@ impl App {
             url: self.advertise_url.clone(),
             zone: self.config.zone.clone(),
             capacity_bytes: space.map_or(0, |s| s.capacity_bytes),
-            free_bytes: space.map_or(0, |s| s.free_bytes),
+            // Room for new copies: what is free above the floor of `--min-free-bytes`.
+            free_bytes: space.map_or(0, |s| {
+                s.free_bytes.saturating_sub(self.store.min_free_bytes())
+            }),
             objects: self.store.stats().ready,
             active_transfers: self.active_transfers(),
             ready: readiness.is_ok(),

@@ -60,7 +60,11 @@ async fn trashed_copies_are_not_served_and_come_back_without_a_copy() {
     assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "not_found");
     let described: RegisterRequest = get_json(&c, format!("{}/v1/info", r.url())).await;
     assert_eq!(
-        (described.objects, described.trash_objects, described.trash_bytes),
+        (
+            described.objects,
+            described.trash_objects,
+            described.trash_bytes
+        ),
         (0, 1, data.len() as u64)
     );
 
@@ -81,7 +85,10 @@ async fn trashed_copies_are_not_served_and_come_back_without_a_copy() {
 
     // A pull of a trashed copy restores it: nothing is fetched (the source does not exist).
     post(&c, format!("{}/trash", copy_url(&r, "kept.bin", &sha))).await;
-    let received = metric(&r.metrics(&c).await, "deposito_replica_bytes_received_total");
+    let received = metric(
+        &r.metrics(&c).await,
+        "deposito_replica_bytes_received_total",
+    );
     let resp = pull(
         &c,
         format!("{}/pull", copy_url(&r, "kept.bin", &sha)),
@@ -90,7 +97,10 @@ async fn trashed_copies_are_not_served_and_come_back_without_a_copy() {
     .await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(inode(&ready_path), ino);
-    let after = metric(&r.metrics(&c).await, "deposito_replica_bytes_received_total");
+    let after = metric(
+        &r.metrics(&c).await,
+        "deposito_replica_bytes_received_total",
+    );
     assert_eq!(after, received, "no byte received by the pull");
 
     // A deposit of a trashed copy (digest announced) restores it; the body is checked, not
@@ -107,13 +117,19 @@ async fn trashed_copies_are_not_served_and_come_back_without_a_copy() {
     wrong[5] ^= 1;
     let resp = put(wrong).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "digest_mismatch");
+    assert_eq!(
+        resp.json::<ErrorBody>().await.unwrap().code,
+        "digest_mismatch"
+    );
     post(&c, format!("{}/trash", copy_url(&r, "kept.bin", &sha))).await;
     let resp = put(data.clone()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(inode(&ready_path), ino, "restored, not written again");
     let metrics = r.metrics(&c).await;
-    assert_eq!(metric(&metrics, "deposito_replica_trash_restored_total"), 4.0);
+    assert_eq!(
+        metric(&metrics, "deposito_replica_trash_restored_total"),
+        4.0
+    );
     assert_eq!(metric(&metrics, "deposito_replica_trash_objects"), 0.0);
     r.stop().await;
 }
@@ -131,7 +147,11 @@ async fn a_copy_that_changed_in_the_trash_is_quarantined_on_restore() {
     let resp = post(&c, format!("{}/restore", copy_url(&r, "rots.bin", &sha))).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "corrupt");
-    assert!(r.dir.join("quarantine/default/rots.bin").join(&sha).exists());
+    assert!(r
+        .dir
+        .join("quarantine/default/rots.bin")
+        .join(&sha)
+        .exists());
     assert!(!r.dir.join("objects/default/rots.bin").join(&sha).exists());
     let inventory = r.inventory(&c).await;
     assert_eq!(inventory.items[0].state, ObjectState::Corrupt);
@@ -188,14 +208,23 @@ async fn retention_deletes_old_trash_and_keeps_damaged_entries() {
         "a damaged entry is kept"
     );
     let metrics = r.metrics(&c).await;
-    assert_eq!(metric(&metrics, "deposito_replica_trash_damaged_objects"), 1.0);
-    assert_eq!(metric(&metrics, "deposito_replica_trash_expired_total"), 1.0);
+    assert_eq!(
+        metric(&metrics, "deposito_replica_trash_damaged_objects"),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "deposito_replica_trash_expired_total"),
+        1.0
+    );
     // It can still be restored: the bytes are hashed, not the metadata trusted.
     let resp = post(&c, format!("{}/restore", copy_url(&r, "b", &sha_b))).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(get_bytes(&c, copy_url(&r, "b", &sha_b)).await[..], b[..]);
     let metrics = r.metrics(&c).await;
-    assert_eq!(metric(&metrics, "deposito_replica_trash_damaged_objects"), 0.0);
+    assert_eq!(
+        metric(&metrics, "deposito_replica_trash_damaged_objects"),
+        0.0
+    );
     r.stop().await;
 }
 
@@ -231,10 +260,18 @@ async fn a_write_short_of_space_empties_the_trash_oldest_first_and_full_stays_re
     let old = payload(1024 * 1024, 5);
     let young = payload(1024 * 1024, 6);
     r.put_created(&c, "default", "old", old.clone()).await;
-    post(&c, format!("{}/trash", copy_url(&r, "old", &sha256_hex(&old)))).await;
+    post(
+        &c,
+        format!("{}/trash", copy_url(&r, "old", &sha256_hex(&old))),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     r.put_created(&c, "default", "young", young.clone()).await;
-    post(&c, format!("{}/trash", copy_url(&r, "young", &sha256_hex(&young)))).await;
+    post(
+        &c,
+        format!("{}/trash", copy_url(&r, "young", &sha256_hex(&young))),
+    )
+    .await;
 
     // 4 MiB disk, 1 MiB kept free, 2 MiB in the trash: a 1.5 MiB deposit needs one entry.
     let new = payload(1536 * 1024, 7);
@@ -247,10 +284,15 @@ async fn a_write_short_of_space_empties_the_trash_oldest_first_and_full_stays_re
         "the younger stayed"
     );
     let metrics = r.metrics(&c).await;
-    assert_eq!(metric(&metrics, "deposito_replica_trash_evicted_total"), 1.0);
+    assert_eq!(
+        metric(&metrics, "deposito_replica_trash_evicted_total"),
+        1.0
+    );
 
     // Fill the rest: refused with 507, yet ready, and every copy still served.
-    let resp = r.put(&c, "default", "big", payload(3 * 1024 * 1024, 8)).await;
+    let resp = r
+        .put(&c, "default", "big", payload(3 * 1024 * 1024, 8))
+        .await;
     assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
     let filler = dir.join("filler");
     let free = nix_free(&dir);

@@ -84,9 +84,7 @@ impl Engine {
     ) -> Result<(), ActError> {
         let key = &record.key;
         let restores = plan.actions.iter().filter_map(|a| match a {
-            Action::Restore { replica, sha256 } => {
-                Some(self.restore(key, views, replica, sha256))
-            }
+            Action::Restore { replica, sha256 } => Some(self.restore(key, views, replica, sha256)),
             _ => None,
         });
         let pulls = plan.actions.iter().filter_map(|a| match a {
@@ -379,10 +377,17 @@ impl Engine {
         let mut first_error = None;
         for (orphan, state) in orphans {
             let result = if *state == ObjectState::Corrupt {
-                self.delete(key, views, &orphan.replica, &orphan.sha256, DeleteReason::Orphan)
-                    .await
+                self.delete(
+                    key,
+                    views,
+                    &orphan.replica,
+                    &orphan.sha256,
+                    DeleteReason::Orphan,
+                )
+                .await
             } else {
-                self.trash(key, views, &orphan.replica, &orphan.sha256).await
+                self.trash(key, views, &orphan.replica, &orphan.sha256)
+                    .await
             };
             if let Err(err) = result {
                 first_error.get_or_insert(err);

@@ -243,9 +243,10 @@ impl InventoryIndex {
             if to.is_some_and(|to| copies.iter().any(|c| c.replica == to)) {
                 continue;
             }
-            if let Some(copy) = copies.iter().find(|c| {
-                c.replica == from && c.state == ObjectState::Ready && c.size <= max_size
-            }) {
+            if let Some(copy) = copies
+                .iter()
+                .find(|c| c.replica == from && c.state == ObjectState::Ready && c.size <= max_size)
+            {
                 out.push((key.clone(), hex::encode(copy.sha256), copy.size));
                 if out.len() >= limit {
                     break;

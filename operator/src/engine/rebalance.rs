@@ -54,8 +54,8 @@ impl Default for RebalanceSettings {
             enabled: true,
             bytes_per_sec: 32 << 20,
             ratio: 1.25,
-            in_flight: 4,
-            tick: Duration::from_secs(1),
+            in_flight: 16,
+            tick: Duration::from_millis(200),
             move_timeout: Duration::from_secs(300),
         }
     }
@@ -206,7 +206,11 @@ impl Rebalancer {
             max as f64 / min.max(1) as f64
         };
         self.metrics.rebalance_spread.set(spread(&used));
-        while self.moves.lock().len() < self.settings.in_flight && Instant::now() >= *next_at {
+        // The pace: `next_at` runs ahead of the clock by the time the moves started so far
+        // take at `bytes_per_sec`; moves start while it is less than one tick ahead.
+        while self.moves.lock().len() < self.settings.in_flight
+            && *next_at <= Instant::now() + self.settings.tick
+        {
             let Some(fullest) = holders.iter().max_by_key(|v| (used[&v.id], v.id.clone())) else {
                 return;
             };
@@ -221,7 +225,8 @@ impl Rebalancer {
             if high as f64 <= self.settings.ratio * low as f64 || high <= low {
                 return;
             }
-            let Some((key, sha256, size)) = self.candidate(&fullest.id, &emptiest.id, high, low).await
+            let Some((key, sha256, size)) =
+                self.candidate(&fullest.id, &emptiest.id, high, low).await
             else {
                 return;
             };
@@ -241,7 +246,8 @@ impl Rebalancer {
             );
             *used.get_mut(&fullest.id).expect("holder") -= size;
             *used.get_mut(&emptiest.id).expect("taker") += size;
-            let pace = Duration::from_secs_f64(size as f64 / self.settings.bytes_per_sec.max(1) as f64);
+            let pace =
+                Duration::from_secs_f64(size as f64 / self.settings.bytes_per_sec.max(1) as f64);
             *next_at = (*next_at).max(Instant::now()) + pace;
             let _ = self.triggers.send(key);
         }

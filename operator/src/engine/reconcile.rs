@@ -469,7 +469,9 @@ impl Engine {
     /// Says, at most once a minute, that orphan collection waits for a complete view.
     fn warn_paused(&self, key: &FileKey, why: &str) {
         let now = unix_now();
-        let last = self.paused_warned.load(std::sync::atomic::Ordering::Relaxed);
+        let last = self
+            .paused_warned
+            .load(std::sync::atomic::Ordering::Relaxed);
         if now >= last + 60
             && self
                 .paused_warned

@@ -483,7 +483,10 @@ async fn copies_no_record_claims_are_collected_after_the_orphan_grace() {
         metrics.contains("deposito_operator_actions_total{kind=\"restore\",result=\"ok\"} 1"),
         "{metrics}"
     );
-    assert!(!metrics.contains("kind=\"pull\""), "nothing pulled: {metrics}");
+    assert!(
+        !metrics.contains("kind=\"pull\""),
+        "nothing pulled: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

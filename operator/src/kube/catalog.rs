@@ -12,8 +12,8 @@
 use async_trait::async_trait;
 use deposito_api::names::resource_name;
 use deposito_api::FileKey;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::api::ListParams;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -125,7 +125,11 @@ impl KubeCatalog {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
-        if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+        if api
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .is_ok()
+        {
             let mut state = self.list_state();
             let before = completeness_of(&state);
             state.error = None;

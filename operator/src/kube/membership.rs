@@ -3,13 +3,18 @@
 //! pod IP. Draining is the annotation `deposito.io/drain=true`. Pods that vanish (deleted,
 //! rescheduled) are remembered as unavailable for two grace periods, so the engine applies
 //! the grace period before replacing their copies.
+//!
+//! A replica's zone (what copies are spread over) is its Node's `topology.kubernetes.io/zone`
+//! label when the operator may read Nodes (a cluster-scoped, read-only permission the chart
+//! grants), else the pod's own label of that name, else its node's name.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::ResourceExt;
@@ -20,6 +25,8 @@ use crate::engine::{Member, Membership, MembershipError};
 pub const DRAIN_ANNOTATION: &str = "deposito.io/drain";
 /// The container port name replicas serve on, when declared.
 pub const PORT_NAME: &str = "api";
+/// The well-known label of a Node's (or pod's) topology zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// How the watch of pods is going.
 #[derive(Debug, Default)]
@@ -31,6 +38,8 @@ struct WatchState {
 /// The replica pods.
 pub struct KubeMembership {
     store: Store<Pod>,
+    /// The cluster's Nodes, for zones (None: not read).
+    nodes: Option<Store<PartialObjectMeta<Node>>>,
     watch: Mutex<WatchState>,
     /// Pods seen before and gone now: when they went, and how they looked.
     gone: Mutex<HashMap<String, (Instant, Member)>>,
@@ -68,6 +77,7 @@ impl KubeMembership {
     pub fn new(store: Store<Pod>, default_port: u16, grace: Duration) -> Self {
         Self {
             store,
+            nodes: None,
             watch: Mutex::new(WatchState::default()),
             gone: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
@@ -75,6 +85,27 @@ impl KubeMembership {
             default_port,
             grace,
         }
+    }
+
+    /// Reads zones from these Nodes' labels.
+    pub fn with_nodes(mut self, nodes: Store<PartialObjectMeta<Node>>) -> Self {
+        self.nodes = Some(nodes);
+        self
+    }
+
+    /// The zone of a pod: its Node's zone label, else its own, else the node's name.
+    fn zone_of(&self, pod: &Pod) -> Option<String> {
+        let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        let node_zone = node_name.as_ref().and_then(|name| {
+            let node = self
+                .nodes
+                .as_ref()?
+                .get(&kube::runtime::reflector::ObjectRef::new(name))?;
+            node.labels().get(ZONE_LABEL).cloned()
+        });
+        node_zone
+            .or_else(|| pod.labels().get(ZONE_LABEL).cloned())
+            .or(node_name)
     }
 
     /// Records how the pod watch is going (called for every item of the watch stream).
@@ -131,11 +162,7 @@ impl KubeMembership {
             .find(|p| p.name.as_deref() == Some(PORT_NAME))
             .map(|p| p.container_port as u16)
             .unwrap_or(self.default_port);
-        let zone = pod
-            .labels()
-            .get("topology.kubernetes.io/zone")
-            .cloned()
-            .or_else(|| pod.spec.as_ref().and_then(|s| s.node_name.clone()));
+        let zone = self.zone_of(pod);
         Member {
             id: pod.name_any(),
             url: ip
@@ -267,6 +294,33 @@ mod tests {
             .get_or_insert_default()
             .insert(DRAIN_ANNOTATION.into(), "true".into());
         assert!(m.member_of(&draining).draining);
+    }
+
+    #[test]
+    fn the_zone_is_the_nodes_label_then_the_pods_then_the_node_name() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<PartialObjectMeta<Node>>();
+        let mut node = PartialObjectMeta::<Node>::default();
+        node.metadata.name = Some("node-a".into());
+        node.metadata.labels = Some([(ZONE_LABEL.to_string(), "zone-1".to_string())].into());
+        writer.apply_watcher_event(&watcher::Event::Apply(node));
+        let plain = KubeMembership::new(
+            kube::runtime::reflector::store().0,
+            7070,
+            Duration::from_secs(60),
+        );
+        let zoned = KubeMembership::new(
+            kube::runtime::reflector::store().0,
+            7070,
+            Duration::from_secs(60),
+        )
+        .with_nodes(reader);
+        let on_a = pod("rep-0", true, Some("127.0.100.2"));
+        assert_eq!(zoned.member_of(&on_a).zone.as_deref(), Some("zone-1"));
+        assert_eq!(plain.member_of(&on_a).zone.as_deref(), Some("node-a"));
+        let mut labelled = on_a.clone();
+        labelled.metadata.labels = Some([(ZONE_LABEL.to_string(), "pod-zone".to_string())].into());
+        assert_eq!(plain.member_of(&labelled).zone.as_deref(), Some("pod-zone"));
+        assert_eq!(zoned.member_of(&labelled).zone.as_deref(), Some("zone-1"));
     }
 
     #[test]

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
@@ -140,11 +141,33 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     // Replica pods: membership.
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &replica_namespace);
     let (pod_reader, pod_writer) = reflector::store();
-    let membership = Arc::new(membership::KubeMembership::new(
-        pod_reader,
-        args.replica_port,
-        grace,
-    ));
+    let mut membership = membership::KubeMembership::new(pod_reader, args.replica_port, grace);
+    if args.node_zones {
+        // Zones from the Nodes' labels (their metadata only: a Node's status is large).
+        // Failing to read them only costs the zones.
+        let (node_reader, node_writer) = reflector::store::<PartialObjectMeta<Node>>();
+        membership = membership.with_nodes(node_reader);
+        let config = watcher::Config::default().any_semantic();
+        let stream = reflector::reflector(
+            node_writer,
+            watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), config).default_backoff(),
+        );
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            let mut warned = false;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Err(err) if !warned => {
+                        warned = true;
+                        warn!(%err, "cannot read Nodes: zones come from the replica pods' labels or node names");
+                    }
+                    Ok(_) => warned = false,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+    let membership = Arc::new(membership);
     {
         let membership = membership.clone();
         let config = watcher::Config::default().labels(&args.replica_selector);

@@ -221,10 +221,7 @@ impl<'a> Shape<'a> {
     }
 
     fn names(&self) -> (&'a str, &'a str) {
-        (
-            self.desired.namespace.as_str(),
-            self.desired.name.as_str(),
-        )
+        (self.desired.namespace.as_str(), self.desired.name.as_str())
     }
 
     /// Restores and pulls for the missing copies, or the pull of a sound move.
@@ -302,9 +299,7 @@ impl<'a> Shape<'a> {
             && pulls.is_empty();
         let from = self.staying.iter().find(|r| r.id == mv.from)?;
         let to = self.by_id.get(mv.to.as_str()).copied()?;
-        let to_ok = self.good.contains(mv.to.as_str())
-            && !to.draining
-            && to.health == Health::Live
+        let to_ok = self.good.contains(mv.to.as_str()) && !to.draining && to.health == Health::Live
             || self.eligible.iter().any(|r| r.id == mv.to);
         let zone_ok = ZoneKey::of(to) == ZoneKey::of(from)
             || !self
@@ -581,7 +576,8 @@ fn target_of(action: &Action) -> &str {
 fn pull_key(action: &Action) -> (&str, &str) {
     match action {
         Action::Pull { target, source, .. } => (target, source),
-        Action::Restore { replica, sha256 } | Action::Delete {
+        Action::Restore { replica, sha256 }
+        | Action::Delete {
             replica, sha256, ..
         } => (replica, sha256),
     }

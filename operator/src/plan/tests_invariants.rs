@@ -135,7 +135,11 @@ impl Scenario {
         }
         let mut desired = desired;
         if rng.chance(30) && !replicas.is_empty() {
-            let pick = |rng: &mut Rng| replicas[rng.below(replicas.len() as u64) as usize].id.clone();
+            let pick = |rng: &mut Rng| {
+                replicas[rng.below(replicas.len() as u64) as usize]
+                    .id
+                    .clone()
+            };
             desired.moving = Some(Move {
                 from: pick(&mut rng),
                 to: pick(&mut rng),
@@ -406,7 +410,11 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
         }
         if *reason == DeleteReason::Stale {
             assert!(pulls.is_empty(), "stale deleted while pulling\n{}", ctx());
-            assert!(restores.is_empty(), "stale deleted while restoring\n{}", ctx());
+            assert!(
+                restores.is_empty(),
+                "stale deleted while restoring\n{}",
+                ctx()
+            );
             assert!(
                 !good.is_empty(),
                 "stale deleted with no good copy\n{}",

@@ -176,7 +176,8 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<serde_json::Valu
     content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let full = app.store.readiness().await.is_ok_and(|r| r.full);
-    app.metrics.refresh(&app.store, app.active_transfers(), full);
+    app.metrics
+        .refresh(&app.store, app.active_transfers(), full);
     app.metrics.refresh_scrub(&app.scrubber.status(&app.store));
     (
         [(

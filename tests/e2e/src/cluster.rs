@@ -30,6 +30,8 @@ pub struct ClusterBuilder {
     scrub_interval_secs: u64,
     tmpfs: Vec<(usize, String)>,
     zones: Vec<(usize, String)>,
+    operator_args: Vec<String>,
+    replica_args: Vec<(usize, String)>,
 }
 
 impl Default for ClusterBuilder {
@@ -44,6 +46,8 @@ impl Default for ClusterBuilder {
             scrub_interval_secs: 3600,
             tmpfs: Vec::new(),
             zones: Vec::new(),
+            operator_args: Vec::new(),
+            replica_args: Vec::new(),
         }
     }
 }
@@ -85,6 +89,18 @@ impl ClusterBuilder {
     /// Starts replica `k` (1-based) with `--zone zone`.
     pub fn zone(mut self, k: usize, zone: &str) -> Self {
         self.zones.push((k, zone.to_string()));
+        self
+    }
+
+    /// Passes `arg` to the operator too (e.g. `--rebalance-bytes-per-sec=1048576`).
+    pub fn operator_arg(mut self, arg: &str) -> Self {
+        self.operator_args.push(arg.to_string());
+        self
+    }
+
+    /// Passes `arg` to replica `k` (1-based) too (e.g. `--min-free-bytes=1000`).
+    pub fn replica_arg(mut self, k: usize, arg: &str) -> Self {
+        self.replica_args.push((k, arg.to_string()));
         self
     }
 
@@ -237,6 +253,7 @@ impl Cluster {
         if let Some(resync) = o.resync_interval_secs {
             cmd.arg("--resync-interval-secs").arg(resync.to_string());
         }
+        cmd.args(&o.operator_args);
         clean_env(&mut cmd, &self.root_path);
         self.op = Some(Proc::spawn("operator", cmd, &self.log("operator")));
     }
@@ -259,6 +276,8 @@ impl Cluster {
         if let Some((_, zone)) = self.opts.zones.iter().find(|(i, _)| *i == k) {
             cmd.arg("--zone").arg(zone);
         }
+        let extra = self.opts.replica_args.iter().filter(|(i, _)| *i == k);
+        cmd.args(extra.map(|(_, arg)| arg));
         clean_env(&mut cmd, &self.root_path);
         cmd.env("DEPOSITO_REPLICA_TOKEN", &self.replica_token);
         if self.opts.bin_dir.is_some() {

@@ -197,6 +197,14 @@ impl Cluster {
         let req = self.http.post(&url).bearer_auth(&self.replica_token);
         send(req, "POST", &url).await
     }
+
+    /// The operator's `/metrics` text (see [`crate::metrics::sum`]).
+    pub async fn operator_metrics(&self) -> String {
+        let url = format!("{}/metrics", self.url());
+        let reply = send(self.http.get(&url), "GET", &url).await;
+        assert_eq!(reply.status, 200, "GET {url}: {}", reply.body);
+        reply.body
+    }
 }
 
 /// Sends `req` (a `method` to `url`, named if it fails) and reads the reply.

@@ -7,6 +7,7 @@
 //! - [`kube_cluster::KubeCluster`]: the real control plane of `tests/cluster/up`, for kube mode.
 //! - [`launcher::Launcher`]: the one-command system, `deposito-operator local --replicas K`.
 //! - [`files`]: streaming random files, sha256, and the census of copies on disk.
+//! - [`metrics`]: figures out of a `/metrics` text.
 //! - [`proc`]: processes killed on drop, one-shot commands with exit code and peak RSS.
 //! - [`bench`]: the `deposito-bench` benchmark; [`scale`]: its engine-scale workload.
 
@@ -21,6 +22,7 @@ pub mod http;
 pub mod kube_bench;
 pub mod kube_cluster;
 pub mod launcher;
+pub mod metrics;
 pub mod proc;
 pub mod scale;
 pub mod tls;

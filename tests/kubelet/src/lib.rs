@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-pub use cli::Cli;
+pub use cli::{Cli, NodeSpec};
 
 /// Shared by every task of the kubelet.
 pub struct Ctx {
@@ -33,6 +33,15 @@ pub struct Ctx {
     pub cluster: cluster::ClusterInfo,
     pub state_dir: PathBuf,
     pub ipam: Mutex<ipam::Ipam>,
+    /// The nodes this kubelet registers and serves (at least one).
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl Ctx {
+    /// Whether `node` is one of the nodes this kubelet serves.
+    pub fn serves(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == node)
+    }
 }
 
 async fn wait_for_file(path: &std::path::Path) {
@@ -49,6 +58,7 @@ async fn wait_for_file(path: &std::path::Path) {
 
 /// Run until SIGTERM or SIGINT, then kill every container process.
 pub async fn run(cli: Cli) -> Result<()> {
+    let nodes = cli.nodes().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&cli.state_dir)
         .with_context(|| format!("creating {}", cli.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&cli.state_dir)?;
@@ -67,11 +77,16 @@ pub async fn run(cli: Cli) -> Result<()> {
         cluster,
         state_dir,
         ipam: Mutex::new(ipam),
+        nodes: nodes.clone(),
     });
-    tracing::info!(node = %cli.node_name, server = %ctx.cluster.server, state = %ctx.state_dir.display(), "process kubelet starting");
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    tracing::info!(nodes = %names.join(","), server = %ctx.cluster.server, state = %ctx.state_dir.display(), "process kubelet starting");
 
-    let node = tokio::spawn(node::run(client.clone(), cli.node_name.clone()));
-    let sched = tokio::spawn(scheduler::run(client.clone(), cli.node_name.clone()));
+    let node_tasks: Vec<_> = nodes
+        .iter()
+        .map(|n| tokio::spawn(node::run(client.clone(), n.clone())))
+        .collect();
+    let sched = tokio::spawn(scheduler::run(client.clone(), nodes.clone()));
     let pods = tokio::spawn(pods::run(ctx.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -80,7 +95,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
     }
     process::kill_all();
-    node.abort();
+    for t in &node_tasks {
+        t.abort();
+    }
     sched.abort();
     pods.abort();
     Ok(())

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -13,6 +13,11 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = deposito_kubelet::Cli::parse();
+    if let Err(e) = cli.nodes() {
+        deposito_kubelet::Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

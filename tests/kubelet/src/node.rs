@@ -12,6 +12,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
+use crate::NodeSpec;
+
 /// How long the lease is valid; renewed every `LEASE_RENEW`.
 pub const LEASE_SECONDS: i32 = 40;
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);
@@ -107,11 +109,11 @@ fn node_status(name: &str, heartbeat: &Time, since: &Time) -> NodeStatus {
     }
 }
 
-/// Create the Node if missing and post its status.
-pub async fn register(client: &Client, name: &str, since: &Time) -> Result<Node> {
-    let api: Api<Node> = Api::all(client.clone());
-    let labels: BTreeMap<String, String> = [
-        ("kubernetes.io/hostname", name),
+/// The labels of a served node: the usual kubelet labels, then those given with `--node` (which
+/// win over the usual ones).
+pub fn node_labels(spec: &NodeSpec) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = [
+        ("kubernetes.io/hostname", spec.name.as_str()),
         ("kubernetes.io/os", "linux"),
         ("kubernetes.io/arch", "amd64"),
         ("node.kubernetes.io/instance-type", "process"),
@@ -119,10 +121,19 @@ pub async fn register(client: &Client, name: &str, since: &Time) -> Result<Node>
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    labels.extend(spec.labels.clone());
+    labels
+}
+
+/// Create the Node if missing (or give an existing one its labels) and post its status.
+pub async fn register(client: &Client, spec: &NodeSpec, since: &Time) -> Result<Node> {
+    let name = spec.name.as_str();
+    let api: Api<Node> = Api::all(client.clone());
+    let labels = node_labels(spec);
     let node = Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels),
+            labels: Some(labels.clone()),
             ..Default::default()
         },
         ..Default::default()
@@ -130,6 +141,13 @@ pub async fn register(client: &Client, name: &str, since: &Time) -> Result<Node>
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = name, "registered node"),
         Err(kube::Error::Api(e)) if e.code == 409 => {
+            // From an earlier run in the same state: make sure it has today's labels.
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "labels": labels } })),
+            )
+            .await?;
             tracing::info!(node = name, "node already registered")
         }
         Err(e) => return Err(e.into()),
@@ -194,13 +212,14 @@ async fn renew_lease(client: &Client, node: &Node) -> Result<()> {
 }
 
 /// Register the node (retrying until the API server answers), then keep it alive forever.
-pub async fn run(client: Client, name: String) {
+pub async fn run(client: Client, spec: NodeSpec) {
+    let name = spec.name.clone();
     let since = Time(now());
     let mut node = loop {
-        match register(&client, &name, &since).await {
+        match register(&client, &spec, &since).await {
             Ok(n) => break n,
             Err(e) => {
-                tracing::warn!(error = %e, "registering node; retrying");
+                tracing::warn!(node = %name, error = %e, "registering node; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -210,15 +229,15 @@ pub async fn run(client: Client, name: String) {
     loop {
         tick.tick().await;
         if let Err(e) = renew_lease(&client, &node).await {
-            tracing::warn!(error = %e, "renewing node lease");
+            tracing::warn!(node = %name, error = %e, "renewing node lease");
         }
         // Refresh the Ready heartbeat every other lease renewal (20 s).
         if n % 2 == 1 {
             match post_status(&client, &name, &since).await {
                 Ok(nd) => node = nd,
                 Err(e) => {
-                    tracing::warn!(error = %e, "posting node status");
-                    if let Ok(nd) = register(&client, &name, &since).await {
+                    tracing::warn!(node = %name, error = %e, "posting node status");
+                    if let Ok(nd) = register(&client, &spec, &since).await {
                         node = nd;
                     }
                 }
@@ -241,5 +260,15 @@ mod tests {
         let s = node_status("n", &t, &t);
         assert_eq!(s.capacity.unwrap()["memory"], Quantity("24Gi".into()));
         assert_eq!(s.addresses.unwrap()[0].address, "127.0.0.1");
+    }
+
+    #[test]
+    fn labels() {
+        let spec = crate::cli::parse_node_spec("a1,topology.kubernetes.io/zone=zone-a").unwrap();
+        let l = node_labels(&spec);
+        assert_eq!(l["kubernetes.io/hostname"], "a1");
+        assert_eq!(l["kubernetes.io/os"], "linux");
+        assert_eq!(l["topology.kubernetes.io/zone"], "zone-a");
+        assert_eq!(l.len(), 5);
     }
 }

@@ -1,4 +1,4 @@
-//! Watches the pods bound to this node and runs one worker per pod.
+//! Watches the pods bound to the served nodes and runs one worker per pod.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +14,22 @@ use crate::{worker, Ctx};
 
 fn uid_of(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn node_of(p: &Pod) -> &str {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+}
+
+/// The field selector of the pod watch: the one node's pods, or every bound pod (filtered by
+/// node name afterwards) when there are several.
+pub fn pod_field_selector(nodes: &[crate::NodeSpec]) -> String {
+    match nodes {
+        [one] => format!("spec.nodeName={}", one.name),
+        _ => "spec.nodeName!=".into(),
+    }
 }
 
 fn is_terminal(p: &Pod) -> bool {
@@ -77,10 +93,10 @@ impl Manager {
     }
 }
 
-/// Run pods bound to this node, forever.
+/// Run the pods bound to the served nodes, forever.
 pub async fn run(ctx: Arc<Ctx>) {
     let api: Api<Pod> = Api::all(ctx.client.clone());
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cli.node_name));
+    let cfg = watcher::Config::default().fields(&pod_field_selector(&ctx.nodes));
     let mut stream = watcher(api, cfg).default_backoff().boxed();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut m = Manager {
@@ -98,6 +114,9 @@ pub async fn run(ctx: Arc<Ctx>) {
                 m.finished.insert(uid);
             }
             ev = stream.try_next() => match ev {
+                // Bound to a node of someone else (only seen when serving several nodes).
+                Ok(Some(Event::Apply(p) | Event::InitApply(p) | Event::Delete(p)))
+                    if !ctx.serves(node_of(&p)) => {}
                 Ok(Some(Event::Apply(p))) => m.handle(p),
                 Ok(Some(Event::InitApply(p))) => {
                     if let Some(l) = listing.as_mut() {
@@ -138,5 +157,22 @@ fn remove_stale_pod_dirs(ctx: &Ctx, live: &HashSet<String>) {
         if !live.contains(&uid) {
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse_node_spec;
+
+    #[test]
+    fn field_selector() {
+        let one = [parse_node_spec("deposito-node").unwrap()];
+        assert_eq!(pod_field_selector(&one), "spec.nodeName=deposito-node");
+        let two = [
+            parse_node_spec("a1,topology.kubernetes.io/zone=zone-a").unwrap(),
+            parse_node_spec("b1,topology.kubernetes.io/zone=zone-b").unwrap(),
+        ];
+        assert_eq!(pod_field_selector(&two), "spec.nodeName!=");
     }
 }

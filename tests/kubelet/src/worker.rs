@@ -238,7 +238,13 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
     let facts = PodFacts {
         pod_ip: ip.to_string(),
         host_ip: "127.0.0.1".into(),
-        node_name: ctx.cli.node_name.clone(),
+        // The node the pod is bound to (one of ours); the downward API's spec.nodeName.
+        node_name: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| ctx.nodes[0].name.clone()),
         api_host: ctx.cluster.host.clone(),
         api_port: ctx.cluster.port,
     };

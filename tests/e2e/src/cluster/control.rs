@@ -2,7 +2,9 @@
 //! one replica without waiting for the whole cluster to be healthy (a campaign keeps other
 //! replicas paused or broken meanwhile, and does its own bounded, non-panicking waits).
 
-use super::Cluster;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::{free_port, Cluster, Replica};
 use crate::proc;
 
 impl Cluster {
@@ -31,6 +33,28 @@ impl Cluster {
         if self.replicas[k - 1].proc.is_none() {
             self.spawn_replica(k);
         }
+    }
+
+    /// A new replica joins: the next ordinal, on the next address of the cluster's block, with
+    /// an empty data dir. Returns its 1-based index; does not wait (see
+    /// [`Cluster::wait_healthy`]).
+    pub fn add_replica(&mut self) -> usize {
+        let k = self.replicas.len() + 1;
+        let IpAddr::V4(first) = self.replicas[0].addr.ip() else {
+            unreachable!("replicas listen on IPv4 loopback")
+        };
+        let [a, b, c, _] = first.octets();
+        let ip = Ipv4Addr::new(a, b, c, k as u8);
+        let dir = self.root_path.join(format!("r{k}"));
+        std::fs::create_dir_all(&dir).expect("replica dir");
+        self.replicas.push(Replica {
+            id: format!("replica-{k}"),
+            addr: SocketAddr::new(IpAddr::V4(ip), free_port(ip)),
+            dir,
+            proc: None,
+        });
+        self.spawn_replica(k);
+        k
     }
 
     /// True when replica `k` was started and its process has not exited.

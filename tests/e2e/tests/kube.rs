@@ -553,4 +553,104 @@ fn operator_end_to_end_on_a_real_control_plane() {
         "RBAC without pod list: Forbidden reported, nothing deleted; restored: converged",
         t,
     );
+
+    // 10. Without list/watch on StoredFiles, the restarted operator sees none: orphan
+    // collection pauses (readyz, metric), and after 3× the orphan grace every copy is there.
+    // Every copy file in the replicas' volumes, served or in the trash.
+    let census = || {
+        let mut all: Vec<_> = k
+            .claim_dirs(NS)
+            .iter()
+            .flat_map(|(_, dir)| {
+                let served = deposito_e2e::files::files_under(&dir.join("objects"));
+                served
+                    .into_iter()
+                    .chain(deposito_e2e::files::files_under(&dir.join("trash")))
+            })
+            .filter(|p| p.extension().is_none_or(|e| e != "json"))
+            .collect();
+        all.sort();
+        all
+    };
+    let before = census();
+    assert!(
+        before
+            .iter()
+            .any(|p| p.to_string_lossy().contains("/objects/dep/hello.txt/")),
+        "{before:?}"
+    );
+    let sf_role = format!("{RELEASE}-deposito-storedfiles");
+    let verbs = |v: &str| format!(r#"[{{"op":"replace","path":"/rules/0/verbs","value":{v}}}]"#);
+    let unlistable = verbs(r#"["get","create","patch","update","delete"]"#);
+    k.kubectl_ok(&[
+        "patch",
+        "role",
+        &sf_role,
+        "-n",
+        NS,
+        "--type",
+        "json",
+        "-p",
+        &unlistable,
+    ]);
+    let (operator, _) = env.operator_pod();
+    k.kubectl_ok(&[
+        "delete",
+        "pod",
+        &operator,
+        "-n",
+        NS,
+        "--grace-period=0",
+        "--force",
+    ]);
+    let curl = |url: &str| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", url]);
+        proc::run(cmd, Duration::from_secs(10)).stdout
+    };
+    wait_sync("orphan collection paused and shown", WAIT, || {
+        let (_, ip) = env.operator_pod();
+        let ready = curl(&format!("http://{ip}:7800/readyz"));
+        let metrics = curl(&format!("http://{ip}:7800/metrics"));
+        let paused =
+            deposito_e2e::metrics::sum(&metrics, "deposito_operator_orphan_collection_paused", &[]);
+        (ready.contains("\"orphanCollection\":\"paused") && paused == 1.0)
+            .then_some(())
+            .ok_or(format!("readyz {ready}; paused {paused}"))
+    });
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(
+        census(),
+        before,
+        "copies collected while StoredFiles were unlistable"
+    );
+    k.kubectl_ok(&[
+        "patch",
+        "role",
+        &sf_role,
+        "-n",
+        NS,
+        "--type",
+        "json",
+        "-p",
+        &verbs(r#"["get","list","watch","create","patch","update","delete"]"#),
+    ]);
+    wait_sync("orphan collection active again", WAIT, || {
+        let (_, ip) = env.operator_pod();
+        let ready = curl(&format!("http://{ip}:7800/readyz"));
+        ready
+            .contains("\"orphanCollection\":\"active\"")
+            .then_some(())
+            .ok_or(ready)
+    });
+    env.wait_copies("hello.txt", hello.as_bytes(), 2);
+    assert_eq!(
+        census(),
+        before,
+        "claimed copies changed once StoredFiles listed again"
+    );
+    step(
+        "StoredFiles unlistable: collection paused and shown, after 3× orphan grace every copy kept",
+        t,
+    );
 }

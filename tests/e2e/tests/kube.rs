@@ -653,4 +653,114 @@ fn operator_end_to_end_on_a_real_control_plane() {
         "StoredFiles unlistable: collection paused and shown, after 3× orphan grace every copy kept",
         t,
     );
+
+    // 11. A forced deletion while the operator is stopped: its copies go to the trash; the
+    // StoredFile applied again gets them back from the trash, no byte pulled or uploaded.
+    forced_deletion_then_restored_from_the_trash(&env, hello);
+    step(
+        "forced deletion with the operator stopped: copies trashed; re-applied: the same files restored, no pull",
+        t,
+    );
+}
+
+/// Step 11 of the suite (see there), on `hello.txt` at 2 copies holding `hello`.
+fn forced_deletion_then_restored_from_the_trash(env: &Env, hello: &str) {
+    let k = &env.k;
+    let sha = sha256_hex(hello.as_bytes());
+    let deploy = format!("{RELEASE}-deposito-operator");
+    let operator_pods = || {
+        k.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "-o",
+            "name",
+        ])
+    };
+    k.kubectl_ok(&["scale", "deployment", &deploy, "-n", NS, "--replicas=0"]);
+    wait_sync("no operator pod", WAIT, || {
+        let pods = operator_pods();
+        pods.trim().is_empty().then_some(()).ok_or(pods)
+    });
+    k.kubectl_ok(&["delete", "sf", "hello.txt", "-n", NS, "--wait=false"]);
+    let no_finalizers = r#"{"metadata":{"finalizers":null}}"#;
+    k.kubectl_ok(&[
+        "patch",
+        "sf",
+        "hello.txt",
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        no_finalizers,
+    ]);
+    wait_sync("hello.txt deleted", WAIT, || {
+        k.get_json(NS, "sf", "hello.txt")
+            .is_none()
+            .then_some(())
+            .ok_or(String::new())
+    });
+    k.kubectl_ok(&["scale", "deployment", &deploy, "-n", NS, "--replicas=1"]);
+    let area = |area: &str| -> Vec<String> {
+        k.claim_dirs(NS)
+            .into_iter()
+            .filter(|(_, dir)| {
+                dir.join(area)
+                    .join(NS)
+                    .join("hello.txt")
+                    .join(&sha)
+                    .is_file()
+            })
+            .map(|(claim, _)| claim)
+            .collect()
+    };
+    let trashed = wait_sync("hello.txt's 2 copies in the trash", WAIT, || {
+        let (trash, served) = (area("trash"), area("objects"));
+        (trash.len() == 2 && served.is_empty())
+            .then_some(trash.clone())
+            .ok_or(format!("trash {trash:?}, objects {served:?}"))
+    });
+    let curl = |url: String| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", &url]);
+        proc::run(cmd, Duration::from_secs(10)).stdout
+    };
+    // The files themselves: a restore is a rename, so the served copies keep these inodes.
+    let inodes = |area: &str| -> Vec<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut inodes: Vec<u64> = k
+            .claim_dirs(NS)
+            .into_iter()
+            .filter_map(|(_, dir)| {
+                let path = dir.join(area).join(NS).join("hello.txt").join(&sha);
+                std::fs::metadata(path).ok().map(|m| m.ino())
+            })
+            .collect();
+        inodes.sort();
+        inodes
+    };
+    let in_trash = inodes("trash");
+    env.inline("hello.txt", 2, hello);
+    let holders = env.wait_copies("hello.txt", hello.as_bytes(), 2);
+    let (mut holders, mut trashed) = (holders, trashed);
+    holders.sort();
+    trashed.sort();
+    assert_eq!(holders, trashed, "restored where they were trashed");
+    assert!(area("trash").is_empty());
+    assert_eq!(
+        inodes("objects"),
+        in_trash,
+        "the trashed files, renamed back"
+    );
+    let (_, ip) = env.operator_pod();
+    let text = curl(format!("http://{ip}:7800/metrics"));
+    let actions = |kind: &str| {
+        deposito_e2e::metrics::sum(&text, "deposito_operator_actions_total", &[("kind", kind)])
+    };
+    assert_eq!(actions("restore"), 2.0, "{text}");
+    assert_eq!(actions("pull"), 0.0, "{text}");
 }

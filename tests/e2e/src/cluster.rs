@@ -146,13 +146,7 @@ impl ClusterBuilder {
                 mount_tmpfs(&dir, size);
                 c.mounts.push(dir.clone());
             }
-            c.replicas.push(Replica {
-                id: format!("replica-{k}"),
-                addr: SocketAddr::new(IpAddr::V4(ip), free_port(ip)),
-                dir,
-                proc: None,
-            });
-            c.spawn_replica(k);
+            c.push_replica(ip, dir);
         }
         c.wait_healthy().await;
         c
@@ -256,6 +250,19 @@ impl Cluster {
         cmd.args(&o.operator_args);
         clean_env(&mut cmd, &self.root_path);
         self.op = Some(Proc::spawn("operator", cmd, &self.log("operator")));
+    }
+
+    /// Adds the next replica (`replica-K`, listening on `ip`, data in `dir`) and starts it.
+    fn push_replica(&mut self, ip: Ipv4Addr, dir: PathBuf) -> usize {
+        let k = self.replicas.len() + 1;
+        self.replicas.push(Replica {
+            id: format!("replica-{k}"),
+            addr: SocketAddr::new(IpAddr::V4(ip), free_port(ip)),
+            dir,
+            proc: None,
+        });
+        self.spawn_replica(k);
+        k
     }
 
     fn spawn_replica(&mut self, k: usize) {

@@ -57,6 +57,28 @@ impl Env {
         self.k.operator_pod(NS)
     }
 
+    /// Sets the verbs of the first rule of Role `role` (a JSON array, e.g. `["get","watch"]`).
+    fn set_role_verbs(&self, role: &str, verbs: &str) {
+        let patch = format!(r#"[{{"op":"replace","path":"/rules/0/verbs","value":{verbs}}}]"#);
+        self.k.kubectl_ok(&[
+            "patch", "role", role, "-n", NS, "--type", "json", "-p", &patch,
+        ]);
+    }
+
+    /// Deletes the running operator pod at once (its Deployment starts another).
+    fn kill_operator_pod(&self) {
+        let (operator, _) = self.operator_pod();
+        self.k.kubectl_ok(&[
+            "delete",
+            "pod",
+            &operator,
+            "-n",
+            NS,
+            "--grace-period=0",
+            "--force",
+        ]);
+    }
+
     fn gateway(&self) -> String {
         format!("http://{}:7800", self.operator_pod().1)
     }
@@ -482,28 +504,9 @@ fn operator_end_to_end_on_a_real_control_plane() {
     // 9. RBAC: without `list` on pods the operator reports Forbidden and deletes nothing.
     let before = k.any_copies(NS, "hello.txt");
     let role = format!("{RELEASE}-deposito-operator");
-    k.kubectl_ok(&[
-        "patch",
-        "role",
-        &role,
-        "-n",
-        NS,
-        "--type",
-        "json",
-        "-p",
-        r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","watch"]}]"#,
-    ]);
+    env.set_role_verbs(&role, r#"["get","watch"]"#);
     env.patch_replicas("hello.txt", 2);
-    let (operator, _) = env.operator_pod();
-    k.kubectl_ok(&[
-        "delete",
-        "pod",
-        &operator,
-        "-n",
-        NS,
-        "--grace-period=0",
-        "--force",
-    ]);
+    env.kill_operator_pod();
     wait_sync("Forbidden in status and in an Event", WAIT, || {
         let st = env.sf("hello.txt")["status"].clone();
         let in_status = st["conditions"].as_array().into_iter().flatten().any(|c| {
@@ -526,28 +529,9 @@ fn operator_end_to_end_on_a_real_control_plane() {
         before,
         "nothing deleted or added while blind"
     );
-    k.kubectl_ok(&[
-        "patch",
-        "role",
-        &role,
-        "-n",
-        NS,
-        "--type",
-        "json",
-        "-p",
-        r#"[{"op":"replace","path":"/rules/0/verbs","value":["get","list","watch"]}]"#,
-    ]);
+    env.set_role_verbs(&role, r#"["get","list","watch"]"#);
     // The operator retries with backoff; restarting it only makes the test quicker.
-    let (operator, _) = env.operator_pod();
-    k.kubectl_ok(&[
-        "delete",
-        "pod",
-        &operator,
-        "-n",
-        NS,
-        "--grace-period=0",
-        "--force",
-    ]);
+    env.kill_operator_pod();
     env.wait_copies("hello.txt", hello.as_bytes(), 2);
     step(
         "RBAC without pod list: Forbidden reported, nothing deleted; restored: converged",
@@ -580,34 +564,8 @@ fn operator_end_to_end_on_a_real_control_plane() {
         "{before:?}"
     );
     let sf_role = format!("{RELEASE}-deposito-storedfiles");
-    let verbs = |v: &str| format!(r#"[{{"op":"replace","path":"/rules/0/verbs","value":{v}}}]"#);
-    let unlistable = verbs(r#"["get","create","patch","update","delete"]"#);
-    k.kubectl_ok(&[
-        "patch",
-        "role",
-        &sf_role,
-        "-n",
-        NS,
-        "--type",
-        "json",
-        "-p",
-        &unlistable,
-    ]);
-    let (operator, _) = env.operator_pod();
-    k.kubectl_ok(&[
-        "delete",
-        "pod",
-        &operator,
-        "-n",
-        NS,
-        "--grace-period=0",
-        "--force",
-    ]);
-    let curl = |url: &str| {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", url]);
-        proc::run(cmd, Duration::from_secs(10)).stdout
-    };
+    env.set_role_verbs(&sf_role, r#"["get","create","patch","update","delete"]"#);
+    env.kill_operator_pod();
     wait_sync("orphan collection paused and shown", WAIT, || {
         let (_, ip) = env.operator_pod();
         let ready = curl(&format!("http://{ip}:7800/readyz"));
@@ -624,17 +582,10 @@ fn operator_end_to_end_on_a_real_control_plane() {
         before,
         "copies collected while StoredFiles were unlistable"
     );
-    k.kubectl_ok(&[
-        "patch",
-        "role",
+    env.set_role_verbs(
         &sf_role,
-        "-n",
-        NS,
-        "--type",
-        "json",
-        "-p",
-        &verbs(r#"["get","list","watch","create","patch","update","delete"]"#),
-    ]);
+        r#"["get","list","watch","create","patch","update","delete"]"#,
+    );
     wait_sync("orphan collection active again", WAIT, || {
         let (_, ip) = env.operator_pod();
         let ready = curl(&format!("http://{ip}:7800/readyz"));
@@ -724,11 +675,6 @@ fn forced_deletion_then_restored_from_the_trash(env: &Env, hello: &str) {
             .then_some(trash.clone())
             .ok_or(format!("trash {trash:?}, objects {served:?}"))
     });
-    let curl = |url: String| {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", &url]);
-        proc::run(cmd, Duration::from_secs(10)).stdout
-    };
     // The files themselves: a restore is a rename, so the served copies keep these inodes.
     let inodes = |area: &str| -> Vec<u64> {
         use std::os::unix::fs::MetadataExt;
@@ -757,10 +703,17 @@ fn forced_deletion_then_restored_from_the_trash(env: &Env, hello: &str) {
         "the trashed files, renamed back"
     );
     let (_, ip) = env.operator_pod();
-    let text = curl(format!("http://{ip}:7800/metrics"));
+    let text = curl(&format!("http://{ip}:7800/metrics"));
     let actions = |kind: &str| {
         deposito_e2e::metrics::sum(&text, "deposito_operator_actions_total", &[("kind", kind)])
     };
     assert_eq!(actions("restore"), 2.0, "{text}");
     assert_eq!(actions("pull"), 0.0, "{text}");
+}
+
+/// The body of `GET url` (empty when there is no answer), by curl, within 10 s.
+fn curl(url: &str) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", url]);
+    proc::run(cmd, Duration::from_secs(10)).stdout
 }

@@ -95,11 +95,12 @@ async fn two_replicas_join_and_copies_move_onto_them_within_the_bound() {
         &[],
     );
 
-    // Two empty replicas join.
+    // Two empty replicas join (the clock starts as they start: moves may begin as soon as
+    // the operator sees them live).
+    let joined = Instant::now();
     c.add_replica();
     c.add_replica();
     c.wait_healthy().await;
-    let joined = Instant::now();
 
     let mut samples = 0;
     let mut most_copies = 0;
@@ -170,9 +171,10 @@ async fn two_replicas_join_and_copies_move_onto_them_within_the_bound() {
     println!("| samples, most copies of one file seen | {samples}, {most_copies} |\n");
 
     assert!(moved > 0.0, "nothing moved");
-    // The pace: the limit over the whole run, plus the moves that may start at once.
+    // The pace: the limit over the whole run, plus the one tick (0.2 s) the pacer may run
+    // ahead and the moves that may start at once.
     assert!(
-        moved <= RATE as f64 * balanced_after.as_secs_f64() + 4.0 * largest as f64,
+        moved <= RATE as f64 * (balanced_after.as_secs_f64() + 0.2) + 4.0 * largest as f64,
         "moved {moved} bytes in {balanced_after:?}, limit {RATE}/s"
     );
     assert!(

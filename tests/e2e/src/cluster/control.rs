@@ -2,9 +2,9 @@
 //! one replica without waiting for the whole cluster to be healthy (a campaign keeps other
 //! replicas paused or broken meanwhile, and does its own bounded, non-panicking waits).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 
-use super::{free_port, Cluster, Replica};
+use super::Cluster;
 use crate::proc;
 
 impl Cluster {
@@ -47,14 +47,7 @@ impl Cluster {
         let ip = Ipv4Addr::new(a, b, c, k as u8);
         let dir = self.root_path.join(format!("r{k}"));
         std::fs::create_dir_all(&dir).expect("replica dir");
-        self.replicas.push(Replica {
-            id: format!("replica-{k}"),
-            addr: SocketAddr::new(IpAddr::V4(ip), free_port(ip)),
-            dir,
-            proc: None,
-        });
-        self.spawn_replica(k);
-        k
+        self.push_replica(ip, dir)
     }
 
     /// True when replica `k` was started and its process has not exited.

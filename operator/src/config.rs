@@ -195,6 +195,10 @@ pub struct EngineArgs {
     /// of the emptiest (or no copy can move without overshooting).
     #[arg(long, env = "DEPOSITO_REBALANCE_RATIO", default_value_t = 1.25)]
     pub rebalance_ratio: f64,
+    /// Nothing moves while the fullest replica holds fewer than this many bytes more than
+    /// the emptiest: differences of a few small files are not worth the traffic.
+    #[arg(long, env = "DEPOSITO_REBALANCE_MIN_GAP_BYTES", default_value_t = 8 << 20)]
+    pub rebalance_min_gap_bytes: u64,
 }
 
 impl EngineArgs {
@@ -226,6 +230,7 @@ impl EngineArgs {
             enabled: self.rebalance,
             bytes_per_sec: self.rebalance_bytes_per_sec.max(1),
             ratio: self.rebalance_ratio.max(1.0),
+            min_gap_bytes: self.rebalance_min_gap_bytes,
             ..RebalanceSettings::default()
         }
     }

@@ -10,7 +10,7 @@
 //!
 //! Bound: bytes are compared per replica that takes copies (live, not draining, not full),
 //! and moves go on until the fullest holds at most `ratio` times the bytes of the emptiest,
-//! or until no copy could move without overshooting (every copy the fullest could give is
+//! or fewer than `min_gap_bytes` more (a few small files are not worth moving), or until no copy could move without overshooting (every copy the fullest could give is
 //! larger than half the gap: the gap is then less than twice that copy). Rebalancing yields
 //! to repair: it starts no move while a file is under-replicated or a replica is not live.
 //! Its pace: a global bytes-per-second budget, plus the per-replica pull limit every pull
@@ -40,6 +40,8 @@ pub struct RebalanceSettings {
     pub bytes_per_sec: u64,
     /// Balanced when the fullest holds at most this many times the bytes of the emptiest.
     pub ratio: f64,
+    /// Balanced, too, when the fullest holds fewer than this many bytes more than the emptiest.
+    pub min_gap_bytes: u64,
     /// Moves under way at once.
     pub in_flight: usize,
     /// How often the replicas are compared.
@@ -54,6 +56,7 @@ impl Default for RebalanceSettings {
             enabled: true,
             bytes_per_sec: 32 << 20,
             ratio: 1.25,
+            min_gap_bytes: 8 << 20,
             in_flight: 16,
             tick: Duration::from_millis(200),
             move_timeout: Duration::from_secs(300),
@@ -222,7 +225,9 @@ impl Rebalancer {
                 return;
             };
             let (high, low) = (used[&fullest.id], used[&emptiest.id]);
-            if high as f64 <= self.settings.ratio * low as f64 || high <= low {
+            if high as f64 <= self.settings.ratio * low as f64
+                || high.saturating_sub(low) < self.settings.min_gap_bytes.max(1)
+            {
                 return;
             }
             let Some((key, sha256, size)) =

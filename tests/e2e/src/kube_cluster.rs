@@ -29,6 +29,12 @@ impl KubeCluster {
     /// Starts `tests/cluster/up` in a temporary folder and waits (bounded: the first run
     /// builds the Go binaries) until the API server answers.
     pub fn start() -> KubeCluster {
+        Self::start_with_kubelet_args("")
+    }
+
+    /// [`Self::start`] with `DEPOSITO_KUBELET_ARGS` set to `kubelet_args`, e.g. `--node
+    /// a1,topology.kubernetes.io/zone=zone-a --node b1,...` for several labelled nodes.
+    pub fn start_with_kubelet_args(kubelet_args: &str) -> KubeCluster {
         let temp = tempfile::Builder::new()
             .prefix("deposito-kube-")
             .tempdir_in(crate::cluster::base_tmp())
@@ -36,6 +42,9 @@ impl KubeCluster {
         let dir = temp.path().to_path_buf();
         let mut cmd = Command::new(repo_root().join("tests/cluster/up"));
         cmd.arg(dir.join("c"));
+        if !kubelet_args.is_empty() {
+            cmd.env("DEPOSITO_KUBELET_ARGS", kubelet_args);
+        }
         let up = Proc::spawn("cluster-up", cmd, &dir.join("up.log"));
         let mut cluster = KubeCluster {
             kubeconfig: dir.join("c/kubeconfig"),
@@ -147,10 +156,27 @@ impl KubeCluster {
         sha256: &str,
         content: &[u8],
     ) -> Vec<String> {
-        self.claim_dirs(namespace)
+        self.holders_of(namespace, namespace, name, sha256, content)
+    }
+
+    /// [`Self::holders`] of a file of namespace `file_namespace` held by the replica claims
+    /// of `release_namespace` (an operator that watches every namespace).
+    pub fn holders_of(
+        &self,
+        release_namespace: &str,
+        file_namespace: &str,
+        name: &str,
+        sha256: &str,
+        content: &[u8],
+    ) -> Vec<String> {
+        self.claim_dirs(release_namespace)
             .into_iter()
             .filter(|(_, dir)| {
-                let path = dir.join("objects").join(namespace).join(name).join(sha256);
+                let path = dir
+                    .join("objects")
+                    .join(file_namespace)
+                    .join(name)
+                    .join(sha256);
                 std::fs::read(path).is_ok_and(|bytes| bytes == content)
             })
             .map(|(claim, _)| claim)
@@ -170,6 +196,25 @@ impl KubeCluster {
             }
         }
         out
+    }
+
+    /// The replica pods of the release in `namespace`, as JSON objects.
+    pub fn replica_pods(&self, namespace: &str) -> Vec<Value> {
+        let out = self.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            namespace,
+            "-l",
+            "app.kubernetes.io/component=replica",
+            "-o",
+            "json",
+        ]);
+        let mut pods: Value = serde_json::from_str(&out).expect("kubectl JSON");
+        match pods["items"].take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        }
     }
 
     /// A running operator pod of `namespace` (not being deleted), as (name, pod IP); waits

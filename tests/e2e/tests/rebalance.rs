@@ -48,6 +48,8 @@ async fn two_replicas_join_and_copies_move_onto_them_within_the_bound() {
     let mut c = Cluster::builder()
         .replicas(3)
         .operator_arg(&format!("--rebalance-bytes-per-sec={RATE}"))
+        // Below the default 8 MiB gap: this test proves the ratio bound at a small scale.
+        .operator_arg("--rebalance-min-gap-bytes=65536")
         .start()
         .await;
 

@@ -54,6 +54,11 @@ pub struct FaultRunner {
     read_only: ReadOnlyMounts,
     filled: BTreeSet<usize>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Catalog rollbacks injected this phase, carried out once it has healed.
+    pub rollbacks_due: usize,
+    /// Replicas kept full past the liveness timeout and grace period, and how the operator
+    /// saw them just before they were freed: (`Full`, `Live`) counts (`Lost` is a violation).
+    pub long_full_seen: (u64, u64),
 }
 
 impl FaultRunner {
@@ -67,6 +72,8 @@ impl FaultRunner {
             read_only: ReadOnlyMounts::default(),
             filled: BTreeSet::new(),
             background: Vec::new(),
+            rollbacks_due: 0,
+            long_full_seen: (0, 0),
         }
     }
 
@@ -141,7 +148,13 @@ impl FaultRunner {
                 self.background
                     .push(self.workload.spawn_op(oversized.clone()));
             }
-            Action::FreeDisk { k } => self.free_disk(c, *k),
+            Action::FreeDisk { k, check_kept } => {
+                if *check_kept {
+                    self.check_full_replica_kept(c, *k).await;
+                }
+                self.free_disk(c, *k);
+            }
+            Action::CatalogRollback => self.rollbacks_due += 1,
             Action::FlipBits { k, pick, bits } => {
                 return self.corrupt(c, *k, *pick, Corruption::FlipBits(*bits));
             }
@@ -210,6 +223,32 @@ impl FaultRunner {
             if let Some(pid) = c.replica(k).pid() {
                 signal(pid, libc::SIGCONT);
             }
+        }
+    }
+
+    /// A replica full for longer than the liveness timeout plus the grace period is still
+    /// counted: `Live` or `Full`, never a holder whose copies get replaced.
+    async fn check_full_replica_kept(&mut self, c: &Cluster, k: usize) {
+        let id = &c.replica(k).id;
+        let health = match c.replica_list().await {
+            Ok(list) => list
+                .items
+                .iter()
+                .find(|r| &r.id == id)
+                .map_or_else(|| "absent".to_string(), |r| r.health.clone()),
+            // The operator may be restarting (its faults overlap): nothing to judge.
+            Err(_) => return,
+        };
+        match health.as_str() {
+            "Full" => self.long_full_seen.0 += 1,
+            "Live" => self.long_full_seen.1 += 1,
+            // Not heard from yet by an operator that restarted meanwhile: had the full disk
+            // made it unready, it would be `Lost` by now.
+            "Unreachable" => {}
+            other => self.workload.ledger.violation(
+                Violation::Invariant,
+                format!("replica-{k}, full for longer than the grace period, is {other}"),
+            ),
         }
     }
 

@@ -11,6 +11,7 @@ mod corrupt;
 mod faults;
 mod gateway;
 mod ledger;
+mod rollback;
 mod schedule;
 mod timeline;
 mod workload;
@@ -134,6 +135,13 @@ async fn campaign(args: &Args, schedule: Schedule) -> i32 {
     // Declared after the cluster: dropped first, so its mounts go before the tmpfs.
     let mut runner = FaultRunner::new(workload.clone());
     let timeout = Duration::from_secs(args.converge_timeout_secs);
+    // The catalog as installed, before any write: the oldest backup there could be.
+    let first_catalog = cluster.scratch("catalog-at-install.sqlite3");
+    if let Err(e) = rollback::snapshot(&cluster, &first_catalog) {
+        eprintln!("chaos: could not copy the catalog: {e}");
+        return 2;
+    }
+    let mut rollbacks = 0usize;
 
     // Warm-up: every name written once, a few at a time, then checked.
     for chunk in schedule.warmup.chunks(8) {
@@ -160,6 +168,11 @@ async fn campaign(args: &Args, schedule: Schedule) -> i32 {
     for phase in &schedule.phases {
         ledger.phase.store(phase.number as u64, Ordering::Relaxed);
         let (ops0, faults0) = (Ledger::get(&ledger.counters.operations), runner.total());
+        // The catalog as this phase starts, for a rollback at its end.
+        let phase_catalog = cluster.scratch("catalog-at-phase-start.sqlite3");
+        if let Err(e) = rollback::snapshot(&cluster, &phase_catalog) {
+            eprintln!("chaos: could not copy the catalog: {e}");
+        }
         let clients: Vec<_> = phase
             .clients
             .iter()
@@ -197,8 +210,66 @@ async fn campaign(args: &Args, schedule: Schedule) -> i32 {
             Ledger::get(&ledger.counters.invariant_failures),
             started.elapsed().as_secs_f64()
         );
+        for _ in 0..std::mem::take(&mut runner.rollbacks_due) {
+            // Every other rollback goes back to the catalog as installed (everything unknown).
+            let older = if rollbacks.is_multiple_of(2) {
+                &first_catalog
+            } else {
+                &phase_catalog
+            };
+            rollbacks += 1;
+            catalog_rollback(
+                &mut cluster,
+                &mut runner,
+                &workload,
+                older,
+                timeout,
+                &mut stuck,
+            )
+            .await;
+        }
     }
     report(&schedule, &runner, &workload, started.elapsed())
+}
+
+/// Runs the catalog rollback fault against `older`, then waits for convergence and checks
+/// everything again: what went to the trash under the older catalog must be back.
+async fn catalog_rollback(
+    cluster: &mut Cluster,
+    runner: &mut FaultRunner,
+    workload: &Workload,
+    older: &std::path::Path,
+    timeout: Duration,
+    stuck: &mut std::collections::BTreeSet<String>,
+) {
+    let at = Instant::now();
+    match rollback::run(cluster, older).await {
+        Ok(r) => {
+            runner
+                .wait_all_live(cluster, "after a catalog rollback")
+                .await;
+            let result = check::check(cluster, workload, timeout, stuck).await;
+            println!(
+                "chaos: catalog rollback ({}): copies in the trash {} before, {} under the \
+                 older catalog, {} after the current one is back; converged={} in {:.1}s \
+                 files={} copies={} lost={} ({:.1}s in all)",
+                older.file_name().unwrap_or_default().to_string_lossy(),
+                r.trash_before,
+                r.trash_under_older,
+                rollback::trashed_copies(cluster),
+                result.converged,
+                result.elapsed.as_secs_f64(),
+                result.files,
+                result.good_copies,
+                Ledger::get(&workload.ledger.counters.lost),
+                at.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => workload.ledger.violation(
+            ledger::Violation::Invariant,
+            format!("catalog rollback could not be carried out: {e}"),
+        ),
+    }
 }
 
 /// Prints the violations, the fault breakdown and the summary line; returns the exit code.
@@ -228,7 +299,8 @@ fn report(schedule: &Schedule, runner: &FaultRunner, w: &Workload, elapsed: Dura
         .collect();
     println!(
         "chaos: faults by kind: {} | skipped: {} | with a write in flight: {} | \
-         retries: {} | level drops held back on corrupted names: {} | reads verified: {}",
+         retries: {} | level drops held back on corrupted names: {} | reads verified: {} | \
+         long-full replicas seen Full/Live: {}/{}",
         by_kind(&runner.injected),
         if runner.skipped.is_empty() {
             "none".to_string()
@@ -239,6 +311,8 @@ fn report(schedule: &Schedule, runner: &FaultRunner, w: &Workload, elapsed: Dura
         w.retries.load(Ordering::Relaxed),
         w.guarded.load(Ordering::Relaxed),
         Ledger::get(&l.counters.reads_verified),
+        runner.long_full_seen.0,
+        runner.long_full_seen.1,
     );
     let c = &l.counters;
     let (lost, corrupt, inv) = (

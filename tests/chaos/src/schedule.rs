@@ -81,12 +81,14 @@ pub enum FaultKind {
     BitFlip,
     Truncate,
     DiskFull,
+    DiskFullLong,
     ReadOnly,
     RestartAll,
+    CatalogRollback,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::ReplicaKill,
         FaultKind::OperatorKillMidUpload,
         FaultKind::OperatorKillMidReconcile,
@@ -94,8 +96,10 @@ impl FaultKind {
         FaultKind::BitFlip,
         FaultKind::Truncate,
         FaultKind::DiskFull,
+        FaultKind::DiskFullLong,
         FaultKind::ReadOnly,
         FaultKind::RestartAll,
+        FaultKind::CatalogRollback,
     ];
 
     /// Name in the report.
@@ -108,8 +112,10 @@ impl FaultKind {
             FaultKind::BitFlip => "bit_flip",
             FaultKind::Truncate => "truncate",
             FaultKind::DiskFull => "disk_full",
+            FaultKind::DiskFullLong => "disk_full_long",
             FaultKind::ReadOnly => "read_only",
             FaultKind::RestartAll => "restart_all",
+            FaultKind::CatalogRollback => "catalog_rollback",
         }
     }
 
@@ -123,8 +129,10 @@ impl FaultKind {
             FaultKind::BitFlip => 16,
             FaultKind::Truncate => 10,
             FaultKind::DiskFull => 8,
+            FaultKind::DiskFullLong => 3,
             FaultKind::ReadOnly => 12,
             FaultKind::RestartAll => 3,
+            FaultKind::CatalogRollback => 2,
         }
     }
 }
@@ -162,9 +170,12 @@ pub enum Action {
         k: usize,
         oversized: Op,
     },
-    /// Remove the filler.
+    /// Remove the filler. `check_kept`: the disk was full for longer than the liveness
+    /// timeout plus the grace period; the operator must still count the replica (`Live` or
+    /// `Full`, never a dead holder whose copies are replaced).
     FreeDisk {
         k: usize,
+        check_kept: bool,
     },
     /// Flip `bits` bits of one stored copy on replica `k` (the `pick`-th eligible one).
     FlipBits {
@@ -188,6 +199,10 @@ pub enum Action {
         delay_ms: u64,
     },
     StartOperator,
+    /// After the phase has healed and converged: stop the operator, start it on an older
+    /// catalog (copies it does not know go to the trash), then on the current one again (they
+    /// must come back from the trash).
+    CatalogRollback,
     /// kill -9 the operator and every replica at once, wait `down_ms`, start them all.
     RestartAll {
         down_ms: u64,

@@ -172,14 +172,32 @@ impl Timeline {
                     self.push(self.now, Some(kind), Action::ReadOnly { k: r });
                     self.push(back, None, Action::ReadWrite { k: r });
                 }
-                FaultKind::DiskFull => {
+                FaultKind::DiskFull | FaultKind::DiskFullLong => {
                     let r = self.free_replica(rng, &all);
                     let name = fault_names.choose(rng).expect("name");
                     let size = rng.gen_range(2 * MIB..=8 * MIB);
                     let oversized = write_op(rng, name, size, k, Some(Via::HttpStream));
-                    let back = self.impair(r, Impairment::Full, rng.gen_range(800..=2500));
+                    let long = kind == FaultKind::DiskFullLong;
+                    let ms = if long {
+                        // Well past the point where a dead holder's copies are replaced.
+                        (LIVENESS_SECS + GRACE_SECS) * 1000 + rng.gen_range(2000..=4000)
+                    } else {
+                        rng.gen_range(800..=2500)
+                    };
+                    let back = self.impair(r, Impairment::Full, ms);
                     self.push(self.now, Some(kind), Action::FillDisk { k: r, oversized });
-                    self.push(back, None, Action::FreeDisk { k: r });
+                    self.push(
+                        back,
+                        None,
+                        Action::FreeDisk {
+                            k: r,
+                            check_kept: long,
+                        },
+                    );
+                }
+                FaultKind::CatalogRollback => {
+                    // Carried out once the phase has healed; nothing to place in time.
+                    self.push(self.now, Some(kind), Action::CatalogRollback);
                 }
                 FaultKind::BitFlip | FaultKind::Truncate => {
                     let read_only = self.impaired_with(Impairment::ReadOnly);
@@ -283,7 +301,7 @@ mod tests {
                             open[*k] += 1;
                             unusable.insert(*k);
                         }
-                        Action::ReadWrite { k } | Action::FreeDisk { k } => {
+                        Action::ReadWrite { k } | Action::FreeDisk { k, .. } => {
                             open[*k] -= 1;
                             unusable.remove(k);
                         }

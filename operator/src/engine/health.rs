@@ -223,6 +223,30 @@ struct Seen {
     usable: bool,
     url: String,
     zone: Option<String>,
+    /// Free bytes at the last tick: not a change of state of its own, but a jump wakes the
+    /// backlog (see [`room_grew`]).
+    free_bytes: u64,
+}
+
+impl Seen {
+    /// Same state, free bytes aside.
+    fn same_state(&self, other: &Seen) -> bool {
+        self.health == other.health
+            && self.draining == other.draining
+            && self.usable == other.usable
+            && self.url == other.url
+            && self.zone == other.zone
+    }
+}
+
+/// Whether a replica's free space grew enough between two ticks to wake files waiting for
+/// room (a disk freed at once: a file too large for the little that was left may fit now).
+/// At least doubled plus 1 MiB, so that the jitter of everyday writes and deletes does not.
+fn room_grew(before: u64, now: u64) -> bool {
+    before
+        .checked_mul(2)
+        .and_then(|b| b.checked_add(1 << 20))
+        .is_some_and(|threshold| now >= threshold)
 }
 
 /// Whether a replica's change lets files waiting for a replica make progress: it is Live and
@@ -334,9 +358,19 @@ impl Tracker {
                 usable: view.free_bytes > 0,
                 url: view.url.clone(),
                 zone: view.zone.clone(),
+                free_bytes: view.free_bytes,
             };
             let before = seen.get(&view.id);
-            if before == Some(&now) {
+            if let Some(before) = before.filter(|b| b.same_state(&now)) {
+                if now.health == Health::Live
+                    && !now.draining
+                    && room_grew(before.free_bytes, now.free_bytes)
+                {
+                    info!(replica = %view.id, from = before.free_bytes, to = now.free_bytes,
+                        "replica has room again");
+                    wake_backlog = true;
+                }
+                seen.insert(view.id.clone(), now);
                 continue;
             }
             match before {
@@ -450,6 +484,7 @@ mod tests {
             usable,
             url: "http://r".into(),
             zone: None,
+            free_bytes: 1 << 30,
         };
         let live = seen(Health::Live, false, true);
         let cases = [
@@ -480,6 +515,22 @@ mod tests {
                 want,
                 "{before:?} -> {now:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_jump_in_free_space_counts_as_room_again() {
+        let mib = 1u64 << 20;
+        for (before, now, want) in [
+            (0, 400 * mib, true),
+            (mib, 3 * mib, true),
+            (mib, 2 * mib, false),
+            (100 * mib, 150 * mib, false),
+            (100 * mib, 201 * mib, true),
+            (400 * mib, 0, false),
+            (u64::MAX, u64::MAX, false),
+        ] {
+            assert_eq!(room_grew(before, now), want, "{before} -> {now}");
         }
     }
 

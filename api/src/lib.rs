@@ -1,7 +1,8 @@
 //! Wire types shared by every Deposito crate.
 //!
 //! This crate stays light on purpose (no kube, no axum): the client, the replica and the
-//! operator all depend on it, and it only describes what crosses the wire.
+//! operator all depend on it, and it only describes what crosses the wire, plus the few pure
+//! helpers every side shares ([`sha256_hex`], [`units::human_bytes`]).
 
 pub mod error;
 pub mod gateway;
@@ -9,6 +10,7 @@ pub mod integers;
 pub mod names;
 pub mod openapi;
 pub mod replica;
+pub mod units;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use names::{FileKey, NameError};

@@ -100,7 +100,7 @@ pub fn path_variables(path: &str) -> Vec<&str> {
 
 /// Calls `f` with every operation of the document and its path.
 pub fn for_each_operation(openapi: &mut OpenApi, mut f: impl FnMut(&str, &mut Operation)) {
-    for (path, item) in openapi.paths.paths.iter_mut() {
+    for (path, item) in &mut openapi.paths.paths {
         let operations = [
             &mut item.get,
             &mut item.put,

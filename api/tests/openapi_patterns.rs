@@ -3,6 +3,9 @@
 //! the documents and the servers accept exactly the same names (within the one documented
 //! difference: `maxLength` counts characters where the rule counts UTF-8 bytes).
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_api::is_sha256_hex;
 use deposito_api::names::{validate_file_name, validate_namespace, MAX_FILE_NAME_BYTES};
 use deposito_api::openapi::{

@@ -1,6 +1,8 @@
-//! Human-readable output: tables and status descriptions. Pure functions, unit tested.
+//! Human-readable output: tables and status descriptions. Pure functions, unit tested. Byte
+//! counts use the workspace's one formatting, [`deposito_api::units::human_bytes`].
 
 use deposito_api::gateway::{FileList, FileStatus, Phase, ReplicaList};
+use deposito_api::units::human_bytes;
 
 /// Left-aligned columns separated by three spaces, no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -32,21 +34,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         line(row.iter().map(String::as_str).collect());
     }
     out
-}
-
-/// Bytes in binary units: `512 B`, `1.5 KiB`, `3.0 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// The first 12 hex digits of a digest (`-` when there is none yet).
@@ -256,14 +243,6 @@ pub(crate) mod tests {
             observed_generation: 2,
             conditions: vec![],
         }
-    }
-
-    #[test]
-    fn human_bytes_units() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 
     #[test]

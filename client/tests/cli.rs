@@ -1,5 +1,8 @@
 //! Runs the built `deposito` binary: exit codes and one-line errors.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output};
 
 fn deposito(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -1,5 +1,8 @@
 //! HTTP-layer tests against a tiny in-test axum server that follows `docs/api.md`.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

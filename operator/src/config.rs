@@ -146,6 +146,23 @@ pub struct KubeArgs {
     /// Name of the Lease used for leader election.
     #[arg(long, env = "DEPOSITO_LEASE_NAME", default_value = "deposito-operator")]
     pub lease_name: String,
+    /// Seconds a leader's lease lasts without renewal before another operator may take it.
+    #[arg(long, env = "DEPOSITO_LEASE_DURATION_SECS", default_value_t = 15)]
+    pub lease_duration_secs: u64,
+    /// Seconds before the lease's end at which the leader renews it.
+    #[arg(long, env = "DEPOSITO_LEASE_GRACE_SECS", default_value_t = 5)]
+    pub lease_grace_secs: u64,
+    /// Longest wait, once leading, for the replicas' inventories to be observed before
+    /// reconciling anyway.
+    #[arg(long, env = "DEPOSITO_SETTLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub settle_timeout_secs: u64,
+    /// Workers collecting copies that no StoredFile claims (only with a complete view).
+    #[arg(long, env = "DEPOSITO_ORPHAN_WORKERS", default_value_t = 2)]
+    pub orphan_workers: usize,
+    /// Seconds between checks whether StoredFiles can be listed again while orphan
+    /// collection is paused by an incomplete view.
+    #[arg(long, env = "DEPOSITO_LIST_RECHECK_SECS", default_value_t = 15)]
+    pub list_recheck_secs: u64,
     /// Read the Nodes (cluster-scoped, read-only) to spread copies over their
     /// `topology.kubernetes.io/zone` labels; without it (or without the permission) a
     /// replica's zone is its pod's label of that name, else its node.

@@ -9,7 +9,6 @@
 
 pub mod config;
 pub mod engine;
-pub mod error;
 pub mod gateway;
 pub mod kube;
 pub mod local;
@@ -17,6 +16,8 @@ pub mod locks;
 pub mod metrics;
 pub mod plan;
 pub mod replica_client;
+#[cfg(test)]
+mod testing;
 
 /// Sets up `tracing` output: `RUST_LOG` or `info`.
 pub fn init_tracing() {

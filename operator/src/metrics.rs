@@ -1,5 +1,6 @@
 //! Prometheus metrics of the operator (both modes), served at `/metrics`.
 
+use deposito_util::worker::WorkerMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -62,6 +63,8 @@ pub struct Metrics {
     pub rebalance_moves: Family<ResultLabels, Counter>,
     pub rebalance_bytes: Counter,
     pub rebalance_spread: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// The background workers: steps, errors, running, last step.
+    pub workers: WorkerMetrics,
 }
 
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -178,6 +181,7 @@ impl Default for Metrics {
                 "Bytes on the fullest replica that takes copies over bytes on the emptiest",
                 Gauge::default(),
             ),
+            workers: WorkerMetrics::registered(&mut r),
             registry: r,
         }
     }

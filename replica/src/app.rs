@@ -1,4 +1,5 @@
-//! The state shared by the HTTP handlers and the background tasks.
+//! The state shared by the HTTP handlers and the heartbeat worker; the other workers hold
+//! only the handles they need (the store, the scrubber, the metrics).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,9 +18,9 @@ pub struct App {
     pub token: String,
     pub id: String,
     pub advertise_url: String,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub scrubber: Scrubber,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub scrubber: Arc<Scrubber>,
     /// Client for pulls from peers and for registration.
     pub http: reqwest::Client,
     active_transfers: AtomicU64,
@@ -37,12 +38,12 @@ impl App {
         store: Store,
         roots: Vec<reqwest::Certificate>,
     ) -> Self {
-        let scrubber = Scrubber::new(
+        let scrubber = Arc::new(Scrubber::new(
             &config.data_dir,
             config.scrub_interval_secs,
             config.scrub_first_delay_secs,
             config.scrub_rate_mib,
-        );
+        ));
         let http = roots
             .into_iter()
             .fold(reqwest::Client::builder(), |b, root| {
@@ -56,8 +57,8 @@ impl App {
             token,
             id,
             advertise_url,
-            store,
-            metrics: Metrics::new(),
+            store: Arc::new(store),
+            metrics: Arc::new(Metrics::new()),
             scrubber,
             http,
             active_transfers: AtomicU64::new(0),

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use deposito_util::token::{read_token_file, TokenFileError};
 
 /// Environment variable carrying the replica token (env only, never a flag).
 pub const TOKEN_ENV: &str = "DEPOSITO_REPLICA_TOKEN";
@@ -114,13 +115,10 @@ pub enum ConfigError {
     MissingToken,
     #[error("cannot claim a data slot in {path}: {reason}")]
     Slot { path: PathBuf, reason: String },
-    #[error("cannot read token file {path}: {source}")]
-    TokenFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("token file {0} is empty")]
-    EmptyTokenFile(PathBuf),
+    /// The token file (`--token-file`, or the client's `DEPOSITO_TOKEN_FILE` fallback) is
+    /// unreadable or empty.
+    #[error(transparent)]
+    TokenFile(#[from] TokenFileError),
     #[error("cannot read or write replica id in {path}: {source}")]
     ReplicaId {
         path: PathBuf,
@@ -203,18 +201,6 @@ fn non_empty_env(name: &str) -> Option<String> {
         .ok()
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
-}
-
-fn read_token_file(path: &Path) -> Result<String, ConfigError> {
-    let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let t = raw.trim();
-    if t.is_empty() {
-        return Err(ConfigError::EmptyTokenFile(path.to_path_buf()));
-    }
-    Ok(t.to_string())
 }
 
 /// The replica id: `configured`, else the content of `DIR/replica-id`, else a new
@@ -321,6 +307,22 @@ mod tests {
             1,
             "freed with its holder"
         );
+    }
+
+    #[test]
+    fn an_empty_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, " \n").unwrap();
+        let mut c = Config::parse_from(["deposito-replica", "--token-file", f.to_str().unwrap()]);
+        if std::env::var(TOKEN_ENV).is_err() {
+            let err = c.resolve_token().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::TokenFile(TokenFileError::Empty(_))),
+                "{err}"
+            );
+            assert!(err.to_string().contains("is empty"), "{err}");
+        }
     }
 
     #[test]

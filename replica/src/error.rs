@@ -50,7 +50,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// True when an I/O error means the disk (or quota) is full.
 pub fn is_no_space(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
         || e.kind() == std::io::ErrorKind::StorageFull
 }
 
@@ -71,6 +71,16 @@ impl From<tokio::task::JoinError> for Error {
 }
 
 impl Error {
+    /// An error opening a copy's file: a missing file is `404 not_found` (deleted
+    /// meanwhile), any other is an I/O error.
+    pub fn missing_is_not_found(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound
+        } else {
+            e.into()
+        }
+    }
+
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -5,6 +5,9 @@
 //! keeps collected orphans in a trash for a retention period, and registers with the
 //! operator. See `docs/api.md` for the contract.
 //!
+//! The background work (scrubber, trash retention, heartbeats) runs as named workers of one
+//! [`deposito_util::worker::Workers`] runner, stopped with the server.
+//!
 //! Library use (tests, the local operator): build a [`Config`], then [`start`] it to get a
 //! [`Running`] server bound to its address, or [`run`] it until SIGTERM/SIGINT.
 
@@ -20,12 +23,16 @@ pub mod register;
 pub mod retention;
 pub mod scrub;
 pub mod storage;
+#[doc(hidden)]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use deposito_util::shutdown::shutdown_signal;
+use deposito_util::worker::Workers;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +58,6 @@ pub fn limit_malloc_arenas() {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// A replica serving in the background.
-#[derive(Debug)]
 pub struct Running {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
@@ -59,8 +65,20 @@ pub struct Running {
     pub app: AppState,
     cancel: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    /// The background workers.
+    workers: Workers,
     /// The data slot this replica holds (with `--data-slots`), released when it stops.
     _slot: Option<config::SlotClaim>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addr", &self.addr)
+            .field("app", &self.app)
+            .field("workers", &self.workers.statuses())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Running {
@@ -69,10 +87,11 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting connections and background work, and waits (bounded) for in-flight
-    /// requests to finish.
+    /// Stops accepting connections and the background workers, waits for the workers to
+    /// stop, and waits (bounded) for in-flight requests to finish.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.cancel.cancel();
+        self.workers.shutdown().await;
         match tokio::time::timeout(SHUTDOWN_GRACE, self.task).await {
             Ok(joined) => joined.context("server task")?.context("server"),
             Err(_) => {
@@ -127,10 +146,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let register_url = config.register.clone();
     let app = Arc::new(App::new(config, token, id, advertise, store, roots));
     let cancel = CancellationToken::new();
-    tokio::spawn(scrub::run(app.clone(), cancel.child_token()));
-    tokio::spawn(retention::run(app.clone(), cancel.child_token()));
-    if let Some(base) = register_url {
-        tokio::spawn(register::run(app.clone(), base, cancel.child_token()));
+    let workers = Workers::new(cancel.child_token(), app.metrics.workers.clone());
+    workers.spawn(scrub::worker::ScrubWorker::new(
+        app.scrubber.clone(),
+        app.store.clone(),
+        app.metrics.clone(),
+    ));
+    workers.spawn(retention::RetentionWorker::new(
+        app.store.clone(),
+        Duration::from_secs(app.config.trash_retention_secs),
+    ));
+    if let Some(operator) = register_url {
+        workers.spawn(register::HeartbeatWorker::new(app.clone(), operator));
     }
     let router = http::router(app.clone());
     let stop = cancel.clone();
@@ -145,6 +172,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         app,
         cancel,
         task,
+        workers,
         _slot: slot,
     })
 }
@@ -191,29 +219,4 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.stop().await
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use deposito_util::worker::WorkerMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +19,6 @@ pub struct HttpLabels {
 }
 
 /// Every metric of a replica.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub bytes_used: Gauge<u64, AtomicU64>,
@@ -40,6 +40,17 @@ pub struct Metrics {
     pub trash_evicted: Counter,
     pub full: Gauge<u64, AtomicU64>,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// The background workers' metrics (`deposito_replica_worker_*`), given to the runner.
+    pub workers: WorkerMetrics,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The registry holds every metric, and prints them.
+        f.debug_struct("Metrics")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Raises `counter` to `total` (the store keeps the totals; counters only go up).
@@ -135,6 +146,7 @@ impl Metrics {
                 "http_requests",
                 "HTTP requests answered, by method and status",
             ),
+            workers: WorkerMetrics::registered(r),
             registry,
         }
     }

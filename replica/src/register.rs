@@ -1,9 +1,11 @@
-//! Registration with the operator and periodic heartbeats (local and compose modes).
+//! Registration with the operator and periodic heartbeats (local and compose modes): the
+//! heartbeat worker.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deposito_api::replica::RegisterResponse;
-use tokio_util::sync::CancellationToken;
+use deposito_util::worker::{Next, StepError, Worker};
 use tracing::instrument;
 
 use crate::app::AppState;
@@ -33,33 +35,58 @@ pub async fn register_once(app: &AppState, base: &str) -> anyhow::Result<Option<
         .filter(|s| *s > 0))
 }
 
-/// Registers now and then every heartbeat until cancelled. Failures are logged and retried.
-pub async fn run(app: AppState, base: String, cancel: CancellationToken) {
-    let mut period = app.config.heartbeat_secs.max(1);
-    let mut failing = false;
-    loop {
-        match register_once(&app, &base).await {
-            Ok(p) => {
-                if failing {
-                    tracing::info!(operator = %base, "registration succeeded again");
+/// Registers at start-up and then every heartbeat period (`--heartbeat-secs`, or what the
+/// operator's last answer asked for). A failure is logged once (then at debug level until a
+/// registration succeeds again) and retried a period later; it is no failed step, so an
+/// operator that is down does not fill the log.
+pub struct HeartbeatWorker {
+    app: AppState,
+    /// The operator's base URL.
+    operator: String,
+    period: Duration,
+    failing: bool,
+}
+
+impl HeartbeatWorker {
+    /// Heartbeats of `app` to the operator at `operator`.
+    pub fn new(app: AppState, operator: String) -> Self {
+        let period = Duration::from_secs(app.config.heartbeat_secs.max(1));
+        Self {
+            app,
+            operator,
+            period,
+            failing: false,
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for HeartbeatWorker {
+    fn name(&self) -> String {
+        "heartbeat".into()
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let operator = &self.operator;
+        match register_once(&self.app, operator).await {
+            Ok(asked) => {
+                if self.failing {
+                    tracing::info!(%operator, "registration succeeded again");
                 }
-                failing = false;
-                if let Some(p) = p {
-                    period = p;
+                self.failing = false;
+                if let Some(secs) = asked {
+                    self.period = Duration::from_secs(secs);
                 }
             }
             Err(e) => {
-                if !failing {
-                    tracing::warn!(operator = %base, error = %e, "registration failed; retrying");
+                if self.failing {
+                    tracing::debug!(%operator, error = %e, "registration still failing");
                 } else {
-                    tracing::debug!(operator = %base, error = %e, "registration still failing");
+                    tracing::warn!(%operator, error = %e, "registration failed; retrying");
                 }
-                failing = true;
+                self.failing = true;
             }
         }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(period)) => {}
-        }
+        Ok(Next::After(self.period))
     }
 }

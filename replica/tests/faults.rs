@@ -1,6 +1,8 @@
 //! Faults over real HTTP: cut uploads, pulls between replicas, rot found by the scrubber and
 //! by reads, a full disk.
 
+#![allow(clippy::unwrap_used)] // the helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::io::Write;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use deposito_api::replica::{ObjectInfo, ObjectState, ScrubStatus};
 use deposito_api::{sha256_hex, ErrorBody, ErrorCode};
+use deposito_replica::testing::files_under;
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread")]

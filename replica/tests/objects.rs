@@ -1,10 +1,13 @@
 //! Object API over real HTTP: round trips, ranges, auth, digests, names, paging, metrics.
 
+#![allow(clippy::unwrap_used)] // the helpers outside #[test] fns unwrap too
+
 mod common;
 
 use common::*;
 use deposito_api::replica::{InventoryPage, ObjectInfo, ObjectState};
 use deposito_api::{sha256_hex, ErrorBody, HEADER_SHA256};
+use deposito_replica::testing::files_under;
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,4 +252,41 @@ async fn inventory_pages_in_stable_order() {
         "{m}"
     );
     r.stop().await;
+}
+
+/// The background loops run as named workers of one runner, in the metrics; stopping the
+/// replica stops them.
+#[tokio::test(flavor = "multi_thread")]
+async fn background_workers_are_in_the_metrics_and_stop_with_the_replica() {
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let m = r.metrics(&c).await;
+    for worker in ["scrubber", "trash-retention"] {
+        assert!(
+            m.contains(&format!(
+                "deposito_replica_worker_running{{worker=\"{worker}\"}} 1"
+            )),
+            "{m}"
+        );
+    }
+    // The retention looks at the trash at start-up.
+    assert!(
+        eventually(5, || async {
+            r.metrics(&c)
+                .await
+                .contains("deposito_replica_worker_steps_total{worker=\"trash-retention\"} 1")
+        })
+        .await
+    );
+    let app = r.running.app.clone();
+    r.stop().await;
+    let m = app.metrics.encode();
+    for worker in ["scrubber", "trash-retention"] {
+        assert!(
+            m.contains(&format!(
+                "deposito_replica_worker_running{{worker=\"{worker}\"}} 0"
+            )),
+            "{m}"
+        );
+    }
 }

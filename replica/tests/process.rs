@@ -1,6 +1,8 @@
 //! The binary (refuses to start without a token, serves, stops on SIGTERM) and registration
 //! with a stand-in operator.
 
+#![allow(clippy::unwrap_used)] // the helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -2,6 +2,8 @@
 //! asked, a pass cut short resumes where it stopped, and the last completed pass is
 //! remembered, so a replica restarted more often than the interval still scrubs everything.
 
+#![allow(clippy::unwrap_used)] // the helpers outside #[test] fns unwrap too
+
 mod common;
 
 use common::*;

@@ -4,6 +4,8 @@
 //! entries and keeps damaged ones; a write short of space empties the trash, oldest first;
 //! a full replica stays ready.
 
+#![allow(clippy::unwrap_used)] // the helpers outside #[test] fns unwrap too
+
 mod common;
 
 use std::os::unix::fs::MetadataExt;

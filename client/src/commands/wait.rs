@@ -23,6 +23,71 @@ fn poll_secs(deadline: Instant) -> u64 {
     secs.clamp(1, POLL_SECS)
 }
 
+/// The long poll one wait repeats: the file, what to wait for, until when.
+struct Poll<'a> {
+    client: &'a GatewayClient,
+    ns: &'a str,
+    name: &'a str,
+    until: WaitFor,
+    deadline: Instant,
+}
+
+/// The loop both waits share. Each turn shows `last`, ends when `done(&last)`, gives up at the
+/// deadline with `timed_out(&last)` (plus the last transient error), else long-polls the
+/// gateway: a status becomes `seen(status)` (followed by a pause when it came back faster than
+/// [`MIN_POLL_INTERVAL`] and is not done), a transient error is retried after a pause, and for
+/// [`WaitFor::Deleted`] a 404 ends the wait. Any other error ends it too.
+async fn poll_until<S>(
+    poll: Poll<'_>,
+    mut last: S,
+    seen: impl Fn(FileStatus) -> S,
+    show: impl Fn(&S),
+    done: impl Fn(&S) -> bool,
+    timed_out: impl Fn(&S) -> String,
+) -> Result<S, Error> {
+    let mut last_err: Option<Error> = None;
+    loop {
+        show(&last);
+        if done(&last) {
+            return Ok(last);
+        }
+        if Instant::now() >= poll.deadline {
+            let mut msg = timed_out(&last);
+            if let Some(e) = &last_err {
+                msg.push_str(&format!("; last error: {}", e.one_line()));
+            }
+            return Err(Error::Timeout(msg));
+        }
+        let started = Instant::now();
+        match poll
+            .client
+            .status(
+                poll.ns,
+                poll.name,
+                Some((poll.until, poll_secs(poll.deadline))),
+            )
+            .await
+        {
+            Ok(st) => {
+                last = seen(st);
+                last_err = None;
+                if !done(&last) && started.elapsed() < MIN_POLL_INTERVAL {
+                    tokio::time::sleep(MIN_POLL_INTERVAL).await;
+                }
+            }
+            Err(e) if poll.until == WaitFor::Deleted && e.is_status(404) => return Ok(last),
+            Err(e) if e.is_transient() => {
+                last_err = Some(e);
+                tokio::time::sleep(
+                    RETRY_PAUSE.min(poll.deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Waits until the file has exactly `replicas` verified copies and nothing extra
 /// (`FileStatus::is_converged`). `expect_sha256`, when given, must be the converged content's
 /// digest (another deposit replacing the file meanwhile is reported). On timeout the error
@@ -35,51 +100,34 @@ pub async fn wait_converged(
     timeout: Duration,
     expect_sha256: Option<&str>,
 ) -> Result<FileStatus, Error> {
-    let deadline = Instant::now() + timeout;
+    let poll = Poll {
+        client,
+        ns,
+        name,
+        until: WaitFor::Converged,
+        deadline: Instant::now() + timeout,
+    };
     let bar = progress::copies_bar(initial.replicas);
-    let mut last = initial;
-    let mut last_err: Option<Error> = None;
-    let result = loop {
-        bar.set_length(u64::from(last.replicas));
-        bar.set_position(u64::from(last.ready_replicas.min(last.replicas)));
-        bar.set_message(last.phase.as_str());
-        if last.is_converged() {
-            break Ok(last);
-        }
-        if Instant::now() >= deadline {
-            let mut msg = format!(
+    let result = poll_until(
+        poll,
+        initial,
+        |st| st,
+        |last| {
+            bar.set_length(u64::from(last.replicas));
+            bar.set_position(u64::from(last.ready_replicas.min(last.replicas)));
+            bar.set_message(last.phase.as_str());
+        },
+        FileStatus::is_converged,
+        |last| {
+            format!(
                 "timed out after {}s waiting for {name} to converge to {} copies: {}",
                 timeout.as_secs(),
                 last.replicas,
-                describe_status(&last)
-            );
-            if let Some(e) = &last_err {
-                msg.push_str(&format!("; last error: {}", e.one_line()));
-            }
-            break Err(Error::Timeout(msg));
-        }
-        let started = Instant::now();
-        match client
-            .status(ns, name, Some((WaitFor::Converged, poll_secs(deadline))))
-            .await
-        {
-            Ok(st) => {
-                last = st;
-                last_err = None;
-                if !last.is_converged() && started.elapsed() < MIN_POLL_INTERVAL {
-                    tokio::time::sleep(MIN_POLL_INTERVAL).await;
-                }
-            }
-            Err(e) if e.is_transient() => {
-                last_err = Some(e);
-                tokio::time::sleep(
-                    RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
-                )
-                .await;
-            }
-            Err(e) => break Err(e),
-        }
-    };
+                describe_status(last)
+            )
+        },
+    )
+    .await;
     bar.finish_and_clear();
     let st = result?;
     if let Some(want) = expect_sha256 {
@@ -101,59 +149,46 @@ pub async fn wait_deleted(
     initial: Option<FileStatus>,
     timeout: Duration,
 ) -> Result<(), Error> {
-    let deadline = Instant::now() + timeout;
+    let poll = Poll {
+        client,
+        ns,
+        name,
+        until: WaitFor::Deleted,
+        deadline: Instant::now() + timeout,
+    };
     let bar = progress::bytes_bar(None, "deleting");
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>11} {spinner} {msg} {elapsed}")
             .expect("static template"),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
-    let mut last = initial;
-    let mut last_err: Option<Error> = None;
-    let result = loop {
-        if let Some(st) = &last {
-            bar.set_message(format!("{} copies left", st.holders.len()));
-        }
-        if Instant::now() >= deadline {
+    let result = poll_until(
+        poll,
+        initial,
+        Some,
+        |last| {
+            if let Some(st) = last {
+                bar.set_message(format!("{} copies left", st.holders.len()));
+            }
+        },
+        // Only the 404 of the long poll ends this wait.
+        |_| false,
+        |last| {
             let mut msg = format!(
                 "timed out after {}s waiting for {name} to be deleted",
                 timeout.as_secs()
             );
-            if let Some(st) = &last {
+            if let Some(st) = last {
                 msg.push_str(&format!(
                     ": phase {}, {} copies left",
                     st.phase.as_str(),
                     st.holders.len()
                 ));
             }
-            if let Some(e) = &last_err {
-                msg.push_str(&format!("; last error: {}", e.one_line()));
-            }
-            break Err(Error::Timeout(msg));
-        }
-        let started = Instant::now();
-        match client
-            .status(ns, name, Some((WaitFor::Deleted, poll_secs(deadline))))
-            .await
-        {
-            Ok(st) => {
-                last = Some(st);
-                last_err = None;
-                if started.elapsed() < MIN_POLL_INTERVAL {
-                    tokio::time::sleep(MIN_POLL_INTERVAL).await;
-                }
-            }
-            Err(e) if e.is_status(404) => break Ok(()),
-            Err(e) if e.is_transient() => {
-                last_err = Some(e);
-                tokio::time::sleep(
-                    RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
-                )
-                .await;
-            }
-            Err(e) => break Err(e),
-        }
-    };
+            msg
+        },
+    )
+    .await;
     bar.finish_and_clear();
-    result
+    result.map(|_| ())
 }

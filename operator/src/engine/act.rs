@@ -13,13 +13,11 @@
 //!
 //! Every success is recorded in the index at once; the replicas' change feeds confirm it.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
 
 use deposito_api::replica::ObjectState;
 use deposito_api::{sha256_hex, FileKey};
 use futures::future::join_all;
-use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use super::error::ActError;
@@ -29,34 +27,6 @@ use super::reconcile::Engine;
 use crate::plan::{
     self, Action, CopyView, DeleteReason, FilePlan, Health, OrphanCopy, ReplicaView,
 };
-
-/// At most K pulls at once into each replica.
-#[derive(Debug)]
-pub struct PullThrottle {
-    per_replica: usize,
-    semaphores: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl PullThrottle {
-    pub fn new(per_replica: usize) -> Self {
-        Self {
-            per_replica: per_replica.max(1),
-            semaphores: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Waits for a pull slot on `replica`.
-    pub async fn acquire(&self, replica: &str) -> tokio::sync::OwnedSemaphorePermit {
-        let semaphore = self
-            .semaphores
-            .lock()
-            .expect("throttle")
-            .entry(replica.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_replica)))
-            .clone();
-        semaphore.acquire_owned().await.expect("never closed")
-    }
-}
 
 fn url_of<'a>(views: &'a [ReplicaView], id: &str) -> Option<&'a str> {
     views
@@ -237,7 +207,7 @@ impl Engine {
         }
         let checks = staying.iter().map(|holder| async move {
             let url = url_of(views, holder).ok_or_else(|| ActError::Unverified {
-                replica: holder.to_string(),
+                replica: (*holder).clone(),
                 reason: "no address known".into(),
             })?;
             match self.client.holds(url, &record.key, &record.sha256).await {
@@ -247,12 +217,12 @@ impl Engine {
                     self.index
                         .record_removed(holder, &record.key, &record.sha256);
                     Err(ActError::Unverified {
-                        replica: holder.to_string(),
+                        replica: (*holder).clone(),
                         reason: "the replica does not hold a verified copy".into(),
                     })
                 }
                 Err(err) => Err(ActError::Unverified {
-                    replica: holder.to_string(),
+                    replica: (*holder).clone(),
                     reason: err.to_string(),
                 }),
             }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use deposito_api::FileKey;
 use tokio::sync::{mpsc, watch};
 
-use super::error::ErrorCategory;
+use super::category::ErrorCategory;
 use super::model::{FileRecord, ObservedStatus};
 
 /// Failure of a catalog operation, classified so that callers pick a backoff and an answer.
@@ -56,7 +56,8 @@ pub enum Claim {
     Unmanaged,
 }
 
-/// A mode's store of desired state. Reads are expected to be cheap (a SQLite row, a
+/// What reconciling needs of a mode's store of desired state (the gateway's reads and writes
+/// are [`crate::gateway::store::FileStore`]). Reads are expected to be cheap (a SQLite row, a
 /// reflector cache); nothing here lists the whole catalog except [`Catalog::keys`], which only
 /// the slow resync calls.
 #[async_trait]
@@ -83,9 +84,6 @@ pub trait Catalog: Send + Sync + 'static {
     /// Change notifications of this catalog.
     fn changes(&self) -> &Changes;
 
-    /// Ok when the catalog can be read now (readiness).
-    async fn ready(&self) -> Result<(), CatalogError>;
-
     /// Whether a file claims the copies of `key` ([`Claim::Unclaimed`] only with a complete,
     /// current view of its namespace).
     async fn claim(&self, key: &FileKey) -> Claim;
@@ -94,48 +92,6 @@ pub trait Catalog: Send + Sync + 'static {
     /// claims may be collected; `Err(why)` while orphan collection waits (shown by `/readyz`
     /// and the metrics).
     fn completeness(&self) -> Result<(), String>;
-
-    /// The storage key a file name maps to in `namespace` (identity in local mode; the
-    /// StoredFile's `metadata.name` in kube mode).
-    async fn storage_key(&self, namespace: &str, file_name: &str) -> Result<FileKey, CatalogError>;
-
-    /// One file, by the user's file name.
-    async fn lookup(
-        &self,
-        namespace: &str,
-        file_name: &str,
-    ) -> Result<Option<FileRecord>, CatalogError>;
-
-    /// Up to `limit` files of a namespace with a file name after `after`, sorted by file
-    /// name, and whether more follow.
-    async fn list(
-        &self,
-        namespace: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<FileRecord>, bool), CatalogError>;
-
-    /// Records new content for `key` (creating the file, or replacing its content, which also
-    /// cancels a pending deletion). `holder` is the replica that acknowledged the bytes.
-    async fn put_content(
-        &self,
-        key: &FileKey,
-        file_name: &str,
-        replicas: u32,
-        sha256: &str,
-        size: u64,
-        holder: &str,
-    ) -> Result<FileRecord, CatalogError>;
-
-    /// Changes the replication level; `None` when there is no such (undeleted) file.
-    async fn set_replicas(
-        &self,
-        key: &FileKey,
-        replicas: u32,
-    ) -> Result<Option<FileRecord>, CatalogError>;
-
-    /// Requests deletion; `None` when there is no such file.
-    async fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError>;
 }
 
 /// Change notifications of a catalog: keys whose desired state changed go to the engine's

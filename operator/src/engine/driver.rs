@@ -1,16 +1,18 @@
-//! The local-mode driver: a work queue of file keys fed by the catalog's change
+//! The queue driver of the engine: a work queue of file keys fed by the catalog's change
 //! notifications, by the engine's triggers (inventory and health changes) and by a slow
-//! periodic resync, drained by a bounded number of workers. (Kube mode drives the same
-//! engine from a kube-rs `Controller` instead.)
+//! periodic resync, drained by a bounded number of reconcile workers. A mode without a
+//! controller of its own runs it (local, compose); kube mode drives the same engine from a
+//! kube-rs `Controller` instead.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deposito_api::replica::ObjectState;
 use deposito_api::FileKey;
+use deposito_util::worker::{Next, StepError, Worker, Workers};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::queue::{Done, Priority, WorkQueue};
@@ -53,82 +55,149 @@ impl Engine {
     }
 }
 
-/// Runs the queue until `cancel`.
-pub async fn run(
+/// Starts the driver's workers in `workers` (they stop with it): once the replicas'
+/// inventories are observed (or `settle_timeout` passed), `reconcile-N` workers drain the
+/// queue, `queue-feeder` fills it from the catalog's changes and the engine's triggers, and
+/// `resync` queues every file each `resync_every`.
+pub fn start(
     engine: Arc<Engine>,
-    mut triggers: mpsc::UnboundedReceiver<FileKey>,
+    triggers: mpsc::UnboundedReceiver<FileKey>,
     settings: DriverSettings,
-    cancel: CancellationToken,
+    workers: &Workers,
 ) {
     let queue = Arc::new(WorkQueue::default());
-    let mut desired = engine.catalog.changes().queue_receiver();
+    let desired = engine.catalog.changes().queue_receiver();
+    workers.spawn(Settle {
+        engine,
+        queue,
+        desired: Some(desired),
+        triggers: Some(triggers),
+        settings,
+        workers: workers.clone(),
+        deadline: tokio::time::Instant::now() + settings.settle_timeout,
+    });
+}
 
-    // Wait (bounded) until the replicas' inventories are observed.
-    let deadline = tokio::time::Instant::now() + settings.settle_timeout;
-    while !engine.replicas.settled() && tokio::time::Instant::now() < deadline {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
+/// `settle`: waits (bounded) until the replicas' inventories are observed, then starts the
+/// other workers and ends.
+struct Settle {
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue>,
+    desired: Option<mpsc::UnboundedReceiver<FileKey>>,
+    triggers: Option<mpsc::UnboundedReceiver<FileKey>>,
+    settings: DriverSettings,
+    workers: Workers,
+    deadline: tokio::time::Instant,
+}
+
+#[async_trait]
+impl Worker for Settle {
+    fn name(&self) -> String {
+        "settle".into()
     }
-    info!(settled = engine.replicas.settled(), "reconciling");
 
-    let feeder = {
-        let (engine, queue, cancel) = (engine.clone(), queue.clone(), cancel.clone());
-        tokio::spawn(async move {
-            loop {
-                let key = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    Some(key) = desired.recv() => key,
-                    Some(key) = triggers.recv() => key,
-                    else => return,
-                };
-                queue.add(key.clone(), engine.priority(&key));
-                engine.metrics.queue_depth.set(queue.len() as i64);
+    async fn step(&mut self) -> Result<Next, StepError> {
+        if !self.engine.replicas.settled() && tokio::time::Instant::now() < self.deadline {
+            return Ok(Next::After(Duration::from_millis(100)));
+        }
+        info!(settled = self.engine.replicas.settled(), "reconciling");
+        let (Some(desired), Some(triggers)) = (self.desired.take(), self.triggers.take()) else {
+            return Ok(Next::Done);
+        };
+        self.workers.spawn(QueueFeeder {
+            engine: self.engine.clone(),
+            queue: self.queue.clone(),
+            desired,
+            triggers,
+        });
+        self.workers.spawn(Resync {
+            engine: self.engine.clone(),
+            queue: self.queue.clone(),
+            every: self.settings.resync_every,
+        });
+        for n in 0..self.settings.workers.max(1) {
+            self.workers.spawn(Reconciler {
+                n,
+                engine: self.engine.clone(),
+                queue: self.queue.clone(),
+            });
+        }
+        Ok(Next::Done)
+    }
+}
+
+/// `queue-feeder`: queues the keys whose desired state changed and the engine's triggers.
+struct QueueFeeder {
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue>,
+    desired: mpsc::UnboundedReceiver<FileKey>,
+    triggers: mpsc::UnboundedReceiver<FileKey>,
+}
+
+#[async_trait]
+impl Worker for QueueFeeder {
+    fn name(&self) -> String {
+        "queue-feeder".into()
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let key = tokio::select! {
+            Some(key) = self.desired.recv() => key,
+            Some(key) = self.triggers.recv() => key,
+            else => return Ok(Next::Done),
+        };
+        self.queue.add(key.clone(), self.engine.priority(&key));
+        self.engine.metrics.queue_depth.set(self.queue.len() as i64);
+        Ok(Next::Now)
+    }
+}
+
+/// `resync`: queues every file, each period.
+struct Resync {
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue>,
+    every: Duration,
+}
+
+#[async_trait]
+impl Worker for Resync {
+    fn name(&self) -> String {
+        "resync".into()
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        resync_all(&self.engine, &self.queue).await;
+        Ok(Next::After(self.every))
+    }
+}
+
+/// `reconcile-N`: reconciles the queue's files one at a time.
+struct Reconciler {
+    n: usize,
+    engine: Arc<Engine>,
+    queue: Arc<WorkQueue>,
+}
+
+#[async_trait]
+impl Worker for Reconciler {
+    fn name(&self) -> String {
+        format!("reconcile-{}", self.n)
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let key = self.queue.next().await;
+        let done = match self.engine.reconcile_key(&key).await {
+            Ok(outcome) => Done::Ok {
+                requeue_after: outcome.requeue_after,
+            },
+            Err(err) => {
+                warn!(file = %key, stage = err.stage(), %err, "reconcile failed");
+                Done::Failed(err.category())
             }
-        })
-    };
-    let resync = {
-        let (engine, queue, cancel) = (engine.clone(), queue.clone(), cancel.clone());
-        tokio::spawn(async move {
-            loop {
-                resync_all(&engine, &queue).await;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(settings.resync_every) => {}
-                }
-            }
-        })
-    };
-    let workers: Vec<_> = (0..settings.workers.max(1))
-        .map(|_| {
-            let (engine, queue, cancel) = (engine.clone(), queue.clone(), cancel.clone());
-            tokio::spawn(async move {
-                loop {
-                    let key = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        key = queue.next() => key,
-                    };
-                    let done = match engine.reconcile_key(&key).await {
-                        Ok(outcome) => Done::Ok {
-                            requeue_after: outcome.requeue_after,
-                        },
-                        Err(err) => {
-                            warn!(file = %key, stage = err.stage(), %err, "reconcile failed");
-                            Done::Failed(err.category())
-                        }
-                    };
-                    queue.done(&key, done);
-                    engine.metrics.queue_depth.set(queue.len() as i64);
-                }
-            })
-        })
-        .collect();
-    cancel.cancelled().await;
-    feeder.abort();
-    resync.abort();
-    for worker in workers {
-        worker.abort();
+        };
+        self.queue.done(&key, done);
+        self.engine.metrics.queue_depth.set(self.queue.len() as i64);
+        Ok(Next::Now)
     }
 }
 

@@ -8,14 +8,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use deposito_api::FileKey;
+use deposito_util::worker::{Next, StepError, Worker, Workers};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::index::InventoryIndex;
 use super::membership::{Capacity, Member, Membership, MembershipError};
-use super::observer::{self, ObserverSettings, Target};
+use super::observer::{Observer, ObserverSettings, Target};
 use crate::plan::{Health, ReplicaView};
 use crate::replica_client::ReplicaClient;
 
@@ -314,21 +316,13 @@ pub fn views_of(members: &[Member], index: &InventoryIndex, grace: Duration) -> 
 }
 
 impl Tracker {
-    /// Runs until `cancel`.
-    pub async fn run(self, cancel: CancellationToken) {
-        let mut observers: HashMap<String, (String, CancellationToken)> = HashMap::new();
-        let mut seen: HashMap<String, Seen> = HashMap::new();
-        let mut ticker = tokio::time::interval(self.settings.tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
-            self.tick(&mut observers, &mut seen, &cancel);
-        }
-        for (_, (_, token)) in observers {
-            token.cancel();
+    /// The tracker as the `health` worker, which starts the replicas' observers in `workers`.
+    pub fn into_worker(self, workers: &Workers) -> HealthWorker {
+        HealthWorker {
+            tracker: self,
+            workers: workers.clone(),
+            observers: HashMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -336,7 +330,7 @@ impl Tracker {
         &self,
         observers: &mut HashMap<String, (String, CancellationToken)>,
         seen: &mut HashMap<String, Seen>,
-        cancel: &CancellationToken,
+        workers: &Workers,
     ) {
         let members = match self.membership.members() {
             Ok(members) => members,
@@ -347,7 +341,7 @@ impl Tracker {
                 return;
             }
         };
-        self.keep_observers(&members, observers, cancel);
+        self.keep_observers(&members, observers, workers);
         let views = views_of(&members, &self.index, self.settings.grace);
         let mut wake_backlog = false;
         let mut affected: Vec<String> = Vec::new();
@@ -428,7 +422,7 @@ impl Tracker {
         &self,
         members: &[Member],
         observers: &mut HashMap<String, (String, CancellationToken)>,
-        cancel: &CancellationToken,
+        workers: &Workers,
     ) {
         observers.retain(|id, (url, token)| {
             let keep = members.iter().any(|m| &m.id == id && &m.url == url);
@@ -441,22 +435,46 @@ impl Tracker {
             if member.url.is_empty() || observers.contains_key(&member.id) {
                 continue;
             }
-            let token = cancel.child_token();
+            let token = workers.child_token();
             let mut settings = self.settings.observer;
             settings.read_info = member.capacity.is_none();
-            tokio::spawn(observer::run(
-                Target {
-                    replica: member.id.clone(),
-                    url: member.url.clone(),
-                },
-                self.client.clone(),
-                self.index.clone(),
-                self.triggers.clone(),
-                settings,
+            workers.spawn_until(
+                Observer::new(
+                    Target {
+                        replica: member.id.clone(),
+                        url: member.url.clone(),
+                    },
+                    self.client.clone(),
+                    self.index.clone(),
+                    self.triggers.clone(),
+                    settings,
+                ),
                 token.clone(),
-            ));
+            );
             observers.insert(member.id.clone(), (member.url.clone(), token));
         }
+    }
+}
+
+/// `health`: each tick, classifies the replicas (grace period), publishes the views, wakes
+/// the files that a change concerns, and keeps one `observer-<replica>` worker per member.
+pub struct HealthWorker {
+    tracker: Tracker,
+    workers: Workers,
+    observers: HashMap<String, (String, CancellationToken)>,
+    seen: HashMap<String, Seen>,
+}
+
+#[async_trait]
+impl Worker for HealthWorker {
+    fn name(&self) -> String {
+        "health".into()
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        self.tracker
+            .tick(&mut self.observers, &mut self.seen, &self.workers);
+        Ok(Next::After(self.tracker.settings.tick))
     }
 }
 

@@ -178,11 +178,11 @@ fn key_of(namespace: &str, name: &str) -> Option<FileKey> {
 
 impl InventoryIndex {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        self.inner.read().expect("inventory index lock")
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        self.inner.write().expect("inventory index lock")
     }
 
     /// Every known copy of one file, on any replica.

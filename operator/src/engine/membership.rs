@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::error::ErrorCategory;
+use super::category::ErrorCategory;
 
 /// Free space and load of a replica, when the mode learns them (local heartbeats carry them;
 /// in kube mode the engine asks the replica itself).

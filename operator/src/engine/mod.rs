@@ -20,6 +20,7 @@
 
 pub mod act;
 pub mod catalog;
+pub mod category;
 pub mod driver;
 pub mod error;
 pub mod events;
@@ -31,6 +32,7 @@ pub mod observer;
 pub mod queue;
 pub mod rebalance;
 pub mod reconcile;
+pub mod throttle;
 
 #[cfg(test)]
 mod tests;
@@ -41,12 +43,13 @@ use deposito_api::FileKey;
 use tokio::sync::mpsc;
 
 pub use catalog::{Catalog, CatalogError, Changes, Claim};
-pub use error::{ErrorCategory, ReconcileError};
+pub use category::ErrorCategory;
+pub use error::ReconcileError;
 pub use events::{EngineEvent, EventSink};
 pub use health::{Backlog, ReplicaSet, Tracker, TrackerSettings};
 pub use index::InventoryIndex;
 pub use membership::{Capacity, Member, Membership, MembershipError};
-pub use model::{FileRecord, ObservedStatus, Source};
+pub use model::{Deposit, FileRecord, ObservedStatus, Source};
 pub use rebalance::{Moves, RebalanceSettings, Rebalancer};
 pub use reconcile::{Engine, EngineSettings, Outcome, StaleGuard};
 

@@ -37,6 +37,35 @@ impl ObservedStatus {
     }
 }
 
+/// New content the replicas acknowledged, as the gateway records it in a catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deposit {
+    /// The storage key (in kube mode the StoredFile's name, which may differ from the file
+    /// name).
+    pub key: FileKey,
+    /// The user's file name.
+    pub file_name: String,
+    pub replicas: u32,
+    pub sha256: String,
+    pub size: u64,
+    /// The replica that acknowledged the bytes first.
+    pub holder: String,
+}
+
+impl Deposit {
+    /// A deposit whose file name is its key's name (local mode, tests).
+    pub fn of_key(key: &FileKey, replicas: u32, sha256: &str, size: u64, holder: &str) -> Self {
+        Self {
+            key: key.clone(),
+            file_name: key.name.clone(),
+            replicas,
+            sha256: sha256.to_string(),
+            size,
+            holder: holder.to_string(),
+        }
+    }
+}
+
 /// Where a file's content comes from, which decides whether the engine can create the first
 /// copy itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

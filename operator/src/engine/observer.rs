@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use deposito_api::{ErrorCode, FileKey};
+use deposito_util::worker::{Next, StepError, Worker};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::index::InventoryIndex;
@@ -38,42 +39,71 @@ pub struct Target {
     pub url: String,
 }
 
-/// Runs until `cancel`: keeps `index` current for `target`, sending changed files to
-/// `triggers`.
-pub async fn run(
+/// `observer-<replica>`: keeps `index` current for one replica, sending changed files to
+/// the engine's triggers. One step is one listing followed by the change feed, until it is
+/// time to re-list (next step at once) or the replica fails (next step after a backoff).
+pub struct Observer {
     target: Target,
     client: ReplicaClient,
     index: Arc<InventoryIndex>,
     triggers: mpsc::UnboundedSender<FileKey>,
     settings: ObserverSettings,
-    cancel: CancellationToken,
-) {
-    let mut failures: u32 = 0;
-    while !cancel.is_cancelled() {
-        let outcome = tokio::select! {
-            _ = cancel.cancelled() => return,
-            outcome = follow(&target, &client, &index, &triggers, settings) => outcome,
-        };
-        index.set_synced(&target.replica, false);
-        let pause = match outcome {
+    failures: u32,
+}
+
+impl Observer {
+    pub fn new(
+        target: Target,
+        client: ReplicaClient,
+        index: Arc<InventoryIndex>,
+        triggers: mpsc::UnboundedSender<FileKey>,
+        settings: ObserverSettings,
+    ) -> Self {
+        Self {
+            target,
+            client,
+            index,
+            triggers,
+            settings,
+            failures: 0,
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Observer {
+    fn name(&self) -> String {
+        format!("observer-{}", self.target.replica)
+    }
+
+    /// Failures are logged here (once at warn, then at debug) rather than by the runner: a
+    /// replica that is down fails every few seconds until it is back or gone.
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let outcome = follow(
+            &self.target,
+            &self.client,
+            &self.index,
+            &self.triggers,
+            self.settings,
+        )
+        .await;
+        self.index.set_synced(&self.target.replica, false);
+        Ok(match outcome {
             Ok(()) => {
-                failures = 0;
-                Duration::ZERO
+                self.failures = 0;
+                Next::Now
             }
             Err(err) => {
-                failures = failures.saturating_add(1);
-                if failures == 1 {
-                    warn!(replica = %target.replica, %err, "inventory observer failing; retrying");
+                self.failures = self.failures.saturating_add(1);
+                let replica = &self.target.replica;
+                if self.failures == 1 {
+                    warn!(%replica, %err, "inventory observer failing; retrying");
                 } else {
-                    debug!(replica = %target.replica, %err, "inventory observer still failing");
+                    debug!(%replica, %err, "inventory observer still failing");
                 }
-                Duration::from_millis(250 * (1 << failures.min(5)))
+                Next::After(Duration::from_millis(250 * (1 << self.failures.min(5))))
             }
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use deposito_api::FileKey;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::error::ErrorCategory;
+use super::category::ErrorCategory;
 
 /// Which lane a key waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,7 +129,7 @@ pub struct WorkQueue {
 
 impl WorkQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().expect("work queue lock")
     }
 
     /// Queues `key` to run as soon as a worker is free (earlier than any pending delay).
@@ -156,28 +156,32 @@ impl WorkQueue {
     /// Waits for the next key to run and marks it running.
     pub async fn next(&self) -> FileKey {
         loop {
-            let wake_at = {
-                let mut state = self.lock();
-                state.promote(Instant::now());
-                if let Some(key) = state.pop() {
-                    state.running.insert(key.clone());
-                    let more = !state.queued.is_empty();
-                    drop(state);
-                    if more {
-                        // Pass the baton: another idle worker may take the next key.
-                        self.ready.notify_one();
-                    }
-                    return key;
-                }
-                state.delayed.first().map(|(at, _, _)| *at)
-            };
-            match wake_at {
-                Some(at) => {
+            match self.take_ready(Instant::now()) {
+                Ok(key) => return key,
+                Err(Some(at)) => {
                     let _ = tokio::time::timeout_at(at, self.ready.notified()).await;
                 }
-                None => self.ready.notified().await,
+                Err(None) => self.ready.notified().await,
             }
         }
+    }
+
+    /// The next key due at `now`, marked running; else when the earliest delayed key is due
+    /// (`None`: nothing is delayed).
+    fn take_ready(&self, now: Instant) -> Result<FileKey, Option<Instant>> {
+        let mut state = self.lock();
+        state.promote(now);
+        if let Some(key) = state.pop() {
+            state.running.insert(key.clone());
+            let more = !state.queued.is_empty();
+            drop(state);
+            if more {
+                // Pass the baton: another idle worker may take the next key.
+                self.ready.notify_one();
+            }
+            return Ok(key);
+        }
+        Err(state.delayed.first().map(|(at, _, _)| *at))
     }
 
     /// Records how a run of `key` ended and schedules what follows.
@@ -233,16 +237,32 @@ mod tests {
         FileKey::new("default", name).unwrap()
     }
 
-    /// Takes what is ready now, without waiting.
-    async fn ready_now(queue: &WorkQueue) -> Vec<String> {
+    /// Takes what is due at `at`, without waiting. The tests look ahead in time rather than
+    /// pausing the clock: what `done` schedules at `Instant::now() + delay` lies between the
+    /// instants read just before and just after it.
+    fn ready_at(queue: &WorkQueue, at: Instant) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(k) = tokio::time::timeout(Duration::from_millis(1), queue.next()).await {
+        while let Ok(k) = queue.take_ready(at) {
             out.push(k.name);
         }
         out
     }
 
-    #[tokio::test(start_paused = true)]
+    fn ready_now(queue: &WorkQueue) -> Vec<String> {
+        ready_at(queue, Instant::now())
+    }
+
+    /// Runs `f` (which schedules something `Instant::now() + delay` ahead) and returns the
+    /// instants read just before and just after it.
+    fn timed(f: impl FnOnce()) -> (Instant, Instant) {
+        let before = Instant::now();
+        f();
+        (before, Instant::now())
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
     async fn keys_are_deduplicated_and_urgent_ones_go_first() {
         let q = WorkQueue::default();
         q.add(key("a"), Priority::Normal);
@@ -252,42 +272,42 @@ mod tests {
         q.add(key("c"), Priority::Urgent); // upgraded: runs first, once
         q.add(key("d"), Priority::Urgent);
         assert_eq!(q.len(), 4);
-        assert_eq!(ready_now(&q).await, vec!["c", "d", "a", "b"]);
+        assert_eq!(ready_now(&q), vec!["c", "d", "a", "b"]);
         assert!(q.is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_key_added_while_running_runs_again_after_and_never_twice_at_once() {
         let q = WorkQueue::default();
         q.add(key("a"), Priority::Normal);
         let a = q.next().await;
         q.add(key("a"), Priority::Normal);
         q.add(key("a"), Priority::Normal);
-        assert!(ready_now(&q).await.is_empty(), "not while it runs");
+        assert!(ready_now(&q).is_empty(), "not while it runs");
         q.done(
             &a,
             Done::Ok {
                 requeue_after: None,
             },
         );
-        assert_eq!(ready_now(&q).await, vec!["a"]);
+        assert_eq!(ready_now(&q), vec!["a"]);
         q.done(
             &a,
             Done::Ok {
                 requeue_after: None,
             },
         );
-        assert!(ready_now(&q).await.is_empty(), "dirty only once");
+        assert!(ready_now(&q).is_empty(), "dirty only once");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn failures_back_off_per_key_without_delaying_others() {
         let q = WorkQueue::default();
         q.add(key("bad"), Priority::Normal);
         let bad = q.next().await;
-        q.done(&bad, Done::Failed(ErrorCategory::Transient));
+        let mut failed = timed(|| q.done(&bad, Done::Failed(ErrorCategory::Transient)));
         q.add(key("good"), Priority::Normal);
-        assert_eq!(ready_now(&q).await, vec!["good"]);
+        assert_eq!(ready_now(&q), vec!["good"]);
         q.done(
             &key("good"),
             Done::Ok {
@@ -297,15 +317,21 @@ mod tests {
         // Transient backoff: 500 ms, then 1 s, then 2 s.
         for (round, wait_ms) in [(1u32, 500u64), (2, 1000), (3, 2000)] {
             assert_eq!(q.failures(&bad), round);
-            tokio::time::advance(Duration::from_millis(wait_ms - 10)).await;
-            assert!(ready_now(&q).await.is_empty(), "round {round}: too early");
-            tokio::time::advance(Duration::from_millis(20)).await;
-            assert_eq!(ready_now(&q).await, vec!["bad"], "round {round}");
-            q.done(&bad, Done::Failed(ErrorCategory::Transient));
+            let (before, after) = failed;
+            let wait = Duration::from_millis(wait_ms);
+            assert!(
+                ready_at(&q, before + wait - 10 * MS).is_empty(),
+                "round {round}: too early"
+            );
+            assert_eq!(
+                ready_at(&q, after + wait + 10 * MS),
+                vec!["bad"],
+                "round {round}"
+            );
+            failed = timed(|| q.done(&bad, Done::Failed(ErrorCategory::Transient)));
         }
         // A success resets the count.
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(ready_now(&q).await, vec!["bad"]);
+        assert_eq!(ready_at(&q, failed.1 + Duration::from_secs(5)), vec!["bad"]);
         q.done(
             &bad,
             Done::Ok {
@@ -315,24 +341,24 @@ mod tests {
         assert_eq!(q.failures(&bad), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_trigger_overrides_a_pending_delay_and_requeue_after_is_honoured() {
         let q = WorkQueue::default();
         q.add(key("a"), Priority::Normal);
         let a = q.next().await;
         q.done(&a, Done::Failed(ErrorCategory::Invalid)); // 10 s backoff
         q.add(key("a"), Priority::Normal); // the spec changed: run now
-        assert_eq!(ready_now(&q).await, vec!["a"]);
-        q.done(
-            &a,
-            Done::Ok {
-                requeue_after: Some(Duration::from_secs(3)),
-            },
-        );
-        tokio::time::advance(Duration::from_millis(2990)).await;
-        assert!(ready_now(&q).await.is_empty());
-        tokio::time::advance(Duration::from_millis(20)).await;
-        assert_eq!(ready_now(&q).await, vec!["a"]);
+        assert_eq!(ready_now(&q), vec!["a"]);
+        let (before, after) = timed(|| {
+            q.done(
+                &a,
+                Done::Ok {
+                    requeue_after: Some(Duration::from_secs(3)),
+                },
+            );
+        });
+        assert!(ready_at(&q, before + 2990 * MS).is_empty());
+        assert_eq!(ready_at(&q, after + 3010 * MS), vec!["a"]);
         // Two delays for one key keep the earlier one.
         q.done(
             &a,
@@ -340,33 +366,35 @@ mod tests {
                 requeue_after: None,
             },
         );
-        q.add_after(key("a"), Duration::from_secs(10));
-        q.add_after(key("a"), Duration::from_secs(1));
-        q.add_after(key("a"), Duration::from_secs(5));
+        let (before, after) = timed(|| {
+            q.add_after(key("a"), Duration::from_secs(10));
+            q.add_after(key("a"), Duration::from_secs(1));
+            q.add_after(key("a"), Duration::from_secs(5));
+        });
         assert_eq!(q.len(), 1);
-        tokio::time::advance(Duration::from_millis(1010)).await;
-        assert_eq!(ready_now(&q).await, vec!["a"]);
+        assert!(ready_at(&q, before + 990 * MS).is_empty());
+        assert_eq!(ready_at(&q, after + 1010 * MS), vec!["a"]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_failing_key_that_was_triggered_meanwhile_retries_within_a_second() {
         let q = WorkQueue::default();
         q.add(key("a"), Priority::Normal);
         let a = q.next().await;
         q.add(key("a"), Priority::Normal);
-        q.done(&a, Done::Failed(ErrorCategory::Invalid));
-        tokio::time::advance(Duration::from_millis(1010)).await;
-        assert_eq!(ready_now(&q).await, vec!["a"]);
+        let (_, after) = timed(|| q.done(&a, Done::Failed(ErrorCategory::Invalid)));
+        assert_eq!(ready_at(&q, after + 1010 * MS), vec!["a"]);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_sleeping_worker_wakes_for_new_work() {
         let q = std::sync::Arc::new(WorkQueue::default());
         let worker = {
             let q = q.clone();
             tokio::spawn(async move { q.next().await })
         };
-        tokio::time::advance(Duration::from_secs(60)).await;
+        // Let the worker reach its wait first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         q.add(key("late"), Priority::Normal);
         let got = tokio::time::timeout(Duration::from_secs(1), worker)
             .await

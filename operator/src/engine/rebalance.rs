@@ -20,10 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use deposito_api::replica::ObjectState;
 use deposito_api::FileKey;
+use deposito_util::worker::{Next, StepError, Worker};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::catalog::Catalog;
@@ -86,7 +87,7 @@ impl Moves {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, Planned>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().expect("rebalance moves lock")
     }
 }
 
@@ -111,21 +112,38 @@ pub struct Rebalancer {
     pub metrics: Arc<Metrics>,
 }
 
+/// `rebalance`: each tick, ends the moves that are done and starts new ones at the pace
+/// the settings allow. Started only when rebalancing is enabled, and only in the leader.
+pub struct RebalanceWorker {
+    rebalancer: Rebalancer,
+    /// Runs ahead of the clock by the time the moves started so far should take.
+    next_at: Instant,
+}
+
+#[async_trait]
+impl Worker for RebalanceWorker {
+    fn name(&self) -> String {
+        "rebalance".into()
+    }
+
+    fn first_step_after(&self) -> Duration {
+        self.rebalancer.settings.tick
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        self.rebalancer.settle();
+        self.rebalancer.start_moves(&mut self.next_at).await;
+        Ok(Next::After(self.rebalancer.settings.tick))
+    }
+}
+
 impl Rebalancer {
-    /// Runs until `cancel`.
-    pub async fn run(self, cancel: CancellationToken) {
-        if !self.settings.enabled {
-            return;
-        }
-        let mut next_at = Instant::now();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.settings.tick) => {}
-            }
-            self.settle();
-            self.start_moves(&mut next_at).await;
-        }
+    /// The rebalancer as the `rebalance` worker; `None` when rebalancing is switched off.
+    pub fn into_worker(self) -> Option<RebalanceWorker> {
+        self.settings.enabled.then(|| RebalanceWorker {
+            rebalancer: self,
+            next_at: Instant::now(),
+        })
     }
 
     /// Ends the moves that are done, whose source went, or that took too long.

@@ -6,32 +6,25 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use deposito_api::gateway::{Condition, Phase};
 use deposito_api::replica::ObjectState;
 use deposito_api::FileKey;
+use deposito_util::clock::unix_now;
 use tracing::{debug, instrument, warn};
 
-use super::act::PullThrottle;
 use super::catalog::{Catalog, Claim};
 use super::error::{ObserveError, PublishError, ReconcileError};
 use super::events::{EngineEvent, EventSink};
 use super::health::{Backlog, ReplicaSet};
 use super::index::InventoryIndex;
 use super::model::{FileRecord, ObservedStatus};
+use super::throttle::PullThrottle;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
 use crate::plan::{self, CopyView, DesiredFile, FilePlan, Health, OrphanCopy, ReplicaView};
 use crate::replica_client::ReplicaClient;
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// How the engine tells a stale copy (old content, deletable) from a new upload whose catalog
 /// commit is still in flight (must be kept).
@@ -182,7 +175,10 @@ impl Engine {
     }
 
     fn count(&self, started: Instant, result: &Result<Outcome, ReconcileError>) {
-        let failure = result.as_ref().err().map(|e| e.reason());
+        let failure = result
+            .as_ref()
+            .err()
+            .map(super::error::ReconcileError::reason);
         self.metrics
             .reconciled(started.elapsed().as_secs_f64(), failure);
     }

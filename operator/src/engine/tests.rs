@@ -9,12 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deposito_api::gateway::Phase;
 use deposito_api::{sha256_hex, FileKey};
+use deposito_util::worker::Workers;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::DriverSettings;
 use super::observer::ObserverSettings;
 use super::*;
 use crate::metrics::Metrics;
+use crate::testing::FakeMembership;
 
 /// An in-memory catalog that counts status writes.
 #[derive(Default)]
@@ -88,9 +90,6 @@ impl Catalog for FakeCatalog {
     fn changes(&self) -> &Changes {
         &self.changes
     }
-    async fn ready(&self) -> Result<(), CatalogError> {
-        Ok(())
-    }
     async fn claim(&self, key: &FileKey) -> Claim {
         if let Err(why) = self.completeness() {
             return Claim::Unknown(why);
@@ -102,71 +101,6 @@ impl Catalog for FakeCatalog {
     }
     fn completeness(&self) -> Result<(), String> {
         self.incomplete.lock().unwrap().clone().map_or(Ok(()), Err)
-    }
-    async fn storage_key(&self, ns: &str, name: &str) -> Result<FileKey, CatalogError> {
-        FileKey::new(ns, name).map_err(|e| CatalogError::Invalid(e.to_string()))
-    }
-    async fn lookup(&self, ns: &str, name: &str) -> Result<Option<FileRecord>, CatalogError> {
-        Ok(self.record(&FileKey::new(ns, name).unwrap()))
-    }
-    async fn list(
-        &self,
-        _: &str,
-        _: Option<&str>,
-        _: usize,
-    ) -> Result<(Vec<FileRecord>, bool), CatalogError> {
-        unimplemented!("not used by the engine")
-    }
-    async fn put_content(
-        &self,
-        _: &FileKey,
-        _: &str,
-        _: u32,
-        _: &str,
-        _: u64,
-        _: &str,
-    ) -> Result<FileRecord, CatalogError> {
-        unimplemented!("not used by the engine")
-    }
-    async fn set_replicas(&self, _: &FileKey, _: u32) -> Result<Option<FileRecord>, CatalogError> {
-        unimplemented!("not used by the engine")
-    }
-    async fn mark_deleting(&self, _: &FileKey) -> Result<Option<FileRecord>, CatalogError> {
-        unimplemented!("not used by the engine")
-    }
-}
-
-/// A membership whose members and error the test sets.
-#[derive(Default)]
-struct FakeMembership {
-    members: Mutex<Vec<Member>>,
-    error: Mutex<Option<MembershipError>>,
-}
-
-impl FakeMembership {
-    fn set_available(&self, id: &str, available: bool, down_for: Duration) {
-        let mut members = self.members.lock().unwrap();
-        let m = members.iter_mut().find(|m| m.id == id).unwrap();
-        m.available = available;
-        m.down_for = down_for;
-    }
-}
-
-#[async_trait]
-impl Membership for FakeMembership {
-    fn members(&self) -> Result<Vec<Member>, MembershipError> {
-        match self.error.lock().unwrap().clone() {
-            Some(err) => Err(err),
-            None => Ok(self.members.lock().unwrap().clone()),
-        }
-    }
-    async fn set_draining(&self, id: &str, draining: bool) -> Result<bool, MembershipError> {
-        let mut members = self.members.lock().unwrap();
-        let Some(m) = members.iter_mut().find(|m| m.id == id) else {
-            return Ok(false);
-        };
-        m.draining = draining;
-        Ok(true)
     }
 }
 
@@ -246,8 +180,9 @@ impl Rig {
             },
         );
         let cancel = CancellationToken::new();
-        tokio::spawn(built.tracker.run(cancel.child_token()));
-        tokio::spawn(driver::run(
+        let workers = Workers::new(cancel.clone(), metrics.workers.clone());
+        workers.spawn(built.tracker.into_worker(&workers));
+        driver::start(
             built.engine.clone(),
             built.triggers,
             DriverSettings {
@@ -256,8 +191,8 @@ impl Rig {
                 resync_every: Duration::from_secs(3600),
                 settle_timeout: Duration::from_secs(5),
             },
-            cancel.child_token(),
-        ));
+            &workers,
+        );
         Rig {
             _dirs: dirs,
             replicas,

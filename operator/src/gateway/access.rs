@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use deposito_api::constant_time_eq;
 use deposito_api::names::validate_namespace;
-use tokio_util::sync::CancellationToken;
+use deposito_util::worker::{Next, StepError, Worker};
 
 /// Shortest token the tokens file accepts.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -172,11 +172,7 @@ impl Tokens {
     pub fn grant(&self, presented: &str) -> Option<Grant> {
         let presented = presented.as_bytes();
         let mut found = constant_time_eq(presented, self.full_access.as_bytes()).then(Grant::full);
-        let scoped = self
-            .scoped
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let scoped = self.scoped.read().expect("scoped tokens lock").clone();
         for (token, grant) in scoped.iter() {
             if constant_time_eq(presented, token.as_bytes()) && found.is_none() {
                 found = Some(grant.clone());
@@ -187,7 +183,7 @@ impl Tokens {
 
     /// Replaces the scoped entries.
     pub fn set_scoped(&self, entries: Vec<(String, Grant)>) {
-        *self.scoped.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(entries);
+        *self.scoped.write().expect("scoped tokens lock") = Arc::new(entries);
     }
 
     /// Loads `path` (a missing file means no scoped tokens). An unusable file is an error.
@@ -210,26 +206,45 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Reloads `path` into `tokens` whenever it changes (checked every [`RELOAD_EVERY`]). A file
-/// that can't be used leaves the previous table in force and is logged as an error.
-pub async fn reload_on_change(tokens: Arc<Tokens>, path: PathBuf, cancel: CancellationToken) {
-    let mut seen = stamp(&path);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(RELOAD_EVERY) => {}
-        }
-        let now = stamp(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match tokens.load(&path) {
-            Ok(()) => tracing::info!(file = %path.display(), "tokens file reloaded"),
-            Err(err) => {
-                tracing::error!(error = %err, "tokens file not reloaded; the previous tokens stay in force")
+/// `tokens-reload`: reloads the tokens file into the table whenever it changes (checked
+/// every [`RELOAD_EVERY`]). A file that can't be used leaves the previous table in force and
+/// is logged as an error.
+pub struct TokensReload {
+    tokens: Arc<Tokens>,
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl TokensReload {
+    /// Watches `path`, as loaded now into `tokens`.
+    pub fn new(tokens: Arc<Tokens>, path: PathBuf) -> Self {
+        let seen = stamp(&path);
+        Self { tokens, path, seen }
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for TokensReload {
+    fn name(&self) -> String {
+        "tokens-reload".into()
+    }
+
+    fn first_step_after(&self) -> Duration {
+        RELOAD_EVERY
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let now = stamp(&self.path);
+        if now != self.seen {
+            self.seen = now;
+            match self.tokens.load(&self.path) {
+                Ok(()) => tracing::info!(file = %self.path.display(), "tokens file reloaded"),
+                Err(err) => {
+                    tracing::error!(error = %err, "tokens file not reloaded; the previous tokens stay in force");
+                }
             }
         }
+        Ok(Next::After(RELOAD_EVERY))
     }
 }
 
@@ -238,7 +253,7 @@ mod tests {
     use super::*;
 
     fn only(list: &[&str]) -> Namespaces {
-        Namespaces::Only(list.iter().map(|s| s.to_string()).collect())
+        Namespaces::Only(list.iter().map(std::string::ToString::to_string).collect())
     }
 
     #[test]

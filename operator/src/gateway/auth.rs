@@ -10,7 +10,7 @@ use axum::response::Response;
 use deposito_api::constant_time_eq;
 
 use super::GatewayState;
-use crate::error::GatewayError;
+use crate::gateway::error::GatewayError;
 
 /// The bearer token of a request, if it has one.
 fn presented(request: &Request) -> Option<&str> {

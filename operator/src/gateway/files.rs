@@ -18,8 +18,8 @@ use serde::Deserialize;
 use tracing::instrument;
 
 use super::{transfer, GatewayState};
-use crate::engine::FileRecord;
-use crate::error::GatewayError;
+use crate::engine::{Deposit, FileRecord};
+use crate::gateway::error::GatewayError;
 
 /// Longest long poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -56,7 +56,7 @@ fn check_replicas(n: u32) -> Result<u32, GatewayError> {
 
 /// The undeleted file named by `key` (the user's namespace and file name).
 async fn load(gw: &GatewayState, key: &FileKey) -> Result<FileRecord, GatewayError> {
-    match gw.catalog.lookup(&key.namespace, &key.name).await? {
+    match gw.files.lookup(&key.namespace, &key.name).await? {
         Some(entry) if !entry.deleting => Ok(entry),
         _ => Err(GatewayError::NotFound(format!("file {key}"))),
     }
@@ -153,7 +153,7 @@ async fn prepare_put(
         Ack::One => 1,
         Ack::All => replicas as usize,
     };
-    let storage = gw.catalog.storage_key(&key.namespace, &key.name).await?;
+    let storage = gw.files.storage_key(&key.namespace, &key.name).await?;
     let mut primaries = transfer::upload_targets(gw, &storage, content_length, copies)?;
     // The first target leads (with the spares after the secondaries as its fallbacks); the
     // next `copies - 1` take the body at the same time.
@@ -234,15 +234,15 @@ async fn deposit(
     }
     let (first, info) = &stored[0];
     let entry = gw
-        .catalog
-        .put_content(
-            &storage,
-            &key.name,
+        .files
+        .put(Deposit {
+            key: storage.clone(),
+            file_name: key.name.clone(),
             replicas,
-            &info.sha256,
-            info.size,
-            &first.id,
-        )
+            sha256: info.sha256.clone(),
+            size: info.size,
+            holder: first.id.clone(),
+        })
         .await?;
     drop(fence);
     let mut status = entry.to_file_status();
@@ -330,7 +330,7 @@ pub async fn patch_file(
     check_replicas(patch.replicas)?;
     let entry = load(&ctx, &key).await?;
     let entry = ctx
-        .catalog
+        .files
         .set_replicas(&entry.key, patch.replicas)
         .await?
         .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
@@ -349,7 +349,7 @@ pub async fn delete_file(
     let key = file_key(path)?;
     let entry = load(&ctx, &key).await?;
     let entry = ctx
-        .catalog
+        .files
         .mark_deleting(&entry.key)
         .await?
         .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
@@ -390,14 +390,17 @@ pub async fn list_files(
         )));
     }
     let (entries, more) = ctx
-        .catalog
+        .files
         .list(&namespace, query.after.as_deref(), limit)
         .await?;
     let next = more
         .then(|| entries.last().map(|e| e.file_name.clone()))
         .flatten();
     Ok(Json(FileList {
-        items: entries.iter().map(|e| e.to_file_status()).collect(),
+        items: entries
+            .iter()
+            .map(super::super::engine::model::FileRecord::to_file_status)
+            .collect(),
         next,
     }))
 }
@@ -434,11 +437,11 @@ pub async fn file_status(
         )));
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    let storage = ctx.catalog.storage_key(&key.namespace, &key.name).await?;
+    let storage = ctx.files.storage_key(&key.namespace, &key.name).await?;
     let mut changes = ctx.catalog.changes().watch(&storage);
     loop {
         changes.mark_seen();
-        let entry = ctx.catalog.lookup(&key.namespace, &key.name).await?;
+        let entry = ctx.files.lookup(&key.namespace, &key.name).await?;
         let Some(entry) = entry else {
             return Err(GatewayError::NotFound(format!("file {key}")));
         };

@@ -5,9 +5,11 @@
 
 pub mod access;
 pub mod auth;
+pub mod error;
 mod files;
 mod replicas;
 pub mod serve;
+pub mod store;
 mod transfer;
 
 use std::sync::Arc;
@@ -25,9 +27,14 @@ use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
 use auth::ClientContract;
+use store::FileStore;
 
 /// The gateway's handles.
 pub struct Gateway {
+    /// The catalog's reads and writes for clients.
+    pub files: Arc<dyn FileStore>,
+    /// The engine's seam of the same catalog: change notifications (long polls) and whether
+    /// its view is complete (readiness).
     pub catalog: Arc<dyn Catalog>,
     pub membership: Arc<dyn Membership>,
     /// The replicas as the engine classifies them (health with the grace period).
@@ -126,7 +133,7 @@ async fn healthz() -> impl IntoResponse {
 /// whether orphan collection runs (`orphanCollection`: `active`, or `paused: why` while the
 /// catalog's view is incomplete: nothing unclaimed is collected then).
 async fn readyz(State(gw): State<GatewayState>) -> impl IntoResponse {
-    let checked = match gw.catalog.ready().await {
+    let checked = match gw.files.ready().await {
         Ok(_) => match &gw.replicas.current().error {
             None => Ok(()),
             Some(err) => Err(err.to_string()),
@@ -174,6 +181,6 @@ async fn openapi(State(gw): State<GatewayState>) -> impl IntoResponse {
     Json(doc)
 }
 
-async fn not_found() -> crate::error::GatewayError {
-    crate::error::GatewayError::NotFound("route".into())
+async fn not_found() -> crate::gateway::error::GatewayError {
+    crate::gateway::error::GatewayError::NotFound("route".into())
 }

@@ -7,7 +7,7 @@ use deposito_api::gateway::{PatchReplica, ReplicaList, ReplicaStatus};
 
 use super::GatewayState;
 use crate::engine::Capacity;
-use crate::error::GatewayError;
+use crate::gateway::error::GatewayError;
 
 /// Every known replica and its health.
 #[utoipa::path(get, path = "/v1/replicas",

@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::GatewayState;
 use crate::engine::FileRecord;
-use crate::error::GatewayError;
+use crate::gateway::error::GatewayError;
 use crate::plan::{self, Health, ReplicaView};
 use crate::replica_client::ReplicaClientError;
 
@@ -219,7 +219,7 @@ pub async fn upload(
             }
             Ok(Ok((target, Ok(info)))) => stored.push((target, info)),
             Ok(Ok((target, Err(err)))) => {
-                tracing::warn!(replica = %target.id, %err, file = %key, "a secondary copy failed; the reconcile loop adds it")
+                tracing::warn!(replica = %target.id, %err, file = %key, "a secondary copy failed; the reconcile loop adds it");
             }
             Ok(Err(_)) => {}
             Err(_) => {
@@ -271,7 +271,7 @@ async fn forward(
         if let Ok(bytes) = &chunk {
             counter.inc_by(bytes.len() as u64);
         }
-        let failed = chunk.as_ref().err().map(|e| e.to_string());
+        let failed = chunk.as_ref().err().map(std::string::ToString::to_string);
         let mut kept = Vec::with_capacity(tees.len());
         for (i, tee) in tees {
             let copy = match (&chunk, &failed) {

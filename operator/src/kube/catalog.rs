@@ -21,7 +21,8 @@ use tracing::{info, warn};
 
 use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
 use super::record::{file_name_of, record_of, status_of};
-use crate::engine::{Catalog, CatalogError, Changes, Claim, FileRecord, ObservedStatus};
+use crate::engine::{Catalog, CatalogError, Changes, Claim, Deposit, FileRecord, ObservedStatus};
+use crate::gateway::store::FileStore;
 
 /// The field manager of the operator's status writes.
 pub const STATUS_MANAGER: &str = "deposito-operator";
@@ -86,7 +87,7 @@ impl KubeCatalog {
     }
 
     fn list_state(&self) -> std::sync::MutexGuard<'_, ListState> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner())
+        self.list.lock().expect("list state lock")
     }
 
     /// Follows the StoredFile watch (called for every item of its stream): a complete list
@@ -290,22 +291,6 @@ impl Catalog for KubeCatalog {
         &self.changes
     }
 
-    /// Ready once the first list of StoredFiles has arrived.
-    async fn ready(&self) -> Result<(), CatalogError> {
-        match tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            self.store.wait_until_ready(),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(CatalogError::Unavailable(err.to_string())),
-            Err(_) => Err(CatalogError::Unavailable(
-                "StoredFiles are not listed yet".into(),
-            )),
-        }
-    }
-
     async fn claim(&self, key: &FileKey) -> Claim {
         if !self.manages(&key.namespace) {
             return Claim::Unmanaged;
@@ -327,7 +312,11 @@ impl Catalog for KubeCatalog {
     fn completeness(&self) -> Result<(), String> {
         completeness_of(&self.list_state())
     }
+}
 
+/// The gateway's reads and writes: reads from the reflector's cache, writes to the API server.
+#[async_trait]
+impl FileStore for KubeCatalog {
     async fn storage_key(&self, namespace: &str, file_name: &str) -> Result<FileKey, CatalogError> {
         self.check_namespace(namespace)?;
         let name = match self.find(namespace, file_name) {
@@ -373,15 +362,17 @@ impl Catalog for KubeCatalog {
             .map(|records| (records, more))
     }
 
-    async fn put_content(
-        &self,
-        key: &FileKey,
-        file_name: &str,
-        replicas: u32,
-        sha256: &str,
-        _size: u64,
-        _holder: &str,
-    ) -> Result<FileRecord, CatalogError> {
+    /// The size and the first holder are not kept in the StoredFile: the reconcile that
+    /// follows observes them on the replicas.
+    async fn put(&self, deposit: Deposit) -> Result<FileRecord, CatalogError> {
+        let Deposit {
+            key,
+            file_name,
+            replicas,
+            sha256,
+            ..
+        } = deposit;
+        let (key, file_name, sha256) = (&key, file_name.as_str(), sha256.as_str());
         self.check_namespace(&key.namespace)?;
         let api = self.api(&key.namespace);
         if let Some(current) = self.cached(&key.namespace, &key.name) {
@@ -479,6 +470,22 @@ impl Catalog for KubeCatalog {
             }
             Err(err) if is_status(&err, 404) => Ok(None),
             Err(err) => Err(catalog_error(err)),
+        }
+    }
+
+    /// Ready once the first list of StoredFiles has arrived.
+    async fn ready(&self) -> Result<(), CatalogError> {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            self.store.wait_until_ready(),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(CatalogError::Unavailable(err.to_string())),
+            Err(_) => Err(CatalogError::Unavailable(
+                "StoredFiles are not listed yet".into(),
+            )),
         }
     }
 }

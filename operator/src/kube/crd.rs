@@ -182,20 +182,9 @@ pub fn crd_yaml() -> String {
     )
 }
 
-/// `1536` → `1.5 KiB`: the size column of `kubectl get sf`.
-pub fn display_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+/// `1536` → `1.5 KiB`: the size column of `kubectl get sf`, in the workspace's one byte
+/// formatting (unit tested in `deposito_api::units`).
+pub use deposito_api::units::human_bytes as display_size;
 
 #[cfg(test)]
 mod tests {
@@ -256,13 +245,5 @@ mod tests {
                 "{path} is stale: regenerate it with `deposito-operator crd`"
             );
         }
-    }
-
-    #[test]
-    fn sizes_for_people() {
-        assert_eq!(display_size(0), "0 B");
-        assert_eq!(display_size(1023), "1023 B");
-        assert_eq!(display_size(1536), "1.5 KiB");
-        assert_eq!(display_size(5 << 20), "5.0 MiB");
     }
 }

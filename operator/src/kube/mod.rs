@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod membership;
 pub mod record;
+pub mod workers;
 
 #[cfg(test)]
 mod tests;
@@ -18,23 +19,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use deposito_util::shutdown::shutdown_signal;
+use deposito_util::token::read_token_file;
+use deposito_util::worker::Workers;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::KubeArgs;
-use crate::engine::{self, queue::Done, queue::Priority, queue::WorkQueue, StaleGuard};
+use crate::engine::{self, queue::WorkQueue, StaleGuard};
+use crate::gateway::access::TokensReload;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
 use crd::StoredFile;
+use workers::{ListRecheck, OrphanCollector, OrphanSweep, TriggerRouter, Watch};
 
 /// A Kubernetes client that counts its requests by verb (the scale benchmark reports API
 /// requests per file).
@@ -58,15 +64,95 @@ async fn counting_client(metrics: Arc<Metrics>) -> anyhow::Result<Client> {
 }
 
 fn read_token(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the {what} from {}", path.display()))?;
-    let token = token.trim().to_string();
-    anyhow::ensure!(
-        !token.is_empty(),
-        "the {what} in {} is empty",
-        path.display()
-    );
-    Ok(token)
+    read_token_file(path).with_context(|| format!("the {what}"))
+}
+
+/// The StoredFile reflector (shared by the catalog and the controller), the replica pods'
+/// and, with `--node-zones`, the Nodes' metadata: each watch a worker of `workers`.
+struct Watches {
+    catalog: Arc<catalog::KubeCatalog>,
+    membership: Arc<membership::KubeMembership>,
+    sf_reader: reflector::Store<StoredFile>,
+    sf_subscriber: reflector::ReflectHandle<StoredFile>,
+}
+
+fn start_watches(
+    args: &KubeArgs,
+    client: &Client,
+    watched: Option<&String>,
+    replica_namespace: &str,
+    workers: &Workers,
+) -> Watches {
+    let sf_api: Api<StoredFile> = match watched {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (sf_reader, sf_writer) = reflector::store_shared(1024);
+    let sf_subscriber = sf_writer
+        .subscribe()
+        .expect("a shared store can be subscribed to");
+    let catalog = Arc::new(catalog::KubeCatalog::new(
+        client.clone(),
+        sf_reader.clone(),
+        watched.cloned(),
+    ));
+    let stream = watcher(sf_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect_shared(sf_writer);
+    let on_event = {
+        let catalog = catalog.clone();
+        move |item: Result<_, watcher::Error>| {
+            if let Err(err) = &item {
+                warn!(%err, "watching StoredFiles");
+            }
+            catalog.watch_event(&item);
+        }
+    };
+    workers.spawn(Watch::new("storedfile-watch", stream.boxed(), on_event));
+    workers.spawn(ListRecheck {
+        catalog: catalog.clone(),
+        every: Duration::from_secs(args.list_recheck_secs.max(1)),
+    });
+
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), replica_namespace);
+    let (pod_reader, pod_writer) = reflector::store();
+    let grace = args.engine.grace_period();
+    let mut membership = membership::KubeMembership::new(pod_reader, args.replica_port, grace);
+    if args.node_zones {
+        // Zones from the Nodes' labels (their metadata only: a Node's status is large).
+        // Failing to read them only costs the zones.
+        let (node_reader, node_writer) = reflector::store::<PartialObjectMeta<Node>>();
+        membership = membership.with_nodes(node_reader);
+        let config = watcher::Config::default().any_semantic();
+        let stream = reflector::reflector(
+            node_writer,
+            watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), config).default_backoff(),
+        );
+        let mut warned = false;
+        let on_item = move |item: Result<_, watcher::Error>| match item {
+            Err(err) if !warned => {
+                warned = true;
+                warn!(%err, "cannot read Nodes: zones come from the replica pods' labels or node names");
+            }
+            Ok(_) => warned = false,
+            Err(_) => {}
+        };
+        workers.spawn(Watch::new("node-watch", stream.boxed(), on_item));
+    }
+    let membership = Arc::new(membership);
+    let config = watcher::Config::default().labels(&args.replica_selector);
+    let stream = reflector::reflector(pod_writer, watcher(pod_api, config).default_backoff());
+    let on_item = {
+        let membership = membership.clone();
+        move |item| membership.observed(&item)
+    };
+    workers.spawn(Watch::new("pod-watch", stream.boxed(), on_item));
+    Watches {
+        catalog,
+        membership,
+        sf_reader,
+        sf_subscriber,
+    }
 }
 
 /// Runs `deposito-operator kube` until SIGINT or SIGTERM (or, with leader election, until
@@ -94,91 +180,19 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         client_tokens.load(path)?;
     }
     let replica_token = read_token(&args.replica_token_file, "replica token")?;
-    let grace = args.engine.grace_period();
-    let cancel = CancellationToken::new();
-
-    // StoredFiles: one shared reflector for the catalog (gateway, engine) and the controller.
-    let sf_api: Api<StoredFile> = match &watched {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let (sf_reader, sf_writer) = reflector::store_shared(1024);
-    let sf_subscriber = sf_writer
-        .subscribe()
-        .expect("a shared store can be subscribed to");
-    let catalog = Arc::new(catalog::KubeCatalog::new(
-        client.clone(),
-        sf_reader.clone(),
-        watched.clone(),
-    ));
-    {
-        let catalog = catalog.clone();
-        let stream = watcher(sf_api.clone(), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .reflect_shared(sf_writer);
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                if let Err(err) = &item {
-                    warn!(%err, "watching StoredFiles");
-                }
-                catalog.watch_event(&item);
-            }
-        });
-    }
-    {
-        // A watch that resumes after a failure may deliver nothing: look whether StoredFiles
-        // can be listed again, so that orphan collection does not stay paused for nothing.
-        let catalog = catalog.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(15)).await;
-                catalog.recheck().await;
-            }
-        });
-    }
-
-    // Replica pods: membership.
-    let pod_api: Api<Pod> = Api::namespaced(client.clone(), &replica_namespace);
-    let (pod_reader, pod_writer) = reflector::store();
-    let mut membership = membership::KubeMembership::new(pod_reader, args.replica_port, grace);
-    if args.node_zones {
-        // Zones from the Nodes' labels (their metadata only: a Node's status is large).
-        // Failing to read them only costs the zones.
-        let (node_reader, node_writer) = reflector::store::<PartialObjectMeta<Node>>();
-        membership = membership.with_nodes(node_reader);
-        let config = watcher::Config::default().any_semantic();
-        let stream = reflector::reflector(
-            node_writer,
-            watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), config).default_backoff(),
-        );
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            let mut warned = false;
-            while let Some(item) = stream.next().await {
-                match item {
-                    Err(err) if !warned => {
-                        warned = true;
-                        warn!(%err, "cannot read Nodes: zones come from the replica pods' labels or node names");
-                    }
-                    Ok(_) => warned = false,
-                    Err(_) => {}
-                }
-            }
-        });
-    }
-    let membership = Arc::new(membership);
-    {
-        let membership = membership.clone();
-        let config = watcher::Config::default().labels(&args.replica_selector);
-        let stream = reflector::reflector(pod_writer, watcher(pod_api, config).default_backoff());
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(item) = stream.next().await {
-                membership.observed(&item);
-            }
-        });
-    }
+    let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
+    let Watches {
+        catalog,
+        membership,
+        sf_reader,
+        sf_subscriber,
+    } = start_watches(
+        &args,
+        &client,
+        watched.as_ref(),
+        &replica_namespace,
+        &workers,
+    );
 
     let reporter = Reporter {
         controller: "deposito-operator".into(),
@@ -205,18 +219,15 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         args.engine.tracker_settings(true),
         args.engine.rebalance_settings(),
     );
-    tokio::spawn(built.tracker.run(cancel.child_token()));
+    workers.spawn(built.tracker.into_worker(&workers));
     if let Some(path) = args.tokens_file.clone() {
         // A Secret volume is updated in place (a new target behind the same path).
-        tokio::spawn(crate::gateway::access::reload_on_change(
-            client_tokens.clone(),
-            path,
-            cancel.child_token(),
-        ));
+        workers.spawn(TokensReload::new(client_tokens.clone(), path));
     }
 
     // The gateway runs on every operator replica, leader or not.
     let gateway = Arc::new(Gateway {
+        files: catalog.clone(),
         catalog: catalog.clone(),
         membership: membership.clone(),
         replicas: built.replicas.clone(),
@@ -236,13 +247,13 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         listener,
         crate::gateway::router(gateway, axum::Router::new()),
         tls,
-        crate::local::shutdown_signal(),
+        shutdown_signal(),
     );
     let server = tokio::spawn(serve);
 
     let lead = async {
         if args.leader_election {
-            wait_for_leadership(&client, &own_namespace, &args.lease_name).await
+            wait_for_leadership(&client, &own_namespace, &args).await
         } else {
             Ok(None)
         }
@@ -250,6 +261,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     let leading = tokio::select! {
         leading = lead => leading?,
         done = server => {
+            workers.shutdown().await;
             done.context("gateway task")?.context("gateway failed")?;
             return Ok(());
         }
@@ -257,7 +269,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
 
     // Reconcile only once the replicas' inventories are observed (bounded wait), unless the
     // pods can't be read at all: reconciling then reports that on every StoredFile.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.settle_timeout_secs);
     let forbidden = || {
         matches!(
             built.replicas.current().error,
@@ -269,60 +281,33 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     }
     info!(settled = built.replicas.settled(), "reconciling");
     // Only the leader moves copies (its moves go through its controller).
-    tokio::spawn(built.rebalancer.run(cancel.child_token()));
+    if let Some(rebalance) = built.rebalancer.into_worker() {
+        workers.spawn(rebalance);
+    }
 
-    // Engine triggers: files whose copies or replicas changed. StoredFiles go to the
-    // controller; keys without one in a namespace this operator manages may be orphans,
-    // looked at by a small queue of their own (which collects nothing without a complete
-    // view of the StoredFiles). Copies in other namespaces are never touched.
+    // The engine's triggers go to the controller or, for keys without a StoredFile, to a
+    // small orphan queue of their own; the slow sweep finds the orphans no trigger named.
     let (to_controller, from_engine) = tokio::sync::mpsc::unbounded_channel();
     let orphans = Arc::new(WorkQueue::default());
-    {
-        let (catalog, orphans) = (catalog.clone(), orphans.clone());
-        let mut triggers = built.triggers;
-        tokio::spawn(async move {
-            while let Some(key) = triggers.recv().await {
-                if catalog.cached(&key.namespace, &key.name).is_some() {
-                    let _ = to_controller
-                        .send(ObjectRef::<StoredFile>::new(&key.name).within(&key.namespace));
-                } else if catalog.manages(&key.namespace) {
-                    orphans.add(key, Priority::Normal);
-                }
-            }
+    workers.spawn(TriggerRouter {
+        triggers: built.triggers,
+        catalog: catalog.clone(),
+        to_controller,
+        orphans: orphans.clone(),
+    });
+    for n in 0..args.orphan_workers.max(1) {
+        workers.spawn(OrphanCollector {
+            n,
+            engine: built.engine.clone(),
+            orphans: orphans.clone(),
         });
     }
-    for _ in 0..2 {
-        let (engine, orphans) = (built.engine.clone(), orphans.clone());
-        tokio::spawn(async move {
-            loop {
-                let key = orphans.next().await;
-                let done = match engine.collect_orphans(&key).await {
-                    Ok(outcome) => Done::Ok {
-                        requeue_after: outcome.requeue_after,
-                    },
-                    Err(err) => Done::Failed(err.category()),
-                };
-                orphans.done(&key, done);
-            }
-        });
-    }
-    // The slow sweep for orphans (copies no StoredFile claims).
-    {
-        let (index, catalog, orphans) = (built.index.clone(), catalog.clone(), orphans.clone());
-        let every = args.engine.resync_interval();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                for key in index.keys() {
-                    if catalog.cached(&key.namespace, &key.name).is_none()
-                        && catalog.manages(&key.namespace)
-                    {
-                        orphans.add(key, Priority::Normal);
-                    }
-                }
-            }
-        });
-    }
+    workers.spawn(OrphanSweep {
+        index: built.index.clone(),
+        catalog: catalog.clone(),
+        orphans,
+        every: args.engine.resync_interval(),
+    });
 
     let context = Arc::new(controller::Context::new(
         built.engine.clone(),
@@ -341,7 +326,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
                 .debounce(Duration::from_millis(250))
                 .concurrency(args.engine.workers.clamp(1, u16::MAX as usize) as u16),
         )
-        .graceful_shutdown_on(crate::local::shutdown_signal())
+        .graceful_shutdown_on(shutdown_signal())
         .run(controller::reconcile, controller::error_policy, context)
         .for_each(|_| futures::future::ready(()));
 
@@ -361,7 +346,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         }
         None => controller.await,
     }
-    cancel.cancel();
+    workers.shutdown().await;
     Ok(())
 }
 
@@ -369,15 +354,16 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
 async fn wait_for_leadership(
     client: &Client,
     namespace: &str,
-    lease: &str,
+    args: &KubeArgs,
 ) -> anyhow::Result<Option<tokio::sync::watch::Receiver<bool>>> {
+    let lease = args.lease_name.as_str();
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("deposito-operator-{}", std::process::id()));
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), lease)
         .with_namespace(namespace)
         .with_identity(identity.clone())
-        .with_duration(15)
-        .with_grace(5)
+        .with_duration(args.lease_duration_secs)
+        .with_grace(args.lease_grace_secs)
         .build()
         .await
         .context("leader election: cannot use the lease")?;

@@ -3,10 +3,9 @@
 //! must make, in order, and fails on any other. The engine behind it is real; membership is a
 //! fake (one layer mocked), so no replica is involved.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use http::{Request, Response};
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
@@ -14,6 +13,7 @@ use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
+use deposito_util::worker::Workers;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +21,10 @@ use super::catalog::KubeCatalog;
 use super::controller::{self, Context};
 use super::crd::{FileSource, StoredFile, StoredFileSpec, FINALIZER};
 use crate::engine::{
-    self, observer::ObserverSettings, EngineSettings, Member, Membership, MembershipError,
-    StaleGuard, TrackerSettings,
+    self, observer::ObserverSettings, EngineSettings, MembershipError, StaleGuard, TrackerSettings,
 };
 use crate::metrics::Metrics;
+use crate::testing::FakeMembership;
 
 type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -78,25 +78,6 @@ impl ApiServerVerifier {
     }
 }
 
-/// A membership the test sets.
-#[derive(Default)]
-struct FakeMembership {
-    error: Mutex<Option<MembershipError>>,
-}
-
-#[async_trait]
-impl Membership for FakeMembership {
-    fn members(&self) -> Result<Vec<Member>, MembershipError> {
-        match self.error.lock().unwrap().clone() {
-            Some(err) => Err(err),
-            None => Ok(vec![]),
-        }
-    }
-    async fn set_draining(&self, _: &str, _: bool) -> Result<bool, MembershipError> {
-        Ok(false)
-    }
-}
-
 const SF_PATH: &str = "/apis/deposito.io/v1alpha1/namespaces/dep/storedfiles";
 
 fn storedfile(name: &str, spec: StoredFileSpec) -> StoredFile {
@@ -124,7 +105,7 @@ struct Rig {
     context: Arc<Context>,
     writer: Writer<StoredFile>,
     membership: Arc<FakeMembership>,
-    _cancel: CancellationToken,
+    _workers: Workers,
 }
 
 impl Rig {
@@ -168,9 +149,9 @@ impl Rig {
                 ..engine::RebalanceSettings::default()
             },
         );
-        let cancel = CancellationToken::new();
+        let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
         let replicas = built.replicas.clone();
-        tokio::spawn(built.tracker.run(cancel.child_token()));
+        workers.spawn(built.tracker.into_worker(&workers));
         for _ in 0..100 {
             if replicas.current().error.is_none() {
                 break;
@@ -190,7 +171,7 @@ impl Rig {
             context,
             writer,
             membership,
-            _cancel: cancel,
+            _workers: workers,
         }
     }
 

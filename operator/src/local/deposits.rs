@@ -9,8 +9,8 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::catalog::{Db, DbError, Deposit};
-use crate::engine::FileRecord;
+use super::db::{Db, DbError};
+use crate::engine::{Deposit, FileRecord};
 
 /// Most deposits written in one transaction.
 const MAX_BATCH: usize = 256;
@@ -36,9 +36,9 @@ impl DepositWriter {
     /// beside it.
     pub async fn put(&self, deposit: Deposit) -> Result<FileRecord, DbError> {
         let (tx, rx) = oneshot::channel();
-        let stopped = || DbError::Join("the deposit writer stopped".to_string());
+        let stopped = || DbError::Task("the deposit writer stopped".to_string());
         self.queue.send((deposit, tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?.map_err(DbError::Join)
+        rx.await.map_err(|_| stopped())?.map_err(DbError::Commit)
     }
 }
 
@@ -81,7 +81,7 @@ mod tests {
                 tokio::spawn(async move {
                     let key = FileKey::new("default", &format!("f{i}")).unwrap();
                     let sha = format!("{i:064x}");
-                    w.put(Deposit::new(&key, 1 + i % 3, &sha, u64::from(i), "r1"))
+                    w.put(Deposit::of_key(&key, 1 + i % 3, &sha, u64::from(i), "r1"))
                         .await
                         .unwrap()
                 })

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use deposito_api::replica::RegisterRequest;
 
-use super::catalog::{Db, DbError};
+use super::db::{Db, DbError};
 use crate::engine::{self, Capacity, MembershipError};
 
 /// What the operator knows of one replica right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub struct Registered {
     pub id: String,
     pub url: String,
     pub zone: Option<String>,
@@ -29,19 +29,19 @@ pub struct Member {
 }
 
 struct Record {
-    member: Member,
+    member: Registered,
     last_seen: Instant,
 }
 
 /// The registry of replicas.
-pub struct Membership {
+pub struct HeartbeatMembership {
     catalog: Db,
     records: Mutex<BTreeMap<String, Record>>,
     /// A replica silent for longer than this is not available.
     liveness_timeout: Duration,
 }
 
-impl Membership {
+impl HeartbeatMembership {
     /// Loads the replicas the catalog remembers. Until they send a heartbeat they count as
     /// last seen now, so that the grace period starts at operator start, not at their death.
     pub fn load(catalog: Db, liveness_timeout: Duration) -> Result<Self, DbError> {
@@ -50,7 +50,7 @@ impl Membership {
             .replicas()?
             .into_iter()
             .map(|row| {
-                let member = Member {
+                let member = Registered {
                     id: row.id.clone(),
                     url: row.url,
                     zone: row.zone,
@@ -86,7 +86,7 @@ impl Membership {
             records.insert(
                 beat.id.clone(),
                 Record {
-                    member: Member {
+                    member: Registered {
                         id: beat.id.clone(),
                         url: beat.url.clone(),
                         zone: beat.zone.clone(),
@@ -119,13 +119,13 @@ impl Membership {
     }
 
     /// Every known replica, sorted by id.
-    pub fn snapshot(&self) -> Vec<Member> {
+    pub fn snapshot(&self) -> Vec<Registered> {
         let now = Instant::now();
         self.records
             .lock()
             .expect("membership lock")
             .values()
-            .map(|r| Member {
+            .map(|r| Registered {
                 since_seen: now.saturating_duration_since(r.last_seen),
                 ..r.member.clone()
             })
@@ -133,7 +133,7 @@ impl Membership {
     }
 
     /// The engine's view of one member.
-    fn to_member(&self, m: Member) -> engine::Member {
+    fn to_member(&self, m: Registered) -> engine::Member {
         let available = m.heard && m.since_seen <= self.liveness_timeout;
         engine::Member {
             available,
@@ -152,7 +152,7 @@ impl Membership {
 }
 
 #[async_trait]
-impl engine::Membership for Membership {
+impl engine::Membership for HeartbeatMembership {
     fn members(&self) -> Result<Vec<engine::Member>, MembershipError> {
         Ok(self
             .snapshot()
@@ -195,7 +195,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
         {
-            let m = Membership::load(Db::open(&path).unwrap(), LIVENESS).unwrap();
+            let m = HeartbeatMembership::load(Db::open(&path).unwrap(), LIVENESS).unwrap();
             assert!(m.heartbeat(&beat("r1", "http://a")).unwrap());
             assert!(!m.heartbeat(&beat("r1", "http://a")).unwrap());
             assert!(m.mark_draining("r1", true).unwrap());
@@ -204,7 +204,7 @@ mod tests {
             m.heartbeat(&beat("r1", "http://a")).unwrap();
             assert!(m.snapshot()[0].draining);
         }
-        let m = Membership::load(Db::open(&path).unwrap(), LIVENESS).unwrap();
+        let m = HeartbeatMembership::load(Db::open(&path).unwrap(), LIVENESS).unwrap();
         let snap = m.snapshot();
         assert_eq!(snap.len(), 1);
         assert_eq!(

@@ -1,9 +1,10 @@
 //! Local mode: the embedded SQLite catalog, registration-based membership, and the launcher
 //! that runs a whole system with one command. It implements the engine's two seams
-//! ([`catalog::SqliteCatalog`], [`membership::Membership`]), runs the engine's work-queue
+//! ([`catalog::SqliteCatalog`], [`membership::HeartbeatMembership`]), runs the engine's work-queue
 //! driver, and serves the gateway plus the replicas' registration route.
 
 pub mod catalog;
+pub mod db;
 mod deposits;
 pub mod membership;
 mod register;
@@ -14,10 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use deposito_util::shutdown::shutdown_signal;
+use deposito_util::worker::Workers;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::LocalArgs;
 use crate::engine::{self, driver::DriverSettings, StaleGuard};
+use crate::gateway::access::TokensReload;
 use crate::gateway::Gateway;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
@@ -49,11 +53,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         &data_dir.join("replica-token"),
     )?;
     let catalog_path = data_dir.join("catalog.sqlite3");
-    let db = catalog::Db::open(&catalog_path)
+    let db = db::Db::open(&catalog_path)
         .with_context(|| format!("cannot open catalog {}", catalog_path.display()))?;
     let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
     let liveness = (heartbeat * 3).max(Duration::from_secs(5));
-    let membership = Arc::new(membership::Membership::load(db.clone(), liveness)?);
+    let membership = Arc::new(membership::HeartbeatMembership::load(db.clone(), liveness)?);
     let catalog =
         Arc::new(catalog::SqliteCatalog::new(db).context("starting the catalog's deposit writer")?);
     let metrics = Arc::new(Metrics::default());
@@ -90,16 +94,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     );
     println!("deposito: data in {}", data_dir.display());
 
-    let supervisor = supervisor::Supervisor::start(&args, &data_dir, &gateway_url, &replica_token)?;
-    let cancel = CancellationToken::new();
-    tokio::spawn(built.tracker.run(cancel.child_token()));
-    tokio::spawn(built.rebalancer.run(cancel.child_token()));
-    tokio::spawn(crate::gateway::access::reload_on_change(
-        client_tokens.clone(),
-        tokens_file,
-        cancel.child_token(),
-    ));
-    tokio::spawn(engine::driver::run(
+    let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
+    supervisor::start(&args, &data_dir, &gateway_url, &replica_token, &workers)?;
+    workers.spawn(built.tracker.into_worker(&workers));
+    if let Some(rebalance) = built.rebalancer.into_worker() {
+        workers.spawn(rebalance);
+    }
+    workers.spawn(TokensReload::new(client_tokens.clone(), tokens_file));
+    engine::driver::start(
         built.engine.clone(),
         built.triggers,
         DriverSettings {
@@ -107,9 +109,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             resync_every: args.engine.resync_interval(),
             settle_timeout: liveness * 2,
         },
-        cancel.child_token(),
-    ));
+        &workers,
+    );
     let gateway = Arc::new(Gateway {
+        files: catalog.clone(),
         catalog,
         membership: membership.clone(),
         replicas: built.replicas,
@@ -128,8 +131,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .await
         .context("gateway failed")?;
     tracing::info!("shutting down");
-    cancel.cancel();
-    supervisor.stop().await;
+    workers.shutdown().await;
     Ok(())
 }
 
@@ -140,15 +142,5 @@ fn reachable(listen: std::net::SocketAddr) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {
         listen
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

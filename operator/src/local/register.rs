@@ -11,13 +11,13 @@ use axum::{Json, Router};
 use deposito_api::replica::{RegisterRequest, RegisterResponse};
 use utoipa::OpenApi;
 
-use super::membership::Membership;
-use crate::error::GatewayError;
+use super::membership::HeartbeatMembership;
+use crate::gateway::error::GatewayError;
 
 /// What the route needs.
 #[derive(Clone)]
 struct Registry {
-    membership: Arc<Membership>,
+    membership: Arc<HeartbeatMembership>,
     heartbeat: Duration,
 }
 
@@ -67,7 +67,11 @@ async fn register(
 }
 
 /// The registration route, with its own token check.
-pub fn router(membership: Arc<Membership>, heartbeat: Duration, replica_token: &str) -> Router {
+pub fn router(
+    membership: Arc<HeartbeatMembership>,
+    heartbeat: Duration,
+    replica_token: &str,
+) -> Router {
     let token: Arc<str> = Arc::from(replica_token);
     Router::new()
         .route("/v1/replicas/register", post(register))

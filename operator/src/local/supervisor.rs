@@ -1,5 +1,6 @@
 //! Runs the local system's replica processes and keeps them running, as a kubelet would: a
-//! replica that dies is restarted with the same address and data folder, with backoff.
+//! replica that dies is restarted with the same address and data folder, with backoff. Each
+//! child is a worker of the launcher's runner.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -7,9 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::process::Command;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use async_trait::async_trait;
+use deposito_util::worker::{Next, StepError, Worker, Workers};
+use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
 use crate::config::LocalArgs;
@@ -24,12 +25,6 @@ pub struct ChildSpec {
     pub id: String,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-}
-
-/// The supervisor of every replica child.
-pub struct Supervisor {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 /// The address replica `index` listens on: kept in its folder's `listen` file, else
@@ -70,15 +65,17 @@ fn replica_program(args: &LocalArgs) -> (PathBuf, Vec<String>) {
     }
 }
 
-impl Supervisor {
-    /// Starts `args.replicas` children (none when it is 0).
-    pub fn start(
-        args: &LocalArgs,
-        data_dir: &Path,
-        gateway_url: &str,
-        replica_token: &str,
-    ) -> anyhow::Result<Self> {
-        let (stop, _) = watch::channel(false);
+/// Starts `args.replicas` children (none when it is 0), each kept running by a
+/// `replica-N` worker of `workers`; shutting the runner down stops them (SIGTERM, then
+/// SIGKILL after 5 s).
+pub fn start(
+    args: &LocalArgs,
+    data_dir: &Path,
+    gateway_url: &str,
+    replica_token: &str,
+    workers: &Workers,
+) -> anyhow::Result<()> {
+    {
         let (binary, mut leading_args) = replica_program(args);
         if let Some(cert) = &args.tls.tls_cert {
             // The gateway serves HTTPS: children trust its certificate chain to register.
@@ -86,7 +83,6 @@ impl Supervisor {
             leading_args.push("--register-ca-cert".into());
             leading_args.push(cert.display().to_string());
         }
-        let mut tasks = Vec::new();
         for index in 0..args.replicas {
             let dir = data_dir.join("replicas").join(format!("replica-{index}"));
             std::fs::create_dir_all(&dir)
@@ -111,18 +107,16 @@ impl Supervisor {
                 scrub_interval_secs: args.scrub_interval_secs,
                 heartbeat_secs: args.heartbeat_secs,
             };
-            tasks.push(tokio::spawn(supervise(command, stop.subscribe())));
-        }
-        Ok(Self { stop, tasks })
-    }
-
-    /// Stops every child (SIGTERM, then SIGKILL after 5 s) and waits for them.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+            workers.spawn(ReplicaProcess {
+                command,
+                child: None,
+                started: Instant::now(),
+                backoff: Duration::from_secs(1),
+                restarts: 0,
+            });
         }
     }
+    Ok(())
 }
 
 struct ChildCommand {
@@ -182,43 +176,61 @@ impl ChildCommand {
     }
 }
 
-async fn supervise(command: ChildCommand, mut stop: watch::Receiver<bool>) {
-    let id = command.spec.id.clone();
-    let mut backoff = Duration::from_secs(1);
-    let mut restarts = 0u64;
-    loop {
-        let started = Instant::now();
-        match command
-            .build()
-            .and_then(|mut c| c.spawn().map_err(Into::into))
-        {
-            Ok(mut child) => {
-                info!(replica = %id, pid = child.id(), restarts, "replica started");
-                tokio::select! {
-                    status = child.wait() => {
-                        warn!(replica = %id, ?status, "replica exited");
-                    }
-                    _ = stop.changed() => {
-                        terminate(&mut child).await;
-                        return;
-                    }
+/// `replica-N`: one replica child, restarted with backoff when it exits. A step starts the
+/// child if none runs and waits for it to exit; the child lives in the worker, so that
+/// stopping ends it gracefully ([`Worker::on_stop`]).
+struct ReplicaProcess {
+    command: ChildCommand,
+    child: Option<Child>,
+    started: Instant,
+    backoff: Duration,
+    restarts: u64,
+}
+
+#[async_trait]
+impl Worker for ReplicaProcess {
+    fn name(&self) -> String {
+        self.command.spec.id.clone()
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let id = &self.command.spec.id;
+        if self.child.is_none() {
+            self.started = Instant::now();
+            match self
+                .command
+                .build()
+                .and_then(|mut c| c.spawn().map_err(Into::into))
+            {
+                Ok(child) => {
+                    info!(replica = %id, pid = child.id(), restarts = self.restarts, "replica started");
+                    self.child = Some(child);
                 }
+                Err(err) => warn!(replica = %id, %err, "cannot start replica"),
             }
-            Err(err) => warn!(replica = %id, %err, "cannot start replica"),
         }
-        if started.elapsed() > HEALTHY_RUN {
-            backoff = Duration::from_secs(1);
+        if let Some(child) = self.child.as_mut() {
+            let status = child.wait().await;
+            warn!(replica = %id, ?status, "replica exited");
+            self.child = None;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
+        if self.started.elapsed() > HEALTHY_RUN {
+            self.backoff = Duration::from_secs(1);
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        restarts += 1;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.restarts += 1;
+        Ok(Next::After(wait))
+    }
+
+    async fn on_stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child).await;
+        }
     }
 }
 
-async fn terminate(child: &mut tokio::process::Child) {
+async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id() {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {

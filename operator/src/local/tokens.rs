@@ -4,7 +4,8 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use deposito_util::token::{read_token_file, TokenFileError};
 use rand::RngCore;
 
 /// The token from the environment variable `env` when set (compose passes tokens so), else
@@ -24,15 +25,11 @@ pub fn from_env_or_file(
 /// 0600, 32 random bytes as hex) when missing.
 pub fn load_or_create(explicit: Option<&Path>, default_path: &Path) -> anyhow::Result<String> {
     let path = explicit.unwrap_or(default_path);
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let token = text.trim().to_string();
-            if token.is_empty() {
-                bail!("token file {} is empty", path.display());
-            }
-            Ok(token)
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+    match read_token_file(path) {
+        Ok(token) => Ok(token),
+        Err(TokenFileError::Unreadable { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound && explicit.is_none() =>
+        {
             let mut bytes = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut bytes);
             let token = hex::encode(bytes);
@@ -49,7 +46,7 @@ pub fn load_or_create(explicit: Option<&Path>, default_path: &Path) -> anyhow::R
             std::fs::rename(&tmp, path)?;
             Ok(token)
         }
-        Err(err) => Err(err).with_context(|| format!("cannot read token file {}", path.display())),
+        Err(err) => Err(err.into()),
     }
 }
 

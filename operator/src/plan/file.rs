@@ -217,7 +217,10 @@ impl<'a> Shape<'a> {
     }
 
     fn holders(&self) -> Vec<ReplicaId> {
-        self.good.iter().map(|id| id.to_string()).collect()
+        self.good
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect()
     }
 
     fn names(&self) -> (&'a str, &'a str) {

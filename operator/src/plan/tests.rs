@@ -94,7 +94,10 @@ pub(super) fn file(replicas: u32) -> DesiredFile {
 
 pub(super) fn held_by(replicas: u32, last_holders: &[&str]) -> DesiredFile {
     DesiredFile {
-        last_holders: last_holders.iter().map(|s| s.to_string()).collect(),
+        last_holders: last_holders
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         ..file(replicas)
     }
 }

@@ -235,15 +235,6 @@ fn object_headers(resp: &mut Response, info: &ObjectInfo) {
     );
 }
 
-/// A missing file is `404 not_found` (deleted meanwhile); other errors are errors.
-pub(super) fn not_found(e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Error::NotFound
-    } else {
-        e.into()
-    }
-}
-
 /// Download a copy (Range supported). Every chunk is verified before it is sent: a copy that
 /// fails is never served (see `verified`).
 #[utoipa::path(
@@ -291,7 +282,9 @@ pub async fn get_object(
         };
         verified::body(&app, &path, check, read).await?
     } else {
-        let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(Error::missing_is_not_found)?;
         // A long copy committed before chunk digests were recorded: full reads verified as
         // they stream, the last piece held back until the digest is known.
         let verify = (status == StatusCode::OK).then(|| Verify {

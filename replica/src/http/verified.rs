@@ -17,7 +17,6 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::body::quarantine_after_read;
-use super::objects::not_found;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::storage::chunks::{chunk_count, ChunkDigests, CHUNK};
@@ -117,7 +116,7 @@ pub async fn body(app: &AppState, path: &Path, check: Check, read: Read) -> Resu
             read.size,
         );
         tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path).map_err(not_found)?;
+            let file = std::fs::File::open(&path).map_err(Error::missing_is_not_found)?;
             let chunk = read_chunk(&file, &key, size, &check, first)?;
             Ok::<_, Error>((file, chunk))
         })

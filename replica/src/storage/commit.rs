@@ -28,12 +28,19 @@ use deposito_api::replica::{ObjectInfo, ObjectState};
 use tokio::sync::oneshot;
 
 use super::fsutil::{self, TempPath};
-use super::write::Written;
 use super::{data_path, json_path, scan, ObjKey, Shared};
 use crate::error::{Error, Result};
 
 /// Most commits folded into one batch.
 const MAX_BATCH: usize = 512;
+
+/// A copy stored by a write, a pull or a restore: the commit's answer.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub info: ObjectInfo,
+    /// False when the exact same copy was already stored (idempotent write).
+    pub created: bool,
+}
 
 /// A verified copy waiting to be moved into place: its data fsync'd in `tmp/`, its metadata
 /// written beside it.

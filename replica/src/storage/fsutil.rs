@@ -100,7 +100,7 @@ impl Drop for TempPath {
 /// [`remove_leftovers`] until they are gone, so none outlives the fault that left it.
 fn leftovers() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     static LEFTOVERS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    LEFTOVERS.lock().unwrap_or_else(|p| p.into_inner())
+    deposito_util::lock(&LEFTOVERS, "temp file leftovers")
 }
 
 /// Tries again to remove the temp files a [`TempPath`] could not; keeps those that still fail.

@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use deposito_api::replica::{ChangePage, ObjectInfo, ObjectState};
 use deposito_api::{is_sha256_hex, FileKey};
@@ -27,10 +26,9 @@ use tracing::instrument;
 
 use crate::error::{Error, Result};
 use changes::ChangeLog;
-pub use commit::CommitCounts;
+pub use commit::{CommitCounts, Written};
 pub use fsutil::Space;
 pub use trash::{Readiness, TrashStats};
-pub use write::Written;
 
 /// Identity of one copy: (namespace, name, sha256). Orders like the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -199,7 +197,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Indexed> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        deposito_util::lock(&self.index, "store index")
     }
 
     fn get(&self, key: &ObjKey) -> Option<ObjectInfo> {
@@ -238,13 +236,6 @@ impl Shared {
         index.damaged_trash.remove(key);
         self.log_change(&mut index, key, None);
     }
-}
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Store {

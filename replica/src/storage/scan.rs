@@ -6,6 +6,7 @@ use std::path::Path;
 
 use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::{is_sha256_hex, FileKey};
+use deposito_util::clock::unix_now;
 use sha2::{Digest, Sha256};
 
 use super::chunks::{ChunkDigests, ChunkHasher};
@@ -158,7 +159,7 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or_else(super::now_secs, |d| d.as_secs());
+                .map_or_else(unix_now, |d| d.as_secs());
             let (actual, chunks) = hash_file(&data)?;
             if actual == key.sha256 && state == ObjectState::Ready {
                 let info = ObjectInfo {
@@ -271,7 +272,7 @@ fn load_trashed(root: &Path, key: &ObjKey) -> io::Result<(ObjectInfo, bool)> {
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(super::now_secs, |d| d.as_secs());
+        .map_or_else(unix_now, |d| d.as_secs());
     let info = ObjectInfo {
         namespace: key.namespace.clone(),
         name: key.name.clone(),

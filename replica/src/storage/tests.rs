@@ -1,7 +1,7 @@
 //! Unit tests of the store: atomic commits, cleanup on failure, metadata, index rebuild,
 //! quarantine and paging.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,23 +10,7 @@ use deposito_api::{sha256_hex, FileKey};
 use futures::{stream, StreamExt};
 
 use super::*;
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
+use crate::testing::files_under;
 
 fn chunks(data: &[u8]) -> impl futures::Stream<Item = Result<Bytes>> {
     let parts: Vec<Result<Bytes>> = data

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deposito_api::replica::{ObjectInfo, ObjectState};
+use deposito_util::clock::unix_now;
 use tracing::instrument;
 
-use super::{data_path, fsutil, json_path, now_secs, remove_blocking, scan, CopyMeta};
+use super::{data_path, fsutil, json_path, remove_blocking, scan, CopyMeta};
 use super::{ObjKey, Store, Written};
 use crate::error::{is_no_space, Error, Result};
 
@@ -72,7 +73,7 @@ impl Store {
             let chunks = read_meta(&root, &key, ObjectState::Ready).and_then(|m| m.chunks);
             let trashed = ObjectInfo {
                 state: ObjectState::Trashed,
-                stored_at: now_secs(),
+                stored_at: unix_now(),
                 ..info
             };
             let meta = CopyMeta {
@@ -147,7 +148,7 @@ impl Store {
             let ready = ObjectInfo {
                 state: ObjectState::Ready,
                 size,
-                stored_at: now_secs(),
+                stored_at: unix_now(),
                 ..info
             };
             let meta = CopyMeta {
@@ -167,9 +168,10 @@ impl Store {
     }
 
     /// Deletes the trashed copies older than `retention` (damaged entries excepted). Returns
-    /// how many went.
+    /// how many went. Dropped half-way, it leaves the rest for the next round, every copy it
+    /// deleted already counted.
     pub async fn expire_trash(&self, retention: Duration) -> Result<u64> {
-        let cutoff = now_secs().saturating_sub(retention.as_secs());
+        let cutoff = unix_now().saturating_sub(retention.as_secs());
         let due: Vec<ObjKey> = {
             let index = self.lock_index();
             index
@@ -182,16 +184,13 @@ impl Store {
         };
         let mut expired = 0;
         for key in due {
-            match self.remove_trashed(&key).await {
+            match self.remove_trashed(&key, |c| &c.expired).await {
                 Ok(_) => expired += 1,
                 Err(Error::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }
         if expired > 0 {
-            self.trash_counters
-                .expired
-                .fetch_add(expired, Ordering::Relaxed);
             tracing::info!(copies = expired, "trash retention: copies deleted");
         }
         Ok(expired)
@@ -223,10 +222,9 @@ impl Store {
             let Some(key) = oldest else {
                 return Ok(freed);
             };
-            match self.remove_trashed(&key).await {
+            match self.remove_trashed(&key, |c| &c.evicted).await {
                 Ok(info) => {
                     freed += info.size;
-                    self.trash_counters.evicted.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(key = %key, size = info.size, "trash emptied early to make room");
                 }
                 Err(Error::NotFound) => {}
@@ -244,12 +242,21 @@ impl Store {
         self.check_free(extra)
     }
 
-    /// Deletes a copy only while it is in the trash.
-    async fn remove_trashed(&self, key: &ObjKey) -> Result<ObjectInfo> {
+    /// Deletes a copy only while it is in the trash, and counts it in `counter` along with
+    /// the deletion on the commit thread: a caller dropped while waiting (a retention round
+    /// stopped by shutdown) leaves no deleted copy uncounted.
+    async fn remove_trashed(
+        &self,
+        key: &ObjKey,
+        counter: fn(&TrashCounters) -> &AtomicU64,
+    ) -> Result<ObjectInfo> {
         let root = self.root.clone();
         let key = key.clone();
+        let counters = self.trash_counters.clone();
         self.change_on_disk(move |shared| {
-            remove_blocking(&root, shared, &key, Some(ObjectState::Trashed))
+            let info = remove_blocking(&root, shared, &key, Some(ObjectState::Trashed))?;
+            counter(&counters).fetch_add(1, Ordering::Relaxed);
+            Ok(info)
         })
         .await
     }

@@ -4,29 +4,22 @@
 use bytes::Bytes;
 use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::FileKey;
+use deposito_util::clock::unix_now;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tracing::instrument;
 
 use super::chunks::ChunkHasher;
-use super::commit::Staged;
+use super::commit::{Staged, Written};
 use super::fsutil::{self, TempPath};
-use super::{now_secs, CopyMeta, ObjKey, Store};
+use super::{CopyMeta, ObjKey, Store};
 use crate::error::{Error, Result};
 
 /// Buffer between the body stream and the temp file.
 const WRITE_BUFFER: usize = 1 << 20;
 /// How often (in bytes written) free space is re-checked during a write.
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
-
-/// Result of a successful write.
-#[derive(Debug, Clone)]
-pub struct Written {
-    pub info: ObjectInfo,
-    /// False when the exact same copy was already stored (idempotent write).
-    pub created: bool,
-}
 
 impl Store {
     /// Streams `body` into a new copy of `key`.
@@ -109,7 +102,7 @@ impl Store {
             sha256: okey.sha256,
             size: written,
             state: ObjectState::Ready,
-            stored_at: now_secs(),
+            stored_at: unix_now(),
         };
         // The data is made durable here, concurrently with other writers; the commit thread
         // only renames it into place and fsyncs its folder (see `commit`). The metadata is

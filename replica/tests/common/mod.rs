@@ -147,24 +147,6 @@ pub async fn pull(c: &Client, pull_url: impl IntoUrl, source: &str) -> Response 
         .unwrap()
 }
 
-/// Every regular file under `dir`, recursively.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Deterministic pseudo-random bytes.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed

@@ -3,7 +3,6 @@
 //! disk between writing and checking: the expected sha256 is enough.
 
 use deposito_e2e::files::{write_random_file, Prng};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// The content of one write: `size` bytes of the pseudo-random stream seeded by `seed`.
@@ -30,14 +29,10 @@ impl Content {
     }
 }
 
-/// sha256 (hex) of bytes in memory.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deposito_api::sha256_hex;
 
     #[test]
     fn in_memory_bytes_and_streamed_file_agree() {

@@ -5,6 +5,9 @@
 //!
 //! Needs root (mounts) and the workspace binaries (`cargo build --release --bins`).
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 mod check;
 mod content;
 mod corrupt;

@@ -2,10 +2,11 @@
 //! some deposits) and records each outcome in the [`Ledger`]. Used by the client tasks and by
 //! the fault runner for the transfers it interrupts.
 
-use crate::content::{sha256_hex, IN_MEMORY_LIMIT};
+use crate::content::IN_MEMORY_LIMIT;
 use crate::gateway::Gateway;
 use crate::ledger::{Ledger, Outcome};
 use crate::schedule::{Op, OpKind, Via};
+use deposito_api::sha256_hex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

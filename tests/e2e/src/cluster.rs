@@ -403,7 +403,7 @@ impl Cluster {
     pub fn server_cpu_seconds(&self) -> f64 {
         self.server_pids()
             .into_iter()
-            .filter_map(|pid| crate::scale::cpu_seconds(pid).ok())
+            .filter_map(|pid| crate::proc::cpu_seconds(pid).ok())
             .sum()
     }
 
@@ -476,7 +476,7 @@ impl Cluster {
                     Err(format!("{} copies: {c:?}", c.len()))
                 }
             },
-        )
+        );
     }
 
     // ----- client binary -----

@@ -42,7 +42,7 @@ impl Cluster {
                 Some(s) => Err(format!("{s:?}")),
             }
         })
-        .await
+        .await;
     }
 
     /// Walks every page of `GET /v1/files/default`, handing each to `page`.

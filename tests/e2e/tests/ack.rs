@@ -8,6 +8,9 @@
 //! Needs the workspace binaries: `cargo build --release --bins`, then
 //! `cargo test --release -p deposito-e2e --test ack`.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use deposito_e2e::files::{random_seed, write_random_file};

@@ -5,6 +5,9 @@
 //! Needs the workspace binaries: `cargo build --release --bins`, then
 //! `cargo test --release -p deposito-e2e --test availability`.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_e2e::files::{random_seed, same_bytes, write_random_file};
 use deposito_e2e::{Cluster, MIB};
 

@@ -2,6 +2,9 @@
 //! catalog: names with `/`, `..`, NUL or over 255 bytes, replicas 0, a wrong digest, and a
 //! client that disconnects mid-upload. Also: no token or a wrong token gets 401 everywhere.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_e2e::files::{object_files, random_seed, tmp_files, write_random_file};
 use deposito_e2e::http::{raw_request, upload_then_disconnect, Reply};
 use deposito_e2e::{wait_sync, Cluster, MIB};

@@ -2,6 +2,9 @@
 //! retrieved bytes identical (streaming sha256). Run alone with
 //! `cargo test --release -p deposito-e2e --test big`.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_e2e::files::{random_seed, sha256_file, write_random_file};
 use deposito_e2e::{Cluster, MIB};
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! space. The client gets an error or the gateway places the file elsewhere; no partial file is
 //! left anywhere; nothing acknowledged is lost. Needs root (mount).
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_e2e::files::{files_under, random_seed, same_bytes, tmp_files, write_random_file};
 use deposito_e2e::{wait_sync, Cluster, MIB};
 use std::path::{Path, PathBuf};

@@ -6,6 +6,9 @@
 //! Ignored by a plain `cargo test` (it needs the Go-built control plane); `tests/run-all` runs
 //! it with `--ignored` after the control-plane smoke test has built and cached the binaries.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

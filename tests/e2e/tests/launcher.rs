@@ -2,6 +2,9 @@
 //! that register; a child killed with -9 is restarted with the same address and data dir (its
 //! copies still reported); SIGTERM to the operator stops every child.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_api::gateway::FileStatus;
 use deposito_api::replica::InventoryPage;
 use deposito_e2e::files::{count_copies, random_seed, same_bytes, write_random_file};

@@ -5,6 +5,9 @@
 //! Needs the workspace binaries: `cargo build --release --bins`, then
 //! `cargo test --release -p deposito-e2e --test rules`.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_api::gateway::{Phase, ReplicaList};
 use deposito_api::replica::PullRequest;
 use deposito_e2e::files::{

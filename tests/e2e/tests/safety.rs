@@ -9,6 +9,9 @@
 //!
 //! Needs root for the tmpfs of the full replica.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

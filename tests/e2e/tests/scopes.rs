@@ -5,6 +5,9 @@
 //! Needs the workspace binaries: `cargo build --release --bins`, then
 //! `cargo test --release --workspace --test scopes`.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use deposito_e2e::Cluster;

@@ -3,6 +3,9 @@
 //! deposits and retrieves identical bytes with `--ca-cert`; without the CA it refuses the
 //! server with a one-line error; plain HTTP gets no answer; bad TLS files stop the start-up.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use deposito_e2e::files::{random_seed, same_bytes, write_random_file};
 use deposito_e2e::{bins::bin, proc, Launcher, MIB};
 use std::process::Command;

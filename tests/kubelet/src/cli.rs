@@ -224,7 +224,10 @@ pub fn resolve_binary(
         if p.is_absolute() && p.exists() {
             return Ok(p.to_path_buf());
         }
-        let base = p.file_name().map(|f| f.to_owned()).unwrap_or_default();
+        let base = p
+            .file_name()
+            .map(std::borrow::ToOwned::to_owned)
+            .unwrap_or_default();
         let cand = rule.dir.join(base);
         if cand.exists() {
             return Ok(cand);

@@ -99,7 +99,7 @@ fn split_server(server: &str) -> Result<(String, u16)> {
             .ok_or_else(|| anyhow!("bad server {server}"))?;
         let port = p
             .strip_prefix(':')
-            .map(|p| p.parse())
+            .map(str::parse)
             .transpose()?
             .unwrap_or(default_port);
         return Ok((h.to_string(), port));

@@ -18,7 +18,7 @@ impl Ipam {
     pub fn new(prefix: &str, file: Option<PathBuf>) -> Result<Self> {
         let parts: Vec<u8> = prefix
             .split('.')
-            .map(|p| p.parse::<u8>())
+            .map(str::parse::<u8>)
             .collect::<Result<_, _>>()
             .with_context(|| format!("bad --ip-prefix {prefix:?}"))?;
         if parts.len() != 3 {

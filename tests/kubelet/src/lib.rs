@@ -1,6 +1,9 @@
 //! deposito-kubelet: a kubelet stand-in that runs the Pods of a real control plane as local
 //! processes on loopback addresses, for end-to-end tests.
 
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 pub mod cli;
 pub mod cluster;
 pub mod container;

@@ -1,3 +1,9 @@
+//! `deposito-kubelet`: the binary of the process kubelet ([`deposito_kubelet`]): parses the
+//! command line, sets up logging, runs the kubelet and kills its processes on the way out.
+
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 use clap::{CommandFactory, Parser};
 
 fn main() -> anyhow::Result<()> {

@@ -155,7 +155,7 @@ fn remove(p: &Path, file: bool) -> io::Result<()> {
 static GLOBAL: Mutex<Registry> = Mutex::new(Registry::new());
 
 fn global<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
-    f(&mut GLOBAL.lock().unwrap_or_else(|e| e.into_inner()))
+    f(&mut GLOBAL.lock().expect("mount targets lock"))
 }
 
 /// One container's hold on the mount targets the kubelet created for it; released on drop.

@@ -148,7 +148,7 @@ pub async fn register(client: &Client, spec: &NodeSpec, since: &Time) -> Result<
                 &Patch::Merge(json!({ "metadata": { "labels": labels } })),
             )
             .await?;
-            tracing::info!(node = name, "node already registered")
+            tracing::info!(node = name, "node already registered");
         }
         Err(e) => return Err(e.into()),
     }

@@ -136,7 +136,7 @@ pub async fn run(ctx: Arc<Ctx>) {
                         first_list = false;
                         let mut keep = seen.clone();
                         keep.extend(m.workers.keys().cloned());
-                        ctx.ipam.lock().unwrap_or_else(|e| e.into_inner()).retain(&keep);
+                        ctx.ipam.lock().expect("ipam lock").retain(&keep);
                         remove_stale_pod_dirs(&ctx, &keep);
                     }
                 }

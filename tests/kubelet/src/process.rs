@@ -35,7 +35,7 @@ pub struct Launch {
 static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
 fn registry<R>(f: impl FnOnce(&mut HashSet<i32>) -> R) -> R {
-    let mut g = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = RUNNING.lock().expect("process table lock");
     f(g.get_or_insert_with(HashSet::new))
 }
 

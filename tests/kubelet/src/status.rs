@@ -121,7 +121,7 @@ impl ContainerSnap {
             container_id: self
                 .state
                 .pid()
-                .or(self.last_state.as_ref().and_then(|s| s.pid()))
+                .or(self.last_state.as_ref().and_then(CState::pid))
                 .map(|p| format!("process://{p}")),
             ready: self.ready,
             started: Some(self.started),
@@ -130,7 +130,7 @@ impl ContainerSnap {
             last_state: Some(
                 self.last_state
                     .as_ref()
-                    .map(|s| s.to_api())
+                    .map(CState::to_api)
                     .unwrap_or_default(),
             ),
             ..Default::default()
@@ -264,7 +264,7 @@ pub fn build_status(view: &PodView, prev_conditions: &[PodCondition], now: &Time
     PodStatus {
         phase: Some(phase(main).into()),
         conditions: Some(conditions(main, initialized, prev_conditions, now)),
-        init_container_statuses: (n > 0).then(|| init.iter().map(|c| c.to_api()).collect()),
+        init_container_statuses: (n > 0).then(|| init.iter().map(ContainerSnap::to_api).collect()),
         host_ip: Some(view.host_ip.clone()),
         host_ips: Some(vec![HostIP {
             ip: view.host_ip.clone(),
@@ -274,7 +274,7 @@ pub fn build_status(view: &PodView, prev_conditions: &[PodCondition], now: &Time
             ip: view.pod_ip.clone(),
         }]),
         start_time: Some(view.start_time.clone()),
-        container_statuses: Some(main.iter().map(|c| c.to_api()).collect()),
+        container_statuses: Some(main.iter().map(ContainerSnap::to_api).collect()),
         // The API server sets the QoS class at creation (from the resources) and it is
         // immutable: the merge patch leaves it out.
         qos_class: None,

@@ -37,19 +37,19 @@ pub struct PodCtx {
 
 impl PodCtx {
     pub fn pod(&self) -> Pod {
-        self.pod.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.pod.lock().expect("pod worker state lock").clone()
     }
 
     pub fn snap(&self, idx: usize) -> Option<ContainerSnap> {
         self.snaps
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .expect("pod worker state lock")
             .get(idx)
             .cloned()
     }
 
     fn snaps(&self) -> Vec<ContainerSnap> {
-        self.snaps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snaps.lock().expect("pod worker state lock").clone()
     }
 
     /// Change a container's snapshot and wake the status writer.
@@ -57,7 +57,7 @@ impl PodCtx {
         if let Some(s) = self
             .snaps
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .expect("pod worker state lock")
             .get_mut(idx)
         {
             f(s);
@@ -180,10 +180,7 @@ pub fn cleanup(ctx: &Ctx, uid: &str) {
             tracing::warn!(uid, error = %e, "removing pod directory");
         }
     }
-    ctx.ipam
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .release(uid);
+    ctx.ipam.lock().expect("pod worker state lock").release(uid);
 }
 
 /// Delete the Pod object for good (grace 0, this UID only).
@@ -224,7 +221,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
     } else {
         ctx.ipam
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .expect("pod worker state lock")
             .allocate(&uid)
     };
     let ip = match allocated {
@@ -321,7 +318,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
                         let _ = stop_tx.send(Some(grace));
                         break true;
                     }
-                    Some(p) => *pc.pod.lock().unwrap_or_else(|e| e.into_inner()) = p,
+                    Some(p) => *pc.pod.lock().expect("pod worker state lock") = p,
                 }
             }
         }

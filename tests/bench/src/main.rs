@@ -1,5 +1,23 @@
 //! `deposito-bench`: throughput and memory of a local Deposito cluster, beside baselines
 //! measured in the same run. See BENCHMARKS.md.
+//!
+//! - [`bench`]: the arguments and the data-path run (large files, re-replication, peak RSS).
+//! - [`bench_base`]: the same-run baselines (sha256, `cp` + `sync`, plain HTTP, nginx).
+//! - [`bench_small`]: small-file operations per second, in interleaved rounds.
+//! - [`scale`]: `deposito-bench scale`, the reconcile engine's cost as the catalog grows.
+//! - [`kube_bench`]: `deposito-bench kube`, kube mode at scale on the test control plane.
+//!
+//! The clusters, files, processes and HTTP helpers come from the e2e test support
+//! (`deposito-e2e`).
+
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+mod bench;
+mod bench_base;
+mod bench_small;
+mod kube_bench;
+mod scale;
 
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
@@ -10,7 +28,7 @@ async fn main() -> ExitCode {
         eprintln!("deposito-bench: cannot install a SIGTERM handler");
         return ExitCode::FAILURE;
     };
-    let bench = deposito_e2e::bench::run(std::env::args().skip(1).collect());
+    let bench = bench::run(std::env::args().skip(1).collect());
     // On Ctrl-C or SIGTERM the benchmark future is dropped, which stops the cluster it started.
     let result = tokio::select! {
         r = bench => r,

@@ -3,10 +3,11 @@
 //! measured in the same run (in-process sha256, `cp` + `sync`, plain loopback HTTP).
 
 use crate::bench_base::{cp3_sync, cp_sync, drift, median, sha256_rate, Nginx, PlainServer};
-use crate::cluster::Cluster;
-use crate::files::{random_seed, sha256_file, write_random_file};
-use crate::MIB;
 use anyhow::{bail, ensure, Context};
+use deposito_api::units::human_bytes;
+use deposito_e2e::cluster::Cluster;
+use deposito_e2e::files::{random_seed, sha256_file, write_random_file};
+use deposito_e2e::MIB;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -153,7 +154,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     let sha = sha256_rate(sha_total);
     rows.push(Row {
         op: "baseline: sha256 in-process".into(),
-        size: human(sha_total),
+        size: human_bytes(sha_total),
         time: secs(sha_total as f64 / sha),
         rate: sha,
         unit: "MiB/s",
@@ -166,7 +167,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         let digest = write_random_file(&input, size, random_seed());
         let mut m = LargeSamples::default();
         for round in 0..rounds {
-            eprintln!("{}: round {} of {rounds}", human(size), round + 1);
+            eprintln!("{}: round {} of {rounds}", human_bytes(size), round + 1);
             m.cp.push(cp_sync(&input, &c.scratch("cp-copy")));
             m.http.push(plain.put_file(&c.http, &input).await);
             // The disk's own limit for three copies: `cp` to three places, then one `sync`.
@@ -240,7 +241,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
         );
         rows.push(Row {
             op: "re-replication 1 → 3 copies".into(),
-            size: human(size),
+            size: human_bytes(size),
             time: t,
             rate: size as f64 / t.as_secs_f64(),
             unit: "MiB/s",
@@ -320,7 +321,7 @@ impl LargeSamples {
             };
             rows.push(Row {
                 op,
-                size: human(size),
+                size: human_bytes(size),
                 time,
                 rate: r,
                 unit: "MiB/s",
@@ -379,7 +380,7 @@ async fn large_gets(
     let size = std::fs::metadata(input)?.len();
     let served = plain.dir.join("large");
     std::fs::hard_link(input, &served)?;
-    let http = crate::http::pooled_client();
+    let http = deposito_e2e::http::pooled_client();
     let gateway_url = format!("{}/v1/files/default/{name}", c.url());
     let (mut ours, mut theirs, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -400,7 +401,7 @@ async fn large_gets(
                 "baseline: nginx GET (sendfile), median of {rounds}; drift {:.2}",
                 drift(&theirs)
             ),
-            size: human(size),
+            size: human_bytes(size),
             time: secs(median(&theirs)),
             rate: rate(&theirs),
             unit: "MiB/s",
@@ -413,7 +414,7 @@ async fn large_gets(
             "GET through the gateway, median of {rounds}{vs}; server CPU {:.1} s/GiB",
             median(&cpu)
         ),
-        size: human(size),
+        size: human_bytes(size),
         time: secs(median(&ours)),
         rate: rate(&ours),
         unit: "MiB/s",
@@ -483,14 +484,6 @@ fn ratio(x: f64) -> String {
         format!("{x:.2}")
     } else {
         format!("{x:.4}")
-    }
-}
-
-fn human(bytes: u64) -> String {
-    if bytes >= 1024 * MIB {
-        format!("{} GiB", bytes / (1024 * MIB))
-    } else {
-        format!("{} MiB", bytes / MIB)
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use futures::StreamExt;
 
-use crate::cluster::Cluster;
-use crate::files::{random_seed, Prng};
-use crate::http::Reply;
+use deposito_e2e::cluster::Cluster;
+use deposito_e2e::files::{random_seed, Prng};
+use deposito_e2e::http::Reply;
+use deposito_e2e::proc::cpu_seconds;
 
 const SMALL: usize = 4096;
 const CONCURRENCY: usize = 16;
@@ -52,22 +53,6 @@ impl ScaleFigures {
     }
 }
 
-/// CPU seconds (user + system) used so far by `pid`.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the ')'.
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
 async fn put(http: &reqwest::Client, c: &Cluster, i: usize, body: Vec<u8>) -> Reply {
     let url = format!("{}/v1/files/default/scale-{i:06}?replicas=2", c.url());
     match http.put(&url).bearer_auth(&c.token).body(body).send().await {
@@ -97,7 +82,7 @@ async fn measure(
         o.files,
         o.batch
     );
-    let http = crate::http::pooled_client();
+    let http = deposito_e2e::http::pooled_client();
     let mut rng = Prng::new(random_seed());
     let mut batch_rates = Vec::new();
     let mut done = 0usize;
@@ -155,11 +140,11 @@ async fn measure(
     let before = cpu_seconds(pid)?;
     tokio::time::sleep(o.idle).await;
     let idle_cpu = (cpu_seconds(pid)? - before) / o.idle.as_secs_f64();
-    let peak_rss_bytes = crate::proc::peak_rss_of(pid).unwrap_or(0);
+    let peak_rss_bytes = deposito_e2e::proc::peak_rss_of(pid).unwrap_or(0);
     eprintln!(
         "[{label}] idle CPU {:.1}% of a core, peak RSS {:.0} MiB",
         idle_cpu * 100.0,
-        peak_rss_bytes as f64 / crate::MIB as f64
+        peak_rss_bytes as f64 / deposito_e2e::MIB as f64
     );
     Ok(ScaleFigures {
         label: label.to_string(),
@@ -215,7 +200,10 @@ fn print(figures: &[ScaleFigures], o: &ScaleOptions) {
         &|f| format!("{:.0}", o.files as f64 / f.total.as_secs_f64()),
     );
     row("operator peak RSS (target < 200 MiB)", &|f| {
-        format!("{:.0} MiB", f.peak_rss_bytes as f64 / crate::MIB as f64)
+        format!(
+            "{:.0} MiB",
+            f.peak_rss_bytes as f64 / deposito_e2e::MIB as f64
+        )
     });
     row(
         &format!(

@@ -14,9 +14,9 @@ use anyhow::{bail, ensure};
 use futures::StreamExt;
 
 use crate::bench_base::{drift, get_all, median, Nginx, PlainServer};
-use crate::cluster::Cluster;
-use crate::files::{random_seed, Prng};
-use crate::http::Reply;
+use deposito_e2e::cluster::Cluster;
+use deposito_e2e::files::{random_seed, Prng};
+use deposito_e2e::http::Reply;
 
 const SMALL: usize = 4096;
 const CONCURRENCY: usize = 16;
@@ -132,7 +132,7 @@ pub async fn run(s: Small<'_>) -> anyhow::Result<()> {
             b
         })
         .collect();
-    let http = crate::http::pooled_client();
+    let http = deposito_e2e::http::pooled_client();
     let mut t = Table(Vec::new());
     for round in 0..s.rounds {
         eprintln!("small files: round {} of {}", round + 1, s.rounds);
@@ -193,7 +193,7 @@ pub async fn run(s: Small<'_>) -> anyhow::Result<()> {
 /// CPU seconds used so far by the operator (gateway) alone.
 fn operator_cpu(c: &Cluster) -> f64 {
     c.operator_pid()
-        .and_then(|pid| crate::scale::cpu_seconds(pid).ok())
+        .and_then(|pid| deposito_e2e::proc::cpu_seconds(pid).ok())
         .unwrap_or(0.0)
 }
 

@@ -8,29 +8,25 @@
 //! one finished, whatever happened in between. `GET /v1/scrub` and the metric
 //! `deposito_replica_scrub_oldest_unverified_seconds` report how long ago the least recently
 //! verified copy was last hashed.
+//!
+//! This module keeps the [`Scrubber`]'s state: the schedule, the progress kept across
+//! restarts and the status; [`worker`] runs the passes.
 
-use std::io::Read;
+pub mod worker;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use deposito_api::replica::{ObjectState, ScrubStatus};
+use deposito_api::replica::ScrubStatus;
+use deposito_util::clock::unix_now;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::instrument;
 
-use crate::app::AppState;
-use crate::storage::{fsutil, now_secs, ObjKey, Store};
+use crate::storage::{fsutil, ObjKey, Store};
 
 const MIB: u64 = 1 << 20;
 /// Name of the progress file in the data dir.
 pub const STATE_FILE: &str = "scrub-state.json";
-/// How often a pass in progress records its position.
-const SAVE_EVERY: Duration = Duration::from_secs(5);
-/// Copies read from the index at a time.
-const BATCH: usize = 256;
 
 /// Where a pass stands: the last copy it verified, in key order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +121,7 @@ impl Scrubber {
     pub fn status(&self, store: &Store) -> ScrubStatus {
         let st = self.lock();
         let p = &st.persisted;
-        let now = now_secs();
+        let now = unix_now();
         let oldest = oldest_verification(store, p);
         let measured = match (p.last_pass_started, p.last_pass_finished) {
             (Some(s), Some(f)) => f.saturating_sub(s),
@@ -152,7 +148,7 @@ impl Scrubber {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        deposito_util::lock(&self.state, "scrub state")
     }
 
     /// Asks for a pass now (or right after the current one).
@@ -178,7 +174,7 @@ impl Scrubber {
         let mut st = self.lock();
         st.next_pass_at = None;
         let current = st.persisted.current.get_or_insert_with(|| Progress {
-            started: now_secs(),
+            started: unix_now(),
             after: None,
         });
         current.after.as_ref().and_then(Cursor::key)
@@ -200,8 +196,8 @@ impl Scrubber {
         st.passes += 1;
         let started = st.persisted.current.take().map(|c| c.started);
         st.persisted.last_pass_started = started;
-        st.persisted.last_pass_finished = Some(now_secs());
-        st.next_pass_at = Some(now_secs() + self.interval_secs);
+        st.persisted.last_pass_finished = Some(unix_now());
+        st.next_pass_at = Some(unix_now() + self.interval_secs);
     }
 
     /// Writes the progress to the data dir (atomically, fsync'd).
@@ -234,194 +230,9 @@ fn oldest_verification(store: &Store, p: &Persisted) -> Option<u64> {
     })
 }
 
-/// Runs passes when due or triggered, until cancelled.
-pub async fn run(app: AppState, cancel: CancellationToken) {
-    let first = app.scrubber.first_pass_at(now_secs());
-    app.scrubber.lock().next_pass_at = Some(first);
-    loop {
-        let due = app.scrubber.lock().next_pass_at.unwrap_or_else(now_secs);
-        let wait = Duration::from_secs(due.saturating_sub(now_secs()));
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-            _ = app.scrubber.trigger.notified() => {}
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                app.scrubber.save();
-                return;
-            }
-            _ = pass(&app) => {}
-        }
-    }
-}
-
-/// Paces hashing to a byte rate.
-struct Limiter {
-    rate: u64,
-    start: Instant,
-    bytes: u64,
-}
-
-impl Limiter {
-    fn new(rate: u64) -> Self {
-        Self {
-            rate,
-            start: Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    /// Accounts `n` bytes and sleeps until the average rate is back under the limit.
-    fn consume(&mut self, n: u64) {
-        if self.rate == 0 {
-            return;
-        }
-        self.bytes += n;
-        let due = Duration::from_secs_f64(self.bytes as f64 / self.rate as f64);
-        let elapsed = self.start.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
-    }
-}
-
-/// Hashes a file at a bounded rate; returns (sha256, length).
-fn hash_limited(path: &Path, limiter: &mut Limiter) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        len += n as u64;
-        limiter.consume(n as u64);
-    }
-    Ok((hex::encode(h.finalize()), len))
-}
-
-/// One full pass over the ready copies, from where the last one stopped if it was cut short.
-#[instrument(skip_all)]
-pub async fn pass(app: &AppState) {
-    let mut after = app.scrubber.begin_pass();
-    app.scrubber.save();
-    tracing::info!(resume_after = ?after, "scrub pass started");
-    let mut limiter = Some(Limiter::new(app.scrubber.rate_bytes_per_sec));
-    let mut saved = Instant::now();
-    let mut corrupt = 0u64;
-    loop {
-        let page = app.store.page(after.as_ref(), BATCH);
-        let Some(last) = page.items.last() else { break };
-        let next = ObjKey::of(last);
-        for info in page
-            .items
-            .into_iter()
-            .filter(|i| i.state == ObjectState::Ready)
-        {
-            let key = ObjKey::of(&info);
-            let Some((found_corrupt, lim)) = verify(app, &key, &info, limiter.take()).await else {
-                return;
-            };
-            limiter = Some(lim);
-            corrupt += u64::from(found_corrupt);
-            app.scrubber.checked(&key, found_corrupt);
-            if saved.elapsed() >= SAVE_EVERY {
-                app.scrubber.save();
-                saved = Instant::now();
-            }
-        }
-        after = Some(next);
-        if page.next.is_none() {
-            break;
-        }
-    }
-    app.scrubber.finish_pass();
-    app.scrubber.save();
-    tracing::info!(corrupt, "scrub pass finished");
-}
-
-/// Hashes one copy and quarantines it when it no longer matches. Returns whether it was
-/// found corrupt, and the limiter back; `None` if the hashing task died.
-async fn verify(
-    app: &AppState,
-    key: &ObjKey,
-    info: &deposito_api::replica::ObjectInfo,
-    limiter: Option<Limiter>,
-) -> Option<(bool, Limiter)> {
-    let path = app.store.data_path(key, ObjectState::Ready);
-    let mut lim = limiter.expect("limiter is returned after each object");
-    let res = tokio::task::spawn_blocking(move || {
-        let r = hash_limited(&path, &mut lim);
-        (r, lim)
-    })
-    .await;
-    let (res, lim) = match res {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "scrub task failed");
-            return None;
-        }
-    };
-    let problem = match res {
-        Ok((sha, len)) if sha == info.sha256 && len == info.size => None,
-        Ok((sha, len)) => Some(format!(
-            "content has sha256 {sha} and {len} bytes, expected {} and {} bytes",
-            info.sha256, info.size
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Some("data file is missing".to_string())
-        }
-        Err(e) => {
-            tracing::warn!(key = %key, error = %e, "cannot read copy; will retry next pass");
-            None
-        }
-    };
-    app.metrics.scrubbed_objects.inc();
-    let Some(reason) = problem else {
-        return Some((false, lim));
-    };
-    match app
-        .store
-        .quarantine(key, Some(info.stored_at), &reason)
-        .await
-    {
-        Ok(true) => {
-            app.metrics.corrupt_found.inc();
-            Some((true, lim))
-        }
-        Ok(false) => Some((false, lim)),
-        Err(e) => {
-            tracing::error!(key = %key, error = %e, "cannot quarantine copy");
-            Some((false, lim))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limiter_paces_to_the_rate() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        std::fs::write(&p, vec![7u8; 3 * MIB as usize]).unwrap();
-        let mut lim = Limiter::new(10 * MIB);
-        let t = Instant::now();
-        let (sha, len) = hash_limited(&p, &mut lim).unwrap();
-        assert_eq!(len, 3 * MIB);
-        assert_eq!(sha, deposito_api::sha256_hex(&vec![7u8; 3 * MIB as usize]));
-        // 3 MiB at 10 MiB/s takes at least ~0.3 s.
-        assert!(
-            t.elapsed() >= Duration::from_millis(280),
-            "{:?}",
-            t.elapsed()
-        );
-    }
 
     fn scrubber(dir: &Path, interval: u64, first_delay: u64) -> Scrubber {
         Scrubber::new(dir, interval, first_delay, 64)

@@ -1,7 +1,7 @@
 //! Baselines for the benchmark, measured in the same run on the same machine: in-process
 //! sha256, `cp` + `sync`, and plain loopback HTTP transfers to a minimal in-process server.
 
-use crate::files::Prng;
+use deposito_e2e::files::Prng;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -112,7 +112,7 @@ impl PlainServer {
         let r = http
             .put(format!("http://{}/big", self.addr))
             .header(reqwest::header::CONTENT_LENGTH, len)
-            .body(crate::http::file_body(file).await)
+            .body(deposito_e2e::http::file_body(file).await)
             .send()
             .await
             .expect("plain PUT");
@@ -329,8 +329,8 @@ pub fn median(v: &[f64]) -> f64 {
 
 /// max ÷ min of a baseline's samples.
 pub fn drift(v: &[f64]) -> f64 {
-    let hi = v.iter().cloned().fold(f64::MIN, f64::max);
-    let lo = v.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = v.iter().copied().fold(f64::MIN, f64::max);
+    let lo = v.iter().copied().fold(f64::MAX, f64::min);
     if lo > 0.0 {
         hi / lo
     } else {

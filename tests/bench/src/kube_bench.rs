@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use serde_json::Value;
 
-use crate::kube_cluster::KubeCluster;
+use deposito_e2e::kube_cluster::KubeCluster;
 
 const NS: &str = "bench";
 
@@ -26,7 +26,7 @@ fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
         ])
         .trim()
         .to_string();
-    let out = crate::proc::run(
+    let out = deposito_e2e::proc::run(
         {
             let mut c = std::process::Command::new("curl");
             c.args(["-sf", &format!("http://{ip}:7800/metrics")]);
@@ -101,7 +101,7 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
     let pid = k
         .pid_of(&["deposito-operator", "kube"])
         .context("operator process")?;
-    let rss = crate::proc::peak_rss_of(pid).unwrap_or(0);
+    let rss = deposito_e2e::proc::peak_rss_of(pid).unwrap_or(0);
     let total: f64 =
         after.iter().map(|(_, n)| n).sum::<f64>() - before.iter().map(|(_, n)| n).sum::<f64>();
     println!("\n### Kube scale: {files} inline StoredFiles at replicas 2, 3 replica pods\n");
@@ -135,7 +135,7 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
     }
     println!(
         "| operator peak RSS | {:.0} MiB |",
-        rss as f64 / crate::MIB as f64
+        rss as f64 / deposito_e2e::MIB as f64
     );
     Ok(())
 }

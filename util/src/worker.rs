@@ -265,7 +265,10 @@ impl Workers {
                 lock(&statuses, "worker statuses").remove(&labels.worker);
             }
         });
-        lock(&self.tasks, "worker tasks").push(task);
+        let mut tasks = lock(&self.tasks, "worker tasks");
+        // Forget the workers that ended (observers of replicas that left).
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// Every worker's status, by name.

@@ -122,9 +122,10 @@ impl GatewayClient {
         read_json(resp, &self.server, what).await
     }
 
-    /// `PUT /v1/files/{ns}/{name}?replicas=N&ack=A` with the body streamed from `upload.path`.
-    /// Exactly `upload.size` bytes are sent (with `Content-Length`), and `upload.sha256` goes in
-    /// `x-deposito-sha256`. `on_chunk` is called with the length of every chunk as it is read.
+    /// `PUT /v1/files/{ns}/{name}?replicas=N&ack=A` with the body streamed from `upload.body`
+    /// (a local file, or bytes in memory). Exactly `upload.size` bytes are sent (with
+    /// `Content-Length`), and `upload.sha256` goes in `x-deposito-sha256`. `on_chunk` is called
+    /// with the length of every chunk as it is read.
     pub async fn put_file(
         &self,
         ns: &str,
@@ -134,16 +135,31 @@ impl GatewayClient {
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<FileStatus, Error> {
         let Upload {
-            path,
+            body,
             size,
             sha256,
             ack,
         } = *upload;
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))?;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file.take(size), UPLOAD_CHUNK)
-            .inspect_ok(move |chunk| on_chunk(chunk.len() as u64));
+        let body = match body {
+            UploadBody::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))?;
+                let stream =
+                    tokio_util::io::ReaderStream::with_capacity(file.take(size), UPLOAD_CHUNK)
+                        .inspect_ok(move |chunk| on_chunk(chunk.len() as u64));
+                reqwest::Body::wrap_stream(stream)
+            }
+            UploadBody::Memory(data) => {
+                let data = data.get(..to_usize(size)).unwrap_or(data);
+                // The body must own its bytes (it may outlive this call inside the client).
+                let chunks: Vec<std::io::Result<Vec<u8>>> =
+                    data.chunks(UPLOAD_CHUNK).map(|c| Ok(c.to_vec())).collect();
+                let stream = futures::stream::iter(chunks)
+                    .inspect_ok(move |chunk| on_chunk(chunk.len() as u64));
+                reqwest::Body::wrap_stream(stream)
+            }
+        };
         let mut url = self.file_url(ns, name, &[]);
         url.query_pairs_mut()
             .append_pair("replicas", &replicas.to_string())
@@ -153,7 +169,7 @@ impl GatewayClient {
             .header(HEADER_SHA256, sha256)
             .header(CONTENT_LENGTH, size)
             .header(CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(stream));
+            .body(body);
         self.send_json(req, &format!("upload of {name}")).await
     }
 
@@ -293,16 +309,30 @@ impl GatewayClient {
     }
 }
 
-/// A local file to upload, already hashed.
+/// Content to upload, already hashed.
 #[derive(Debug, Clone, Copy)]
 pub struct Upload<'a> {
-    pub path: &'a Path,
+    pub body: UploadBody<'a>,
     /// Bytes to send (the length that was hashed).
     pub size: u64,
     /// Lowercase hex sha256 of those bytes.
     pub sha256: &'a str,
     /// When the gateway acknowledges.
     pub ack: deposito_api::gateway::Ack,
+}
+
+/// Where the bytes of an [`Upload`] come from.
+#[derive(Debug, Clone, Copy)]
+pub enum UploadBody<'a> {
+    /// A local file, read as it is sent.
+    File(&'a Path),
+    /// Bytes in memory (`deposito selftest` needs no scratch file).
+    Memory(&'a [u8]),
+}
+
+/// `n` as a `usize`, saturating (on 32-bit targets).
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// A download in progress.

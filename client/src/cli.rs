@@ -74,6 +74,9 @@ pub enum Command {
     Drain(ReplicaIdArgs),
     /// Clear a replica's draining mark.
     Undrain(ReplicaIdArgs),
+    /// Check the system end to end (for `helm test`): deposit a generated file at N copies,
+    /// retrieve it and compare every byte, delete it.
+    Selftest(SelftestArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -170,6 +173,27 @@ pub struct RmArgs {
 pub struct ReplicaIdArgs {
     /// Replica id, as shown by `deposito replicas`.
     pub id: String,
+}
+
+/// Largest `selftest --size`: the content is generated and compared in memory.
+pub const MAX_SELFTEST_SIZE: u64 = 1 << 30;
+
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Number of copies to deposit the test file at (1 to 512).
+    #[arg(short = 'r', long, default_value_t = 2, value_name = "N")]
+    pub replicas: u32,
+    /// Size of the generated test file, in bytes (1 to 1 GiB; held in memory).
+    #[arg(
+        long,
+        default_value_t = 65536,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_SELFTEST_SIZE)
+    )]
+    pub size: u64,
+    /// Give up waiting for the copies, or for the deletion, after this many seconds (exit 1).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECS")]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -45,6 +45,14 @@ pub enum Error {
     /// Ctrl-C.
     #[error("interrupted")]
     Interrupted,
+    /// A step of `deposito selftest` failed; `cleanup` says what became of the test file
+    /// (empty, or `; ...`).
+    #[error("selftest failed at {step}: {source}{cleanup}")]
+    Selftest {
+        step: &'static str,
+        source: Box<Error>,
+        cleanup: String,
+    },
 }
 
 impl Error {
@@ -80,6 +88,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Interrupted => 130,
+            Error::Selftest { source, .. } => source.exit_code(),
             _ => 1,
         }
     }

@@ -28,6 +28,9 @@ pub enum Command {
     Kube(KubeArgs),
     /// Print the StoredFile CustomResourceDefinition as YAML.
     Crd,
+    /// The chart's pre-upgrade hook: before the replica StatefulSet shrinks, drain the pods
+    /// that will go and wait until no file would fall below its replication level.
+    DrainBeforeScaleDown(crate::kube::scale_down::ScaleDownArgs),
     /// GET a URL and exit 0 on a 2xx answer (container health checks: the image has no curl).
     #[command(hide = true)]
     Probe {
@@ -103,9 +106,16 @@ pub fn default_data_dir() -> PathBuf {
 /// Flags of `deposito-operator kube`.
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
-    /// Address the gateway (and /metrics, /healthz, /readyz) listens on.
-    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "0.0.0.0:7800")]
+    /// Address the gateway (and /healthz, /readyz) listens on: `[::]:7800` is every address
+    /// of both families (what `kubectl port-forward` needs); an IPv6 pod IP may be given
+    /// bare (`fd00::5:7800`).
+    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "[::]:7800",
+          value_parser = deposito_util::net::parse_listen)]
     pub listen: SocketAddr,
+    /// Serve /metrics on this address only (plain HTTP, no token), not on the gateway's port;
+    /// unset: /metrics is on the gateway's port.
+    #[arg(long, env = "DEPOSITO_METRICS_LISTEN", value_parser = deposito_util::net::parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub tls: crate::gateway::serve::TlsArgs,
     /// Namespace whose StoredFiles are reconciled [default: the operator's own namespace].

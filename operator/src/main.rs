@@ -30,6 +30,7 @@ async fn run() {
     let result = match command {
         Command::Local(args) => deposito_operator::local::run(args).await,
         Command::Kube(args) => deposito_operator::kube::run(args).await,
+        Command::DrainBeforeScaleDown(args) => deposito_operator::kube::scale_down::run(args).await,
         Command::Crd => {
             print!("{}", deposito_operator::kube::crd::crd_yaml());
             Ok(())

@@ -22,8 +22,10 @@ pub const CLIENT_TOKEN_ENVS: [&str; 2] = ["DEPOSITO_TOKEN", "DEPOSITO_TOKEN_FILE
     about = "Deposito storage replica: stores verified copies and serves them over HTTP"
 )]
 pub struct Config {
-    /// Address to serve on.
-    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "127.0.0.1:7070")]
+    /// Address to serve on (`[::]:7070`: every address of both families; an IPv6 pod IP may
+    /// be given bare, `fd00::5:7070`).
+    #[arg(long, env = "DEPOSITO_LISTEN", default_value = "127.0.0.1:7070",
+          value_parser = deposito_util::net::parse_listen)]
     pub listen: SocketAddr,
     /// Where copies live.
     #[arg(long, env = "DEPOSITO_DATA_DIR", default_value = "./replica-data")]

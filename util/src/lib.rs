@@ -5,6 +5,8 @@
 //! - [`shutdown`]: waiting for SIGINT or SIGTERM.
 //! - [`token`]: reading a bearer token from a file.
 //! - [`clock`]: seconds since the Unix epoch.
+//! - [`net`]: listen addresses (`[::]` is every address of both families; a bare IPv6 pod IP
+//!   followed by `:port` parses too).
 //!
 //! Lock poisoning rule (every crate of the workspace): a poisoned `std::sync::Mutex` means a
 //! thread panicked while holding it, and the data it guards may be half-updated. Code never
@@ -13,6 +15,7 @@
 //! of spreading.
 
 pub mod clock;
+pub mod net;
 pub mod shutdown;
 pub mod token;
 pub mod worker;

@@ -8,7 +8,7 @@ use deposito_api::gateway::FileStatus;
 use sha2::{Digest, Sha256};
 
 use super::{print_out, validate_name, validate_replicas, Ctx};
-use crate::api::Upload;
+use crate::api::{Upload, UploadBody};
 use crate::cli::{DepositArgs, GlobalOpts};
 use crate::error::Error;
 use crate::progress;
@@ -128,29 +128,44 @@ pub fn summary(st: &FileStatus, waited: bool) -> String {
 
 /// Hashes, uploads and (unless `plan.wait` is false) waits. Returns the summary line.
 pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
-    let c = &ctx.client;
-    let ns = &ctx.namespace;
     // Fail fast (unreachable server, bad token) before hashing a large file.
-    match c.head_file(ns, &plan.name).await {
+    match ctx.client.head_file(&ctx.namespace, &plan.name).await {
         Ok(_) => {}
         Err(e @ (Error::Unreachable { .. } | Error::Api { status: 401, .. })) => return Err(e),
         Err(_) => {}
     }
     let (sha256, size) = hash_file(&plan.path).await?;
     let upload = Upload {
-        path: &plan.path,
+        body: UploadBody::File(&plan.path),
         size,
         sha256: &sha256,
         ack: plan.ack,
     };
+    let wait = plan.wait.then_some(plan.timeout);
+    let st = upload_and_wait(ctx, &plan.name, plan.replicas, &upload, wait).await?;
+    Ok(summary(&st, plan.wait))
+}
+
+/// Uploads hashed content under `name` at `replicas` copies, checks the digest the gateway
+/// acknowledges, and (when `wait` gives a timeout) waits until exactly `replicas` verified
+/// copies exist. Returns the last status.
+pub async fn upload_and_wait(
+    ctx: &Ctx,
+    name: &str,
+    replicas: u32,
+    upload: &Upload<'_>,
+    wait: Option<Duration>,
+) -> Result<FileStatus, Error> {
+    let c = &ctx.client;
+    let ns = &ctx.namespace;
     // A failure on the server's side (a 502 or 503, a reset, a replica gone mid-transfer) is
-    // retried with backoff, sending the file again: the same content is stored idempotently.
+    // retried with backoff, sending the content again: the same content is stored idempotently.
     let mut attempt = 1;
     let st = loop {
-        let bar = progress::bytes_bar(Some(size), "uploading");
+        let bar = progress::bytes_bar(Some(upload.size), "uploading");
         let bar2 = bar.clone();
         let uploaded = c
-            .put_file(ns, &plan.name, plan.replicas, &upload, move |n| bar2.inc(n))
+            .put_file(ns, name, replicas, upload, move |n| bar2.inc(n))
             .await;
         bar.finish_and_clear();
         match uploaded {
@@ -161,18 +176,18 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
             other => break other?,
         }
     };
-    if st.sha256 != sha256 && !st.sha256.is_empty() {
+    if st.sha256 != upload.sha256 && !st.sha256.is_empty() {
         return Err(Error::Protocol(format!(
-            "the gateway acknowledged sha256 {} but the file's sha256 is {sha256}",
-            st.sha256
+            "the gateway acknowledged sha256 {} but the file's sha256 is {}",
+            st.sha256, upload.sha256
         )));
     }
-    if !plan.wait {
-        return Ok(summary(&st, false));
+    match wait {
+        None => Ok(st),
+        Some(timeout) => {
+            super::wait::wait_converged(c, ns, name, st, timeout, Some(upload.sha256)).await
+        }
     }
-    let st =
-        super::wait::wait_converged(c, ns, &plan.name, st, plan.timeout, Some(&sha256)).await?;
-    Ok(summary(&st, true))
 }
 
 pub async fn run(global: &GlobalOpts, args: DepositArgs) -> Result<(), Error> {

@@ -4,6 +4,7 @@ pub mod deposit;
 pub mod files;
 pub mod replicas;
 pub mod retrieve;
+pub mod selftest;
 pub mod wait;
 
 use std::io::Write;
@@ -103,6 +104,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Replicas(a) => replicas::run_list(g, a).await,
         Command::Drain(a) => replicas::run_drain(g, a, true).await,
         Command::Undrain(a) => replicas::run_drain(g, a, false).await,
+        Command::Selftest(a) => selftest::run(g, a).await,
     }
 }
 

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::{print_out, validate_name, Ctx};
+use crate::api::Download;
 use crate::cli::{GlobalOpts, RetrieveArgs};
 use crate::error::{from_reqwest, Error};
 use crate::progress;
@@ -56,8 +57,9 @@ fn temp_path(dir: &Path) -> PathBuf {
     ))
 }
 
-/// Downloads `name` to `dest`. Returns the number of bytes and the verified sha256.
-pub async fn retrieve(ctx: &Ctx, name: &str, dest: &Dest) -> Result<(u64, String), Error> {
+/// Starts the download of `name`; content without an announced sha256 is refused. Returns the
+/// download and that digest.
+async fn start_download(ctx: &Ctx, name: &str) -> Result<(Download, String), Error> {
     validate_name(name)?;
     let dl = ctx.client.get_file(&ctx.namespace, name).await?;
     let expected = dl.sha256.clone().ok_or_else(|| {
@@ -65,9 +67,86 @@ pub async fn retrieve(ctx: &Ctx, name: &str, dest: &Dest) -> Result<(u64, String
             "the gateway sent {name} without a sha256 (no ETag or x-deposito-sha256); refusing unverified content"
         ))
     })?;
-    let what = format!("download of {name}");
-    let server = ctx.client.server().to_string();
+    Ok((dl, expected))
+}
 
+/// Streams `dl` into `writer` with a "downloading" bar, hashing as it goes, then checks the
+/// length against `Content-Length` and the digest against `expected`. `write_ctx` describes the
+/// destination in write errors. Returns the number of bytes and the verified sha256.
+async fn receive<W: tokio::io::AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    name: &str,
+    dl: Download,
+    expected: String,
+    writer: &mut W,
+    write_ctx: &str,
+) -> Result<(u64, String), Error> {
+    let what = format!("download of {name}");
+    let server = ctx.client.server();
+    let bar = progress::bytes_bar(dl.size, "downloading");
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut stream = dl.response.bytes_stream();
+    let copied: Result<(), Error> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| from_reqwest(e, server, &what))?;
+            hasher.update(&chunk);
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(write_ctx, &e))?;
+            total += chunk.len() as u64;
+            bar.set_position(total);
+        }
+        writer.flush().await.map_err(|e| Error::io(write_ctx, &e))?;
+        Ok(())
+    }
+    .await;
+    bar.finish_and_clear();
+    copied?;
+    if let Some(len) = dl.size {
+        if len != total {
+            return Err(Error::Transport {
+                what,
+                reason: format!("body cut short: {total} of {len} bytes"),
+            });
+        }
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != expected {
+        return Err(Error::DigestMismatch {
+            name: name.to_string(),
+            expected,
+            actual,
+        });
+    }
+    Ok((total, actual))
+}
+
+/// Downloads `name` into memory. Returns its bytes and the verified sha256.
+pub async fn retrieve_bytes(ctx: &Ctx, name: &str) -> Result<(Vec<u8>, String), Error> {
+    let (dl, expected) = start_download(ctx, name).await?;
+    // The announced length only sizes the buffer up front, within reason.
+    let capacity = dl.size.unwrap_or(0).min(64 << 20);
+    let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+    let (_, sha256) = receive(
+        ctx,
+        name,
+        dl,
+        expected,
+        &mut buf,
+        "cannot buffer the download",
+    )
+    .await?;
+    Ok((buf, sha256))
+}
+
+/// Downloads `name` to `dest`. Returns the number of bytes and the verified sha256.
+pub async fn retrieve(ctx: &Ctx, name: &str, dest: &Dest) -> Result<(u64, String), Error> {
+    let (dl, expected) = start_download(ctx, name).await?;
     let (mut writer, guard): (
         Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
         Option<TempGuard>,
@@ -98,50 +177,7 @@ pub async fn retrieve(ctx: &Ctx, name: &str, dest: &Dest) -> Result<(u64, String
         Dest::Stdout => "cannot write to stdout".to_string(),
         Dest::File(p) => format!("cannot write {}", p.display()),
     };
-
-    let bar = progress::bytes_bar(dl.size, "downloading");
-    if !std::io::stderr().is_terminal() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
-    let mut stream = dl.response.bytes_stream();
-    let copied: Result<(), Error> = async {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| from_reqwest(e, &server, &what))?;
-            hasher.update(&chunk);
-            writer
-                .write_all(&chunk)
-                .await
-                .map_err(|e| Error::io(write_ctx.clone(), &e))?;
-            total += chunk.len() as u64;
-            bar.set_position(total);
-        }
-        writer
-            .flush()
-            .await
-            .map_err(|e| Error::io(write_ctx.clone(), &e))?;
-        Ok(())
-    }
-    .await;
-    bar.finish_and_clear();
-    copied?;
-    if let Some(len) = dl.size {
-        if len != total {
-            return Err(Error::Transport {
-                what,
-                reason: format!("body cut short: {total} of {len} bytes"),
-            });
-        }
-    }
-    let actual = hex::encode(hasher.finalize());
-    if actual != expected {
-        return Err(Error::DigestMismatch {
-            name: name.to_string(),
-            expected,
-            actual,
-        });
-    }
+    let (total, actual) = receive(ctx, name, dl, expected, &mut writer, &write_ctx).await?;
     if let (Dest::File(path), Some(mut guard)) = (dest, guard) {
         let file = writer;
         drop(file);

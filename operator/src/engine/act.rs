@@ -291,12 +291,18 @@ impl Engine {
         let url = url_of(views, &target).unwrap_or_default().to_string();
         let expected = (!record.sha256.is_empty()).then(|| record.sha256.clone());
         let (result, from) = match &record.source {
-            Source::Inline(bytes) => {
-                let body = reqwest::Body::from(bytes.as_ref().clone());
-                let sha = expected.clone().unwrap_or_else(|| sha256_hex(bytes));
+            Source::Inline => {
+                let bytes = self
+                    .catalog
+                    .inline_content(&key)
+                    .await
+                    .map_err(ActError::Content)?;
+                let sha = expected.clone().unwrap_or_else(|| sha256_hex(&bytes));
+                let size = bytes.len() as u64;
+                let body = reqwest::Body::from(bytes);
                 (
                     self.client
-                        .put(&url, &key, Some(&sha), Some(bytes.len() as u64), body)
+                        .put(&url, &key, Some(&sha), Some(size), body)
                         .await,
                     "inline content".to_string(),
                 )

@@ -92,6 +92,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// claims may be collected; `Err(why)` while orphan collection waits (shown by `/readyz`
     /// and the metrics).
     fn completeness(&self) -> Result<(), String>;
+
+    /// The content of a [`super::Source::Inline`] record, read when a copy must be made
+    /// (a mode's cache need not keep it). A catalog without inline sources refuses.
+    async fn inline_content(&self, key: &FileKey) -> Result<Vec<u8>, CatalogError> {
+        Err(CatalogError::Invalid(format!(
+            "{key}: this catalog keeps no inline content"
+        )))
+    }
 }
 
 /// Change notifications of a catalog: keys whose desired state changed go to the engine's

@@ -57,12 +57,15 @@ pub enum ActError {
         replica: String,
         error: ReplicaClientError,
     },
+    #[error("reading the inline content from the catalog failed: {0}")]
+    Content(CatalogError),
 }
 
 impl ActError {
     pub fn category(&self) -> ErrorCategory {
         match self {
             Self::Ingest { error, .. } if error.is_content_error() => ErrorCategory::Invalid,
+            Self::Content(error) => error.category(),
             _ => ErrorCategory::Transient,
         }
     }
@@ -119,6 +122,7 @@ impl ReconcileError {
             Self::Act(ActError::Unverified { .. }) => "unverified",
             Self::Act(ActError::NoTarget(_)) => "no_target",
             Self::Act(ActError::Ingest { .. }) => "ingest",
+            Self::Act(ActError::Content(_)) => "inline_content",
             Self::Publish(PublishError::Catalog(CatalogError::Conflict(_))) => "conflict",
             Self::Publish(_) => "publish",
         }

@@ -1,8 +1,6 @@
 //! What the engine reconciles: one file's desired state and last status, as a mode's catalog
 //! stores it, whatever that catalog is (a SQLite row, a StoredFile resource).
 
-use std::sync::Arc;
-
 use deposito_api::gateway::{Condition, FileStatus, Phase};
 use deposito_api::FileKey;
 use serde::{Deserialize, Serialize};
@@ -73,8 +71,8 @@ pub enum Source {
     /// The content arrived through the gateway: only the copies hold it.
     Upload,
     /// Small content kept in the catalog itself (a StoredFile's `source.inline`): the engine
-    /// writes it to a replica.
-    Inline(Arc<Vec<u8>>),
+    /// reads it with [`super::Catalog::inline_content`] and writes it to a replica.
+    Inline,
     /// An `http(s)` address a replica fetches (a StoredFile's `source.url`), verified
     /// against the record's `sha256` when it is known.
     Url(String),

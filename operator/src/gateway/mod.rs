@@ -86,9 +86,10 @@ pub type GatewayState = Arc<Gateway>;
 )]
 pub struct ApiDoc;
 
-/// Builds the whole router: the client API, the probes, and `extra` (routes a mode adds,
-/// with their own state and authentication).
-pub fn router(gateway: GatewayState, extra: Router) -> Router {
+/// Builds the whole router: the client API, the probes, `/metrics` (unless it is served on
+/// its own address, [`metrics_router`]), and `extra` (routes a mode adds, with their own
+/// state and authentication).
+pub fn router(gateway: GatewayState, extra: Router, with_metrics: bool) -> Router {
     let client_api = Router::new()
         .route(
             "/v1/files/{namespace}/{name}",
@@ -117,11 +118,15 @@ pub fn router(gateway: GatewayState, extra: Router) -> Router {
         .merge(client_api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
-        .with_state(gateway)
+        .with_state(gateway.clone())
         .merge(extra)
+        .merge(if with_metrics {
+            metrics_router(gateway)
+        } else {
+            Router::new()
+        })
         .layer(TraceLayer::new_for_http())
 }
 
@@ -158,6 +163,14 @@ async fn readyz(State(gw): State<GatewayState>) -> impl IntoResponse {
             })),
         ),
     }
+}
+
+/// `/metrics` alone, for a metrics address of its own (kube mode's `--metrics-listen`: not
+/// behind the gateway's NodePort).
+pub fn metrics_router(gateway: GatewayState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(gateway)
 }
 
 async fn metrics(State(gw): State<GatewayState>) -> impl IntoResponse {

@@ -20,6 +20,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
+use super::file_index::FileIndex;
 use super::record::{file_name_of, record_of, status_of};
 use crate::engine::{Catalog, CatalogError, Changes, Claim, Deposit, FileRecord, ObservedStatus};
 use crate::gateway::store::FileStore;
@@ -68,6 +69,8 @@ pub struct KubeCatalog {
     /// The one namespace watched; `None` when every namespace is.
     namespace: Option<String>,
     list: std::sync::Mutex<ListState>,
+    /// File names to resources, for the gateway's lookups and lists.
+    names: FileIndex,
 }
 
 impl KubeCatalog {
@@ -78,6 +81,7 @@ impl KubeCatalog {
             changes: Changes::default(),
             namespace,
             list: std::sync::Mutex::default(),
+            names: FileIndex::default(),
         }
     }
 
@@ -98,15 +102,34 @@ impl KubeCatalog {
         let mut state = self.list_state();
         let before = completeness_of(&state);
         match item {
-            Ok(watcher::Event::Init) => state.relisting = true,
-            Ok(watcher::Event::InitApply(sf)) => self.observed(sf),
+            Ok(watcher::Event::Init) => {
+                state.relisting = true;
+                self.names.relist_started();
+            }
+            Ok(watcher::Event::InitApply(sf)) => {
+                if let Some(ns) = sf.namespace() {
+                    self.names.relisted(&ns, &sf.name_any(), &file_name_of(sf));
+                }
+                self.observed(sf);
+            }
             Ok(watcher::Event::InitDone) => {
                 state.listed = true;
                 state.relisting = false;
                 state.error = None;
+                self.names.relist_done();
             }
-            Ok(watcher::Event::Apply(sf) | watcher::Event::Delete(sf)) => {
+            Ok(watcher::Event::Apply(sf)) => {
                 state.error = None;
+                if let Some(ns) = sf.namespace() {
+                    self.names.upsert(&ns, &sf.name_any(), &file_name_of(sf));
+                }
+                self.observed(sf);
+            }
+            Ok(watcher::Event::Delete(sf)) => {
+                state.error = None;
+                if let Some(ns) = sf.namespace() {
+                    self.names.remove(&ns, &sf.name_any());
+                }
                 self.observed(sf);
             }
             Err(err) => state.error = Some(err.to_string()),
@@ -159,18 +182,30 @@ impl KubeCatalog {
     }
 
     /// The StoredFile whose file name is `file_name`: by the documented mapping first, then
-    /// (for resources created by hand with another name) by `spec.fileName`.
+    /// (for resources created by hand with another name) the first by resource name.
     fn find(&self, namespace: &str, file_name: &str) -> Option<std::sync::Arc<StoredFile>> {
-        if let Some(sf) = self.cached(namespace, &resource_name(file_name)) {
-            if file_name_of(&sf) == file_name {
-                return Some(sf);
-            }
-        }
+        let mapped = resource_name(file_name);
+        let resources = self.names.resources(namespace, file_name);
+        let mut candidates: Vec<&String> = resources.iter().filter(|r| **r == mapped).collect();
+        candidates.extend(resources.iter().filter(|r| **r != mapped));
+        candidates
+            .into_iter()
+            .filter_map(|name| self.cached(namespace, name))
+            .find(|sf| file_name_of(sf) == file_name)
+    }
+
+    /// Every cached StoredFile of `namespace`.
+    pub fn cached_in(&self, namespace: &str) -> Vec<std::sync::Arc<StoredFile>> {
         self.store
             .state()
             .into_iter()
             .filter(|sf| sf.namespace().as_deref() == Some(namespace))
-            .find(|sf| file_name_of(sf) == file_name)
+            .collect()
+    }
+
+    /// How many StoredFiles the gateway's index holds.
+    pub fn indexed(&self) -> usize {
+        self.names.len()
     }
 
     fn record(sf: &StoredFile) -> Result<FileRecord, CatalogError> {
@@ -261,7 +296,13 @@ impl Catalog for KubeCatalog {
         if current.metadata.generation.unwrap_or(0).max(0) as u64 != record.generation {
             return Ok(false);
         }
-        let desired = status_of(record, &current.spec, status);
+        let desired = status_of(
+            record,
+            &current.spec,
+            status,
+            current.status.as_ref(),
+            &super::record::now(),
+        );
         if current.status.as_ref() == Some(&desired) {
             return Ok(false);
         }
@@ -312,6 +353,26 @@ impl Catalog for KubeCatalog {
     fn completeness(&self) -> Result<(), String> {
         completeness_of(&self.list_state())
     }
+
+    /// The cache keeps no inline content ([`super::record::slim`]): one read of the
+    /// StoredFile itself, only when a copy is to be made from it.
+    async fn inline_content(&self, key: &FileKey) -> Result<Vec<u8>, CatalogError> {
+        let sf = self
+            .api(&key.namespace)
+            .get(&key.name)
+            .await
+            .map_err(catalog_error)?;
+        sf.spec
+            .source
+            .inline
+            .map(String::into_bytes)
+            .ok_or_else(|| {
+                CatalogError::Conflict(format!(
+                    "StoredFile {} no longer has an inline source",
+                    key.name
+                ))
+            })
+    }
 }
 
 /// The gateway's reads and writes: reads from the reflector's cache, writes to the API server.
@@ -344,20 +405,10 @@ impl FileStore for KubeCatalog {
         limit: usize,
     ) -> Result<(Vec<FileRecord>, bool), CatalogError> {
         self.check_namespace(namespace)?;
-        let mut files: Vec<(String, std::sync::Arc<StoredFile>)> = self
-            .store
-            .state()
-            .into_iter()
-            .filter(|sf| sf.namespace().as_deref() == Some(namespace))
-            .map(|sf| (file_name_of(&sf), sf))
-            .filter(|(name, _)| after.is_none_or(|a| name.as_str() > a))
-            .collect();
-        files.sort_by(|a, b| a.0.cmp(&b.0));
-        let more = files.len() > limit;
-        files
-            .iter()
-            .take(limit)
-            .map(|(_, sf)| Self::record(sf))
+        let (page, more) = self.names.page(namespace, after, limit);
+        page.iter()
+            .filter_map(|(file_name, _)| self.find(namespace, file_name))
+            .map(|sf| Self::record(&sf))
             .collect::<Result<Vec<_>, _>>()
             .map(|records| (records, more))
     }

@@ -115,7 +115,7 @@ fn deletion_record(sf: &StoredFile) -> FileRecord {
 
 /// Publishes a problem the engine could not get past, as a condition and a Warning Event.
 async fn report_problem(sf: &StoredFile, ctx: &Context, reason: &str, message: &str) {
-    let status = problem_status(sf, reason, message);
+    let status = problem_status(sf, reason, message, &super::record::now());
     if sf.status.as_ref() != Some(&status) {
         let api: Api<StoredFile> =
             Api::namespaced(ctx.client.clone(), &sf.namespace().unwrap_or_default());
@@ -232,12 +232,61 @@ pub struct KubeEvents {
     pub metrics: Arc<Metrics>,
 }
 
+/// Whether `event` is worth an Event in `kubectl describe`: a new file's first copies
+/// (`Stored`, `Replicated` while it has never had a holder) are what its status already says,
+/// and an Event each would be one more API request per file; every later change (raised or
+/// lowered N, repairs, drains, problems) is.
+fn worth_an_event(record: &FileRecord, event: &EngineEvent) -> bool {
+    let first_copies = record.status.holders.is_empty()
+        && record.status.unreachable_holders.is_empty()
+        && record.status.ready_replicas == 0;
+    event.warning || !(first_copies && matches!(event.reason.as_str(), "Stored" | "Replicated"))
+}
+
 #[async_trait]
 impl EventSink for KubeEvents {
     async fn emit(&self, record: &FileRecord, event: &EngineEvent) {
         self.metrics.event(&event.reason);
+        if !worth_an_event(record, event) {
+            return;
+        }
         if let Some(sf) = self.catalog.cached(&record.key.namespace, &record.key.name) {
             publish_event(&self.recorder, &sf, event).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_files_first_copies_make_no_event_later_changes_do() {
+        let mut record = FileRecord {
+            key: deposito_api::FileKey::new("dep", "f").unwrap(),
+            file_name: "f".into(),
+            replicas: 2,
+            sha256: String::new(),
+            size: 0,
+            generation: 1,
+            deleting: false,
+            source: Source::Inline,
+            status: ObservedStatus::initial(None),
+        };
+        let stored = EngineEvent::new("Stored", "copy stored");
+        let replicated = EngineEvent::new("Replicated", "copy added");
+        assert!(!worth_an_event(&record, &stored));
+        assert!(!worth_an_event(&record, &replicated));
+        assert!(worth_an_event(
+            &record,
+            &EngineEvent::new("Degraded", "1/2")
+        ));
+        record.status.holders = vec!["rep-0".into()];
+        record.status.ready_replicas = 1;
+        assert!(
+            worth_an_event(&record, &replicated),
+            "a repair or a raised N"
+        );
+        assert!(worth_an_event(&record, &EngineEvent::new("Trimmed", "x")));
     }
 }

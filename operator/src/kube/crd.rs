@@ -12,12 +12,22 @@
 //! and defaults to `metadata.name`. The gateway maps a file name to a resource name with
 //! [`deposito_api::names::resource_name`].
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The finalizer that holds a StoredFile until its copies are gone.
 pub const FINALIZER: &str = "deposito.io/copies";
+
+/// This CRD's revision, recorded on the CRD as [`CRD_REVISION_ANNOTATION`]. Bump it whenever
+/// the schema changes (the test `crd_revision_is_bumped_with_the_schema` says when): the
+/// operator warns at start when the installed CRD is older (`helm upgrade` never updates
+/// `crds/`). 1 was every CRD before revisions were recorded.
+pub const CRD_REVISION: u32 = 2;
+
+/// The CRD annotation holding [`CRD_REVISION`].
+pub const CRD_REVISION_ANNOTATION: &str = "deposito.io/crd-revision";
 
 /// Largest `spec.source.inline`, in bytes: the object must stay well within etcd's limit.
 pub const MAX_INLINE_BYTES: usize = 65_536;
@@ -80,6 +90,7 @@ pub const MAX_INLINE_BYTES: usize = 65_536;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.source.upload) || has(self.sha256)").message("an upload source needs spec.sha256"))]
 pub struct StoredFileSpec {
     /// The replication level: how many verified copies, each on a different replica. May be
     /// larger than the number of replicas; the status then says Degraded. At most 512.
@@ -106,9 +117,10 @@ pub struct StoredFileSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(has(self.inline) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.upload) ? 1 : 0) == 1").message("exactly one of source.inline, source.url and source.upload must be set"))]
 pub struct FileSource {
-    /// Small text content, kept in the manifest (at most 64 KiB).
+    /// Small text content, kept in the manifest (at most 64 KiB, counted in UTF-8 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
+    #[x_kube(validation = Rule::new("size(bytes(self)) <= 65536").message("source.inline is at most 65536 bytes (UTF-8)"))]
     pub inline: Option<String>,
     /// An http or https address a replica fetches the content from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,27 +129,73 @@ pub struct FileSource {
     /// The content arrived through the gateway and lives only in the copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadSource>,
+    /// Never on the wire: what the operator's watch cache keeps instead of `inline` (see
+    /// [`crate::kube::record::slim`]); the content itself is read from the API server when a
+    /// copy must be made.
+    // Not `#[serde(skip)]`: KubeSchema's derive copies this struct (serde and schemars
+    // attributes only), and a skipped field of the copy would be "never read".
+    #[serde(skip_deserializing, skip_serializing_if = "never_on_the_wire")]
+    #[schemars(skip)]
+    pub inline_digest: Option<InlineDigest>,
+}
+
+fn never_on_the_wire<T>(_: &T) -> bool {
+    true
+}
+
+/// An inline source's content, summarized: its digest, size and the source revision it gave.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct InlineDigest {
+    pub sha256: String,
+    pub size: u64,
+    pub revision: String,
 }
 
 /// Marks content that arrived through the gateway.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct UploadSource {}
 
-/// One condition, without timestamps (the status stays deterministic).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+/// One condition, in the shape of `metav1.Condition` (the validations kubebuilder gives it):
+/// `lastTransitionTime` changes only when `status` does, `observedGeneration` is the
+/// generation the condition was computed for.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct StoredFileCondition {
     /// `Ready`, `Degraded` or `Failed`.
     #[serde(rename = "type")]
+    #[schemars(
+        length(min = 1, max = 316),
+        regex(
+            pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+        )
+    )]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
+    /// The metadata.generation this condition was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub observed_generation: Option<i64>,
+    /// When `status` last changed.
+    pub last_transition_time: Time,
+    /// A CamelCase reason.
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    )]
     pub reason: String,
-    #[serde(default)]
+    /// What happened, for people (may be empty).
+    #[schemars(length(max = 32768))]
     pub message: String,
 }
 
+/// Longest condition message the schema accepts.
+pub const MAX_CONDITION_MESSAGE: usize = 32_768;
+
 /// What the operator last observed and decided. Written by server-side apply; no field
-/// changes unless something about the file did.
+/// changes unless something about the file did (condition times are carried over while
+/// their status stays).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredFileStatus {
@@ -169,13 +227,29 @@ pub struct StoredFileStatus {
     /// source means the content must be fetched again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_revision: Option<String>,
+    /// Ready, Degraded and Failed, one of each at most (a list-map keyed by type).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<StoredFileCondition>,
+}
+
+/// The CRD, with its revision annotation.
+pub fn crd(
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut crd = StoredFile::crd();
+    crd.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            CRD_REVISION_ANNOTATION.to_string(),
+            CRD_REVISION.to_string(),
+        );
+    crd
 }
 
 /// The CRD as YAML, as `deposito-operator crd` prints it and `crds/storedfile.yaml` holds.
 pub fn crd_yaml() -> String {
-    let crd = StoredFile::crd();
+    let crd = crd();
     let yaml = serde_yaml::to_string(&crd).expect("the CRD serializes");
     format!(
         "# Generated by `deposito-operator crd`; do not edit. CI fails when this file is stale.\n{yaml}"
@@ -226,6 +300,24 @@ mod tests {
             "^https?://"
         );
         assert!(crd_yaml().starts_with("# Generated by `deposito-operator crd`"));
+    }
+
+    /// sha256 of the schema (the CRD's `spec`) at [`CRD_REVISION`].
+    const CRD_SPEC_SHA256: &str =
+        "947743d95a07c687973ff0f026a7cd9baa3cf4baf137661d431875a4f8c6e21d";
+
+    #[test]
+    fn crd_revision_is_bumped_with_the_schema() {
+        let spec = serde_json::to_string(&crd().spec).unwrap();
+        let sha = deposito_api::sha256_hex(spec.as_bytes());
+        assert_eq!(
+            sha, CRD_SPEC_SHA256,
+            "the CRD's schema changed: bump CRD_REVISION and set CRD_SPEC_SHA256 to {sha}"
+        );
+        assert_eq!(
+            crd().metadata.annotations.unwrap()[CRD_REVISION_ANNOTATION],
+            CRD_REVISION.to_string()
+        );
     }
 
     /// `crds/storedfile.yaml` and the chart's copy are what `deposito-operator crd` prints.

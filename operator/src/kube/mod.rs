@@ -8,8 +8,11 @@
 pub mod catalog;
 pub mod controller;
 pub mod crd;
+pub mod file_index;
+pub mod lifecycle;
 pub mod membership;
 pub mod record;
+pub mod scale_down;
 pub mod workers;
 
 #[cfg(test)]
@@ -96,8 +99,10 @@ fn start_watches(
         sf_reader.clone(),
         watched.cloned(),
     ));
+    // The cache keeps slimmed objects (no managedFields, last-applied copy or inline content).
     let stream = watcher(sf_api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(record::slim)
         .reflect_shared(sf_writer);
     let on_event = {
         let catalog = catalog.clone();
@@ -180,6 +185,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         client_tokens.load(path)?;
     }
     let replica_token = read_token(&args.replica_token_file, "replica token")?;
+    lifecycle::check_crd(&client).await;
     let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
     let Watches {
         catalog,
@@ -239,13 +245,23 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         extra_doc: None,
     });
     let tls = args.tls.server_config()?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = deposito_util::net::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    info!(listen = %args.listen, namespace = ?watched, replicas = %args.replica_selector, "deposito-operator kube");
+    if let Some(addr) = args.metrics_listen {
+        let metrics_listener = deposito_util::net::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+        let app = crate::gateway::metrics_router(gateway.clone());
+        tokio::spawn(crate::gateway::serve::serve(
+            metrics_listener,
+            app,
+            None,
+            shutdown_signal(),
+        ));
+    }
+    info!(listen = %args.listen, metrics = ?args.metrics_listen, namespace = ?watched, replicas = %args.replica_selector, "deposito-operator kube");
     let serve = crate::gateway::serve::serve(
         listener,
-        crate::gateway::router(gateway, axum::Router::new()),
+        crate::gateway::router(gateway, axum::Router::new(), args.metrics_listen.is_none()),
         tls,
         shutdown_signal(),
     );
@@ -261,6 +277,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
     let leading = tokio::select! {
         leading = lead => leading?,
         done = server => {
+            lifecycle::release_if_namespace_deleted(&client, &catalog, &replica_namespace).await;
             workers.shutdown().await;
             done.context("gateway task")?.context("gateway failed")?;
             return Ok(());
@@ -346,6 +363,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         }
         None => controller.await,
     }
+    lifecycle::release_if_namespace_deleted(&client, &catalog, &replica_namespace).await;
     workers.shutdown().await;
     Ok(())
 }

@@ -1,22 +1,55 @@
 //! Between a StoredFile and the engine: the record the engine reconciles, and the status it
 //! publishes back. Pure functions.
 
-use std::sync::Arc;
-
 use deposito_api::gateway::{Condition, Phase};
 use deposito_api::names::validate_file_name;
 use deposito_api::{is_sha256_hex, sha256_hex, FileKey};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus};
+use super::crd::{
+    display_size, InlineDigest, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus,
+    MAX_CONDITION_MESSAGE,
+};
 use crate::engine::error::PlanError;
 use crate::engine::{FileRecord, ObservedStatus, Source};
 
 /// Fingerprint of what decides the content: the source and `spec.sha256`. When it changes,
-/// a digest learned from an earlier `url` no longer applies.
+/// a digest learned from an earlier `url` no longer applies. A slimmed object carries the
+/// revision its inline content gave.
 pub fn source_revision(spec: &StoredFileSpec) -> String {
+    if let Some(digest) = &spec.source.inline_digest {
+        return digest.revision.clone();
+    }
     let canonical = serde_json::json!({ "source": spec.source, "sha256": spec.sha256 });
     sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
+}
+
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the operator's watch cache keeps of a StoredFile: no managedFields, no
+/// last-applied annotation, and an inline source's digest, size and revision instead of its
+/// content (read from the API server when a copy must be made). About a tenth of the object
+/// `kubectl apply` leaves in the API server.
+pub fn slim(sf: &mut StoredFile) {
+    sf.metadata.managed_fields = None;
+    if let Some(annotations) = sf.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            sf.metadata.annotations = None;
+        }
+    }
+    if sf.spec.source.inline.is_some() {
+        let revision = source_revision(&sf.spec);
+        if let Some(text) = sf.spec.source.inline.take() {
+            sf.spec.source.inline_digest = Some(InlineDigest {
+                sha256: sha256_hex(text.as_bytes()),
+                size: text.len() as u64,
+                revision,
+            });
+        }
+    }
 }
 
 /// The user's file name of a StoredFile: `spec.fileName`, or `metadata.name`.
@@ -33,13 +66,44 @@ fn to_engine(c: &StoredFileCondition) -> Condition {
     }
 }
 
-fn from_engine(c: &Condition) -> StoredFileCondition {
-    StoredFileCondition {
-        type_: c.type_.clone(),
-        status: c.status.clone(),
-        reason: c.reason.clone(),
-        message: c.message.clone(),
-    }
+/// The engine's conditions as `metav1.Condition`s: a condition whose status is the same as
+/// in `previous` keeps its `lastTransitionTime`; others get `now`.
+fn conditions_of(
+    conditions: &[Condition],
+    previous: Option<&StoredFileStatus>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<StoredFileCondition> {
+    conditions
+        .iter()
+        .map(|c| {
+            let since = previous
+                .into_iter()
+                .flat_map(|p| &p.conditions)
+                .find(|p| p.type_ == c.type_ && p.status == c.status)
+                .map_or_else(|| now.clone(), |p| p.last_transition_time.clone());
+            let reason = if c.reason.is_empty() {
+                "Unknown".to_string()
+            } else {
+                c.reason.clone()
+            };
+            StoredFileCondition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                observed_generation: generation,
+                last_transition_time: since,
+                reason,
+                message: c.message.chars().take(MAX_CONDITION_MESSAGE / 4).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Now, as a condition time (whole seconds: the API server keeps no more).
+pub fn now() -> Time {
+    use k8s_openapi::jiff::Timestamp;
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 /// The engine's record of a StoredFile. Errors are specs the engine cannot act on.
@@ -66,9 +130,13 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
     let learned_sha = status.sha256.clone().filter(|_| same_source);
     let learned_size = status.size.filter(|_| same_source).unwrap_or(0).max(0) as u64;
     let s = &sf.spec.source;
-    let (source, sha256, size) = match (&s.inline, &s.url, &s.upload) {
-        (Some(text), None, None) => {
-            let actual = sha256_hex(text.as_bytes());
+    let inline = match (&s.inline, &s.inline_digest) {
+        (Some(text), _) => Some((sha256_hex(text.as_bytes()), text.len() as u64)),
+        (None, Some(digest)) => Some((digest.sha256.clone(), digest.size)),
+        (None, None) => None,
+    };
+    let (source, sha256, size) = match (inline, &s.url, &s.upload) {
+        (Some((actual, size)), None, None) => {
             if let Some(want) = &sf.spec.sha256 {
                 if *want != actual {
                     return Err(invalid(format!(
@@ -76,9 +144,7 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
                     )));
                 }
             }
-            let bytes = text.as_bytes().to_vec();
-            let size = bytes.len() as u64;
-            (Source::Inline(Arc::new(bytes)), actual, size)
+            (Source::Inline, actual, size)
         }
         (None, Some(url), None) => {
             let sha = sf.spec.sha256.clone().or(learned_sha).unwrap_or_default();
@@ -123,16 +189,19 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
 }
 
 /// The status resource for what the engine decided about `record` (a record made from
-/// `spec`).
+/// `spec`); `previous` is the status the object has now (condition times carry over).
 pub fn status_of(
     record: &FileRecord,
     spec: &StoredFileSpec,
     status: &ObservedStatus,
+    previous: Option<&StoredFileStatus>,
+    now: &Time,
 ) -> StoredFileStatus {
+    let generation = Some(status.observed_generation as i64);
     let known = !record.sha256.is_empty();
     StoredFileStatus {
         phase: Some(status.phase.as_str().to_string()),
-        observed_generation: Some(status.observed_generation as i64),
+        observed_generation: generation,
         sha256: known.then(|| record.sha256.clone()),
         size: (known && record.size > 0).then_some(record.size as i64),
         display_size: (known && record.size > 0).then(|| display_size(record.size)),
@@ -140,14 +209,20 @@ pub fn status_of(
         holders: status.holders.clone(),
         unreachable_holders: status.unreachable_holders.clone(),
         source_revision: known.then(|| source_revision(spec)),
-        conditions: status.conditions.iter().map(from_engine).collect(),
+        conditions: conditions_of(&status.conditions, previous, generation, now),
     }
 }
 
 /// A status that only reports a problem the engine could not get past (an invalid spec, a
 /// forbidden read), keeping what the last status said about copies.
-pub fn problem_status(sf: &StoredFile, reason: &str, message: &str) -> StoredFileStatus {
-    let mut status = sf.status.clone().unwrap_or_default();
+pub fn problem_status(
+    sf: &StoredFile,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) -> StoredFileStatus {
+    let previous = sf.status.clone();
+    let mut status = previous.clone().unwrap_or_default();
     status.observed_generation = sf.metadata.generation;
     if reason == "InvalidSpec" || status.phase.is_none() {
         let phase = if reason == "InvalidSpec" {
@@ -157,20 +232,18 @@ pub fn problem_status(sf: &StoredFile, reason: &str, message: &str) -> StoredFil
         };
         status.phase = Some(phase.to_string());
     }
-    status.conditions = vec![
-        StoredFileCondition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: reason.into(),
-            message: message.into(),
-        },
-        StoredFileCondition {
-            type_: "Failed".into(),
-            status: "True".into(),
-            reason: reason.into(),
-            message: message.into(),
-        },
-    ];
+    let condition = |type_: &str, status: &str| Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+    };
+    status.conditions = conditions_of(
+        &[condition("Ready", "False"), condition("Failed", "True")],
+        previous.as_ref(),
+        sf.metadata.generation,
+        now,
+    );
     status
 }
 
@@ -217,7 +290,7 @@ mod tests {
             ("hello.txt", 2, 2, 3)
         );
         assert_eq!(r.sha256, sha256_hex(b"hi"));
-        assert!(matches!(r.source, Source::Inline(_)));
+        assert!(matches!(r.source, Source::Inline));
 
         // A url without digest: unknown until fetched, then kept while the source is the same.
         let mut u = sf("page", url("https://example.com/a"), None);
@@ -227,7 +300,13 @@ mod tests {
             size: 10,
             ..record_of(&u).unwrap()
         };
-        u.status = Some(status_of(&learned, &u.spec, &ObservedStatus::initial(None)));
+        u.status = Some(status_of(
+            &learned,
+            &u.spec,
+            &ObservedStatus::initial(None),
+            None,
+            &now(),
+        ));
         let r = record_of(&u).unwrap();
         assert_eq!((r.sha256.as_str(), r.size), ("b".repeat(64).as_str(), 10));
         u.spec.source.url = Some("https://example.com/b".into());
@@ -284,13 +363,59 @@ mod tests {
                 message: "2/2 verified copies".into(),
             }],
         };
-        let status = status_of(&record, &s.spec, &observed);
+        let then = now();
+        let status = status_of(&record, &s.spec, &observed, None, &then);
         assert_eq!(status.display_size.as_deref(), Some("7 B"));
         assert_eq!(status.phase.as_deref(), Some("Ready"));
+        assert_eq!(status.conditions[0].observed_generation, Some(3));
+        assert_eq!(status.conditions[0].last_transition_time, then);
         let mut back = s.clone();
         back.status = Some(status.clone());
         assert_eq!(record_of(&back).unwrap().status, observed);
-        // Deterministic: the same decision gives the same status.
-        assert_eq!(status_of(&record, &s.spec, &observed), status);
+        // The same decision later gives the same status: the transition time carries over.
+        let later =
+            Time(k8s_openapi::jiff::Timestamp::from_second(then.0.as_second() + 60).unwrap());
+        assert_eq!(
+            status_of(&record, &s.spec, &observed, Some(&status), &later),
+            status
+        );
+        // A condition whose status changes gets the new time; one that stays keeps its own.
+        let mut degraded = observed.clone();
+        degraded.conditions[0].status = "False".into();
+        degraded.conditions.push(Condition {
+            type_: "Degraded".into(),
+            status: "True".into(),
+            reason: "NotEnoughReplicas".into(),
+            message: String::new(),
+        });
+        let changed = status_of(&record, &s.spec, &degraded, Some(&status), &later);
+        assert_eq!(changed.conditions[0].last_transition_time, later);
+        assert_eq!(changed.conditions[1].last_transition_time, later);
+        let again = status_of(&record, &s.spec, &degraded, Some(&changed), &now());
+        assert_eq!(again, changed);
+    }
+
+    #[test]
+    fn the_cache_keeps_a_digest_of_inline_content_and_the_same_record() {
+        let mut s = sf("f", inline("some content"), None);
+        s.metadata.managed_fields = Some(vec![Default::default()]);
+        s.metadata.annotations = Some(
+            [(LAST_APPLIED.to_string(), "{...}".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let full = record_of(&s).unwrap();
+        let revision = source_revision(&s.spec);
+        slim(&mut s);
+        assert_eq!(s.spec.source.inline, None);
+        assert_eq!(s.metadata.managed_fields, None);
+        assert_eq!(s.metadata.annotations, None);
+        assert_eq!(source_revision(&s.spec), revision);
+        let slimmed = record_of(&s).unwrap();
+        assert_eq!(
+            (slimmed.sha256.as_str(), slimmed.size),
+            (full.sha256.as_str(), full.size)
+        );
+        assert!(matches!(slimmed.source, Source::Inline));
     }
 }

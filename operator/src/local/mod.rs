@@ -126,6 +126,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let app = crate::gateway::router(
         gateway,
         register::router(membership, heartbeat, &replica_token),
+        true,
     );
     crate::gateway::serve::serve(listener, app, tls, shutdown_signal())
         .await

@@ -29,7 +29,7 @@ fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
     let out = deposito_e2e::proc::run(
         {
             let mut c = std::process::Command::new("curl");
-            c.args(["-sf", &format!("http://{ip}:7800/metrics")]);
+            c.args(["-sf", &format!("http://{ip}:9090/metrics")]);
             c
         },
         Duration::from_secs(30),

@@ -12,6 +12,9 @@ use serde_json::Value;
 use crate::proc::{self, Output, Proc};
 use crate::wait::wait_sync;
 
+/// The chart value that makes the operator listen on its pod IP instead of every address.
+pub const LISTEN_ON_POD_IP: &str = "operator.listenHost=$(POD_IP)";
+
 /// The repository root (this crate lives in `tests/e2e`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -108,12 +111,27 @@ impl KubeCluster {
     }
 
     /// `helm install RELEASE charts/deposito` into `namespace` (created), waiting up to 5
-    /// minutes for every pod, with each of `values` passed as `--set`.
+    /// minutes for every pod, with each of `values` passed as `--set`. The operator listens
+    /// on its pod IP ([`LISTEN_ON_POD_IP`]): the process kubelet's pods share one network.
     pub fn helm_install(&self, release: &str, namespace: &str, values: &[&str]) -> Output {
+        let mut values = values.to_vec();
+        values.push(LISTEN_ON_POD_IP);
+        self.helm_install_chart("charts/deposito", release, namespace, &values)
+    }
+
+    /// `helm install` of the chart in folder `chart` (one that may predate
+    /// [`LISTEN_ON_POD_IP`]), with each of `values` passed as `--set`.
+    pub fn helm_install_chart(
+        &self,
+        chart: &str,
+        release: &str,
+        namespace: &str,
+        values: &[&str],
+    ) -> Output {
         let mut args = vec![
             "install",
             release,
-            "charts/deposito",
+            chart,
             "-n",
             namespace,
             "--create-namespace",
@@ -125,6 +143,49 @@ impl KubeCluster {
             args.extend(["--set", value]);
         }
         self.helm(&args)
+    }
+
+    /// `kubectl apply` of an inline StoredFile.
+    pub fn apply_inline(&self, namespace: &str, name: &str, replicas: u32, content: &str) {
+        let yaml = format!(
+            "apiVersion: deposito.io/v1alpha1\nkind: StoredFile\nmetadata: {{name: {name}}}\n\
+             spec:\n  replicas: {replicas}\n  source:\n    inline: {}\n",
+            serde_json::to_string(content).expect("a string serializes")
+        );
+        let out = self.apply(namespace, &yaml);
+        assert!(out.ok(), "apply {namespace}/{name}: {out}");
+    }
+
+    /// Waits (up to `timeout`) until `namespace/name` is Ready at `n` copies for its current
+    /// generation and exactly `n` claims hold `content` (and no other content); returns them.
+    pub fn wait_copies(
+        &self,
+        namespace: &str,
+        name: &str,
+        content: &[u8],
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<String> {
+        let sha = deposito_api::sha256_hex(content);
+        wait_sync(
+            &format!("{namespace}/{name} at {n} copies"),
+            timeout,
+            || {
+                let sf = self.get_json(namespace, "sf", name).unwrap_or_default();
+                let st = &sf["status"];
+                let holders = self.holders(namespace, name, &sha, content);
+                let converged = st["phase"] == "Ready"
+                    && st["readyReplicas"] == n as u64
+                    && st["observedGeneration"] == sf["metadata"]["generation"]
+                    && holders.len() == n
+                    && self.any_copies(namespace, name).len() == n;
+                if converged {
+                    Ok(holders)
+                } else {
+                    Err(format!("status {st}, holders on disk {holders:?}"))
+                }
+            },
+        )
     }
 
     /// A resource as JSON (`None` when it does not exist).

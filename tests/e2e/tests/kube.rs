@@ -572,7 +572,7 @@ fn operator_end_to_end_on_a_real_control_plane() {
     wait_sync("orphan collection paused and shown", WAIT, || {
         let (_, ip) = env.operator_pod();
         let ready = curl(&format!("http://{ip}:7800/readyz"));
-        let metrics = curl(&format!("http://{ip}:7800/metrics"));
+        let metrics = curl(&format!("http://{ip}:9090/metrics"));
         let paused =
             deposito_e2e::metrics::sum(&metrics, "deposito_operator_orphan_collection_paused", &[]);
         (ready.contains("\"orphanCollection\":\"paused") && paused == 1.0)
@@ -706,7 +706,7 @@ fn forced_deletion_then_restored_from_the_trash(env: &Env, hello: &str) {
         "the trashed files, renamed back"
     );
     let (_, ip) = env.operator_pod();
-    let text = curl(&format!("http://{ip}:7800/metrics"));
+    let text = curl(&format!("http://{ip}:9090/metrics"));
     let actions = |kind: &str| {
         deposito_e2e::metrics::sum(&text, "deposito_operator_actions_total", &[("kind", kind)])
     };

@@ -1,6 +1,6 @@
 //! One container: building its launch, running it with restarts, probing it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,9 @@ pub fn should_restart(policy: &str, code: i32) -> bool {
 }
 
 type LaunchError = (String, String);
+
+/// Where the pod's hosts file is bind-mounted in each container.
+const HOSTS_TARGET: &str = "/etc/hosts";
 
 /// Everything needed to start the container now (fetches secrets and config maps).
 pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchError> {
@@ -91,6 +94,25 @@ pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchEr
         ),
     };
     let mut mounts = Vec::new();
+    // The pod's managed hosts file (Service names in place of cluster DNS, see `hosts`),
+    // first so that a volume mounted over /etc wins, and not when the container mounts a
+    // volume at /etc/hosts itself (as the real kubelet).
+    let own_hosts = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| Path::new(&m.mount_path) == Path::new(HOSTS_TARGET));
+    if !own_hosts {
+        let source = pc
+            .write_hosts()
+            .await
+            .map_err(|e| cfg_err(format!("writing the hosts file: {e:#}")))?;
+        mounts.push(Mount {
+            source,
+            target: PathBuf::from(HOSTS_TARGET),
+            read_only: false,
+        });
+    }
     for m in c.volume_mounts.iter().flatten() {
         let base = vols.get(&m.name).ok_or_else(|| {
             cfg_err(format!(

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod container;
 pub mod env;
+pub mod hosts;
 pub mod ipam;
 pub mod mount_targets;
 pub mod node;
@@ -38,6 +39,9 @@ pub struct Ctx {
     pub ipam: Mutex<ipam::Ipam>,
     /// The nodes this kubelet registers and serves (at least one).
     pub nodes: Vec<NodeSpec>,
+    /// Services, Pods and EndpointSlices of the cluster (one reflector each, for all pods),
+    /// for the hosts files.
+    pub hosts: hosts::Sources,
 }
 
 impl Ctx {
@@ -74,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let client = Client::try_from(config)?;
     let cluster = cluster::ClusterInfo::from_kubeconfig(&cli.kubeconfig)?;
     let ipam = ipam::Ipam::new(&cli.ip_prefix, Some(state_dir.join("pod-ips.json")))?;
+    let (hosts_sources, hosts_tasks) = hosts::Sources::start(&client);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         cli: cli.clone(),
@@ -81,6 +86,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         state_dir,
         ipam: Mutex::new(ipam),
         nodes: nodes.clone(),
+        hosts: hosts_sources,
     });
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     tracing::info!(nodes = %names.join(","), server = %ctx.cluster.server, state = %ctx.state_dir.display(), "process kubelet starting");
@@ -103,5 +109,8 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     sched.abort();
     pods.abort();
+    for t in &hosts_tasks {
+        t.abort();
+    }
     Ok(())
 }

@@ -257,4 +257,60 @@ mod tests {
         assert!(!target.exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
+
+    #[tokio::test]
+    async fn hosts_file_bind_mount_resolves_and_follows_rewrites() {
+        if !Path::new("/usr/bin/getent").exists() && !Path::new("/bin/getent").exists() {
+            eprintln!("skipping: no getent");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("kubelet-hosts-mnt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let hosts = base.join("etc-hosts");
+        crate::hosts::write_in_place(&hosts, b"127.0.0.1\tlocalhost\n127.0.100.4\tgw.d.svc\n")
+            .unwrap();
+        let l = Launch {
+            binary: "/bin/sh".into(),
+            argv0: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "getent hosts gw.d.svc; while ! grep -q 127.0.100.5 /etc/hosts; do sleep 0.05; done; getent hosts gw.d.svc".into(),
+            ],
+            env: vec![],
+            working_dir: None,
+            mounts: vec![Mount {
+                source: hosts.clone(),
+                target: "/etc/hosts".into(),
+                read_only: false,
+            }],
+            log_path: base.join("log"),
+        };
+        let (mut child, _lease) = match spawn(&l) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skipping (no mount namespaces here?): {e}");
+                return;
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Rewritten in place: the running container sees the new text.
+        crate::hosts::write_in_place(&hosts, b"127.0.100.5\tgw.d.svc\n").unwrap();
+        let st = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("container sees the rewritten hosts file")
+            .unwrap();
+        assert_eq!(exit_code(&st), (0, None));
+        let out = std::fs::read_to_string(base.join("log")).unwrap();
+        let ips: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(ips, ["127.0.100.4", "127.0.100.5"], "{out}");
+        // The host's own /etc/hosts is untouched.
+        assert!(!std::fs::read_to_string("/etc/hosts")
+            .unwrap()
+            .contains("gw.d.svc"));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

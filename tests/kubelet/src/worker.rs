@@ -14,7 +14,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::env::PodFacts;
 use crate::status::{build_status, ContainerSnap, PodView};
-use crate::{container, volumes, Ctx};
+use crate::volumes::Pass;
+use crate::{container, hosts, volumes, Ctx};
 
 /// Longest grace period honoured on deletion.
 pub const MAX_GRACE: Duration = Duration::from_secs(10);
@@ -31,6 +32,10 @@ pub struct PodCtx {
     pub changed: Notify,
     volumes: tokio::sync::Mutex<Option<HashMap<String, PathBuf>>>,
     kubeconfig: tokio::sync::Mutex<Option<Option<PathBuf>>>,
+    /// Held while the hosts file is written (container starts and the refresher both do).
+    hosts_lock: Mutex<()>,
+    /// The last refresh error logged, so a lasting one is logged once.
+    refresh_error: Mutex<Option<String>>,
     /// Some(grace) once the pod is stopping.
     pub stop: watch::Receiver<Option<Duration>>,
 }
@@ -97,18 +102,90 @@ impl PodCtx {
         Ok(k)
     }
 
-    /// Re-request tokens and re-write secret/configMap contents.
-    async fn refresh(&self) {
-        if self.volumes.lock().await.is_some() {
-            match volumes::prepare(&self.ctx, &self.pod(), &self.uid, &self.facts).await {
-                Ok(v) => *self.volumes.lock().await = Some(v),
-                Err(e) => tracing::warn!(pod = %self.name, error = %e, "refreshing volumes"),
+    /// Whether every container is done (the pod is Succeeded or Failed).
+    fn finished(&self) -> bool {
+        let snaps = self.snaps.lock().expect("pod worker state lock");
+        !snaps.is_empty() && snaps.iter().all(|s| s.done)
+    }
+
+    /// The pod's hosts file on the host (bind-mounted over each container's `/etc/hosts`).
+    pub fn hosts_path(&self) -> PathBuf {
+        volumes::pod_dir(&self.ctx, &self.uid).join("etc-hosts")
+    }
+
+    /// Render the hosts file from the cluster's Services, Pods and EndpointSlices and write it
+    /// if it changed (in place: running containers have it bind-mounted). Returns its path.
+    pub async fn write_hosts(&self) -> Result<PathBuf> {
+        // Right after a kubelet start, give the first lists a moment to arrive.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), self.ctx.hosts.wait_until_ready()).await;
+        let facts = hosts::PodHosts::of(&self.pod(), &self.facts.pod_ip);
+        let text = hosts::render(&facts, &self.ctx.hosts.services());
+        let path = self.hosts_path();
+        let _g = self.hosts_lock.lock().expect("hosts file lock");
+        if hosts::write_in_place(&path, text.as_bytes())? {
+            tracing::debug!(pod = %self.name, "hosts file written");
+        }
+        Ok(path)
+    }
+
+    /// Re-write the secret/configMap/projected/downwardAPI volume contents and, in a full
+    /// pass, re-request the service-account tokens.
+    async fn refresh(&self, pass: Pass) {
+        if self.volumes.lock().await.is_none() {
+            return;
+        }
+        let mut res = volumes::refresh(&self.ctx, &self.pod(), &self.uid, &self.facts, pass).await;
+        if pass == Pass::Full && matches!(&*self.kubeconfig.lock().await, Some(Some(_))) {
+            if let Err(e) = volumes::write_kubeconfig(&self.ctx, &self.pod(), &self.uid).await {
+                res = Err(e.context("refreshing kubeconfig token"));
             }
         }
-        if matches!(&*self.kubeconfig.lock().await, Some(Some(_))) {
-            if let Err(e) = volumes::write_kubeconfig(&self.ctx, &self.pod(), &self.uid).await {
-                tracing::warn!(pod = %self.name, error = %e, "refreshing kubeconfig token");
+        let msg = res.err().map(|e| format!("{e:#}"));
+        let mut last = self.refresh_error.lock().expect("pod worker state lock");
+        if msg != *last {
+            match &msg {
+                Some(m) => tracing::warn!(pod = %self.name, error = %m, "refreshing volumes"),
+                None => tracing::info!(pod = %self.name, "refreshing volumes works again"),
             }
+            *last = msg;
+        }
+    }
+}
+
+/// While the pod runs: re-render the hosts file every [`hosts::HOSTS_REFRESH`], re-read
+/// Secret/ConfigMap volume contents every [`volumes::CONTENTS_REFRESH`] and request new
+/// tokens every [`volumes::TOKEN_REFRESH`]. Stops with the pod; idle once it has finished.
+async fn refresher(pc: Arc<PodCtx>) {
+    use tokio::time::{interval_at, Instant, MissedTickBehavior};
+    let mut stop = pc.stop.clone();
+    let start = Instant::now();
+    let every = |d: Duration| {
+        let mut i = interval_at(start + d, d);
+        i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        i
+    };
+    let (mut hosts_tick, mut contents_tick, mut tokens_tick) = (
+        every(hosts::HOSTS_REFRESH),
+        every(volumes::CONTENTS_REFRESH),
+        every(volumes::TOKEN_REFRESH),
+    );
+    loop {
+        if stop.borrow().is_some() {
+            return;
+        }
+        tokio::select! {
+            r = stop.changed() => if r.is_err() { return },
+            _ = hosts_tick.tick() => {
+                // Only once a container start has written it.
+                if !pc.finished() && pc.hosts_path().exists() {
+                    if let Err(e) = pc.write_hosts().await {
+                        tracing::warn!(pod = %pc.name, error = %e, "refreshing hosts file");
+                    }
+                }
+            }
+            _ = contents_tick.tick() => if !pc.finished() { pc.refresh(Pass::Contents).await },
+            _ = tokens_tick.tick() => if !pc.finished() { pc.refresh(Pass::Full).await },
         }
     }
 }
@@ -274,6 +351,8 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         changed: Notify::new(),
         volumes: tokio::sync::Mutex::new(None),
         kubeconfig: tokio::sync::Mutex::new(None),
+        hosts_lock: Mutex::new(()),
+        refresh_error: Mutex::new(None),
         stop: stop_rx,
     });
     let start_time = pod
@@ -288,22 +367,20 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         init_count: inits.len(),
     };
 
-    let tasks = vec![tokio::spawn(container::run_all(
-        pc.clone(),
-        inits,
-        spec.containers.clone(),
-        policy,
-    ))];
-    let mut refresh = tokio::time::interval_at(
-        tokio::time::Instant::now() + volumes::TOKEN_REFRESH,
-        volumes::TOKEN_REFRESH,
-    );
+    let tasks = vec![
+        tokio::spawn(container::run_all(
+            pc.clone(),
+            inits,
+            spec.containers.clone(),
+            policy,
+        )),
+        tokio::spawn(refresher(pc.clone())),
+    ];
     let deleted: bool = loop {
         writer.sync(&pc).await;
         tokio::select! {
             _ = pc.changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = refresh.tick() => pc.refresh().await,
             r = updates.changed() => {
                 let cur = if r.is_err() { None } else { updates.borrow_and_update().clone() };
                 match cur {

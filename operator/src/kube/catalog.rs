@@ -185,11 +185,11 @@ impl KubeCatalog {
     /// (for resources created by hand with another name) the first by resource name.
     fn find(&self, namespace: &str, file_name: &str) -> Option<std::sync::Arc<StoredFile>> {
         let mapped = resource_name(file_name);
-        let resources = self.names.resources(namespace, file_name);
-        let mut candidates: Vec<&String> = resources.iter().filter(|r| **r == mapped).collect();
-        candidates.extend(resources.iter().filter(|r| **r != mapped));
-        candidates
-            .into_iter()
+        let mut resources = self.names.resources(namespace, file_name);
+        // Stable: the mapped name first, the others in name order.
+        resources.sort_by_key(|r| *r != mapped);
+        resources
+            .iter()
             .filter_map(|name| self.cached(namespace, name))
             .find(|sf| file_name_of(sf) == file_name)
     }
@@ -201,11 +201,6 @@ impl KubeCatalog {
             .into_iter()
             .filter(|sf| sf.namespace().as_deref() == Some(namespace))
             .collect()
-    }
-
-    /// How many StoredFiles the gateway's index holds.
-    pub fn indexed(&self) -> usize {
-        self.names.len()
     }
 
     fn record(sf: &StoredFile) -> Result<FileRecord, CatalogError> {

@@ -93,7 +93,7 @@ fn conditions_of(
                 observed_generation: generation,
                 last_transition_time: since,
                 reason,
-                message: c.message.chars().take(MAX_CONDITION_MESSAGE / 4).collect(),
+                message: c.message.chars().take(MAX_CONDITION_MESSAGE).collect(),
             }
         })
         .collect()

@@ -12,9 +12,6 @@ use serde_json::Value;
 use crate::proc::{self, Output, Proc};
 use crate::wait::wait_sync;
 
-/// The chart value that makes the operator listen on its pod IP instead of every address.
-pub const LISTEN_ON_POD_IP: &str = "operator.listenHost=$(POD_IP)";
-
 /// The repository root (this crate lives in `tests/e2e`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -111,16 +108,13 @@ impl KubeCluster {
     }
 
     /// `helm install RELEASE charts/deposito` into `namespace` (created), waiting up to 5
-    /// minutes for every pod, with each of `values` passed as `--set`. The operator listens
-    /// on its pod IP ([`LISTEN_ON_POD_IP`]): the process kubelet's pods share one network.
+    /// minutes for every pod, with each of `values` passed as `--set`. The chart's defaults
+    /// listen on every address; the process kubelet turns that into each pod's own IP.
     pub fn helm_install(&self, release: &str, namespace: &str, values: &[&str]) -> Output {
-        let mut values = values.to_vec();
-        values.push(LISTEN_ON_POD_IP);
-        self.helm_install_chart("charts/deposito", release, namespace, &values)
+        self.helm_install_chart("charts/deposito", release, namespace, values)
     }
 
-    /// `helm install` of the chart in folder `chart` (one that may predate
-    /// [`LISTEN_ON_POD_IP`]), with each of `values` passed as `--set`.
+    /// [`Self::helm_install`] of the chart in folder `chart` (e.g. an older one).
     pub fn helm_install_chart(
         &self,
         chart: &str,

@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use deposito_e2e::kube_cluster::{repo_root, KubeCluster, LISTEN_ON_POD_IP};
+use deposito_e2e::kube_cluster::{repo_root, KubeCluster};
 use deposito_e2e::proc;
 use deposito_e2e::wait::wait_sync;
 use serde_json::Value;
@@ -76,8 +76,6 @@ fn upgrade(k: &KubeCluster, extra: &[&str]) -> proc::Output {
         "--wait",
         "--timeout",
         "10m",
-        "--set",
-        LISTEN_ON_POD_IP,
     ];
     for value in extra {
         args.extend(["--set", value]);

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::cli::resolve_binary;
-use crate::env::{build_env, expand_argv, referenced_objects, Sources};
+use crate::env::{build_env, confine_wildcards, expand_argv, referenced_objects, Sources};
 use crate::probes::{probe_config, run_once, ProbeCfg, Tracker};
 use crate::process::{self, Launch, Mount};
 use crate::status::CState;
@@ -80,6 +80,9 @@ pub async fn build_launch(pc: &PodCtx, c: &Container) -> Result<Launch, LaunchEr
         env.set("KUBECONFIG", k.display().to_string());
     }
     let (command, args) = expand_argv(c, &env);
+    let confine = |a: String| confine_wildcards(&a, &pc.facts.pod_ip);
+    let command: Vec<String> = command.into_iter().map(confine).collect();
+    let args: Vec<String> = args.into_iter().map(confine).collect();
     let image = c.image.clone().unwrap_or_default();
     let binary = resolve_binary(&pc.ctx.cli.images, &image, &command)
         .map_err(|e| ("ErrImagePull".to_string(), e))?;

@@ -258,6 +258,15 @@ pub fn expand_argv(c: &Container, env: &EnvList) -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// Pods here share the host's network, so a wildcard listen address (`[::]:PORT`,
+/// `0.0.0.0:PORT`) in an argument would listen beyond loopback and collide between pods:
+/// it becomes the pod's own loopback IP, which is what "every address" means inside a real
+/// pod's network namespace as far as other pods can tell.
+pub fn confine_wildcards(arg: &str, pod_ip: &str) -> String {
+    arg.replace("[::]:", &format!("{pod_ip}:"))
+        .replace("0.0.0.0:", &format!("{pod_ip}:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +281,24 @@ mod tests {
             "EMPTY" => Some(String::new()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn wildcard_listen_addresses_become_the_pod_ip() {
+        let ip = "127.0.100.4";
+        assert_eq!(
+            confine_wildcards("--listen=[::]:7800", ip),
+            "--listen=127.0.100.4:7800"
+        );
+        assert_eq!(
+            confine_wildcards("--listen=0.0.0.0:9090", ip),
+            "--listen=127.0.100.4:9090"
+        );
+        assert_eq!(
+            confine_wildcards("--listen=127.0.100.4:7070", ip),
+            "--listen=127.0.100.4:7070"
+        );
+        assert_eq!(confine_wildcards("plain", ip), "plain");
     }
 
     #[test]

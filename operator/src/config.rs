@@ -137,12 +137,20 @@ pub struct KubeArgs {
     /// Port replicas serve on, when their pod declares no container port named `api`.
     #[arg(long, env = "DEPOSITO_REPLICA_PORT", default_value_t = 7070)]
     pub replica_port: u16,
-    /// File holding the client token (mounted from a Secret).
+    /// File holding the client token (mounted from a Secret). Reread when it changes: the
+    /// new token is in force at once and the old one refused.
     #[arg(long, env = "DEPOSITO_TOKEN_FILE")]
     pub token_file: PathBuf,
-    /// File holding the replica token (mounted from a Secret).
+    /// File holding the replica token (mounted from a Secret). Reread when it changes; the
+    /// replicas accept the previous one for their `--previous-token-grace-secs`.
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
     pub replica_token_file: PathBuf,
+    /// After the replica token file changes, seconds during which the operator presents the
+    /// previous token (the first half) and the replicas accept it (all of it): the same value
+    /// as the replicas' `--previous-token-grace-secs`.
+    #[arg(long, env = "DEPOSITO_PREVIOUS_TOKEN_GRACE_SECS",
+          default_value_t = deposito_util::token::DEFAULT_PREVIOUS_TOKEN_GRACE_SECS)]
+    pub previous_token_grace_secs: u64,
     /// Scoped client tokens (mounted from a Secret), one per line: `TOKEN NAMESPACES ACCESS`
     /// (NAMESPACES `*` or `a,b`; ACCESS `read-only` or `read-write`). Reread when it changes;
     /// the token of --token-file keeps full access.

@@ -1,11 +1,13 @@
 //! HTTP client for the replica API, used by the reconcile loop and the gateway.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deposito_api::replica::{
     ChangePage, FetchRequest, InventoryPage, ObjectInfo, PullRequest, RegisterRequest,
 };
 use deposito_api::{ErrorBody, ErrorCode, FileKey, HEADER_SHA256};
+use deposito_util::token::LiveToken;
 use reqwest::StatusCode;
 
 /// Failure talking to a replica.
@@ -76,7 +78,7 @@ impl From<reqwest::Error> for ReplicaClientError {
 #[derive(Clone)]
 pub struct ReplicaClient {
     http: reqwest::Client,
-    token: String,
+    token: Arc<LiveToken>,
 }
 
 /// Percent-encodes one path segment (file names may hold spaces, `%`, `?`, `#`...).
@@ -108,8 +110,15 @@ pub fn version_url(base: &str, key: &FileKey, sha256: &str) -> String {
 }
 
 impl ReplicaClient {
-    /// Builds a client. Control requests time out; data requests only time out when idle.
+    /// Builds a client presenting `token`, which never changes.
     pub fn new(token: String) -> Self {
+        Self::following(LiveToken::new(token, Duration::ZERO))
+    }
+
+    /// Builds a client presenting whatever `token` holds at each request (a token file
+    /// followed by [`deposito_util::token::TokenFileReload`]). Control requests time out;
+    /// data requests only time out when idle.
+    pub fn following(token: Arc<LiveToken>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .read_timeout(Duration::from_secs(120))
@@ -122,11 +131,6 @@ impl ReplicaClient {
     /// The raw HTTP client, for streaming requests built by the gateway.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
-    }
-
-    /// The bearer token replicas expect.
-    pub fn token(&self) -> &str {
-        &self.token
     }
 
     async fn check(response: reqwest::Response) -> Result<reqwest::Response, ReplicaClientError> {
@@ -154,7 +158,7 @@ impl ReplicaClient {
             let mut request = self
                 .http
                 .get(format!("{}/v1/inventory", base.trim_end_matches('/')))
-                .bearer_auth(&self.token)
+                .bearer_auth(self.token.presented())
                 .timeout(Duration::from_secs(30))
                 .query(&[("limit", "10000")]);
             if let Some(cursor) = &after {
@@ -194,7 +198,7 @@ impl ReplicaClient {
                 "{}/v1/inventory/changes",
                 base.trim_end_matches('/')
             ))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .timeout(wait + Duration::from_secs(15))
             .query(&[
                 ("epoch", epoch.to_string()),
@@ -210,7 +214,7 @@ impl ReplicaClient {
         let request = self
             .http
             .get(format!("{}/v1/info", base.trim_end_matches('/')))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .timeout(Duration::from_secs(10));
         Ok(Self::check(request.send().await?).await?.json().await?)
     }
@@ -225,7 +229,7 @@ impl ReplicaClient {
         let response = self
             .http
             .head(version_url(base, key, sha256))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .timeout(Duration::from_secs(10))
             .send()
             .await?;
@@ -250,7 +254,7 @@ impl ReplicaClient {
         let request = self
             .http
             .post(format!("{}/fetch", object_url(base, key)))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .json(&FetchRequest {
                 url: url.to_string(),
                 sha256: sha256.map(str::to_string),
@@ -270,7 +274,7 @@ impl ReplicaClient {
         let request = self
             .http
             .post(format!("{}/pull", version_url(target, key, sha256)))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .json(&PullRequest {
                 source: source.to_string(),
             });
@@ -289,7 +293,7 @@ impl ReplicaClient {
         let response = self
             .http
             .post(format!("{}/trash", version_url(base, key, sha256)))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .timeout(Duration::from_secs(30))
             .send()
             .await?;
@@ -311,7 +315,7 @@ impl ReplicaClient {
         let request = self
             .http
             .post(format!("{}/restore", version_url(base, key, sha256)))
-            .bearer_auth(&self.token);
+            .bearer_auth(self.token.presented());
         Ok(Self::check(request.send().await?).await?.json().await?)
     }
 
@@ -326,7 +330,7 @@ impl ReplicaClient {
         let response = self
             .http
             .delete(version_url(base, key, sha256))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .timeout(Duration::from_secs(30))
             .send()
             .await?;
@@ -349,7 +353,7 @@ impl ReplicaClient {
         let mut request = self
             .http
             .put(object_url(base, key))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token.presented())
             .body(body);
         if let Some(sha) = expected_sha256 {
             request = request.header(HEADER_SHA256, sha);
@@ -372,7 +376,7 @@ impl ReplicaClient {
         let mut request = self
             .http
             .get(version_url(base, key, sha256))
-            .bearer_auth(&self.token);
+            .bearer_auth(self.token.presented());
         if let Some(range) = range {
             request = request.header(reqwest::header::RANGE, range);
         }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use deposito_api::replica::RegisterRequest;
+use deposito_util::token::LiveToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -15,7 +16,8 @@ use crate::storage::Store;
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub token: String,
+    /// The replica token: presented to peers and the operator, checked on every request.
+    pub token: Arc<LiveToken>,
     pub id: String,
     pub advertise_url: String,
     pub store: Arc<Store>,
@@ -32,7 +34,7 @@ pub type AppState = Arc<App>;
 impl App {
     pub fn new(
         config: Config,
-        token: String,
+        token: Arc<LiveToken>,
         id: String,
         advertise_url: String,
         store: Store,

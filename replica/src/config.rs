@@ -43,6 +43,20 @@ pub struct Config {
     /// [`Config::resolve_token`]; never a command-line flag.
     #[arg(skip)]
     pub token: Option<String>,
+    /// The token file to follow while running: set by [`Config::resolve_token`] when the
+    /// token came from `--token-file`. A change (a Secret updated in place) puts the new
+    /// token in force without a restart.
+    #[arg(skip)]
+    pub token_reload: Option<PathBuf>,
+    /// After the token file changes, how long the previous token is still accepted, in
+    /// seconds (the operator and the other replicas see a Secret change at different
+    /// moments).
+    #[arg(
+        long,
+        env = "DEPOSITO_PREVIOUS_TOKEN_GRACE_SECS",
+        default_value_t = 600
+    )]
+    pub previous_token_grace_secs: u64,
     /// Operator base URL to register with and send heartbeats to.
     #[arg(long, env = "DEPOSITO_REGISTER")]
     pub register: Option<String>,
@@ -150,7 +164,8 @@ impl Config {
         }
         if let Some(path) = self.token_file.clone() {
             self.token = Some(read_token_file(&path)?);
-            return Ok(TokenSource::ReplicaVariable);
+            self.token_reload = Some(path);
+            return Ok(TokenSource::File);
         }
         let [client_token, client_token_file] = CLIENT_TOKEN_ENVS;
         if let Some(t) = non_empty_env(client_token) {
@@ -178,8 +193,10 @@ impl Config {
 pub enum TokenSource {
     /// Already in the configuration (library use).
     Given,
-    /// `DEPOSITO_REPLICA_TOKEN` or `--token-file`/`DEPOSITO_REPLICA_TOKEN_FILE`.
+    /// `DEPOSITO_REPLICA_TOKEN`.
     ReplicaVariable,
+    /// `--token-file`/`DEPOSITO_REPLICA_TOKEN_FILE`, followed while running.
+    File,
     /// The client's variable of this name, as a deprecated fallback.
     ClientVariable(&'static str),
 }
@@ -334,8 +351,9 @@ mod tests {
         std::fs::write(&f, "secret\n").unwrap();
         let mut c = Config::parse_from(["deposito-replica", "--token-file", f.to_str().unwrap()]);
         if std::env::var(TOKEN_ENV).is_err() {
-            c.resolve_token().unwrap();
+            assert_eq!(c.resolve_token().unwrap(), TokenSource::File);
             assert_eq!(c.token().unwrap(), "secret");
+            assert_eq!(c.token_reload.as_deref(), Some(f.as_path()), "followed");
         }
     }
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deposito_util::shutdown::shutdown_signal;
+use deposito_util::token::{LiveToken, TokenFileReload};
 use deposito_util::worker::Workers;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +105,11 @@ impl Running {
 
 /// Opens the store, binds `config.listen` and serves in the background.
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
-    let token = config.token()?.to_string();
+    let token = LiveToken::new(
+        config.token()?,
+        Duration::from_secs(config.previous_token_grace_secs),
+    );
+    let token_reload = config.token_reload.clone();
     let slot = match &config.data_slots {
         Some(root) => {
             let claim = config::claim_slot(root)?;
@@ -147,6 +152,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let app = Arc::new(App::new(config, token, id, advertise, store, roots));
     let cancel = CancellationToken::new();
     let workers = Workers::new(cancel.child_token(), app.metrics.workers.clone());
+    if let Some(path) = token_reload {
+        workers.spawn(TokenFileReload::new("replica", app.token.clone(), path));
+    }
     workers.spawn(scrub::worker::ScrubWorker::new(
         app.scrubber.clone(),
         app.store.clone(),

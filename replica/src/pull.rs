@@ -52,7 +52,7 @@ pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written>
     let resp = app
         .http
         .get(url.clone())
-        .bearer_auth(&app.token)
+        .bearer_auth(app.token.presented())
         .send()
         .await
         .map_err(|e| Error::PullFailed(format!("GET {url}: {e}")))?;

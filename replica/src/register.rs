@@ -18,7 +18,7 @@ pub async fn register_once(app: &AppState, base: &str) -> anyhow::Result<Option<
     let resp = app
         .http
         .post(&url)
-        .bearer_auth(&app.token)
+        .bearer_auth(app.token.presented())
         .timeout(Duration::from_secs(10))
         .json(&body)
         .send()

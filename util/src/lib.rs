@@ -3,7 +3,7 @@
 //! - [`worker`]: background loops as named workers run by one [`worker::Workers`] runner
 //!   (status, pacing, cancellation on shutdown, metrics).
 //! - [`shutdown`]: waiting for SIGINT or SIGTERM.
-//! - [`token`]: reading a bearer token from a file.
+//! - [`token`]: reading a bearer token from a file, and following the file as it changes.
 //! - [`clock`]: seconds since the Unix epoch.
 //! - [`net`]: listen addresses (`[::]` is every address of both families; a bare IPv6 pod IP
 //!   followed by `:port` parses too).

@@ -1,6 +1,30 @@
-//! Bearer tokens kept in files (a Secret volume, the local data directory).
+//! Bearer tokens kept in files (a Secret volume, the local data directory), and tokens that
+//! follow their file: [`LiveToken`] holds the token in force (and, for a grace period after a
+//! change, the one before it), [`TokenFileReload`] rereads the file when it changes.
+//!
+//! Why a grace period: a Secret updated in place reaches each pod's volume on its own
+//! schedule (a real kubelet takes up to a minute or two), so the operator and each replica
+//! see the new replica token at different moments. The usual two-phase rotation follows from
+//! one rule applied by everyone: after seeing the change, accept both tokens for the grace
+//! period, and keep presenting the previous one for the first half of it. Whoever has not
+//! seen the change yet still presents and accepts the old token only, which everyone
+//! accepts; once the first half has passed for everyone, everyone has both and presents the
+//! new one; at the end of the grace the old token is refused. This holds as long as every
+//! pod sees the change within half the grace (600 s by default).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use subtle::ConstantTimeEq;
+
+use crate::worker::{Next, StepError, Worker};
+
+/// The default grace for a replaced token (`--previous-token-grace-secs`).
+pub const DEFAULT_PREVIOUS_TOKEN_GRACE_SECS: u64 = 600;
+
+/// How often [`TokenFileReload`] looks at its file.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Why a token file can't be used.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +52,196 @@ pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
     Ok(token.to_string())
 }
 
+/// A bearer token that may change while the process runs.
+#[derive(Debug)]
+pub struct LiveToken {
+    grace: Duration,
+    state: RwLock<TokenState>,
+}
+
+#[derive(Debug)]
+struct TokenState {
+    current: Arc<str>,
+    /// The token replaced last and when, accepted until `grace` has passed.
+    previous: Option<(Arc<str>, Instant)>,
+}
+
+impl LiveToken {
+    /// `token`, with the previous one accepted for `grace` after a change (zero: refused
+    /// at once).
+    pub fn new(token: impl Into<Arc<str>>, grace: Duration) -> Arc<LiveToken> {
+        Arc::new(LiveToken {
+            grace,
+            state: RwLock::new(TokenState {
+                current: token.into(),
+                previous: None,
+            }),
+        })
+    }
+
+    /// The token in force (the newest one seen).
+    pub fn current(&self) -> Arc<str> {
+        self.state.read().expect("token lock").current.clone()
+    }
+
+    /// The token to present to others: the previous one during the first half of the grace
+    /// after a change (peers that have not seen the change yet accept only that one), the
+    /// current one otherwise.
+    pub fn presented(&self) -> Arc<str> {
+        let state = self.state.read().expect("token lock");
+        match &state.previous {
+            Some((previous, since)) if since.elapsed() < self.grace / 2 => previous.clone(),
+            _ => state.current.clone(),
+        }
+    }
+
+    /// Whether `presented` is the current token or, within the grace period, the previous
+    /// one. Constant time in the tokens' contents.
+    pub fn accepts(&self, presented: &[u8]) -> bool {
+        let state = self.state.read().expect("token lock");
+        let current: bool = presented.ct_eq(state.current.as_bytes()).into();
+        let previous: bool = state.previous.as_ref().is_some_and(|(token, since)| {
+            let matches: bool = presented.ct_eq(token.as_bytes()).into();
+            matches && since.elapsed() < self.grace
+        });
+        current | previous
+    }
+
+    /// Puts `token` in force; the one it replaces stays accepted for the grace period.
+    /// Returns false (and changes nothing) when `token` is already the current one.
+    pub fn replace(&self, token: &str) -> bool {
+        let mut state = self.state.write().expect("token lock");
+        if &*state.current == token {
+            return false;
+        }
+        let old = std::mem::replace(&mut state.current, Arc::from(token));
+        state.previous = Some((old, Instant::now()));
+        true
+    }
+}
+
+/// What identifies a version of a file (a Secret volume swaps a symlink, which changes the
+/// target's modification time and usually its size).
+pub fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// `token-reload-<what>`: rereads a token file whenever it changes (checked every
+/// [`RELOAD_EVERY`]) and puts the new token in force. A file that can't be read or is empty
+/// leaves the token in force and is logged as an error.
+pub struct TokenFileReload {
+    what: &'static str,
+    token: Arc<LiveToken>,
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl TokenFileReload {
+    /// Follows `path`, whose content is in `token` now; `what` names the token in logs and
+    /// in the worker's name (`client`, `replica`).
+    pub fn new(what: &'static str, token: Arc<LiveToken>, path: PathBuf) -> Self {
+        let seen = file_stamp(&path);
+        Self {
+            what,
+            token,
+            path,
+            seen,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for TokenFileReload {
+    fn name(&self) -> String {
+        format!("token-reload-{}", self.what)
+    }
+
+    fn first_step_after(&self) -> Duration {
+        RELOAD_EVERY
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let now = file_stamp(&self.path);
+        if now != self.seen {
+            self.seen = now;
+            match read_token_file(&self.path) {
+                Ok(token) => {
+                    if self.token.replace(&token) {
+                        tracing::info!(file = %self.path.display(), token = self.what, "token file changed: the new token is in force");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, token = self.what, "token file not reloaded; the token in force stays");
+                }
+            }
+        }
+        Ok(Next::After(RELOAD_EVERY))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_token_is_accepted_only_within_the_grace() {
+        let token = LiveToken::new("old-token", Duration::from_millis(300));
+        assert!(token.accepts(b"old-token"));
+        assert!(!token.accepts(b"new-token"));
+        assert!(
+            !token.replace("old-token"),
+            "the same token changes nothing"
+        );
+        assert_eq!(&*token.presented(), "old-token");
+        assert!(token.replace("new-token"));
+        assert_eq!(&*token.current(), "new-token");
+        assert_eq!(&*token.presented(), "old-token", "first half of the grace");
+        assert!(token.accepts(b"new-token"));
+        assert!(token.accepts(b"old-token"), "within the grace");
+        assert!(!token.accepts(b"other"));
+        assert!(!token.accepts(b""));
+        std::thread::sleep(Duration::from_millis(175));
+        assert_eq!(&*token.presented(), "new-token", "second half of the grace");
+        assert!(token.accepts(b"old-token"), "within the grace");
+        std::thread::sleep(Duration::from_millis(175));
+        assert!(!token.accepts(b"old-token"), "after the grace");
+        assert!(token.accepts(b"new-token"));
+        assert_eq!(&*token.presented(), "new-token");
+    }
+
+    #[test]
+    fn without_a_grace_the_previous_token_is_refused_at_once() {
+        let token = LiveToken::new("first-token", Duration::ZERO);
+        token.replace("second-token");
+        assert!(!token.accepts(b"first-token"));
+        assert!(token.accepts(b"second-token"));
+        assert_eq!(&*token.presented(), "second-token");
+    }
+
+    #[tokio::test]
+    async fn the_reload_worker_follows_the_file_and_keeps_the_token_on_a_bad_file() {
+        let dir = std::env::temp_dir().join(format!("deposito-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("token");
+        std::fs::write(&path, "first-token\n").expect("write");
+        let token = LiveToken::new("first-token", Duration::from_secs(60));
+        let mut worker = TokenFileReload::new("test", token.clone(), path.clone());
+        assert_eq!(worker.name(), "token-reload-test");
+        worker.step().await.expect("step");
+        assert_eq!(&*token.current(), "first-token", "unchanged file");
+        std::fs::write(&path, "second-token-longer\n").expect("write");
+        worker.step().await.expect("step");
+        assert_eq!(&*token.current(), "second-token-longer");
+        std::fs::write(&path, "  \n").expect("write");
+        worker.step().await.expect("step");
+        assert_eq!(
+            &*token.current(),
+            "second-token-longer",
+            "an empty file is ignored"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 
     #[test]
     fn trims_and_refuses_empty_and_missing_files() {

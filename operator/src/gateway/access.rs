@@ -24,12 +24,11 @@ use std::time::{Duration, SystemTime};
 
 use deposito_api::constant_time_eq;
 use deposito_api::names::validate_namespace;
+use deposito_util::token::{file_stamp, LiveToken, RELOAD_EVERY};
 use deposito_util::worker::{Next, StepError, Worker};
 
 /// Shortest token the tokens file accepts.
 pub const MIN_TOKEN_LEN: usize = 16;
-/// How often local mode looks at the tokens file for changes.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The namespaces a grant reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,19 +149,24 @@ pub fn parse_tokens_file(text: &str) -> Result<Vec<(String, Grant)>, TokensFileE
     Ok(entries)
 }
 
-/// The table of tokens the gateway accepts: a fixed token with full access plus the entries
-/// of a tokens file, swapped whole when the file changes.
+/// The table of tokens the gateway accepts: a token with full access (which may follow its
+/// file) plus the entries of a tokens file, swapped whole when the file changes.
 #[derive(Debug)]
 pub struct Tokens {
-    full_access: String,
+    full_access: Arc<LiveToken>,
     scoped: RwLock<Arc<Vec<(String, Grant)>>>,
 }
 
 impl Tokens {
     /// Only `token`, with full access.
     pub fn single(token: impl Into<String>) -> Self {
+        Self::following(LiveToken::new(token.into(), Duration::ZERO))
+    }
+
+    /// Only the full-access `token`, whatever it holds at each request.
+    pub fn following(token: Arc<LiveToken>) -> Self {
         Tokens {
-            full_access: token.into(),
+            full_access: token,
             scoped: RwLock::new(Arc::new(Vec::new())),
         }
     }
@@ -171,7 +175,7 @@ impl Tokens {
     /// answer's timing does not tell which tokens exist.
     pub fn grant(&self, presented: &str) -> Option<Grant> {
         let presented = presented.as_bytes();
-        let mut found = constant_time_eq(presented, self.full_access.as_bytes()).then(Grant::full);
+        let mut found = self.full_access.accepts(presented).then(Grant::full);
         let scoped = self.scoped.read().expect("scoped tokens lock").clone();
         for (token, grant) in scoped.iter() {
             if constant_time_eq(presented, token.as_bytes()) && found.is_none() {
@@ -200,12 +204,6 @@ impl Tokens {
     }
 }
 
-/// What identifies a version of the tokens file.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 /// `tokens-reload`: reloads the tokens file into the table whenever it changes (checked
 /// every [`RELOAD_EVERY`]). A file that can't be used leaves the previous table in force and
 /// is logged as an error.
@@ -218,7 +216,7 @@ pub struct TokensReload {
 impl TokensReload {
     /// Watches `path`, as loaded now into `tokens`.
     pub fn new(tokens: Arc<Tokens>, path: PathBuf) -> Self {
-        let seen = stamp(&path);
+        let seen = file_stamp(&path);
         Self { tokens, path, seen }
     }
 }
@@ -234,7 +232,7 @@ impl Worker for TokensReload {
     }
 
     async fn step(&mut self) -> Result<Next, StepError> {
-        let now = stamp(&self.path);
+        let now = file_stamp(&self.path);
         if now != self.seen {
             self.seen = now;
             match self.tokens.load(&self.path) {

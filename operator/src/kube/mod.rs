@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deposito_util::shutdown::shutdown_signal;
-use deposito_util::token::read_token_file;
+use deposito_util::token::{read_token_file, LiveToken, TokenFileReload};
 use deposito_util::worker::Workers;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -174,8 +174,17 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         .replica_namespace
         .clone()
         .unwrap_or(own_namespace.clone());
-    let client_token = read_token(&args.token_file, "client token")?;
-    let client_tokens = Arc::new(crate::gateway::access::Tokens::single(client_token));
+    // Both token files are followed while running: a Secret updated in place takes effect
+    // without a restart. A replaced client token is refused at once; the replica token
+    // changes in two phases (see `deposito_util::token`), since each pod sees the change at
+    // its own moment.
+    let client_token = LiveToken::new(
+        read_token(&args.token_file, "client token")?,
+        Duration::ZERO,
+    );
+    let client_tokens = Arc::new(crate::gateway::access::Tokens::following(
+        client_token.clone(),
+    ));
     if let Some(path) = &args.tokens_file {
         anyhow::ensure!(
             path.is_file(),
@@ -184,7 +193,10 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         );
         client_tokens.load(path)?;
     }
-    let replica_token = read_token(&args.replica_token_file, "replica token")?;
+    let replica_token = LiveToken::new(
+        read_token(&args.replica_token_file, "replica token")?,
+        Duration::from_secs(args.previous_token_grace_secs),
+    );
     lifecycle::check_crd(&client).await;
     let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
     let Watches {
@@ -205,7 +217,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let replicas_client = ReplicaClient::new(replica_token);
+    let replicas_client = ReplicaClient::following(replica_token.clone());
     let built = engine::build(
         engine::Seams {
             catalog: catalog.clone(),
@@ -226,6 +238,16 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         args.engine.rebalance_settings(),
     );
     workers.spawn(built.tracker.into_worker(&workers));
+    workers.spawn(TokenFileReload::new(
+        "client",
+        client_token,
+        args.token_file.clone(),
+    ));
+    workers.spawn(TokenFileReload::new(
+        "replica",
+        replica_token,
+        args.replica_token_file.clone(),
+    ));
     if let Some(path) = args.tokens_file.clone() {
         // A Secret volume is updated in place (a new target behind the same path).
         workers.spawn(TokensReload::new(client_tokens.clone(), path));

@@ -68,6 +68,82 @@ fn cstr(p: &Path) -> io::Result<CString> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
+/// Room for `/proc/self/fd/<fd>` and its NUL.
+type FdPathBuf = [u8; 32];
+
+/// Writes `/proc/self/fd/<fd>` (NUL-terminated) into `buf` without allocating (it runs in
+/// the child between fork and exec) and returns it as a C string pointer.
+fn fd_path(buf: &mut FdPathBuf, fd: libc::c_int) -> *const libc::c_char {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let mut n = fd.unsigned_abs();
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    buf[PREFIX.len() + len] = 0;
+    buf.as_ptr().cast()
+}
+
+/// `argv` and `envp` for `fexecve`, built before the fork.
+struct ExecArgs {
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and never changed.
+unsafe impl Send for ExecArgs {}
+// SAFETY: as above; nothing mutates through the pointers.
+unsafe impl Sync for ExecArgs {}
+
+impl ExecArgs {
+    fn new(argv0: &str, args: &[String], env: &[(String, String)]) -> io::Result<ExecArgs> {
+        let c =
+            |s: String| CString::new(s).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+        let argv_strings: Vec<CString> = std::iter::once(argv0.to_string())
+            .chain(args.iter().cloned())
+            .map(c)
+            .collect::<io::Result<_>>()?;
+        let env_strings: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| c(format!("{k}={v}")))
+            .collect::<io::Result<_>>()?;
+        let pointers = |v: &[CString]| {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let argv = pointers(&argv_strings);
+        let envp = pointers(&env_strings);
+        let mut strings = argv_strings;
+        strings.extend(env_strings);
+        Ok(ExecArgs {
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+
+    /// `fexecve(fd, argv, envp)`: returns only on failure (errno set).
+    fn fexecve(&self, fd: libc::c_int) {
+        // SAFETY: both arrays are NUL-terminated and point into strings `self` owns.
+        unsafe {
+            libc::fexecve(fd, self.argv.as_ptr(), self.envp.as_ptr());
+        }
+    }
+}
+
 /// Create the mount point on the host if missing: a directory, or an empty file when the source
 /// is a file. What gets created is held by `lease` and removed again when the lease goes.
 fn ensure_target(m: &Mount, lease: &mut mount_targets::Lease) -> io::Result<()> {
@@ -93,11 +169,30 @@ pub fn spawn(l: &Launch) -> io::Result<(Child, mount_targets::Lease)> {
     let log2 = log.try_clone()?;
 
     // Everything the child needs after fork is prepared here: no allocation in pre_exec.
+    // The child opens every mount source and the binary (O_PATH, close-on-exec) in its new
+    // mount namespace before it mounts anything, then mounts and executes through these
+    // descriptors, so a volume mounted over a folder on their way (an emptyDir at /tmp while
+    // the binaries and the kubelet's state live under /tmp, as in a checkout there) cannot
+    // hide them. (Descriptors opened before the unshare would not do: a bind mount from a
+    // mount of another namespace is EINVAL.)
     let mounts: Vec<(CString, CString, bool)> = l
         .mounts
         .iter()
         .map(|m| Ok((cstr(&m.source)?, cstr(&m.target)?, m.read_only)))
         .collect::<io::Result<_>>()?;
+    let mut source_fds: Vec<libc::c_int> = vec![-1; mounts.len()];
+    let mut source_paths: Vec<FdPathBuf> = vec![[0; 32]; mounts.len()];
+    let binary = cstr(&l.binary)?;
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut env = vec![
+        ("PATH".to_string(), path.clone()),
+        ("HOME".into(), "/root".into()),
+    ];
+    for (k, v) in &l.env {
+        env.retain(|(key, _)| key != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let exec = ExecArgs::new(&l.argv0, &l.args, &env)?;
     let cwd = l.working_dir.as_deref().map(cstr).transpose()?;
     let root = CString::new("/").expect("static");
     let none = CString::new("none").expect("static");
@@ -106,19 +201,12 @@ pub fn spawn(l: &Launch) -> io::Result<(Child, mount_targets::Lease)> {
     cmd.arg0(&l.argv0)
         .args(&l.args)
         .env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        )
-        .env("HOME", "/root")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log2)
         .process_group(0)
         .kill_on_drop(false);
-    for (k, v) in &l.env {
-        cmd.env(k, v);
-    }
     // SAFETY: the closure only makes async-signal-safe system calls on pre-built C strings.
     unsafe {
         cmd.pre_exec(move || {
@@ -148,9 +236,23 @@ pub fn spawn(l: &Launch) -> io::Result<(Child, mount_targets::Lease)> {
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ))?;
-            for (src, dst, ro) in &mounts {
+            for ((src, _, _), fd) in mounts.iter().zip(source_fds.iter_mut()) {
+                *fd = libc::open(src.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                if *fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            let binary_fd = libc::open(binary.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+            if binary_fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for (((_, dst, ro), fd), path) in mounts
+                .iter()
+                .zip(source_fds.iter())
+                .zip(source_paths.iter_mut())
+            {
                 check(libc::mount(
-                    src.as_ptr(),
+                    fd_path(path, *fd),
                     dst.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND | libc::MS_REC,
@@ -169,7 +271,14 @@ pub fn spawn(l: &Launch) -> io::Result<(Child, mount_targets::Lease)> {
             if let Some(cwd) = &cwd {
                 check(libc::chdir(cwd.as_ptr()))?;
             }
-            Ok(())
+            exec.fexecve(binary_fd);
+            // Only returns on failure. A script cannot run from a close-on-exec descriptor
+            // (its interpreter opens it by path, ENOENT): the exec by path that follows runs it.
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(());
+            }
+            Err(err)
         });
     }
     let child = cmd.spawn()?;
@@ -216,6 +325,21 @@ pub async fn terminate(child: &mut Child, grace: Duration) -> Option<std::proces
 mod tests {
     use super::*;
 
+    #[test]
+    fn fd_paths_are_written_in_place() {
+        let mut buf: FdPathBuf = [0xff; 32];
+        for (fd, want) in [
+            (0, "/proc/self/fd/0"),
+            (7, "/proc/self/fd/7"),
+            (1234567, "/proc/self/fd/1234567"),
+        ] {
+            let p = fd_path(&mut buf, fd);
+            // SAFETY: fd_path NUL-terminates inside `buf`.
+            let got = unsafe { std::ffi::CStr::from_ptr(p) };
+            assert_eq!(got.to_str().unwrap(), want);
+        }
+    }
+
     #[tokio::test]
     async fn runs_with_bind_mount_and_env() {
         let base = std::env::temp_dir().join(format!("kubelet-proc-{}", std::process::id()));
@@ -256,6 +380,57 @@ mod tests {
         drop(lease);
         assert!(!target.exists());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// A volume mounted over a folder holding the binary and another volume's source (an
+    /// emptyDir at /tmp with the checkout under /tmp) hides neither.
+    #[tokio::test]
+    async fn a_volume_over_the_binarys_folder_hides_neither_the_binary_nor_later_sources() {
+        let base = std::env::temp_dir().join(format!("kubelet-shadow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        std::fs::create_dir_all(base.join("secret")).unwrap();
+        std::fs::create_dir_all(base.join("empty/s")).unwrap();
+        std::fs::copy("/bin/cat", base.join("bin/cat")).unwrap();
+        std::fs::write(base.join("secret/token"), "s3cret").unwrap();
+        let logs = std::env::temp_dir().join(format!("kubelet-shadow-log-{}", std::process::id()));
+        let l = Launch {
+            binary: base.join("bin/cat"),
+            argv0: "cat".into(),
+            args: vec![base.join("s/token").display().to_string()],
+            env: vec![],
+            working_dir: None,
+            mounts: vec![
+                // `base` itself now shows the empty folder...
+                Mount {
+                    source: base.join("empty"),
+                    target: base.clone(),
+                    read_only: false,
+                },
+                // ...whose `s` gets the secret folder, mounted from a path now hidden.
+                Mount {
+                    source: base.join("secret"),
+                    target: base.join("s"),
+                    read_only: true,
+                },
+            ],
+            log_path: logs.clone(),
+        };
+        let (mut child, lease) = match spawn(&l) {
+            Ok(c) => c,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                eprintln!("skipping (no mount namespaces here): {e}");
+                return;
+            }
+            Err(e) => panic!("spawn: {e}"),
+        };
+        let st = child.wait().await.unwrap();
+        let out = std::fs::read_to_string(&logs).unwrap();
+        assert_eq!(exit_code(&st), (0, None), "{out}");
+        assert_eq!(out, "s3cret");
+        drop(lease);
+        std::fs::remove_dir_all(&base).unwrap();
+        std::fs::remove_file(&logs).unwrap();
     }
 
     #[tokio::test]

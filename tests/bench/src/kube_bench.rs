@@ -31,7 +31,7 @@ const DEPOSITS: usize = 30;
 const DEPOSIT_SIZE: usize = 4096;
 
 fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
-    let ip = operator_ip(k);
+    let (_, ip) = k.operator_pod(NS);
     let out = deposito_e2e::proc::run(
         {
             let mut c = std::process::Command::new("curl");
@@ -42,21 +42,6 @@ fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
     );
     ensure!(out.ok(), "metrics: {out}");
     Ok(out.stdout)
-}
-
-fn operator_ip(k: &KubeCluster) -> String {
-    k.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        NS,
-        "-l",
-        "app.kubernetes.io/component=operator",
-        "-o",
-        "jsonpath={.items[0].status.podIP}",
-    ])
-    .trim()
-    .to_string()
 }
 
 /// Requests by verb, from the operator's `deposito_operator_kube_api_requests_total`.
@@ -163,7 +148,7 @@ impl Gateway {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()?,
-            url: format!("http://{}:7800/v1/files/{NS}", operator_ip(k)),
+            url: format!("http://{}:7800/v1/files/{NS}", k.operator_pod(NS).1),
             token,
         })
     }

@@ -43,6 +43,26 @@ pub struct VerbLabels {
     pub verb: String,
 }
 
+/// What the heap holds, as the binary's allocator reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapFigures {
+    /// Bytes in live allocations.
+    pub allocated: u64,
+    /// Bytes of memory pages the allocator keeps resident (live data, its own metadata, and
+    /// freed pages not returned yet).
+    pub resident: u64,
+}
+
+/// Reads [`HeapFigures`] (the operator binary sets one: jemalloc's statistics).
+pub type HeapProbe = fn() -> Option<HeapFigures>;
+
+static HEAP_PROBE: std::sync::OnceLock<HeapProbe> = std::sync::OnceLock::new();
+
+/// Sets where the heap gauges come from (once per process; later calls are ignored).
+pub fn set_heap_probe(probe: HeapProbe) {
+    let _ = HEAP_PROBE.set(probe);
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -65,6 +85,8 @@ pub struct Metrics {
     pub rebalance_spread: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// The background workers: steps, errors, running, last step.
     pub workers: WorkerMetrics,
+    pub heap_allocated: Gauge,
+    pub heap_resident: Gauge,
 }
 
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -182,6 +204,18 @@ impl Default for Metrics {
                 Gauge::default(),
             ),
             workers: WorkerMetrics::registered(&mut r),
+            heap_allocated: registered(
+                &mut r,
+                "heap_allocated_bytes",
+                "Bytes in live heap allocations (0 when the allocator cannot say)",
+                Gauge::default(),
+            ),
+            heap_resident: registered(
+                &mut r,
+                "heap_resident_bytes",
+                "Bytes of pages the heap allocator keeps resident (0 when it cannot say)",
+                Gauge::default(),
+            ),
             registry: r,
         }
     }
@@ -190,6 +224,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Renders the text exposition format.
     pub fn render(&self) -> String {
+        if let Some(figures) = HEAP_PROBE.get().and_then(|probe| probe()) {
+            self.heap_allocated
+                .set(i64::try_from(figures.allocated).unwrap_or(i64::MAX));
+            self.heap_resident
+                .set(i64::try_from(figures.resident).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String never fails");

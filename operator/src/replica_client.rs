@@ -46,13 +46,12 @@ impl ReplicaClientError {
     }
 }
 
-/// A whole inventory, read page by page, and the change-feed position it is valid at.
+/// The change-feed position a whole inventory, read page by page, is valid at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub items: Vec<ObjectInfo>,
+pub struct ListingPosition {
     pub epoch: String,
-    /// Changes after this sequence number may be missing from `items`: follow the change
-    /// feed from here.
+    /// Changes after this sequence number may be missing from the listing: follow the
+    /// change feed from here.
     pub seq: u64,
 }
 
@@ -146,12 +145,16 @@ impl ReplicaClient {
         Err(ReplicaClientError::Status { status, body })
     }
 
-    /// Lists every object a replica holds, following pages. The snapshot's `seq` is the
-    /// first page's: replaying the change feed from there repairs anything that changed
-    /// while the later pages were read.
-    #[tracing::instrument(skip(self), level = "debug")]
-    pub async fn inventory(&self, base: &str) -> Result<Snapshot, ReplicaClientError> {
-        let mut items = Vec::new();
+    /// Lists every object a replica holds, following pages, each page given to `on_page`
+    /// as it arrives (no page is kept). The position's `seq` is the first page's: replaying
+    /// the change feed from there repairs anything that changed while the later pages were
+    /// read.
+    #[tracing::instrument(skip(self, on_page), level = "debug")]
+    pub async fn inventory(
+        &self,
+        base: &str,
+        mut on_page: impl FnMut(Vec<ObjectInfo>) + Send,
+    ) -> Result<ListingPosition, ReplicaClientError> {
         let mut after: Option<String> = None;
         let mut position: Option<(String, u64)> = None;
         loop {
@@ -172,12 +175,12 @@ impl ReplicaClient {
                     "replica restarted while its inventory was listed".into(),
                 ));
             }
-            items.extend(page.items);
+            on_page(page.items);
             match page.next {
                 Some(next) => after = Some(next),
                 None => {
                     let (epoch, seq) = position.expect("set on the first page");
-                    return Ok(Snapshot { items, epoch, seq });
+                    return Ok(ListingPosition { epoch, seq });
                 }
             }
         }

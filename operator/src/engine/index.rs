@@ -11,8 +11,8 @@ use deposito_api::FileKey;
 
 use crate::plan::{CopyView, ReplicaId};
 
-/// One copy, stored compactly (about 60 bytes): the replica as an index into the replica
-/// table, the digest as bytes. Converted to a [`CopyView`] only when read.
+/// One copy, stored compactly (56 bytes): the replica as an index into the replica table,
+/// the digest as bytes. Converted to a [`CopyView`] only when read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Held {
     replica: u16,
@@ -20,6 +20,22 @@ struct Held {
     size: u64,
     stored_at: u64,
     state: ObjectState,
+    /// The replica's listing under way (or last done) when this copy was last set: a full
+    /// listing removes, at its end, the copies of that replica it did not set.
+    listing: u32,
+}
+
+impl Held {
+    /// Whether the copy itself differs (not only when it was last seen).
+    fn differs(&self, other: &Held) -> bool {
+        Held {
+            listing: 0,
+            ..*self
+        } != Held {
+            listing: 0,
+            ..*other
+        }
+    }
 }
 
 /// What the index knows of one replica.
@@ -33,6 +49,8 @@ struct ReplicaEntry {
     /// Bytes of the ready copies it holds, kept current on every change (what rebalancing
     /// evens out).
     ready_bytes: u64,
+    /// Number of its current (or last) full listing.
+    listing: u32,
 }
 
 #[derive(Debug, Default)]
@@ -89,12 +107,14 @@ impl Inner {
         let Some(sha) = digest(sha256) else {
             return false;
         };
+        let listing = self.replicas[slot as usize].listing;
         let new = info.map(|info| Held {
             replica: slot,
             sha256: sha,
             size: info.size,
             stored_at: info.stored_at,
             state: info.state,
+            listing,
         });
         let ready_size = |copy: &Held| {
             if copy.state == ObjectState::Ready {
@@ -122,7 +142,7 @@ impl Inner {
             (Some(i), Some(copy)) => {
                 let old = std::mem::replace(&mut copies[i], copy);
                 removed = ready_size(&old);
-                old != copy
+                old.differs(&copy)
             }
             (None, Some(copy)) => {
                 copies.push(copy);
@@ -155,20 +175,6 @@ impl Inner {
         });
         self.replicas[slot as usize].ready_bytes = 0;
         keys
-    }
-
-    /// The copies on replica `slot`, by file, sorted by digest (to compare listings).
-    fn held_by(&self, slot: u16) -> HashMap<FileKey, Vec<Held>> {
-        let mut held: HashMap<FileKey, Vec<Held>> = HashMap::new();
-        for (key, copies) in &self.files {
-            for copy in copies.iter().filter(|c| c.replica == slot) {
-                held.entry(key.clone()).or_default().push(*copy);
-            }
-        }
-        for copies in held.values_mut() {
-            copies.sort_by_key(|c| c.sha256);
-        }
-        held
     }
 }
 
@@ -261,25 +267,67 @@ impl InventoryIndex {
         self.read().files.len()
     }
 
-    /// Replaces everything known of `replica` with a full listing. Returns the files whose
-    /// copies on it changed.
-    pub fn replace(&self, replica: &str, items: &[ObjectInfo]) -> Vec<FileKey> {
+    /// Starts a full listing of `replica`, given a page at a time to
+    /// [`InventoryIndex::listed`] and ended by [`InventoryIndex::end_listing`]: its copies
+    /// that neither the listing nor anything else set meanwhile are removed at the end. A
+    /// listing never holds a second copy of the replica's inventory.
+    pub fn begin_listing(&self, replica: &str) {
+        let mut inner = self.write();
+        let slot = inner.slot(replica) as usize;
+        let entry = &mut inner.replicas[slot];
+        entry.listing = entry.listing.wrapping_add(1);
+    }
+
+    /// One page of the listing `begin_listing` started. Returns the files whose copies on
+    /// `replica` changed.
+    pub fn listed(&self, replica: &str, items: &[ObjectInfo]) -> Vec<FileKey> {
         let mut inner = self.write();
         let slot = inner.slot(replica);
-        let old = inner.held_by(slot);
-        inner.clear(slot);
+        let mut changed = Vec::new();
         for item in items {
             if let Some(key) = key_of(&item.namespace, &item.name) {
-                inner.set(slot, &key, &item.sha256, Some(item));
+                if inner.set(slot, &key, &item.sha256, Some(item)) {
+                    changed.push(key);
+                }
             }
         }
-        let new = inner.held_by(slot);
-        let mut changed: Vec<FileKey> = old
-            .iter()
-            .filter(|(key, was)| new.get(*key) != Some(*was))
-            .map(|(key, _)| key.clone())
-            .collect();
-        changed.extend(new.keys().filter(|key| !old.contains_key(*key)).cloned());
+        changed.dedup();
+        changed
+    }
+
+    /// Ends the listing of `replica`: removes its copies not set since the listing began.
+    /// Returns the files that had one.
+    pub fn end_listing(&self, replica: &str) -> Vec<FileKey> {
+        let mut inner = self.write();
+        let slot = inner.slot(replica);
+        let listing = inner.replicas[slot as usize].listing;
+        let mut changed = Vec::new();
+        let mut removed_bytes = 0;
+        inner.files.retain(|key, copies| {
+            let before = copies.len();
+            copies.retain(|c| {
+                let stale = c.replica == slot && c.listing != listing;
+                if stale && c.state == ObjectState::Ready {
+                    removed_bytes += c.size;
+                }
+                !stale
+            });
+            if copies.len() != before {
+                changed.push(key.clone());
+            }
+            !copies.is_empty()
+        });
+        let entry = &mut inner.replicas[slot as usize];
+        entry.ready_bytes = entry.ready_bytes.saturating_sub(removed_bytes);
+        changed
+    }
+
+    /// A whole listing at once (begin, one page, end). Returns the files whose copies on
+    /// `replica` changed.
+    pub fn replace(&self, replica: &str, items: &[ObjectInfo]) -> Vec<FileKey> {
+        self.begin_listing(replica);
+        let mut changed = self.listed(replica, items);
+        changed.extend(self.end_listing(replica));
         changed
     }
 
@@ -404,6 +452,46 @@ mod tests {
             .collect();
         v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         v
+    }
+
+    /// A listing given a page at a time: what it shows is set, what changed meanwhile
+    /// (the engine's own pulls) stays, and only what neither set goes at its end.
+    #[test]
+    fn a_paged_listing_removes_only_what_nothing_set_since_it_began() {
+        let index = InventoryIndex::default();
+        let ready = ObjectState::Ready;
+        index.replace(
+            "r1",
+            &[
+                info("a", "aa", ready),
+                info("b", "bb", ready),
+                info("c", "cc", ready),
+            ],
+        );
+        assert_eq!(index.ready_bytes("r1"), 12);
+        index.begin_listing("r1");
+        assert!(
+            index.listed("r1", &[info("a", "aa", ready)]).is_empty(),
+            "unchanged"
+        );
+        // A copy the engine recorded during the listing (after its page was read).
+        index.record_copy("r1", &info("d", "dd", ready));
+        let changed = index.listed("r1", &[info("b", "b2", ready)]);
+        assert_eq!(changed, vec![key("b")]);
+        let mut gone: Vec<_> = index
+            .end_listing("r1")
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        gone.sort();
+        // b's old content and c were not listed; d was set meanwhile and stays.
+        assert_eq!(gone, vec!["b", "c"]);
+        assert_eq!(held(&index, "a"), vec![("r1".into(), "aa".into(), ready)]);
+        assert_eq!(held(&index, "b"), vec![("r1".into(), "b2".into(), ready)]);
+        assert!(held(&index, "c").is_empty());
+        assert_eq!(held(&index, "d"), vec![("r1".into(), "dd".into(), ready)]);
+        assert_eq!(index.ready_bytes("r1"), 12, "a, b2 and d");
+        assert_eq!(index.file_count(), 3);
     }
 
     #[test]

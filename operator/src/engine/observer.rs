@@ -122,11 +122,21 @@ async fn follow(
     triggers: &mpsc::UnboundedSender<FileKey>,
     settings: ObserverSettings,
 ) -> Result<(), ReplicaClientError> {
-    let snapshot = client.inventory(&target.url).await?;
-    let changed = index.replace(&target.replica, &snapshot.items);
-    debug!(replica = %target.replica, objects = snapshot.items.len(), changed = changed.len(), "inventory listed");
-    send_all(triggers, changed);
-    let (epoch, mut seq) = (snapshot.epoch, snapshot.seq);
+    // A page at a time into the index; copies the listing did not show go at its end.
+    index.begin_listing(&target.replica);
+    let (mut objects, mut changed) = (0, 0);
+    let position = client
+        .inventory(&target.url, |items| {
+            objects += items.len();
+            let keys = index.listed(&target.replica, &items);
+            changed += keys.len();
+            send_all(triggers, keys);
+        })
+        .await?;
+    let gone = index.end_listing(&target.replica);
+    debug!(replica = %target.replica, objects, changed, gone = gone.len(), "inventory listed");
+    send_all(triggers, gone);
+    let (epoch, mut seq) = (position.epoch, position.seq);
     let relist_at = tokio::time::Instant::now() + settings.relist_every;
     let mut synced = false;
     let mut info_due = tokio::time::Instant::now();

@@ -19,9 +19,10 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
+use super::cached::CachedFile;
 use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
-use super::file_index::FileIndex;
-use super::record::{file_name_of, record_of, status_of};
+use super::file_index::{FileIndex, ResourceRef, WalkCursor};
+use super::record::status_of;
 use crate::engine::{Catalog, CatalogError, Changes, Claim, Deposit, FileRecord, ObservedStatus};
 use crate::gateway::store::FileStore;
 
@@ -47,8 +48,6 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
 
 /// Longest wait for the cache to show the gateway's own write.
 const CATCH_UP_FOR: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often the cache is looked at meanwhile.
-const CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How complete the cache's view of the StoredFiles is.
 #[derive(Debug, Default)]
@@ -64,7 +63,7 @@ struct ListState {
 /// The StoredFiles of the watched namespace (or of every namespace).
 pub struct KubeCatalog {
     client: Client,
-    store: Store<StoredFile>,
+    store: Store<CachedFile>,
     changes: Changes,
     /// The one namespace watched; `None` when every namespace is.
     namespace: Option<String>,
@@ -74,7 +73,7 @@ pub struct KubeCatalog {
 }
 
 impl KubeCatalog {
-    pub fn new(client: Client, store: Store<StoredFile>, namespace: Option<String>) -> Self {
+    pub fn new(client: Client, store: Store<CachedFile>, namespace: Option<String>) -> Self {
         Self {
             client,
             store,
@@ -98,7 +97,7 @@ impl KubeCatalog {
     /// makes the view complete; a re-list or a failure makes it incomplete until the next
     /// complete list (or until the watch delivers again, or [`KubeCatalog::recheck`] finds
     /// the list allowed again).
-    pub fn watch_event(&self, item: &Result<watcher::Event<StoredFile>, watcher::Error>) {
+    pub fn watch_event(&self, item: &Result<watcher::Event<CachedFile>, watcher::Error>) {
         let mut state = self.list_state();
         let before = completeness_of(&state);
         match item {
@@ -108,7 +107,7 @@ impl KubeCatalog {
             }
             Ok(watcher::Event::InitApply(sf)) => {
                 if let Some(ns) = sf.namespace() {
-                    self.names.relisted(&ns, &sf.name_any(), &file_name_of(sf));
+                    self.names.relisted(&ns, &sf.name_any(), &sf.file_name());
                 }
                 self.observed(sf);
             }
@@ -121,7 +120,7 @@ impl KubeCatalog {
             Ok(watcher::Event::Apply(sf)) => {
                 state.error = None;
                 if let Some(ns) = sf.namespace() {
-                    self.names.upsert(&ns, &sf.name_any(), &file_name_of(sf));
+                    self.names.upsert(&ns, &sf.name_any(), &sf.file_name());
                 }
                 self.observed(sf);
             }
@@ -164,7 +163,7 @@ impl KubeCatalog {
     }
 
     /// The cached StoredFile named `name` in `namespace`.
-    pub fn cached(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<StoredFile>> {
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<CachedFile>> {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 
@@ -183,7 +182,7 @@ impl KubeCatalog {
 
     /// The StoredFile whose file name is `file_name`: by the documented mapping first, then
     /// (for resources created by hand with another name) the first by resource name.
-    fn find(&self, namespace: &str, file_name: &str) -> Option<std::sync::Arc<StoredFile>> {
+    fn find(&self, namespace: &str, file_name: &str) -> Option<std::sync::Arc<CachedFile>> {
         let mapped = resource_name(file_name);
         let mut resources = self.names.resources(namespace, file_name);
         // Stable: the mapped name first, the others in name order.
@@ -191,11 +190,25 @@ impl KubeCatalog {
         resources
             .iter()
             .filter_map(|name| self.cached(namespace, name))
-            .find(|sf| file_name_of(sf) == file_name)
+            .find(|sf| sf.file_name() == file_name)
+    }
+
+    /// A batch of a walk over every StoredFile ([`FileIndex::walk`]).
+    pub fn walk(
+        &self,
+        after: Option<&WalkCursor>,
+        limit: usize,
+    ) -> (Vec<ResourceRef>, Option<WalkCursor>) {
+        self.names.walk(after, limit)
+    }
+
+    /// How many StoredFiles are cached.
+    pub fn file_count(&self) -> usize {
+        self.names.len()
     }
 
     /// Every cached StoredFile of `namespace`.
-    pub fn cached_in(&self, namespace: &str) -> Vec<std::sync::Arc<StoredFile>> {
+    pub fn cached_in(&self, namespace: &str) -> Vec<std::sync::Arc<CachedFile>> {
         self.store
             .state()
             .into_iter()
@@ -203,33 +216,43 @@ impl KubeCatalog {
             .collect()
     }
 
-    fn record(sf: &StoredFile) -> Result<FileRecord, CatalogError> {
-        record_of(sf).map_err(|e| CatalogError::Invalid(e.to_string()))
+    fn record(sf: &CachedFile) -> Result<FileRecord, CatalogError> {
+        sf.record()
+            .map_err(|e| CatalogError::Invalid(e.to_string()))
     }
 
     /// Read-your-writes for the gateway: waits, bounded by [`CATCH_UP_FOR`], until the
     /// reflector cache holds `written` (its generation or a later one), so that a client reading
     /// through this gateway right after its write (a deposit then its status) sees the write.
-    async fn catch_up(&self, written: &StoredFile) {
+    /// Woken by the watch event itself, not by polling.
+    async fn catch_up(&self, written: &CachedFile) {
         let (Some(ns), name) = (written.namespace(), written.name_any()) else {
             return;
         };
+        let Ok(key) = FileKey::new(&ns, &name) else {
+            return;
+        };
         let generation = written.metadata.generation.unwrap_or(0);
-        let deadline = tokio::time::Instant::now() + CATCH_UP_FOR;
-        while tokio::time::Instant::now() < deadline {
-            if self
-                .cached(&ns, &name)
-                .is_some_and(|c| c.metadata.generation.unwrap_or(0) >= generation)
-            {
-                return;
+        let mut changes = self.changes.watch(&key);
+        let caught_up = async {
+            loop {
+                changes.mark_seen();
+                if self
+                    .cached(&ns, &name)
+                    .is_some_and(|c| c.metadata.generation.unwrap_or(0) >= generation)
+                {
+                    return;
+                }
+                changes.changed().await;
             }
-            tokio::time::sleep(CATCH_UP_POLL).await;
+        };
+        if tokio::time::timeout(CATCH_UP_FOR, caught_up).await.is_err() {
+            tracing::info!(namespace = %ns, name = %name, "the StoredFile cache lags behind a write");
         }
-        tracing::info!(namespace = %ns, name = %name, "the StoredFile cache lags behind a write");
     }
 
     /// Tells long polls that `sf` changed (called for every event of the reflector).
-    pub fn observed(&self, sf: &StoredFile) {
+    pub fn observed(&self, sf: &CachedFile) {
         if let (Some(ns), name) = (sf.namespace(), sf.name_any()) {
             if let Ok(key) = FileKey::new(&ns, &name) {
                 self.changes.status_changed(&key);
@@ -291,14 +314,17 @@ impl Catalog for KubeCatalog {
         if current.metadata.generation.unwrap_or(0).max(0) as u64 != record.generation {
             return Ok(false);
         }
+        let Some(revision) = current.source_revision() else {
+            return Ok(false);
+        };
         let desired = status_of(
             record,
-            &current.spec,
+            revision,
             status,
-            current.status.as_ref(),
+            current.status().as_ref(),
             &super::record::now(),
         );
-        if current.status.as_ref() == Some(&desired) {
+        if current.has_status(&desired) {
             return Ok(false);
         }
         let patch = serde_json::json!({
@@ -349,7 +375,7 @@ impl Catalog for KubeCatalog {
         completeness_of(&self.list_state())
     }
 
-    /// The cache keeps no inline content ([`super::record::slim`]): one read of the
+    /// The cache keeps no inline content ([`CachedFile`]): one read of the
     /// StoredFile itself, only when a copy is to be made from it.
     async fn inline_content(&self, key: &FileKey) -> Result<Vec<u8>, CatalogError> {
         let sf = self
@@ -421,18 +447,19 @@ impl FileStore for KubeCatalog {
         let (key, file_name, sha256) = (&key, file_name.as_str(), sha256.as_str());
         self.check_namespace(&key.namespace)?;
         let api = self.api(&key.namespace);
-        if let Some(current) = self.cached(&key.namespace, &key.name) {
+        let cached = self.cached(&key.namespace, &key.name);
+        if let Some(current) = &cached {
             if current.metadata.deletion_timestamp.is_some() {
                 return Err(CatalogError::Conflict(format!(
                     "StoredFile {} is being deleted; deposit again once it is gone",
                     key.name
                 )));
             }
-            if file_name_of(&current) != file_name {
+            if current.file_name() != file_name {
                 return Err(CatalogError::Conflict(format!(
                     "StoredFile {} holds the file '{}'",
                     key.name,
-                    file_name_of(&current)
+                    current.file_name()
                 )));
             }
         }
@@ -444,36 +471,38 @@ impl FileStore for KubeCatalog {
                 "source": { "upload": {}, "inline": null, "url": null },
             }
         });
-        let result = match api
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Err(err) if is_status(&err, 404) => {
-                let mut sf = StoredFile::new(
-                    &key.name,
-                    StoredFileSpec {
-                        replicas: replicas as i32,
-                        file_name: Some(file_name.to_string()),
-                        source: FileSource {
-                            upload: Some(UploadSource {}),
-                            ..FileSource::default()
-                        },
-                        sha256: Some(sha256.to_string()),
-                    },
-                );
-                sf.metadata.namespace = Some(key.namespace.clone());
-                match api.create(&PostParams::default(), &sf).await {
-                    // Created meanwhile by a concurrent deposit: last write wins, whole.
-                    Err(err) if is_status(&err, 409) => {
-                        api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                            .await
-                    }
-                    other => other,
-                }
+        let mut new_file = StoredFile::new(
+            &key.name,
+            StoredFileSpec {
+                replicas: replicas as i32,
+                file_name: Some(file_name.to_string()),
+                source: FileSource {
+                    upload: Some(UploadSource {}),
+                    ..FileSource::default()
+                },
+                sha256: Some(sha256.to_string()),
+            },
+        );
+        new_file.metadata.namespace = Some(key.namespace.clone());
+        let (params, merge_patch) = (PatchParams::default(), Patch::Merge(&patch));
+        let merge = || api.patch(&key.name, &params, &merge_patch);
+        let create_or_merge = async {
+            match api.create(&PostParams::default(), &new_file).await {
+                // Created meanwhile by a concurrent deposit: last write wins, whole.
+                Err(err) if is_status(&err, 409) => merge().await,
+                other => other,
             }
-            other => other,
         };
-        let sf = result.map_err(catalog_error)?;
+        // A file the cache does not have is most likely new: one request instead of two.
+        let result = if cached.is_some() {
+            match merge().await {
+                Err(err) if is_status(&err, 404) => create_or_merge.await,
+                other => other,
+            }
+        } else {
+            create_or_merge.await
+        };
+        let sf = CachedFile::from(result.map_err(catalog_error)?);
         self.catch_up(&sf).await;
         Self::record(&sf)
     }
@@ -491,6 +520,7 @@ impl FileStore for KubeCatalog {
             .await
         {
             Ok(sf) => {
+                let sf = CachedFile::from(sf);
                 self.catch_up(&sf).await;
                 Self::record(&sf).map(Some)
             }

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use kube::api::{Api, Patch, PatchParams};
@@ -17,9 +16,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use super::cached::CachedFile;
 use super::catalog::{KubeCatalog, STATUS_MANAGER};
-use super::crd::{StoredFile, FINALIZER};
-use super::record::{problem_status, record_of};
+use super::crd::FINALIZER;
+use super::record::problem_status;
 use crate::engine::{
     Engine, EngineEvent, ErrorCategory, EventSink, FileRecord, ObservedStatus, ReconcileError,
     Source,
@@ -33,10 +33,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub catalog: Arc<KubeCatalog>,
     pub metrics: Arc<Metrics>,
-    /// Period of the per-object resync.
-    pub resync: Duration,
     /// Consecutive failures per object, for the backoff.
-    failures: Mutex<HashMap<ObjectRef<StoredFile>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<CachedFile>, u32>>,
 }
 
 impl Context {
@@ -46,7 +44,6 @@ impl Context {
         recorder: Recorder,
         catalog: Arc<KubeCatalog>,
         metrics: Arc<Metrics>,
-        resync: Duration,
     ) -> Self {
         Self {
             engine,
@@ -54,7 +51,6 @@ impl Context {
             recorder,
             catalog,
             metrics,
-            resync,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -94,8 +90,8 @@ impl Error {
 
 /// The record of a StoredFile being deleted, even when its spec is not usable: deletion only
 /// needs the key.
-fn deletion_record(sf: &StoredFile) -> FileRecord {
-    let mut record = record_of(sf).unwrap_or_else(|_| FileRecord {
+fn deletion_record(sf: &CachedFile) -> FileRecord {
+    let mut record = sf.record().unwrap_or_else(|_| FileRecord {
         key: deposito_api::FileKey {
             namespace: sf.namespace().unwrap_or_default(),
             name: sf.name_any(),
@@ -114,10 +110,16 @@ fn deletion_record(sf: &StoredFile) -> FileRecord {
 }
 
 /// Publishes a problem the engine could not get past, as a condition and a Warning Event.
-async fn report_problem(sf: &StoredFile, ctx: &Context, reason: &str, message: &str) {
-    let status = problem_status(sf, reason, message, &super::record::now());
-    if sf.status.as_ref() != Some(&status) {
-        let api: Api<StoredFile> =
+async fn report_problem(sf: &CachedFile, ctx: &Context, reason: &str, message: &str) {
+    let status = problem_status(
+        sf.status(),
+        sf.metadata.generation,
+        reason,
+        message,
+        &super::record::now(),
+    );
+    if !sf.has_status(&status) {
+        let api: Api<CachedFile> =
             Api::namespaced(ctx.client.clone(), &sf.namespace().unwrap_or_default());
         let patch = serde_json::json!({
             "apiVersion": "deposito.io/v1alpha1",
@@ -143,8 +145,8 @@ async fn report_problem(sf: &StoredFile, ctx: &Context, reason: &str, message: &
     }
 }
 
-async fn apply(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
-    let record = match record_of(sf) {
+async fn apply(sf: &CachedFile, ctx: &Context) -> Result<Action, Error> {
+    let record = match sf.record() {
         Ok(record) => record,
         Err(err) => {
             report_problem(sf, ctx, "InvalidSpec", &err.to_string()).await;
@@ -152,7 +154,10 @@ async fn apply(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
         }
     };
     match ctx.engine.reconcile_record(record).await {
-        Ok(outcome) => Ok(Action::requeue(outcome.requeue_after.unwrap_or(ctx.resync))),
+        // The slow resync is the `resync` worker's (see `workers::Resync`).
+        Ok(outcome) => Ok(outcome
+            .requeue_after
+            .map_or_else(Action::await_change, Action::requeue)),
         Err(err) => {
             if err.category() == ErrorCategory::Forbidden {
                 report_problem(sf, ctx, "Forbidden", &err.to_string()).await;
@@ -162,7 +167,7 @@ async fn apply(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn cleanup(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(sf: &CachedFile, ctx: &Context) -> Result<Action, Error> {
     let outcome = ctx.engine.reconcile_record(deletion_record(sf)).await?;
     if outcome.finalized {
         debug!(file = %sf.name_any(), "every copy removed; releasing the finalizer");
@@ -173,9 +178,9 @@ async fn cleanup(sf: &StoredFile, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// The reconcile function given to the `Controller`.
-pub async fn reconcile(sf: Arc<StoredFile>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(sf: Arc<CachedFile>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = sf.namespace().unwrap_or_default();
-    let api: Api<StoredFile> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<CachedFile> = Api::namespaced(ctx.client.clone(), &namespace);
     let oref = ObjectRef::from_obj(sf.as_ref());
     let result = finalizer(&api, FINALIZER, sf, |event| async {
         match event {
@@ -192,7 +197,7 @@ pub async fn reconcile(sf: Arc<StoredFile>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Backoff after a failed reconcile: the category's schedule, per object.
-pub fn error_policy(sf: Arc<StoredFile>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(sf: Arc<CachedFile>, error: &Error, ctx: Arc<Context>) -> Action {
     let oref = ObjectRef::from_obj(sf.as_ref());
     let failures = {
         let mut map = ctx.failures.lock().expect("failures");
@@ -208,7 +213,7 @@ pub fn error_policy(sf: Arc<StoredFile>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
-async fn publish_event(recorder: &Recorder, sf: &StoredFile, event: &EngineEvent) {
+async fn publish_event(recorder: &Recorder, sf: &CachedFile, event: &EngineEvent) {
     let kube_event = KubeEvent {
         type_: if event.warning {
             EventType::Warning

@@ -129,26 +129,6 @@ pub struct FileSource {
     /// The content arrived through the gateway and lives only in the copies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadSource>,
-    /// Never on the wire: what the operator's watch cache keeps instead of `inline` (see
-    /// [`crate::kube::record::slim`]); the content itself is read from the API server when a
-    /// copy must be made.
-    // Not `#[serde(skip)]`: KubeSchema's derive copies this struct (serde and schemars
-    // attributes only), and a skipped field of the copy would be "never read".
-    #[serde(skip_deserializing, skip_serializing_if = "never_on_the_wire")]
-    #[schemars(skip)]
-    pub inline_digest: Option<InlineDigest>,
-}
-
-fn never_on_the_wire<T>(_: &T) -> bool {
-    true
-}
-
-/// An inline source's content, summarized: its digest, size and the source revision it gave.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct InlineDigest {
-    pub sha256: String,
-    pub size: u64,
-    pub revision: String,
 }
 
 /// Marks content that arrived through the gateway.

@@ -8,42 +8,87 @@
 //! A re-list builds a fresh index beside the live one and swaps it in when the list ends, as
 //! the reflector's store does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// A StoredFile: its namespace and resource name.
+pub type ResourceRef = (String, String);
+
+/// Where a walk goes on: a namespace and the last file name visited there.
+pub type WalkCursor = (String, String);
+
+/// The resources carrying one file name, in name order (almost always exactly one).
+type Resources = Box<[Box<str>]>;
+
 /// One namespace's file names, in order, each with the resources that carry it.
-type Names = BTreeMap<String, BTreeSet<String>>;
+type Names = BTreeMap<Box<str>, Resources>;
 
 #[derive(Default)]
 struct Index {
     by_file: HashMap<String, Names>,
-    /// `(namespace, resource name)` → its file name, to move an entry when it changes.
-    by_resource: HashMap<(String, String), String>,
+    /// Namespace → resource name → its file name, only where the two differ (most
+    /// StoredFiles are named after their file): to move an entry when a file name changes.
+    renamed: HashMap<String, HashMap<Box<str>, Box<str>>>,
+    /// Resources indexed.
+    count: usize,
 }
 
 impl Index {
-    fn upsert(&mut self, namespace: &str, resource: &str, file_name: &str) {
-        let key = (namespace.to_string(), resource.to_string());
-        if let Some(old) = self.by_resource.get(&key) {
-            if old == file_name {
-                return;
-            }
-            let old = old.clone();
-            self.remove_entry(namespace, resource, &old);
+    /// The file name `resource` is indexed under, if it is.
+    fn file_name_of(&self, namespace: &str, resource: &str) -> Option<String> {
+        let indexed_under = |file_name: &str| {
+            self.by_file
+                .get(namespace)
+                .and_then(|names| names.get(file_name))
+                .is_some_and(|r| r.binary_search_by(|n| (**n).cmp(resource)).is_ok())
+        };
+        match self.renamed.get(namespace).and_then(|m| m.get(resource)) {
+            Some(file_name) => indexed_under(file_name).then(|| file_name.to_string()),
+            None => indexed_under(resource).then(|| resource.to_string()),
         }
-        self.by_file
-            .entry(namespace.to_string())
-            .or_default()
-            .entry(file_name.to_string())
-            .or_default()
-            .insert(resource.to_string());
-        self.by_resource.insert(key, file_name.to_string());
+    }
+
+    fn upsert(&mut self, namespace: &str, resource: &str, file_name: &str) {
+        match self.file_name_of(namespace, resource) {
+            Some(old) if old == file_name => return,
+            Some(old) => self.remove_entry(namespace, resource, &old),
+            None => {}
+        }
+        let names = match self.by_file.get_mut(namespace) {
+            Some(names) => names,
+            None => self.by_file.entry(namespace.to_string()).or_default(),
+        };
+        let resources = names.entry(file_name.into()).or_default();
+        if let Err(at) = resources.binary_search_by(|n| (**n).cmp(resource)) {
+            let mut list = std::mem::take(resources).into_vec();
+            list.insert(at, resource.into());
+            *resources = list.into_boxed_slice();
+            self.count += 1;
+        }
+        let renames = self.renamed.get_mut(namespace);
+        if file_name != resource {
+            match renames {
+                Some(m) => m.insert(resource.into(), file_name.into()),
+                None => self
+                    .renamed
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .insert(resource.into(), file_name.into()),
+            };
+        } else if let Some(m) = renames {
+            m.remove(resource);
+        }
     }
 
     fn remove(&mut self, namespace: &str, resource: &str) {
-        let key = (namespace.to_string(), resource.to_string());
-        if let Some(old) = self.by_resource.remove(&key) {
+        if let Some(old) = self.file_name_of(namespace, resource) {
             self.remove_entry(namespace, resource, &old);
+        }
+        if let Some(m) = self.renamed.get_mut(namespace) {
+            m.remove(resource);
+            if m.is_empty() {
+                self.renamed.remove(namespace);
+            }
         }
     }
 
@@ -52,9 +97,15 @@ impl Index {
             return;
         };
         if let Some(resources) = names.get_mut(file_name) {
-            resources.remove(resource);
-            if resources.is_empty() {
-                names.remove(file_name);
+            if let Ok(at) = resources.binary_search_by(|n| (**n).cmp(resource)) {
+                let mut list = std::mem::take(resources).into_vec();
+                list.remove(at);
+                self.count -= 1;
+                if list.is_empty() {
+                    names.remove(file_name);
+                } else {
+                    *resources = list.into_boxed_slice();
+                }
             }
         }
         if names.is_empty() {
@@ -115,7 +166,7 @@ impl FileIndex {
             .by_file
             .get(namespace)
             .and_then(|names| names.get(file_name))
-            .map(|set| set.iter().cloned().collect())
+            .map(|list| list.iter().map(ToString::to_string).collect())
             .unwrap_or_default()
     }
 
@@ -139,16 +190,55 @@ impl FileIndex {
         };
         let mut page: Vec<(String, String)> = range
             .take(limit.saturating_add(1))
-            .filter_map(|(name, resources)| Some((name.clone(), resources.first()?.clone())))
+            .filter_map(|(name, resources)| {
+                Some((name.to_string(), resources.first()?.to_string()))
+            })
             .collect();
         let more = page.len() > limit;
         page.truncate(limit);
         (page, more)
     }
 
+    /// The resources of up to `limit` file names after `after` (a namespace and a file name),
+    /// in namespace then file-name order, and where the next call goes on (`None` once every
+    /// namespace is done): a walk over every StoredFile without a copy of the whole list.
+    pub fn walk(
+        &self,
+        after: Option<&WalkCursor>,
+        limit: usize,
+    ) -> (Vec<ResourceRef>, Option<WalkCursor>) {
+        let live = self.live();
+        let mut namespaces: Vec<&String> = live.by_file.keys().collect();
+        namespaces.sort();
+        let mut out = Vec::new();
+        let mut last: Option<(&String, &str)> = None;
+        let mut taken = 0;
+        for ns in namespaces {
+            let names = &live.by_file[ns];
+            let range = match after {
+                Some((a_ns, _)) if ns < a_ns => continue,
+                Some((a_ns, a_name)) if ns == a_ns => names.range::<str, _>((
+                    std::ops::Bound::Excluded(a_name.as_str()),
+                    std::ops::Bound::Unbounded,
+                )),
+                _ => names.range::<str, _>(..),
+            };
+            for (name, resources) in range {
+                if taken == limit {
+                    let next = last.map(|(ns, name)| (ns.clone(), name.to_string()));
+                    return (out, next);
+                }
+                taken += 1;
+                last = Some((ns, name));
+                out.extend(resources.iter().map(|r| (ns.clone(), r.to_string())));
+            }
+        }
+        (out, None)
+    }
+
     /// How many file names are indexed (all namespaces).
     pub fn len(&self) -> usize {
-        self.live().by_resource.len()
+        self.live().count
     }
 
     pub fn is_empty(&self) -> bool {
@@ -199,5 +289,36 @@ mod tests {
         assert_eq!(index.resources("dep", "b.txt"), vec!["b"]);
         assert_eq!(index.len(), 1);
         assert!(index.page("other", None, 10).0.is_empty());
+    }
+
+    #[test]
+    fn a_walk_visits_every_resource_once_in_order() {
+        let index = FileIndex::default();
+        for (ns, res, file) in [
+            ("b", "r1", "x"),
+            ("a", "r2", "y"),
+            ("a", "r3", "y"),
+            ("a", "r4", "z"),
+            ("c", "r5", "w"),
+        ] {
+            index.upsert(ns, res, file);
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut calls = 0;
+        loop {
+            let (batch, next) = index.walk(cursor.as_ref(), 1);
+            seen.extend(batch);
+            calls += 1;
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let names: Vec<&str> = seen.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(names, ["r2", "r3", "r4", "r1", "r5"]);
+        assert_eq!(calls, 4, "one file name per call");
+        let (all, next) = index.walk(None, 100);
+        assert_eq!((all.len(), next), (5, None));
     }
 }

@@ -18,6 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
+use super::cached::CachedFile;
 use super::catalog::KubeCatalog;
 use super::crd::{StoredFile, CRD_REVISION, CRD_REVISION_ANNOTATION, FINALIZER};
 
@@ -80,7 +81,7 @@ async fn terminating(client: &Client, namespace: &str) -> bool {
 
 /// Removes [`FINALIZER`] from `sf` (a JSON patch that tests the entry first, as kube-rs's
 /// `finalizer()` does, so another controller's finalizer is never dropped).
-async fn release(api: &Api<StoredFile>, sf: &StoredFile) -> Result<(), kube::Error> {
+async fn release(api: &Api<StoredFile>, sf: &CachedFile) -> Result<(), kube::Error> {
     let Some(index) = sf.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };

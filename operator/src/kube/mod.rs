@@ -5,6 +5,7 @@
 //! and serves the same gateway as local mode. With leader election, several operator
 //! replicas may run: all serve the gateway, the leader reconciles.
 
+pub mod cached;
 pub mod catalog;
 pub mod controller;
 pub mod crd;
@@ -42,8 +43,8 @@ use crate::gateway::access::TokensReload;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
-use crd::StoredFile;
-use workers::{ListRecheck, OrphanCollector, OrphanSweep, TriggerRouter, Watch};
+use cached::CachedFile;
+use workers::{ListRecheck, OrphanCollector, OrphanSweep, Resync, TriggerRouter, Watch};
 
 /// A Kubernetes client that counts its requests by verb (the scale benchmark reports API
 /// requests per file).
@@ -75,8 +76,8 @@ fn read_token(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
 struct Watches {
     catalog: Arc<catalog::KubeCatalog>,
     membership: Arc<membership::KubeMembership>,
-    sf_reader: reflector::Store<StoredFile>,
-    sf_subscriber: reflector::ReflectHandle<StoredFile>,
+    sf_reader: reflector::Store<CachedFile>,
+    sf_subscriber: reflector::ReflectHandle<CachedFile>,
 }
 
 fn start_watches(
@@ -86,7 +87,7 @@ fn start_watches(
     replica_namespace: &str,
     workers: &Workers,
 ) -> Watches {
-    let sf_api: Api<StoredFile> = match watched {
+    let sf_api: Api<CachedFile> = match watched {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -99,10 +100,10 @@ fn start_watches(
         sf_reader.clone(),
         watched.cloned(),
     ));
-    // The cache keeps slimmed objects (no managedFields, last-applied copy or inline content).
+    // The cache keeps compact records, decoded as they arrive (no managedFields,
+    // last-applied copy or inline content; shared strings).
     let stream = watcher(sf_api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(record::slim)
         .reflect_shared(sf_writer);
     let on_event = {
         let catalog = catalog.clone();
@@ -326,8 +327,14 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
 
     // The engine's triggers go to the controller or, for keys without a StoredFile, to a
     // small orphan queue of their own; the slow sweep finds the orphans no trigger named.
+    // The slow resync feeds the controller too, a batch at a time.
     let (to_controller, from_engine) = tokio::sync::mpsc::unbounded_channel();
     let orphans = Arc::new(WorkQueue::default());
+    workers.spawn(Resync::new(
+        catalog.clone(),
+        to_controller.clone(),
+        args.engine.resync_interval(),
+    ));
     workers.spawn(TriggerRouter {
         triggers: built.triggers,
         catalog: catalog.clone(),
@@ -354,7 +361,6 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         recorder,
         catalog.clone(),
         metrics.clone(),
-        args.engine.resync_interval(),
     ));
     let controller = Controller::for_shared_stream(sf_subscriber, sf_reader)
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(

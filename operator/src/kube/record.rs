@@ -8,48 +8,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::crd::{
-    display_size, InlineDigest, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus,
+    display_size, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus,
     MAX_CONDITION_MESSAGE,
 };
 use crate::engine::error::PlanError;
 use crate::engine::{FileRecord, ObservedStatus, Source};
 
 /// Fingerprint of what decides the content: the source and `spec.sha256`. When it changes,
-/// a digest learned from an earlier `url` no longer applies. A slimmed object carries the
-/// revision its inline content gave.
+/// a digest learned from an earlier `url` no longer applies.
 pub fn source_revision(spec: &StoredFileSpec) -> String {
-    if let Some(digest) = &spec.source.inline_digest {
-        return digest.revision.clone();
-    }
     let canonical = serde_json::json!({ "source": spec.source, "sha256": spec.sha256 });
     sha256_hex(canonical.to_string().as_bytes())[..16].to_string()
-}
-
-/// The annotation `kubectl apply` keeps a whole copy of the object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// What the operator's watch cache keeps of a StoredFile: no managedFields, no
-/// last-applied annotation, and an inline source's digest, size and revision instead of its
-/// content (read from the API server when a copy must be made). About a tenth of the object
-/// `kubectl apply` leaves in the API server.
-pub fn slim(sf: &mut StoredFile) {
-    sf.metadata.managed_fields = None;
-    if let Some(annotations) = sf.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-        if annotations.is_empty() {
-            sf.metadata.annotations = None;
-        }
-    }
-    if sf.spec.source.inline.is_some() {
-        let revision = source_revision(&sf.spec);
-        if let Some(text) = sf.spec.source.inline.take() {
-            sf.spec.source.inline_digest = Some(InlineDigest {
-                sha256: sha256_hex(text.as_bytes()),
-                size: text.len() as u64,
-                revision,
-            });
-        }
-    }
 }
 
 /// The user's file name of a StoredFile: `spec.fileName`, or `metadata.name`.
@@ -106,7 +75,8 @@ pub fn now() -> Time {
     Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-/// The engine's record of a StoredFile. Errors are specs the engine cannot act on.
+/// The engine's record of a StoredFile (the cache keeps it as a
+/// [`super::cached::CachedFile`], whose `record()` gives it back). Errors are specs the engine cannot act on.
 pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
     let invalid = |msg: String| PlanError::InvalidSpec(msg);
     let namespace = sf.namespace().unwrap_or_default();
@@ -130,11 +100,10 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
     let learned_sha = status.sha256.clone().filter(|_| same_source);
     let learned_size = status.size.filter(|_| same_source).unwrap_or(0).max(0) as u64;
     let s = &sf.spec.source;
-    let inline = match (&s.inline, &s.inline_digest) {
-        (Some(text), _) => Some((sha256_hex(text.as_bytes()), text.len() as u64)),
-        (None, Some(digest)) => Some((digest.sha256.clone(), digest.size)),
-        (None, None) => None,
-    };
+    let inline = s
+        .inline
+        .as_ref()
+        .map(|text| (sha256_hex(text.as_bytes()), text.len() as u64));
     let (source, sha256, size) = match (inline, &s.url, &s.upload) {
         (Some((actual, size)), None, None) => {
             if let Some(want) = &sf.spec.sha256 {
@@ -188,11 +157,12 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
     })
 }
 
-/// The status resource for what the engine decided about `record` (a record made from
-/// `spec`); `previous` is the status the object has now (condition times carry over).
+/// The status resource for what the engine decided about `record` (a record made from a
+/// spec whose [`source_revision`] is `revision`); `previous` is the status the object has
+/// now (condition times carry over).
 pub fn status_of(
     record: &FileRecord,
-    spec: &StoredFileSpec,
+    revision: &str,
     status: &ObservedStatus,
     previous: Option<&StoredFileStatus>,
     now: &Time,
@@ -208,7 +178,7 @@ pub fn status_of(
         ready_replicas: status.ready_replicas as i32,
         holders: status.holders.clone(),
         unreachable_holders: status.unreachable_holders.clone(),
-        source_revision: known.then(|| source_revision(spec)),
+        source_revision: known.then(|| revision.to_string()),
         conditions: conditions_of(&status.conditions, previous, generation, now),
     }
 }
@@ -216,14 +186,14 @@ pub fn status_of(
 /// A status that only reports a problem the engine could not get past (an invalid spec, a
 /// forbidden read), keeping what the last status said about copies.
 pub fn problem_status(
-    sf: &StoredFile,
+    previous: Option<StoredFileStatus>,
+    generation: Option<i64>,
     reason: &str,
     message: &str,
     now: &Time,
 ) -> StoredFileStatus {
-    let previous = sf.status.clone();
     let mut status = previous.clone().unwrap_or_default();
-    status.observed_generation = sf.metadata.generation;
+    status.observed_generation = generation;
     if reason == "InvalidSpec" || status.phase.is_none() {
         let phase = if reason == "InvalidSpec" {
             "Failed"
@@ -241,18 +211,18 @@ pub fn problem_status(
     status.conditions = conditions_of(
         &[condition("Ready", "False"), condition("Failed", "True")],
         previous.as_ref(),
-        sf.metadata.generation,
+        generation,
         now,
     );
     status
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kube::crd::{FileSource, UploadSource};
 
-    fn sf(name: &str, source: FileSource, sha: Option<&str>) -> StoredFile {
+    pub(crate) fn sf(name: &str, source: FileSource, sha: Option<&str>) -> StoredFile {
         let mut sf = StoredFile::new(
             name,
             StoredFileSpec {
@@ -267,7 +237,7 @@ mod tests {
         sf
     }
 
-    fn inline(text: &str) -> FileSource {
+    pub(crate) fn inline(text: &str) -> FileSource {
         FileSource {
             inline: Some(text.into()),
             ..FileSource::default()
@@ -302,7 +272,7 @@ mod tests {
         };
         u.status = Some(status_of(
             &learned,
-            &u.spec,
+            &source_revision(&u.spec),
             &ObservedStatus::initial(None),
             None,
             &now(),
@@ -364,7 +334,8 @@ mod tests {
             }],
         };
         let then = now();
-        let status = status_of(&record, &s.spec, &observed, None, &then);
+        let revision = source_revision(&s.spec);
+        let status = status_of(&record, &revision, &observed, None, &then);
         assert_eq!(status.display_size.as_deref(), Some("7 B"));
         assert_eq!(status.phase.as_deref(), Some("Ready"));
         assert_eq!(status.conditions[0].observed_generation, Some(3));
@@ -376,7 +347,7 @@ mod tests {
         let later =
             Time(k8s_openapi::jiff::Timestamp::from_second(then.0.as_second() + 60).unwrap());
         assert_eq!(
-            status_of(&record, &s.spec, &observed, Some(&status), &later),
+            status_of(&record, &revision, &observed, Some(&status), &later),
             status
         );
         // A condition whose status changes gets the new time; one that stays keeps its own.
@@ -388,34 +359,10 @@ mod tests {
             reason: "NotEnoughReplicas".into(),
             message: String::new(),
         });
-        let changed = status_of(&record, &s.spec, &degraded, Some(&status), &later);
+        let changed = status_of(&record, &revision, &degraded, Some(&status), &later);
         assert_eq!(changed.conditions[0].last_transition_time, later);
         assert_eq!(changed.conditions[1].last_transition_time, later);
-        let again = status_of(&record, &s.spec, &degraded, Some(&changed), &now());
+        let again = status_of(&record, &revision, &degraded, Some(&changed), &now());
         assert_eq!(again, changed);
-    }
-
-    #[test]
-    fn the_cache_keeps_a_digest_of_inline_content_and_the_same_record() {
-        let mut s = sf("f", inline("some content"), None);
-        s.metadata.managed_fields = Some(vec![Default::default()]);
-        s.metadata.annotations = Some(
-            [(LAST_APPLIED.to_string(), "{...}".to_string())]
-                .into_iter()
-                .collect(),
-        );
-        let full = record_of(&s).unwrap();
-        let revision = source_revision(&s.spec);
-        slim(&mut s);
-        assert_eq!(s.spec.source.inline, None);
-        assert_eq!(s.metadata.managed_fields, None);
-        assert_eq!(s.metadata.annotations, None);
-        assert_eq!(source_revision(&s.spec), revision);
-        let slimmed = record_of(&s).unwrap();
-        assert_eq!(
-            (slimmed.sha256.as_str(), slimmed.size),
-            (full.sha256.as_str(), full.size)
-        );
-        assert!(matches!(slimmed.source, Source::Inline));
     }
 }

@@ -17,6 +17,7 @@ use deposito_util::worker::Workers;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::cached::CachedFile;
 use super::catalog::KubeCatalog;
 use super::controller::{self, Context};
 use super::crd::{FileSource, StoredFile, StoredFileSpec, FINALIZER};
@@ -103,7 +104,7 @@ fn inline(text: &str, sha: Option<&str>) -> StoredFileSpec {
 struct Rig {
     server: ApiServerVerifier,
     context: Arc<Context>,
-    writer: Writer<StoredFile>,
+    writer: Writer<CachedFile>,
     membership: Arc<FakeMembership>,
     _workers: Workers,
 }
@@ -164,7 +165,6 @@ impl Rig {
             recorder,
             catalog,
             metrics,
-            Duration::from_secs(600),
         ));
         Rig {
             server: ApiServerVerifier(handle),
@@ -178,7 +178,7 @@ impl Rig {
     /// Puts `sf` in the reflector cache, as the watch would.
     fn cache(&mut self, sf: &StoredFile) {
         self.writer
-            .apply_watcher_event(&watcher::Event::Apply(sf.clone()));
+            .apply_watcher_event(&watcher::Event::Apply(CachedFile::from(sf.clone())));
     }
 
     fn reconcile(
@@ -186,7 +186,7 @@ impl Rig {
         sf: &StoredFile,
     ) -> tokio::task::JoinHandle<Result<kube::runtime::controller::Action, controller::Error>> {
         tokio::spawn(controller::reconcile(
-            Arc::new(sf.clone()),
+            Arc::new(CachedFile::from(sf.clone())),
             self.context.clone(),
         ))
     }
@@ -327,4 +327,51 @@ async fn without_pod_access_the_file_reports_forbidden_and_nothing_is_planned() 
     let again = rig.reconcile(&reported);
     assert!(again.await.unwrap().is_err());
     rig.server.expect_silence().await;
+}
+
+/// The `resync` worker sends every cached StoredFile to the controller once per pass, 200
+/// at a time, the batches spread over the period, and starts the next pass a period after
+/// the last one started.
+#[tokio::test]
+async fn the_resync_sends_every_storedfile_once_per_pass_in_spread_batches() {
+    use deposito_util::worker::{Next, Worker};
+    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "dep");
+    let (reader, mut writer) = reflector::store();
+    let catalog = Arc::new(KubeCatalog::new(client, reader, Some("dep".into())));
+    for i in 0..450 {
+        let sf = CachedFile::from(storedfile(&format!("f-{i:03}"), inline("x", None)));
+        writer.apply_watcher_event(&watcher::Event::Apply(sf.clone()));
+        catalog.watch_event(&Ok(watcher::Event::Apply(sf)));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let every = Duration::from_secs(30);
+    let mut resync = super::workers::Resync::new(catalog, tx, every);
+    assert_eq!(resync.first_step_after(), every);
+    let mut passes = Vec::new();
+    for _ in 0..2 {
+        let mut seen = Vec::new();
+        for batch in 0..3 {
+            let next = resync.step().await.unwrap();
+            let mut got = 0;
+            while let Ok(oref) = rx.try_recv() {
+                assert_eq!(oref.namespace.as_deref(), Some("dep"));
+                seen.push(oref.name);
+                got += 1;
+            }
+            assert_eq!(got, if batch < 2 { 200 } else { 50 });
+            match next {
+                Next::After(pause) if batch < 2 => assert_eq!(pause, every / 3),
+                Next::After(rest) => assert!(rest <= every && rest > every / 2, "{rest:?}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        passes.push(seen);
+    }
+    let names: std::collections::BTreeSet<_> = passes[0].iter().cloned().collect();
+    assert_eq!((passes[0].len(), names.len()), (450, 450), "each file once");
+    assert_eq!(
+        passes[1], passes[0],
+        "the next pass visits them again, in the same order"
+    );
 }

@@ -3,7 +3,7 @@
 //! and the orphan path (routing the engine's triggers, collecting orphans, the slow sweep).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deposito_api::FileKey;
@@ -13,8 +13,8 @@ use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 
+use super::cached::CachedFile;
 use super::catalog::KubeCatalog;
-use super::crd::StoredFile;
 use crate::engine::queue::{Done, Priority, WorkQueue};
 use crate::engine::{Engine, InventoryIndex};
 
@@ -89,7 +89,7 @@ impl Worker for ListRecheck {
 pub struct TriggerRouter {
     pub triggers: mpsc::UnboundedReceiver<FileKey>,
     pub catalog: Arc<KubeCatalog>,
-    pub to_controller: mpsc::UnboundedSender<ObjectRef<StoredFile>>,
+    pub to_controller: mpsc::UnboundedSender<ObjectRef<CachedFile>>,
     pub orphans: Arc<WorkQueue>,
 }
 
@@ -106,7 +106,7 @@ impl Worker for TriggerRouter {
         if self.catalog.cached(&key.namespace, &key.name).is_some() {
             let _ = self
                 .to_controller
-                .send(ObjectRef::<StoredFile>::new(&key.name).within(&key.namespace));
+                .send(ObjectRef::<CachedFile>::new(&key.name).within(&key.namespace));
         } else if self.catalog.manages(&key.namespace) {
             self.orphans.add(key, Priority::Normal);
         }
@@ -168,5 +168,73 @@ impl Worker for OrphanSweep {
             }
         }
         Ok(Next::After(self.every))
+    }
+}
+
+/// File names per batch of the resync.
+const RESYNC_BATCH: usize = 200;
+
+/// `resync`: the slow safety net. Every StoredFile goes to the controller once per period,
+/// a batch at a time, the batches spread evenly over the period. Reconciles do not ask to be
+/// requeued for it: the controller's scheduler would then hold an entry (two copies of the
+/// object's reference) for every StoredFile at all times.
+pub struct Resync {
+    catalog: Arc<KubeCatalog>,
+    to_controller: mpsc::UnboundedSender<ObjectRef<CachedFile>>,
+    every: Duration,
+    /// Where the pass under way goes on.
+    cursor: Option<super::file_index::WalkCursor>,
+    /// When the pass under way started, and the pause between its batches.
+    pass: Option<(Instant, Duration)>,
+}
+
+impl Resync {
+    pub fn new(
+        catalog: Arc<KubeCatalog>,
+        to_controller: mpsc::UnboundedSender<ObjectRef<CachedFile>>,
+        every: Duration,
+    ) -> Self {
+        Self {
+            catalog,
+            to_controller,
+            every,
+            cursor: None,
+            pass: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Resync {
+    fn name(&self) -> String {
+        "resync".into()
+    }
+
+    fn first_step_after(&self) -> Duration {
+        self.every
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let (started, pause) = *self.pass.get_or_insert_with(|| {
+            let batches = self.catalog.file_count().div_ceil(RESYNC_BATCH).max(1);
+            let pause = self.every / u32::try_from(batches).unwrap_or(u32::MAX);
+            (Instant::now(), pause.max(Duration::from_millis(1)))
+        });
+        let (batch, next) = self.catalog.walk(self.cursor.as_ref(), RESYNC_BATCH);
+        for (namespace, name) in batch {
+            if self
+                .to_controller
+                .send(ObjectRef::<CachedFile>::new(&name).within(&namespace))
+                .is_err()
+            {
+                return Ok(Next::Done);
+            }
+        }
+        self.cursor = next;
+        if self.cursor.is_some() {
+            return Ok(Next::After(pause));
+        }
+        self.pass = None;
+        Ok(Next::After(self.every.saturating_sub(started.elapsed())))
     }
 }

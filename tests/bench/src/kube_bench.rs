@@ -57,6 +57,14 @@ fn requests(metrics: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The value of an unlabelled gauge; 0 when absent.
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn total(requests: &[(String, f64)]) -> f64 {
     requests.iter().map(|(_, n)| n).sum()
 }
@@ -317,7 +325,13 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
         rest_ready = rest.elapsed();
         all_ready = start.elapsed();
     }
-    let after = requests(&operator_metrics(&k)?);
+    let metrics_after = operator_metrics(&k)?;
+    let after = requests(&metrics_after);
+    let heap = |name: &str| gauge(&metrics_after, name) / deposito_e2e::MIB as f64;
+    let (heap_allocated, heap_resident) = (
+        heap("deposito_operator_heap_allocated_bytes"),
+        heap("deposito_operator_heap_resident_bytes"),
+    );
     samples.push(gateway.sample(files, "large").await?);
     let pid = k
         .pid_of(&["deposito-operator", "kube"])
@@ -364,6 +378,9 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
     println!(
         "| operator peak RSS | {:.0} MiB |",
         rss as f64 / deposito_e2e::MIB as f64
+    );
+    println!(
+        "| operator heap with {files} present: allocated / resident | {heap_allocated:.0} MiB / {heap_resident:.0} MiB |"
     );
     for s in &samples {
         println!(

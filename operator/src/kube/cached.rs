@@ -19,14 +19,13 @@ use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use deposito_api::gateway::{Condition, Phase};
 use deposito_api::FileKey;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileStatus};
-use super::record::{record_of, source_revision};
+use super::record::{observed_of, record_of, source_revision};
 use crate::engine::error::PlanError;
 use crate::engine::{FileRecord, ObservedStatus, Source};
 
@@ -222,31 +221,6 @@ impl CachedStatus {
                 .collect(),
         }
     }
-
-    fn observed(&self) -> ObservedStatus {
-        let names = |v: &[Arc<str>]| v.iter().map(ToString::to_string).collect();
-        ObservedStatus {
-            phase: self
-                .phase
-                .as_deref()
-                .and_then(Phase::parse)
-                .unwrap_or(Phase::Pending),
-            ready_replicas: self.ready_replicas.max(0) as u32,
-            holders: names(&self.holders),
-            unreachable_holders: names(&self.unreachable_holders),
-            observed_generation: self.observed_generation.unwrap_or(0).max(0) as u64,
-            conditions: self
-                .conditions
-                .iter()
-                .map(|c| Condition {
-                    type_: c.text.type_.clone(),
-                    status: c.text.status.clone(),
-                    reason: c.text.reason.clone(),
-                    message: c.text.message.clone(),
-                })
-                .collect(),
-        }
-    }
 }
 
 /// A StoredFile as the operator's cache keeps it. Decoded from a StoredFile (so that
@@ -405,9 +379,8 @@ impl CachedFile {
                 CachedSource::Upload => Source::Upload,
             },
             status: self
-                .status
-                .as_ref()
-                .map_or_else(|| ObservedStatus::initial(None), CachedStatus::observed),
+                .status()
+                .map_or_else(|| ObservedStatus::initial(None), |s| observed_of(&s)),
         })
     }
 }
@@ -418,6 +391,7 @@ mod tests {
     use crate::kube::crd::{FileSource, UploadSource};
     use crate::kube::record::tests::inline;
     use crate::kube::record::{now, status_of};
+    use deposito_api::gateway::{Condition, Phase};
 
     /// The record tests' StoredFile, with the metadata a real one carries.
     fn sf(name: &str, source: FileSource, sha: Option<&str>) -> StoredFile {

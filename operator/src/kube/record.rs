@@ -142,19 +142,24 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
         generation: sf.metadata.generation.unwrap_or(0).max(0) as u64,
         deleting: sf.metadata.deletion_timestamp.is_some(),
         source,
-        status: ObservedStatus {
-            phase: status
-                .phase
-                .as_deref()
-                .and_then(Phase::parse)
-                .unwrap_or(Phase::Pending),
-            ready_replicas: status.ready_replicas.max(0) as u32,
-            holders: status.holders.clone(),
-            unreachable_holders: status.unreachable_holders.clone(),
-            observed_generation: status.observed_generation.unwrap_or(0).max(0) as u64,
-            conditions: status.conditions.iter().map(to_engine).collect(),
-        },
+        status: observed_of(&status),
     })
+}
+
+/// What a StoredFile's status tells the engine.
+pub fn observed_of(status: &StoredFileStatus) -> ObservedStatus {
+    ObservedStatus {
+        phase: status
+            .phase
+            .as_deref()
+            .and_then(Phase::parse)
+            .unwrap_or(Phase::Pending),
+        ready_replicas: status.ready_replicas.max(0) as u32,
+        holders: status.holders.clone(),
+        unreachable_holders: status.unreachable_holders.clone(),
+        observed_generation: status.observed_generation.unwrap_or(0).max(0) as u64,
+        conditions: status.conditions.iter().map(to_engine).collect(),
+    }
 }
 
 /// The status resource for what the engine decided about `record` (a record made from a

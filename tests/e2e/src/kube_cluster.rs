@@ -2,6 +2,11 @@
 //! kube-apiserver, kube-controller-manager and the process kubelet), the chart installed with
 //! helm, and helpers to run kubectl, read StoredFiles, and count copies in the replicas'
 //! volumes (the process kubelet keeps each claim's data in `DIR/kubelet/pvc/<ns>/<claim>`).
+//!
+//! [`KubeCluster::start_real_node`] runs `up --node real` instead: the real kubelet,
+//! containerd and kube-proxy, where each claim's data is the `local` volume
+//! `DIR/node/volumes/pvc-<claim uid>` of the test provisioner. `DEPOSITO_KUBE_NODE=real`
+//! makes [`KubeCluster::start`] do that too, for running the other kube suites on it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,10 +22,20 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Which node runs the pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// `tests/kubelet`: each pod a local process, pod IPs on 127.0.100.x.
+    Process,
+    /// The real kubelet over containerd and runc, pod IPs on the bridge 10.244.0.0/24.
+    Real,
+}
+
 /// A running control plane.
 pub struct KubeCluster {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    pub node: NodeKind,
     up: Option<Proc>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -32,15 +47,32 @@ impl KubeCluster {
         Self::start_with_kubelet_args("")
     }
 
+    /// Starts `tests/cluster/up --node real` (needs root; one at a time on a machine: the
+    /// node's bridge, ports and address are fixed).
+    pub fn start_real_node() -> KubeCluster {
+        Self::start_node(NodeKind::Real, "")
+    }
+
     /// [`Self::start`] with `DEPOSITO_KUBELET_ARGS` set to `kubelet_args`, e.g. `--node
     /// a1,topology.kubernetes.io/zone=zone-a --node b1,...` for several labelled nodes.
     pub fn start_with_kubelet_args(kubelet_args: &str) -> KubeCluster {
+        let real = std::env::var("DEPOSITO_KUBE_NODE").is_ok_and(|v| v == "real");
+        if real && kubelet_args.is_empty() {
+            return Self::start_node(NodeKind::Real, "");
+        }
+        Self::start_node(NodeKind::Process, kubelet_args)
+    }
+
+    fn start_node(node: NodeKind, kubelet_args: &str) -> KubeCluster {
         let temp = tempfile::Builder::new()
             .prefix("deposito-kube-")
             .tempdir_in(crate::cluster::base_tmp())
             .expect("temp dir");
         let dir = temp.path().to_path_buf();
         let mut cmd = Command::new(repo_root().join("tests/cluster/up"));
+        if node == NodeKind::Real {
+            cmd.args(["--node", "real"]);
+        }
         cmd.arg(dir.join("c"));
         if !kubelet_args.is_empty() {
             cmd.env("DEPOSITO_KUBELET_ARGS", kubelet_args);
@@ -49,6 +81,7 @@ impl KubeCluster {
         let mut cluster = KubeCluster {
             kubeconfig: dir.join("c/kubeconfig"),
             dir: dir.clone(),
+            node,
             up: Some(up),
             _temp: (std::env::var_os("DEPOSITO_E2E_KEEP").is_none()).then_some(temp),
         };
@@ -69,6 +102,27 @@ impl KubeCluster {
         let mut cmd = Command::new(self.dir.join("c/bin").join(name));
         cmd.env("KUBECONFIG", &self.kubeconfig);
         cmd
+    }
+
+    /// An address of this machine that the pods reach, for a server a test runs for them:
+    /// loopback for the process kubelet's pods, the node address on the real node.
+    pub fn host_address(&self) -> std::net::Ipv4Addr {
+        match self.node {
+            NodeKind::Process => std::net::Ipv4Addr::LOCALHOST,
+            NodeKind::Real => std::net::Ipv4Addr::new(10, 244, 0, 1),
+        }
+    }
+
+    /// Every address a pod of this cluster may get (for a certificate that names them all):
+    /// 127.0.100.1–254 from the process kubelet, 10.244.0.1–254 on the real node's bridge.
+    pub fn pod_addresses(&self) -> Vec<std::net::Ipv4Addr> {
+        let [a, b, c, _] = match self.node {
+            NodeKind::Process => [127, 0, 100, 0],
+            NodeKind::Real => [10, 244, 0, 0],
+        };
+        (1..=254)
+            .map(|d| std::net::Ipv4Addr::new(a, b, c, d))
+            .collect()
     }
 
     /// Runs kubectl.
@@ -191,6 +245,9 @@ impl KubeCluster {
 
     /// The data folders of every replica claim of `namespace`, by claim name.
     pub fn claim_dirs(&self, namespace: &str) -> Vec<(String, PathBuf)> {
+        if self.node == NodeKind::Real {
+            return self.local_volume_dirs(namespace);
+        }
         let root = self.dir.join("c/kubelet/pvc").join(namespace);
         let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
             .map(|rd| {
@@ -199,6 +256,26 @@ impl KubeCluster {
                     .collect()
             })
             .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+
+    /// The real node's claim folders: `DIR/node/volumes/pvc-<uid>` of each bound claim.
+    fn local_volume_dirs(&self, namespace: &str) -> Vec<(String, PathBuf)> {
+        let out = self.kubectl(&["get", "pvc", "-n", namespace, "-o", "json"]);
+        let claims: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let volumes = self.dir.join("c/node/volumes");
+        let mut dirs: Vec<(String, PathBuf)> = claims["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"]["phase"] == "Bound")
+            .filter_map(|c| {
+                let name = c["metadata"]["name"].as_str()?.to_string();
+                let dir = volumes.join(format!("pvc-{}", c["metadata"]["uid"].as_str()?));
+                dir.is_dir().then_some((name, dir))
+            })
+            .collect();
         dirs.sort();
         dirs
     }

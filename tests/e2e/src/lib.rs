@@ -23,6 +23,7 @@ pub mod kube_cluster;
 pub mod launcher;
 pub mod metrics;
 pub mod proc;
+pub mod real_node;
 pub mod tls;
 pub mod wait;
 

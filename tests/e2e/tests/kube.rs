@@ -316,18 +316,19 @@ fn operator_end_to_end_on_a_real_control_plane() {
     std::fs::create_dir_all(&served).unwrap();
     let page = b"served over http for a url StoredFile\n".repeat(100);
     std::fs::write(served.join("page.txt"), &page).unwrap();
-    let port = deposito_e2e::cluster::free_port(std::net::Ipv4Addr::LOCALHOST);
+    let host = k.host_address();
+    let port = deposito_e2e::cluster::free_port(host);
     let mut http = Command::new("python3");
     http.args([
         "-m",
         "http.server",
         &port.to_string(),
         "--bind",
-        "127.0.0.1",
+        &host.to_string(),
     ])
     .current_dir(&served);
     let _server = Proc::spawn("http.server", http, &k.dir.join("http.log"));
-    let url = format!("http://127.0.0.1:{port}/page.txt");
+    let url = format!("http://{host}:{port}/page.txt");
     let manifest = |name: &str, sha: Option<&str>| {
         let sha = sha
             .map(|s| format!("  sha256: \"{s}\"\n"))

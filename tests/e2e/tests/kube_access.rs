@@ -11,7 +11,6 @@
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
 
-use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -51,11 +50,12 @@ fn https_gateway_and_scoped_tokens_from_secrets() {
     step("cluster up", t);
 
     // The Secrets exist before the release: a TLS Secret whose certificate names every pod
-    // address the process kubelet hands out (127.0.100.0/24), and the scoped tokens.
+    // address the node hands out (127.0.100.0/24 or the real node's 10.244.0.0/24), and the
+    // scoped tokens.
     k.kubectl_ok(&["create", "namespace", NS]);
     let certs = k.dir.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
-    let pod_ips: Vec<Ipv4Addr> = (1..=254).map(|i| Ipv4Addr::new(127, 0, 100, i)).collect();
+    let pod_ips = k.pod_addresses();
     let tls = TlsFiles::generate_for(&certs, &pod_ips);
     k.kubectl_ok(&[
         "create",

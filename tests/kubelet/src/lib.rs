@@ -10,6 +10,7 @@ pub mod container;
 pub mod env;
 pub mod hosts;
 pub mod ipam;
+pub mod local_path;
 pub mod mount_targets;
 pub mod node;
 pub mod pods;

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod db;
 mod deposits;
 pub mod membership;
+mod private;
 mod register;
 pub mod supervisor;
 mod tokens;
@@ -34,8 +35,7 @@ pub const CLIENT_TOKEN_ENV: &str = "DEPOSITO_CLIENT_TOKEN";
 /// Runs `deposito-operator local` until SIGINT or SIGTERM.
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    private::prepare_data_dir(&data_dir)?;
     let client_token = tokens::from_env_or_file(
         CLIENT_TOKEN_ENV,
         args.token_file.as_deref(),

@@ -195,8 +195,6 @@ EOF
 real_node_kubelet() {
     mkdir -p "$NODE_DIR/kubelet" "$NODE_DIR/pod-logs"
     kubeconfig_for node
-    local dns=
-    [ -n "$COREDNS" ] && dns="clusterDNS: [$NODE_IP]"
     cat >"$NODE_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -217,7 +215,7 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 podLogsDir: $NODE_DIR/pod-logs
 resolvConf: ""
 clusterDomain: cluster.local
-$dns
+clusterDNS: [$NODE_IP]
 serializeImagePulls: false
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
 imageGCHighThresholdPercent: 100
@@ -249,7 +247,6 @@ real_node_scheduler() {
 }
 
 real_node_dns() {
-    [ -n "$COREDNS" ] || { log "no CoreDNS binary: pods get no cluster DNS"; return 0; }
     cat >"$NODE_DIR/Corefile" <<EOF
 cluster.local:53 {
     bind $NODE_IP
@@ -259,7 +256,7 @@ cluster.local:53 {
     }
 }
 EOF
-    start coredns "$COREDNS" -conf "$NODE_DIR/Corefile"
+    start coredns "$BIN/coredns" -conf "$NODE_DIR/Corefile"
 }
 
 real_node_network_policy() {

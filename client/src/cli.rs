@@ -202,6 +202,22 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// The warning printed when the token comes from the command line.
+pub const TOKEN_ON_COMMAND_LINE: &str = "warning: --token on the command line is visible to \
+     every user of this host (ps, /proc); set DEPOSITO_TOKEN or use --token-file instead";
+
+/// Whether `args` (the process's arguments, program name first) give `--token` itself, not
+/// through `DEPOSITO_TOKEN`. Arguments after `--` are operands, not options.
+pub fn token_on_command_line(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    args.into_iter()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| {
+            let arg = arg.to_string_lossy();
+            arg == "--token" || arg.starts_with("--token=")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +264,23 @@ mod tests {
         assert!(Cli::try_parse_from(["deposito", "deposit"]).is_err());
         assert!(Cli::try_parse_from(["deposito", "set-replicas", "a", "x"]).is_err());
         assert!(Cli::try_parse_from(["deposito", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn a_token_on_the_command_line_is_noticed() {
+        let args = |list: &[&str]| {
+            list.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        for (list, expected) in [
+            (&["deposito", "--token", "t", "ls"][..], true),
+            (&["deposito", "ls", "--token=t"][..], true),
+            (&["deposito", "--token-file", "f", "ls"][..], false),
+            (&["deposito", "ls"][..], false),
+            (&["deposito", "put", "--", "--token"][..], false),
+        ] {
+            assert_eq!(token_on_command_line(args(list)), expected, "{list:?}");
+        }
     }
 }

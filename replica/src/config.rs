@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use deposito_util::token::{read_token_file, TokenFileError};
+use deposito_util::token::{check_token_strength, read_token_file, TokenFileError, WeakToken};
 
 /// Environment variable carrying the replica token (env only, never a flag).
 pub const TOKEN_ENV: &str = "DEPOSITO_REPLICA_TOKEN";
-/// The client's token variables. A replica takes them only when neither of its own is set, as
-/// a deprecated fallback that says so on stderr at start-up (older manifests set
-/// `DEPOSITO_TOKEN` on replica pods). Local mode never passes them on to replicas.
+/// The client's token variables. A replica never takes its token from them (whoever holds the
+/// client token must not be able to act as a replica); when one of them is set and neither
+/// of the replica's own is, the start-up error says so.
 pub const CLIENT_TOKEN_ENVS: [&str; 2] = ["DEPOSITO_TOKEN", "DEPOSITO_TOKEN_FILE"];
 
 /// Configuration of one storage replica. Parsed from flags and environment by the binary;
@@ -129,10 +129,15 @@ pub enum ConfigError {
         "no replica token: set DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE"
     )]
     MissingToken,
+    #[error(
+        "no replica token: {0} is set, but that is the client's variable and a replica does not \
+         read it; set DEPOSITO_REPLICA_TOKEN or --token-file/DEPOSITO_REPLICA_TOKEN_FILE"
+    )]
+    OnlyClientToken(&'static str),
     #[error("cannot claim a data slot in {path}: {reason}")]
     Slot { path: PathBuf, reason: String },
-    /// The token file (`--token-file`, or the client's `DEPOSITO_TOKEN_FILE` fallback) is
-    /// unreadable or empty.
+    /// The token file (`--token-file`) is unreadable, empty or holds a token that is too
+    /// short.
     #[error(transparent)]
     TokenFile(#[from] TokenFileError),
     #[error("cannot read or write replica id in {path}: {source}")]
@@ -151,30 +156,29 @@ impl Config {
         cfg
     }
 
-    /// Fills `token` from DEPOSITO_REPLICA_TOKEN, else from `token_file`, unless already set;
-    /// failing those, from the client's variables (see [`CLIENT_TOKEN_ENVS`]). Says where the
-    /// token came from, so the binary can warn about the fallback.
+    /// Fills `token` from DEPOSITO_REPLICA_TOKEN, else from `token_file`, unless already set.
+    /// Says where the token came from, so the binary can warn about a short one. The client's
+    /// variables (see [`CLIENT_TOKEN_ENVS`]) are never read; set alone, they make the error
+    /// say so.
     pub fn resolve_token(&mut self) -> Result<TokenSource, ConfigError> {
         if self.token.as_deref().is_some_and(|t| !t.is_empty()) {
             return Ok(TokenSource::Given);
         }
         if let Some(t) = non_empty_env(TOKEN_ENV) {
+            let weak = check_token_strength(&t).err();
             self.token = Some(t);
-            return Ok(TokenSource::ReplicaVariable);
+            return Ok(weak.map_or(TokenSource::ReplicaVariable, TokenSource::WeakVariable));
         }
         if let Some(path) = self.token_file.clone() {
             self.token = Some(read_token_file(&path)?);
             self.token_reload = Some(path);
             return Ok(TokenSource::File);
         }
-        let [client_token, client_token_file] = CLIENT_TOKEN_ENVS;
-        if let Some(t) = non_empty_env(client_token) {
-            self.token = Some(t);
-            return Ok(TokenSource::ClientVariable(client_token));
-        }
-        if let Some(path) = non_empty_env(client_token_file) {
-            self.token = Some(read_token_file(Path::new(&path))?);
-            return Ok(TokenSource::ClientVariable(client_token_file));
+        if let Some(name) = CLIENT_TOKEN_ENVS
+            .into_iter()
+            .find(|name| non_empty_env(name).is_some())
+        {
+            return Err(ConfigError::OnlyClientToken(name));
         }
         Err(ConfigError::MissingToken)
     }
@@ -189,26 +193,26 @@ impl Config {
 }
 
 /// Where [`Config::resolve_token`] found the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// Already in the configuration (library use).
     Given,
     /// `DEPOSITO_REPLICA_TOKEN`.
     ReplicaVariable,
+    /// `DEPOSITO_REPLICA_TOKEN`, shorter than the operator accepts. The replica alone still
+    /// starts (a replica checks tokens, it does not choose them), with a warning: the
+    /// operator refuses such a token, so no whole system runs with it.
+    WeakVariable(WeakToken),
     /// `--token-file`/`DEPOSITO_REPLICA_TOKEN_FILE`, followed while running.
     File,
-    /// The client's variable of this name, as a deprecated fallback.
-    ClientVariable(&'static str),
 }
 
 impl TokenSource {
     /// The one-line warning to print at start-up, if any.
-    pub fn warning(self) -> Option<String> {
+    pub fn warning(&self) -> Option<String> {
         match self {
-            TokenSource::ClientVariable(name) => Some(format!(
-                "warning: taking the replica token from {name}, the client's variable; \
-                 set DEPOSITO_REPLICA_TOKEN or DEPOSITO_REPLICA_TOKEN_FILE instead \
-                 (the fallback will go away)"
+            TokenSource::WeakVariable(weak) => Some(format!(
+                "warning: the token of {TOKEN_ENV} is weak ({weak}); the operator refuses it"
             )),
             _ => None,
         }
@@ -348,12 +352,32 @@ mod tests {
     fn token_file_is_read_and_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("tok");
-        std::fs::write(&f, "secret\n").unwrap();
+        let secret = "s".repeat(deposito_util::token::MIN_TOKEN_BYTES);
+        std::fs::write(&f, format!("{secret}\n")).unwrap();
         let mut c = Config::parse_from(["deposito-replica", "--token-file", f.to_str().unwrap()]);
         if std::env::var(TOKEN_ENV).is_err() {
             assert_eq!(c.resolve_token().unwrap(), TokenSource::File);
-            assert_eq!(c.token().unwrap(), "secret");
+            assert_eq!(c.token().unwrap(), secret);
             assert_eq!(c.token_reload.as_deref(), Some(f.as_path()), "followed");
+        }
+    }
+
+    #[test]
+    fn a_short_token_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "secret\n").unwrap();
+        let mut c = Config::parse_from(["deposito-replica", "--token-file", f.to_str().unwrap()]);
+        if std::env::var(TOKEN_ENV).is_err() {
+            let err = c.resolve_token().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::TokenFile(TokenFileError::Weak { .. })),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("6 bytes, the minimum is 32"),
+                "{err}"
+            );
         }
     }
 }

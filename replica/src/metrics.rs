@@ -30,6 +30,8 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     pub scrubbed_objects: Counter,
     pub corrupt_found: Counter,
+    pub chunk_digests_added: Counter,
+    pub without_chunk_digests: Gauge<u64, AtomicU64>,
     pub scrub_oldest_unverified: Gauge<u64, AtomicU64>,
     pub scrub_last_pass_finished: Gauge<u64, AtomicU64>,
     pub trash_objects: Gauge<u64, AtomicU64>,
@@ -99,6 +101,18 @@ impl Metrics {
                 r,
                 "corrupt_found",
                 "Copies found corrupt (by the scrubber or on read)",
+            ),
+            chunk_digests_added: registered(
+                r,
+                "chunk_digests_added",
+                "Copies over one chunk given chunk digests by the scrubber (committed before \
+                 digests were recorded; verified against their sha256 first)",
+            ),
+            without_chunk_digests: registered(
+                r,
+                "copies_without_chunk_digests",
+                "Ready copies over one chunk still without chunk digests (Range reads of them \
+                 are not verified chunk by chunk) at the end of the last complete scrub pass",
             ),
             scrub_oldest_unverified: registered(
                 r,

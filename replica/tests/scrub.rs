@@ -130,3 +130,96 @@ async fn a_pass_cut_short_by_a_restart_resumes_where_it_stopped() {
     assert!(scrub_state(tmp.path())["current"].is_null());
     r.stop().await;
 }
+
+/// The `chunks` of a copy's metadata file (`None` when it has none).
+fn chunks_of(meta: &std::path::Path) -> Option<Value> {
+    let v: Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    v.get("chunks").cloned()
+}
+
+/// Removes the chunk digests from a copy's metadata, as a copy committed by a build that did
+/// not record them has it.
+fn strip_chunks(meta: &std::path::Path) {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    assert!(v.as_object_mut().unwrap().remove("chunks").is_some());
+    std::fs::write(meta, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+/// A copy over one chunk committed without chunk digests gets them from the scrubber, and
+/// only after its whole sha256 matched: a rotten one is quarantined without any. From then
+/// on a Range read over a rotten chunk of it is refused (before, it was served unverified).
+#[tokio::test(flavor = "multi_thread")]
+async fn older_copies_get_chunk_digests_once_their_sha256_is_verified() {
+    const CHUNK: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let c = client();
+    let cfg = config(tmp.path(), IP);
+    let r = start_with(cfg.clone()).await;
+    let old = payload(3 * CHUNK + 10, 21);
+    let rotten = payload(2 * CHUNK + 5, 22);
+    r.put_created(&c, "default", "old.bin", old.clone()).await;
+    r.put_created(&c, "default", "rotten.bin", rotten.clone())
+        .await;
+    r.stop().await;
+    let (old_sha, rotten_sha) = (
+        deposito_api::sha256_hex(&old),
+        deposito_api::sha256_hex(&rotten),
+    );
+    let objects = tmp.path().join("objects/default");
+    let old_data = objects.join("old.bin").join(&old_sha);
+    let old_meta = objects.join("old.bin").join(format!("{old_sha}.json"));
+    let rotten_data = objects.join("rotten.bin").join(&rotten_sha);
+    let rotten_meta = objects
+        .join("rotten.bin")
+        .join(format!("{rotten_sha}.json"));
+    let recorded = chunks_of(&old_meta).expect("digests recorded at commit");
+    strip_chunks(&old_meta);
+    strip_chunks(&rotten_meta);
+    flip_byte(&rotten_data, (CHUNK + 3) as u64);
+
+    let r = start_with(cfg).await;
+    let resp = c
+        .post(format!("{}/v1/scrub", r.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    assert!(
+        eventually(30, || async { status(&c, &r).await.passes == 1 }).await,
+        "no pass within 30 s"
+    );
+    assert_eq!(
+        chunks_of(&old_meta),
+        Some(recorded),
+        "the digests added are exactly the ones a commit records"
+    );
+    assert!(
+        !rotten_data.exists(),
+        "the rotten copy is still in objects/"
+    );
+    let quarantined = tmp
+        .path()
+        .join("quarantine/default/rotten.bin")
+        .join(format!("{rotten_sha}.json"));
+    assert_eq!(chunks_of(&quarantined), None, "a rotten copy got digests");
+    let metrics = r.metrics(&c).await;
+    assert!(
+        metrics.contains("deposito_replica_chunk_digests_added_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("deposito_replica_copies_without_chunk_digests 0\n"),
+        "{metrics}"
+    );
+
+    // Rot in the last chunk of the now-described copy: a Range over it is refused.
+    flip_byte(&old_data, (3 * CHUNK + 2) as u64);
+    let url = format!("{}/{old_sha}", r.obj("default", "old.bin"));
+    let resp = get_range(&c, &url, "bytes=10-19").await;
+    assert_eq!(resp.status().as_u16(), 206, "a good chunk is served");
+    assert_eq!(resp.bytes().await.unwrap()[..], old[10..20]);
+    let resp = get_range(&c, &url, "bytes=-5").await;
+    assert_eq!(resp.status().as_u16(), 404, "a rotten chunk was served");
+    r.stop().await;
+}

@@ -4,6 +4,7 @@
 //!   (status, pacing, cancellation on shutdown, metrics).
 //! - [`shutdown`]: waiting for SIGINT or SIGTERM.
 //! - [`token`]: reading a bearer token from a file, and following the file as it changes.
+//! - [`tls`]: a server certificate that follows its PEM files.
 //! - [`clock`]: seconds since the Unix epoch.
 //! - [`net`]: listen addresses (`[::]` is every address of both families; a bare IPv6 pod IP
 //!   followed by `:port` parses too).
@@ -17,6 +18,7 @@
 pub mod clock;
 pub mod net;
 pub mod shutdown;
+pub mod tls;
 pub mod token;
 pub mod worker;
 

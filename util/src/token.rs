@@ -23,6 +23,11 @@ use crate::worker::{Next, StepError, Worker};
 /// The default grace for a replaced token (`--previous-token-grace-secs`).
 pub const DEFAULT_PREVIOUS_TOKEN_GRACE_SECS: u64 = 600;
 
+/// The shortest token the operator accepts from configuration (a file, a variable, a line
+/// of the scoped tokens file): 32 bytes, the length of a 128-bit random value in hex. The
+/// tokens Deposito generates are 64 hex characters.
+pub const MIN_TOKEN_BYTES: usize = 32;
+
 /// How often [`TokenFileReload`] looks at its file.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -36,10 +41,50 @@ pub enum TokenFileError {
     },
     #[error("the token file {0} is empty")]
     Empty(PathBuf),
+    #[error("the token in {path} is too short: {reason}")]
+    Weak { path: PathBuf, reason: WeakToken },
 }
 
-/// The token in `path`, without surrounding whitespace; an error when it can't be read or
-/// is empty.
+/// Why a configured token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakToken {
+    #[error("{len} bytes, the minimum is {MIN_TOKEN_BYTES} (make one with: openssl rand -hex 32)")]
+    TooShort { len: usize },
+}
+
+/// Compares a presented secret with a token in constant time (the `subtle` crate), so
+/// timing reveals neither how much matched nor, beyond the length, anything of the token.
+pub fn tokens_equal(presented: &[u8], token: &[u8]) -> bool {
+    presented.ct_eq(token).into()
+}
+
+/// Refuses a client token equal to the replica token: whoever holds the client token could
+/// then act as a replica (register, report, delete copies).
+pub fn ensure_distinct(client: &str, replica: &str) -> Result<(), SameTokens> {
+    if tokens_equal(client.as_bytes(), replica.as_bytes()) {
+        return Err(SameTokens);
+    }
+    Ok(())
+}
+
+/// The client token and the replica token are the same.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the client token and the replica token are the same; give each its own \
+     (make one with: openssl rand -hex 32)"
+)]
+pub struct SameTokens;
+
+/// Refuses a token shorter than [`MIN_TOKEN_BYTES`].
+pub fn check_token_strength(token: &str) -> Result<(), WeakToken> {
+    if token.len() < MIN_TOKEN_BYTES {
+        return Err(WeakToken::TooShort { len: token.len() });
+    }
+    Ok(())
+}
+
+/// The token in `path`, without surrounding whitespace; an error when it can't be read, is
+/// empty or is shorter than [`MIN_TOKEN_BYTES`].
 pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
     let raw = std::fs::read_to_string(path).map_err(|source| TokenFileError::Unreadable {
         path: path.to_path_buf(),
@@ -49,6 +94,10 @@ pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
     if token.is_empty() {
         return Err(TokenFileError::Empty(path.to_path_buf()));
     }
+    check_token_strength(token).map_err(|reason| TokenFileError::Weak {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     Ok(token.to_string())
 }
 
@@ -128,8 +177,8 @@ pub fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// `token-reload-<what>`: rereads a token file whenever it changes (checked every
-/// [`RELOAD_EVERY`]) and puts the new token in force. A file that can't be read or is empty
-/// leaves the token in force and is logged as an error.
+/// [`RELOAD_EVERY`]) and puts the new token in force. A file that can't be read, is empty or
+/// holds a token that is too short leaves the token in force and is logged as an error.
 pub struct TokenFileReload {
     what: &'static str,
     token: Arc<LiveToken>,
@@ -211,6 +260,15 @@ mod tests {
     }
 
     #[test]
+    fn secrets_compare_exactly() {
+        assert!(tokens_equal(b"secret", b"secret"));
+        assert!(!tokens_equal(b"secret", b"secreT"));
+        assert!(!tokens_equal(b"secret", b"secret2"));
+        assert!(!tokens_equal(b"", b"x"));
+        assert!(tokens_equal(b"", b""));
+    }
+
+    #[test]
     fn without_a_grace_the_previous_token_is_refused_at_once() {
         let token = LiveToken::new("first-token", Duration::ZERO);
         token.replace("second-token");
@@ -221,44 +279,55 @@ mod tests {
 
     #[tokio::test]
     async fn the_reload_worker_follows_the_file_and_keeps_the_token_on_a_bad_file() {
-        let dir = std::env::temp_dir().join(format!("deposito-reload-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("token");
-        std::fs::write(&path, "first-token\n").expect("write");
-        let token = LiveToken::new("first-token", Duration::from_secs(60));
+        const FIRST: &str = "first-token-0123456789abcdef0123";
+        const SECOND: &str = "second-token-0123456789abcdef0123";
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, format!("{FIRST}\n")).expect("write");
+        let token = LiveToken::new(FIRST, Duration::from_secs(60));
         let mut worker = TokenFileReload::new("test", token.clone(), path.clone());
         assert_eq!(worker.name(), "token-reload-test");
         worker.step().await.expect("step");
-        assert_eq!(&*token.current(), "first-token", "unchanged file");
-        std::fs::write(&path, "second-token-longer\n").expect("write");
+        assert_eq!(&*token.current(), FIRST, "unchanged file");
+        std::fs::write(&path, format!("{SECOND}\n")).expect("write");
         worker.step().await.expect("step");
-        assert_eq!(&*token.current(), "second-token-longer");
+        assert_eq!(&*token.current(), SECOND);
         std::fs::write(&path, "  \n").expect("write");
         worker.step().await.expect("step");
-        assert_eq!(
-            &*token.current(),
-            "second-token-longer",
-            "an empty file is ignored"
-        );
-        std::fs::remove_dir_all(&dir).expect("cleanup");
+        assert_eq!(&*token.current(), SECOND, "an empty file is ignored");
+        std::fs::write(&path, "short-token\n").expect("write");
+        worker.step().await.expect("step");
+        assert_eq!(&*token.current(), SECOND, "a short token is ignored");
     }
 
     #[test]
-    fn trims_and_refuses_empty_and_missing_files() {
-        let dir = std::env::temp_dir().join(format!("deposito-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("token");
-        std::fs::write(&path, "  abc\n").expect("write");
-        assert_eq!(read_token_file(&path).expect("token"), "abc");
+    fn trims_and_refuses_empty_short_and_missing_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token");
+        let long = "a".repeat(MIN_TOKEN_BYTES);
+        std::fs::write(&path, format!("  {long}\n")).expect("write");
+        assert_eq!(read_token_file(&path).expect("token"), long);
         std::fs::write(&path, " \n").expect("write");
         assert!(matches!(
             read_token_file(&path),
             Err(TokenFileError::Empty(_))
         ));
+        std::fs::write(&path, format!("{}\n", &long[1..])).expect("write");
+        let err = read_token_file(&path).expect_err("31 bytes");
+        assert!(
+            matches!(
+                err,
+                TokenFileError::Weak {
+                    reason: WeakToken::TooShort { len: 31 },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("the minimum is 32"), "{err}");
         assert!(matches!(
-            read_token_file(&dir.join("missing")),
+            read_token_file(&dir.path().join("missing")),
             Err(TokenFileError::Unreadable { .. })
         ));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -22,13 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use deposito_api::constant_time_eq;
 use deposito_api::names::validate_namespace;
-use deposito_util::token::{file_stamp, LiveToken, RELOAD_EVERY};
+use deposito_util::token::tokens_equal;
+use deposito_util::token::{file_stamp, LiveToken, MIN_TOKEN_BYTES, RELOAD_EVERY};
 use deposito_util::worker::{Next, StepError, Worker};
-
-/// Shortest token the tokens file accepts.
-pub const MIN_TOKEN_LEN: usize = 16;
 
 /// The namespaces a grant reaches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,9 +114,10 @@ pub fn parse_tokens_file(text: &str) -> Result<Vec<(String, Grant)>, TokensFileE
                 fields.len()
             )));
         };
-        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        if token.len() < MIN_TOKEN_BYTES || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(fail(format!(
-                "a token is at least {MIN_TOKEN_LEN} printable ASCII characters"
+                "a token is at least {MIN_TOKEN_BYTES} printable ASCII characters \
+                 (make one with: openssl rand -hex 32)"
             )));
         }
         if entries.iter().any(|(t, _)| t == token) {
@@ -178,7 +176,7 @@ impl Tokens {
         let mut found = self.full_access.accepts(presented).then(Grant::full);
         let scoped = self.scoped.read().expect("scoped tokens lock").clone();
         for (token, grant) in scoped.iter() {
-            if constant_time_eq(presented, token.as_bytes()) && found.is_none() {
+            if tokens_equal(presented, token.as_bytes()) && found.is_none() {
                 found = Some(grant.clone());
             }
         }
@@ -298,22 +296,24 @@ mod tests {
     #[test]
     fn tokens_file_parses_and_refuses_bad_lines() {
         let text =
-            "# comment\n\n  aaaaaaaaaaaaaaaa team-a,team-b rw\nbbbbbbbbbbbbbbbb * read-only\n";
+            "# comment\n\n  aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa team-a,team-b rw\nbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb * read-only\n";
         let entries = parse_tokens_file(text).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].1.namespaces, only(&["team-a", "team-b"]));
         assert_eq!(entries[1].1.access, Access::ReadOnly);
-        for (bad, line, needle) in [
-            ("short team-a rw", 1, "at least 16"),
-            ("aaaaaaaaaaaaaaaa team-a", 1, "found 2"),
-            ("aaaaaaaaaaaaaaaa Team_A rw", 1, "DNS label"),
-            ("aaaaaaaaaaaaaaaa team-a admin", 1, "admin"),
+        let cases: [(&str, usize, &str); 6] = [
+            ("short team-a rw", 1, "at least 32"),
+            (&format!("{} team-a rw", "a".repeat(31)), 1, "at least 32"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa team-a", 1, "found 2"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa Team_A rw", 1, "DNS label"),
+            ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa team-a admin", 1, "admin"),
             (
-                "aaaaaaaaaaaaaaaa team-a rw\naaaaaaaaaaaaaaaa team-b ro",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa team-a rw\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa team-b ro",
                 2,
                 "twice",
             ),
-        ] {
+        ];
+        for (bad, line, needle) in cases {
             let err = parse_tokens_file(bad).unwrap_err();
             assert_eq!(err.line, line, "{bad}");
             assert!(err.to_string().contains(needle), "{err}");
@@ -327,10 +327,12 @@ mod tests {
             tokens.grant("generated-token-0123456789"),
             Some(Grant::full())
         );
-        assert_eq!(tokens.grant("aaaaaaaaaaaaaaaa"), None);
-        tokens.set_scoped(parse_tokens_file("aaaaaaaaaaaaaaaa team-a ro").unwrap());
+        assert_eq!(tokens.grant("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), None);
+        tokens.set_scoped(parse_tokens_file("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa team-a ro").unwrap());
         assert_eq!(
-            tokens.grant("aaaaaaaaaaaaaaaa").map(|g| g.access),
+            tokens
+                .grant("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+                .map(|g| g.access),
             Some(Access::ReadOnly)
         );
         assert_eq!(
@@ -339,6 +341,10 @@ mod tests {
             "a prefix is no token"
         );
         tokens.set_scoped(Vec::new());
-        assert_eq!(tokens.grant("aaaaaaaaaaaaaaaa"), None, "revoked");
+        assert_eq!(
+            tokens.grant("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            None,
+            "revoked"
+        );
     }
 }

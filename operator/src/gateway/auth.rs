@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use deposito_api::constant_time_eq;
+use deposito_util::token::tokens_equal;
 
 use super::GatewayState;
 use crate::gateway::error::GatewayError;
@@ -24,7 +24,7 @@ fn presented(request: &Request) -> Option<&str> {
 
 fn check(request: &Request, token: &str) -> Result<(), GatewayError> {
     let presented = presented(request).ok_or(GatewayError::Unauthorized)?;
-    if constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+    if tokens_equal(presented.as_bytes(), token.as_bytes()) {
         Ok(())
     } else {
         Err(GatewayError::Unauthorized)

@@ -1,17 +1,16 @@
 //! Serving the gateway: plain HTTP, or HTTPS (rustls, TLS 1.2 and 1.3) when given a PEM
 //! certificate chain and key. Either way accepted sockets get TCP_NODELAY, and a shutdown
-//! signal lets requests in flight finish.
+//! signal lets requests in flight finish. The certificate follows its files
+//! ([`deposito_util::tls`]): a renewed pair is served without a restart.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use axum::Router;
 use clap::Args;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use deposito_util::tls::{self, CertFileReload, CertFiles, ServerCert};
 
 /// How long requests in flight may run on after a shutdown signal (TLS mode).
 const DRAIN_TIME: Duration = Duration::from_secs(10);
@@ -37,15 +36,32 @@ pub struct TlsArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// HTTPS for a server: the configuration handed to the acceptor, and the worker that keeps
+/// its certificate current (spawn it; without it the certificate never changes).
+pub struct ServedTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub reload: CertFileReload,
+}
+
 impl TlsArgs {
-    /// The server configuration, or `None` for plain HTTP. Unreadable files, a file without
-    /// a certificate or key, or a key that does not match the certificate are errors here,
-    /// at start-up, not at the first handshake.
-    pub fn server_config(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    /// HTTPS with a certificate that follows its files, or `None` for plain HTTP.
+    /// Unreadable files, a file without a certificate or key, or a key that does not match
+    /// the certificate are errors here, at start-up, not at the first handshake.
+    pub fn server_config(&self) -> anyhow::Result<Option<ServedTls>> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(server_config(cert, key)?)))
+        let files = CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            cert_flag: "--tls-cert",
+            key_flag: "--tls-key",
+        };
+        let served = ServerCert::load(&files)?;
+        Ok(Some(ServedTls {
+            config: Arc::new(tls::server_config(served.clone())),
+            reload: CertFileReload::new("gateway", files, served),
+        }))
     }
 
     /// `https` with a certificate, else `http`.
@@ -56,27 +72,6 @@ impl TlsArgs {
             "http"
         }
     }
-}
-
-fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read --tls-cert {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--tls-cert {}: invalid PEM", cert.display()))?;
-    if chain.is_empty() {
-        bail!("--tls-cert {}: no certificate in it", cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("--tls-key {}: no readable private key", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("--tls-cert and --tls-key do not make a usable pair")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// Serves `app` on `listener` until `shutdown` completes: HTTPS with `tls`, else HTTP.
@@ -111,6 +106,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn missing_or_empty_files_are_start_up_errors() {
@@ -122,12 +118,12 @@ mod tests {
             tls_key: Some(key.to_path_buf()),
         };
         let missing = dir.path().join("missing.pem");
-        let err = args(&missing, &missing).server_config().unwrap_err();
+        let err = args(&missing, &missing).server_config().err().unwrap();
         assert!(
             format!("{err:#}").contains("cannot read --tls-cert"),
             "{err:#}"
         );
-        let err = args(&empty, &empty).server_config().unwrap_err();
+        let err = args(&empty, &empty).server_config().err().unwrap();
         assert!(format!("{err:#}").contains("no certificate"), "{err:#}");
         assert!(TlsArgs::default().server_config().unwrap().is_none());
         assert_eq!(TlsArgs::default().scheme(), "http");

@@ -194,8 +194,10 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         );
         client_tokens.load(path)?;
     }
+    let replica_token_text = read_token(&args.replica_token_file, "replica token")?;
+    deposito_util::token::ensure_distinct(&client_token.current(), &replica_token_text)?;
     let replica_token = LiveToken::new(
-        read_token(&args.replica_token_file, "replica token")?,
+        replica_token_text,
         Duration::from_secs(args.previous_token_grace_secs),
     );
     lifecycle::check_crd(&client).await;
@@ -267,7 +269,10 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         tokens: client_tokens,
         extra_doc: None,
     });
-    let tls = args.tls.server_config()?;
+    let tls = args.tls.server_config()?.map(|served| {
+        workers.spawn(served.reload);
+        served.config
+    });
     let listener = deposito_util::net::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     if let Some(addr) = args.metrics_listen {

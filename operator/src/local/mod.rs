@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use deposito_util::shutdown::shutdown_signal;
+use deposito_util::token::{LiveToken, TokenFileReload};
 use deposito_util::worker::Workers;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +42,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.token_file.as_deref(),
         &data_dir.join("token"),
     )?;
-    let client_tokens = Arc::new(crate::gateway::access::Tokens::single(client_token));
+    // The client token follows its file (`--token-file`, default DATA_DIR/token): a changed
+    // token is in force within seconds and the old one refused, without a restart.
+    let client_token_in_force = client_token.clone();
+    let client_token = LiveToken::new(client_token, Duration::ZERO);
+    let client_tokens = Arc::new(crate::gateway::access::Tokens::following(
+        client_token.clone(),
+    ));
     let tokens_file = args
         .tokens_file
         .clone()
@@ -52,6 +59,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         args.replica_token_file.as_deref(),
         &data_dir.join("replica-token"),
     )?;
+    deposito_util::token::ensure_distinct(&client_token_in_force, &replica_token)?;
     let catalog_path = data_dir.join("catalog.sqlite3");
     let db = db::Db::open(&catalog_path)
         .with_context(|| format!("cannot open catalog {}", catalog_path.display()))?;
@@ -101,6 +109,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         workers.spawn(rebalance);
     }
     workers.spawn(TokensReload::new(client_tokens.clone(), tokens_file));
+    let tls = tls.map(|served| {
+        workers.spawn(served.reload);
+        served.config
+    });
+    if std::env::var_os(CLIENT_TOKEN_ENV).is_none() {
+        let path = args
+            .token_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("token"));
+        workers.spawn(TokenFileReload::new("client", client_token, path));
+    }
     engine::driver::start(
         built.engine.clone(),
         built.triggers,

@@ -5,18 +5,22 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
-use deposito_util::token::{read_token_file, TokenFileError};
+use deposito_util::token::{check_token_strength, read_token_file, TokenFileError};
 use rand::RngCore;
 
 /// The token from the environment variable `env` when set (compose passes tokens so), else
-/// from [`load_or_create`].
+/// from [`load_or_create`]. A token shorter than 32 bytes is refused either way.
 pub fn from_env_or_file(
     env: &str,
     explicit: Option<&Path>,
     default_path: &Path,
 ) -> anyhow::Result<String> {
     match std::env::var(env) {
-        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+        Ok(token) if !token.trim().is_empty() => {
+            let token = token.trim();
+            check_token_strength(token).with_context(|| format!("the token of {env}"))?;
+            Ok(token.to_string())
+        }
         _ => load_or_create(explicit, default_path),
     }
 }

@@ -86,8 +86,6 @@ impl Modify for ReplicaContract {
     }
 }
 
-pub use deposito_api::constant_time_eq;
-
 /// Requires the replica token on every `/v1/*` route.
 async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/v1/") || req.uri().path() == "/v1" {
@@ -171,14 +169,6 @@ mod tests {
         let (stream, _) = listener.accept().await;
         assert!(stream.nodelay().unwrap(), "TCP_NODELAY on the server side");
         drop(client.await.unwrap().unwrap());
-    }
-
-    #[test]
-    fn constant_time_eq_table() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The scrub worker: runs the [`Scrubber`]'s passes when they are due or asked for, hashing
 //! every ready copy at a bounded rate and quarantining the ones that no longer match.
 //!
+//! A copy over one chunk committed before chunk digests were recorded gets them in the same
+//! read that verifies its sha256, and only when that matches: from then on its Range reads
+//! are verified chunk by chunk too.
+//!
 //! One step verifies one copy (or starts or ends a pass), so shutdown stops a pass between
 //! two copies or inside one, never with a verified copy unrecorded; the worker then records
 //! how far the pass got. While no pass runs, a step waits for the next one to be due or for
@@ -21,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Scrubber, MIB};
 use crate::metrics::Metrics;
+use crate::storage::chunks::{chunk_count, ChunkDigests, ChunkHasher};
 use crate::storage::{ObjKey, Store};
 
 /// How often a pass in progress records its position.
@@ -50,6 +55,18 @@ struct Pass {
     limiter: Option<Limiter>,
     saved: Instant,
     corrupt: u64,
+    /// Copies over one chunk this pass found without chunk digests and could not give any.
+    without_digests: u64,
+    /// The pass started at the first copy (not resumed after a restart), so its count of
+    /// copies without digests covers every copy.
+    from_start: bool,
+}
+
+/// What verifying one copy found.
+struct Verdict {
+    corrupt: bool,
+    /// A copy over one chunk left without chunk digests.
+    without_digests: bool,
 }
 
 impl ScrubWorker {
@@ -77,6 +94,7 @@ impl ScrubWorker {
         let after = self.scrubber.begin_pass();
         self.scrubber.save();
         tracing::info!(resume_after = ?after, "scrub pass started");
+        let from_start = after.is_none();
         Pass {
             queue: VecDeque::new(),
             after,
@@ -84,6 +102,8 @@ impl ScrubWorker {
             limiter: Some(Limiter::new(self.scrubber.rate_bytes_per_sec)),
             saved: Instant::now(),
             corrupt: 0,
+            without_digests: 0,
+            from_start,
         }
     }
 }
@@ -103,7 +123,7 @@ impl Worker for ScrubWorker {
             if let Some(info) = pass.queue.pop_front() {
                 let key = ObjKey::of(&info);
                 let limiter = pass.limiter.take();
-                let Some((found_corrupt, limiter)) =
+                let Some((verdict, limiter)) =
                     verify(&self.store, &self.metrics, &key, &info, limiter).await
                 else {
                     // The hashing task died: the pass starts again at once, after the last
@@ -112,8 +132,9 @@ impl Worker for ScrubWorker {
                     return Ok(Next::Now);
                 };
                 pass.limiter = Some(limiter);
-                pass.corrupt += u64::from(found_corrupt);
-                self.scrubber.checked(&key, found_corrupt);
+                pass.corrupt += u64::from(verdict.corrupt);
+                pass.without_digests += u64::from(verdict.without_digests);
+                self.scrubber.checked(&key, verdict.corrupt);
                 if pass.saved.elapsed() >= SAVE_EVERY {
                     self.scrubber.save();
                     pass.saved = Instant::now();
@@ -122,6 +143,9 @@ impl Worker for ScrubWorker {
             }
             if pass.last_page {
                 let corrupt = pass.corrupt;
+                if pass.from_start {
+                    self.metrics.without_chunk_digests.set(pass.without_digests);
+                }
                 self.pass = None;
                 self.scrubber.finish_pass();
                 self.scrubber.save();
@@ -184,10 +208,20 @@ impl Limiter {
     }
 }
 
-/// Hashes a file at a bounded rate; returns (sha256, length).
-fn hash_limited(path: &Path, limiter: &mut Limiter) -> std::io::Result<(String, u64)> {
+/// What hashing a copy found: its sha256, its length and, when asked for, its chunk digests
+/// (`None` for a copy of one chunk).
+struct Hashed {
+    sha256: String,
+    len: u64,
+    chunks: Option<ChunkDigests>,
+}
+
+/// Hashes a file at a bounded rate, with its chunk digests in the same read when
+/// `with_chunks`.
+fn hash_limited(path: &Path, limiter: &mut Limiter, with_chunks: bool) -> std::io::Result<Hashed> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
+    let mut chunks = with_chunks.then(ChunkHasher::default);
     let mut buf = vec![0u8; MIB as usize];
     let mut len = 0u64;
     loop {
@@ -196,25 +230,35 @@ fn hash_limited(path: &Path, limiter: &mut Limiter) -> std::io::Result<(String, 
             break;
         }
         h.update(&buf[..n]);
+        if let Some(chunks) = chunks.as_mut() {
+            chunks.update(&buf[..n]);
+        }
         len += n as u64;
         limiter.consume(n as u64);
     }
-    Ok((hex::encode(h.finalize()), len))
+    Ok(Hashed {
+        sha256: hex::encode(h.finalize()),
+        len,
+        chunks: chunks.and_then(ChunkHasher::finish),
+    })
 }
 
-/// Hashes one copy and quarantines it when it no longer matches. Returns whether it was
-/// found corrupt, and the limiter back; `None` if the hashing task died.
+/// Hashes one copy and quarantines it when it no longer matches; gives a matching copy over
+/// one chunk the chunk digests it lacks. Returns what it found, and the limiter back; `None`
+/// if the hashing task died.
 async fn verify(
     store: &Store,
     metrics: &Metrics,
     key: &ObjKey,
     info: &ObjectInfo,
     limiter: Option<Limiter>,
-) -> Option<(bool, Limiter)> {
+) -> Option<(Verdict, Limiter)> {
     let path = store.data_path(key, ObjectState::Ready);
+    let lacks_digests =
+        chunk_count(info.size) > 1 && store.chunk_digests(key, info.size).await.is_none();
     let mut lim = limiter.expect("limiter is returned after each object");
     let res = tokio::task::spawn_blocking(move || {
-        let r = hash_limited(&path, &mut lim);
+        let r = hash_limited(&path, &mut lim, lacks_digests);
         (r, lim)
     })
     .await;
@@ -225,11 +269,30 @@ async fn verify(
             return None;
         }
     };
+    let mut verdict = Verdict {
+        corrupt: false,
+        without_digests: lacks_digests,
+    };
     let problem = match res {
-        Ok((sha, len)) if sha == info.sha256 && len == info.size => None,
-        Ok((sha, len)) => Some(format!(
-            "content has sha256 {sha} and {len} bytes, expected {} and {} bytes",
-            info.sha256, info.size
+        Ok(h) if h.sha256 == info.sha256 && h.len == info.size => {
+            if let Some(digests) = h.chunks.filter(|_| lacks_digests) {
+                match store.add_chunk_digests(key, info.stored_at, digests).await {
+                    Ok(true) => {
+                        metrics.chunk_digests_added.inc();
+                        verdict.without_digests = false;
+                        tracing::info!(key = %key, "chunk digests added to a verified copy");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(key = %key, error = %e, "cannot record chunk digests; will retry next pass");
+                    }
+                }
+            }
+            None
+        }
+        Ok(h) => Some(format!(
+            "content has sha256 {} and {} bytes, expected {} and {} bytes",
+            h.sha256, h.len, info.sha256, info.size
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Some("data file is missing".to_string())
@@ -241,19 +304,20 @@ async fn verify(
     };
     metrics.scrubbed_objects.inc();
     let Some(reason) = problem else {
-        return Some((false, lim));
+        return Some((verdict, lim));
     };
+    verdict.without_digests = false;
     match store.quarantine(key, Some(info.stored_at), &reason).await {
         Ok(true) => {
             metrics.corrupt_found.inc();
-            Some((true, lim))
+            verdict.corrupt = true;
         }
-        Ok(false) => Some((false, lim)),
+        Ok(false) => {}
         Err(e) => {
             tracing::error!(key = %key, error = %e, "cannot quarantine copy");
-            Some((false, lim))
         }
     }
+    Some((verdict, lim))
 }
 
 #[cfg(test)]
@@ -267,9 +331,13 @@ mod tests {
         std::fs::write(&p, vec![7u8; 3 * MIB as usize]).unwrap();
         let mut lim = Limiter::new(10 * MIB);
         let t = Instant::now();
-        let (sha, len) = hash_limited(&p, &mut lim).unwrap();
-        assert_eq!(len, 3 * MIB);
-        assert_eq!(sha, deposito_api::sha256_hex(&vec![7u8; 3 * MIB as usize]));
+        let hashed = hash_limited(&p, &mut lim, true).unwrap();
+        assert_eq!(hashed.len, 3 * MIB);
+        let data = vec![7u8; 3 * MIB as usize];
+        assert_eq!(hashed.sha256, deposito_api::sha256_hex(&data));
+        let digests = hashed.chunks.expect("three chunks");
+        assert_eq!(digests.count(), 3);
+        assert!(digests.verify(2, &data[2 * MIB as usize..]));
         // 3 MiB at 10 MiB/s takes at least ~0.3 s.
         assert!(
             t.elapsed() >= Duration::from_millis(280),

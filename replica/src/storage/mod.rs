@@ -332,6 +332,46 @@ impl Store {
         meta.chunks.filter(|c| c.fits(size))
     }
 
+    /// Records chunk digests for a ready copy that lacks them (committed before digests were
+    /// recorded). The scrubber computes them in the pass that verified the whole copy against
+    /// its sha256. Only the copy committed at `stored_at` is touched, and only when its
+    /// metadata has no digests that fit; returns whether they were written.
+    #[instrument(skip(self, digests), fields(key = %key))]
+    pub async fn add_chunk_digests(
+        &self,
+        key: &ObjKey,
+        stored_at: u64,
+        digests: chunks::ChunkDigests,
+    ) -> Result<bool> {
+        let root = self.root.clone();
+        let key = key.clone();
+        self.change_on_disk(move |shared| {
+            let Some(info) = shared.get(&key) else {
+                return Ok(false);
+            };
+            if info.state != ObjectState::Ready
+                || info.stored_at != stored_at
+                || !digests.fits(info.size)
+            {
+                return Ok(false);
+            }
+            let path = json_path(&data_path(&root, &key, ObjectState::Ready));
+            let Some(mut meta) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CopyMeta>(&b).ok())
+            else {
+                return Ok(false);
+            };
+            if meta.chunks.as_ref().is_some_and(|c| c.fits(info.size)) {
+                return Ok(false);
+            }
+            meta.chunks = Some(digests);
+            scan::write_meta(&root, &path, &meta)?;
+            Ok(true)
+        })
+        .await
+    }
+
     fn lock_index(&self) -> std::sync::MutexGuard<'_, Indexed> {
         self.shared.lock_index()
     }

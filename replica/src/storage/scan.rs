@@ -208,7 +208,7 @@ fn corrupt_info(key: &ObjKey, size: u64, stored_at: u64) -> ObjectInfo {
 }
 
 /// Writes metadata atomically through `tmp/`.
-fn write_meta(root: &Path, path: &Path, meta: &CopyMeta) -> io::Result<()> {
+pub(super) fn write_meta(root: &Path, path: &Path, meta: &CopyMeta) -> io::Result<()> {
     let json = meta.to_json()?;
     let tmp = fsutil::write_temp(&root.join("tmp"), "meta", &json)?;
     std::fs::rename(tmp.path(), path)?;

@@ -58,48 +58,20 @@ impl TlsFiles {
         ca_args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
         ca_args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
         openssl(dir, &ca_args);
-        let mut csr_args = vec!["req", "-new", "-subj", "/CN=deposito gateway"];
-        csr_args.extend(ec);
-        csr_args.extend(["-keyout", "server.key", "-out", "server.csr"]);
-        openssl(dir, &csr_args);
-        let names: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
-        let ext = format!(
-            "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-            names.join(",")
-        );
-        std::fs::write(dir.join("server.ext"), ext).expect("write server.ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-        );
-        let chain = [
-            std::fs::read(dir.join("server.pem")).expect("server.pem"),
-            std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
-        ]
-        .concat();
-        std::fs::write(dir.join("chain.pem"), chain).expect("write chain.pem");
+        let (chain, key) = sign_server(dir, "server", ips);
         TlsFiles {
             ca: dir.join("ca.pem"),
-            chain: dir.join("chain.pem"),
-            key: dir.join("server.key"),
+            chain,
+            key,
         }
+    }
+
+    /// A new server certificate and key for `ips`, signed by the same CA (`ca.key` in the
+    /// CA's folder), as `renewed-N.pem`/`renewed-N.key` there: what a renewal (cert-manager)
+    /// puts in place. Returns the chain and the key.
+    pub fn renew(&self, ips: &[Ipv4Addr], n: u32) -> (PathBuf, PathBuf) {
+        let dir = self.ca.parent().expect("the CA's folder");
+        sign_server(dir, &format!("renewed-{n}"), ips)
     }
 
     /// An HTTP client that trusts this CA (and nothing else beyond the system's roots).
@@ -113,4 +85,65 @@ impl TlsFiles {
             .build()
             .expect("reqwest client")
     }
+}
+
+/// Makes `NAME.key` and a certificate for `ips` signed by `ca.pem`/`ca.key` of `dir`, and
+/// the chain `NAME-chain.pem` (leaf, then the CA). Returns the chain and the key.
+fn sign_server(dir: &Path, name: &str, ips: &[Ipv4Addr]) -> (PathBuf, PathBuf) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let (key, csr, ext, leaf) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+        format!("{name}.pem"),
+    );
+    let mut csr_args = vec!["req", "-new", "-subj", "/CN=deposito gateway"];
+    csr_args.extend(ec);
+    csr_args.extend(["-keyout", &key, "-out", &csr]);
+    openssl(dir, &csr_args);
+    let names: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+    let extensions = format!(
+        "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        names.join(",")
+    );
+    std::fs::write(dir.join(&ext), extensions).expect("write the extensions");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &leaf,
+        ],
+    );
+    let chain = [
+        std::fs::read(dir.join(&leaf)).expect("the leaf"),
+        std::fs::read(dir.join("ca.pem")).expect("ca.pem"),
+    ]
+    .concat();
+    let chain_path = if name == "server" {
+        dir.join("chain.pem")
+    } else {
+        dir.join(format!("{name}-chain.pem"))
+    };
+    std::fs::write(&chain_path, chain).expect("write the chain");
+    (chain_path, dir.join(key))
 }

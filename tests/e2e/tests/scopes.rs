@@ -14,8 +14,8 @@ use deposito_e2e::Cluster;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-const RO_A: &str = "ro-team-a-0123456789abcdef";
-const RW_A: &str = "rw-team-a-0123456789abcdef";
+const RO_A: &str = "ro-team-a-0123456789abcdef0123456789";
+const RW_A: &str = "rw-team-a-0123456789abcdef0123456789";
 
 async fn send(c: &Cluster, method: Method, path: &str, token: &str) -> (StatusCode, String) {
     let mut req = c

@@ -18,8 +18,8 @@ use deposito_e2e::cluster::{base_tmp, clean_env, free_port, random_block};
 use deposito_e2e::proc::Proc;
 use deposito_e2e::wait::wait_for;
 
-const OLD: &str = "old-replica-token-0123456789";
-const NEW: &str = "new-replica-token-0123456789";
+const OLD: &str = "old-replica-token-0123456789abcdef";
+const NEW: &str = "new-replica-token-0123456789abcdef";
 const GRACE_SECS: u64 = 6;
 
 /// Writes `token` to `path` the way a Secret volume changes: a new file renamed into place.

@@ -41,8 +41,10 @@ pub enum ErrorCode {
     InsufficientStorage,
     /// A replica could not fetch a copy from a peer (502).
     PullFailed,
-    /// A replica could not fetch a `url` source (502).
+    /// A replica could not fetch a `url` source (502); the message is a short fixed reason.
     FetchFailed,
+    /// A replica refused to fetch a `url` source: its address is not allowed (403).
+    FetchRefused,
     /// A replica failed while serving the gateway (502).
     ReplicaError,
     /// No replica could take or serve the file right now (503).
@@ -55,6 +57,12 @@ pub enum ErrorCode {
     Unsupported,
     /// An unexpected server-side failure (500).
     Internal,
+    /// A request body over the server's limit for the route (413).
+    PayloadTooLarge,
+    /// The request did not complete within the server's deadline (408).
+    RequestTimeout,
+    /// The server is at its connection limit (503): retry later.
+    Overloaded,
     /// A code this version does not know.
     #[serde(other)]
     Unknown,
@@ -80,12 +88,16 @@ impl ErrorCode {
             Self::InsufficientStorage => "insufficient_storage",
             Self::PullFailed => "pull_failed",
             Self::FetchFailed => "fetch_failed",
+            Self::FetchRefused => "fetch_refused",
             Self::ReplicaError => "replica_error",
             Self::NoReplica => "no_replica",
             Self::NotReady => "not_ready",
             Self::CatalogError => "catalog_error",
             Self::Unsupported => "unsupported",
             Self::Internal => "internal",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::Overloaded => "overloaded",
             Self::Unknown => "unknown",
         }
     }
@@ -146,12 +158,16 @@ mod tests {
             ErrorCode::InsufficientStorage,
             ErrorCode::PullFailed,
             ErrorCode::FetchFailed,
+            ErrorCode::FetchRefused,
             ErrorCode::ReplicaError,
             ErrorCode::NoReplica,
             ErrorCode::NotReady,
             ErrorCode::CatalogError,
             ErrorCode::Unsupported,
             ErrorCode::Internal,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::RequestTimeout,
+            ErrorCode::Overloaded,
         ];
         for code in all {
             let json = serde_json::to_string(&code).unwrap();

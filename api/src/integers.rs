@@ -38,6 +38,14 @@ pub fn u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> 
     whole(deserializer, MAX_EXACT)
 }
 
+/// An optional `u64` from 0 to [`MAX_EXACT`] (`null` is `None`; with `#[serde(default)]` an
+/// absent field is too).
+pub fn opt_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "u64")] u64);
+    Ok(Option::<Whole>::deserialize(deserializer)?.map(|w| w.0))
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, serde::Deserialize)]
@@ -78,5 +86,21 @@ mod tests {
         ] {
             assert_eq!(parse(small, big), None, "{small} {big}");
         }
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Maybe {
+        #[serde(default, deserialize_with = "super::opt_u64")]
+        size: Option<u64>,
+    }
+
+    #[test]
+    fn optional_integers_are_absent_null_or_whole() {
+        let size = |body: &str| serde_json::from_str::<Maybe>(body).map(|m| m.size).ok();
+        assert_eq!(size("{}"), Some(None));
+        assert_eq!(size(r#"{"size":null}"#), Some(None));
+        assert_eq!(size(r#"{"size":39598934.0}"#), Some(Some(39_598_934)));
+        assert_eq!(size(r#"{"size":1.5}"#), None);
+        assert_eq!(size(r#"{"size":9007199254740992}"#), None);
     }
 }

@@ -26,7 +26,13 @@ pub enum NameError {
     Control,
     #[error("name '.' is reserved")]
     Dot,
-    #[error("name must not start with '.deposito'")]
+    /// A character of Unicode general category Cf (format): bidirectional overrides and
+    /// isolates, zero-width characters, the byte order mark, tag characters and the like. They
+    /// are invisible or reorder what is shown, so `report\u{202E}fdp.exe` would list as
+    /// `reportexe.pdf`.
+    #[error("name contains U+{:04X} (a Unicode format character)", u32::from(*.0))]
+    FormatCharacter(char),
+    #[error("name must not start with '.deposito' (in any letter case)")]
     Reserved,
     #[error(
         "namespace '{0}' is not a DNS label (lowercase letters, digits and '-', at most 63 bytes)"
@@ -34,8 +40,28 @@ pub enum NameError {
     Namespace(String),
 }
 
+/// The prefix of the servers' own files and folders. Names starting with it, in any ASCII letter
+/// case (`.DEPOSITO-tmp` would be the same folder on a case-insensitive file system), are
+/// refused.
+pub const RESERVED_PREFIX: &str = ".deposito";
+
+/// True for a character of Unicode general category Cf (format), as of Unicode 16.0.
+pub fn is_format_character(c: char) -> bool {
+    use unicode_general_category::{get_general_category, GeneralCategory};
+    get_general_category(c) == GeneralCategory::Format
+}
+
+/// True when `name` starts with [`RESERVED_PREFIX`] in any ASCII letter case.
+pub fn has_reserved_prefix(name: &str) -> bool {
+    name.as_bytes()
+        .get(..RESERVED_PREFIX.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes()))
+}
+
 /// Checks a user-visible file name. Refuses what could escape a folder or confuse a file
-/// system: `/`, `..`, NUL, control characters, `.`, and more than 255 bytes.
+/// system or a reader: `/`, `..`, NUL, control characters, Unicode format characters
+/// (general category Cf: bidirectional controls, zero-width characters, ...), `.`, the
+/// reserved prefix `.deposito` in any letter case, and more than 255 bytes.
 pub fn validate_file_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
@@ -58,7 +84,10 @@ pub fn validate_file_name(name: &str) -> Result<(), NameError> {
     if name.chars().any(char::is_control) {
         return Err(NameError::Control);
     }
-    if name.starts_with(".deposito") {
+    if let Some(c) = name.chars().find(|&c| is_format_character(c)) {
+        return Err(NameError::FormatCharacter(c));
+    }
+    if has_reserved_prefix(name) {
         return Err(NameError::Reserved);
     }
     Ok(())
@@ -191,9 +220,85 @@ mod tests {
             ("tab\tname", Err(NameError::Control)),
             (".", Err(NameError::Dot)),
             (".deposito-tmp", Err(NameError::Reserved)),
+            (".DEPOSITO-x", Err(NameError::Reserved)),
+            (".Deposito", Err(NameError::Reserved)),
+            (".dEpOsItO.txt", Err(NameError::Reserved)),
+            ("x.deposito", Ok(())),
+            (".deposit", Ok(())),
+            // Not ASCII case folding: a different name, accepted.
+            (".depo\u{17F}ito", Ok(())),
+            (
+                "report\u{202E}fdp.exe",
+                Err(NameError::FormatCharacter('\u{202E}')),
+            ),
+            (
+                "zero\u{200B}width",
+                Err(NameError::FormatCharacter('\u{200B}')),
+            ),
+            ("\u{FEFF}bom", Err(NameError::FormatCharacter('\u{FEFF}'))),
+            (
+                "soft\u{AD}hyphen",
+                Err(NameError::FormatCharacter('\u{AD}')),
+            ),
+            ("tag\u{E0041}", Err(NameError::FormatCharacter('\u{E0041}'))),
+            (
+                "kaithi\u{110BD}",
+                Err(NameError::FormatCharacter('\u{110BD}')),
+            ),
+            // Joiners inside emoji sequences are format characters too.
+            ("a\u{200D}b", Err(NameError::FormatCharacter('\u{200D}'))),
+            // A zero-width character before the prefix hides it: refused for the character.
+            (
+                "\u{200B}.deposito",
+                Err(NameError::FormatCharacter('\u{200B}')),
+            ),
         ];
         for (name, want) in cases {
             assert_eq!(&validate_file_name(name), want, "name {name:?}");
+        }
+    }
+
+    #[test]
+    fn format_character_errors_name_the_code_point() {
+        let e = validate_file_name("report\u{202E}fdp.exe").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "name contains U+202E (a Unicode format character)"
+        );
+        let e = validate_file_name("t\u{E0001}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "name contains U+E0001 (a Unicode format character)"
+        );
+    }
+
+    #[test]
+    fn every_listed_format_character_is_refused() {
+        // The finding's list, and the ends of every Cf range of Unicode 16.0.
+        for cp in [
+            0xAD, 0x600, 0x605, 0x61C, 0x6DD, 0x70F, 0x890, 0x891, 0x8E2, 0x180E, 0x200B, 0x200C,
+            0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2060, 0x2064, 0x2066,
+            0x2067, 0x2068, 0x2069, 0x206F, 0xFEFF, 0xFFF9, 0xFFFB, 0x110BD, 0x110CD, 0x13430,
+            0x1343F, 0x1BCA0, 0x1BCA3, 0x1D173, 0x1D17A, 0xE0001, 0xE0020, 0xE007F,
+        ] {
+            let c = char::from_u32(cp).unwrap();
+            assert!(is_format_character(c), "U+{cp:04X}");
+            assert_eq!(
+                validate_file_name(&format!("a{c}b")),
+                Err(NameError::FormatCharacter(c)),
+                "U+{cp:04X}"
+            );
+        }
+        // Neighbours that are not format characters.
+        for c in [
+            '\u{2010}',
+            '\u{2065}',
+            '\u{FFFC}',
+            '\u{E0000}',
+            '\u{E0080}',
+            'é',
+        ] {
+            assert!(!is_format_character(c), "{c:?}");
         }
     }
 

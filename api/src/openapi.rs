@@ -9,7 +9,10 @@
 //!
 //! The patterns are tested against the Rust validators in `tests/openapi_patterns.rs`; they
 //! use only syntax that ECMA-262 and Python's `re` read alike (`(?![\s\S])` for the end, since
-//! `$` also matches before a final newline in Python).
+//! `$` also matches before a final newline in Python; `\uXXXX` escapes, and no `\p{..}`, which
+//! Python lacks). Characters above U+FFFF appear literally, one alternative each, outside any
+//! character class: a class of them would hold halves of surrogate pairs in an ECMA-262
+//! pattern without the `u` flag, while a literal sequence matches alike with or without it.
 
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -21,10 +24,35 @@ use crate::names::{MAX_FILE_NAME_BYTES, MAX_NAMESPACE_BYTES};
 /// A namespace: a DNS label (lowercase letters, digits and `-`, not at either end).
 pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?![\s\S])";
 
-/// A file name: no `/`, no control character, no `..`, not `.`, not starting with
-/// `.deposito`. (Its length is `maxLength`; see [`file_name_schema`].)
-pub const FILE_NAME_PATTERN: &str =
-    r"^(?!\.deposito)(?!\.(?![\s\S]))(?![\s\S]*\.\.)[^/\x00-\x1F\x7F-\x9F]+(?![\s\S])";
+/// A file name: no `/`, no control character (Cc), no format character (Cf, Unicode 16.0),
+/// no `..`, not `.`, not starting with `.deposito` in any ASCII letter case. (Its length is
+/// `maxLength`; see [`file_name_schema`].) The format characters of the Basic Multilingual
+/// Plane are ranges of the final class; those above it (U+110BD, U+110CD, U+13430–1343F,
+/// U+1BCA0–1BCA3, U+1D173–1D17A, U+E0001, U+E0020–E007F) are the literal alternatives of a
+/// lookahead (see the module doc). `tests/openapi_patterns.rs` checks every code point
+/// against [`crate::names::is_format_character`].
+pub const FILE_NAME_PATTERN: &str = concat!(
+    r"^(?![.][dD][eE][pP][oO][sS][iI][tT][oO])(?!\.(?![\s\S]))(?![\s\S]*\.\.)",
+    r"(?![\s\S]*(?:",
+    "\u{110BD}|\u{110CD}|\u{13430}|\u{13431}|\u{13432}|\u{13433}|\u{13434}|\u{13435}|\u{13436}|",
+    "\u{13437}|\u{13438}|\u{13439}|\u{1343A}|\u{1343B}|\u{1343C}|\u{1343D}|\u{1343E}|\u{1343F}|",
+    "\u{1BCA0}|\u{1BCA1}|\u{1BCA2}|\u{1BCA3}|\u{1D173}|\u{1D174}|\u{1D175}|\u{1D176}|\u{1D177}|",
+    "\u{1D178}|\u{1D179}|\u{1D17A}|\u{E0001}|\u{E0020}|\u{E0021}|\u{E0022}|\u{E0023}|\u{E0024}|",
+    "\u{E0025}|\u{E0026}|\u{E0027}|\u{E0028}|\u{E0029}|\u{E002A}|\u{E002B}|\u{E002C}|\u{E002D}|",
+    "\u{E002E}|\u{E002F}|\u{E0030}|\u{E0031}|\u{E0032}|\u{E0033}|\u{E0034}|\u{E0035}|\u{E0036}|",
+    "\u{E0037}|\u{E0038}|\u{E0039}|\u{E003A}|\u{E003B}|\u{E003C}|\u{E003D}|\u{E003E}|\u{E003F}|",
+    "\u{E0040}|\u{E0041}|\u{E0042}|\u{E0043}|\u{E0044}|\u{E0045}|\u{E0046}|\u{E0047}|\u{E0048}|",
+    "\u{E0049}|\u{E004A}|\u{E004B}|\u{E004C}|\u{E004D}|\u{E004E}|\u{E004F}|\u{E0050}|\u{E0051}|",
+    "\u{E0052}|\u{E0053}|\u{E0054}|\u{E0055}|\u{E0056}|\u{E0057}|\u{E0058}|\u{E0059}|\u{E005A}|",
+    "\u{E005B}|\u{E005C}|\u{E005D}|\u{E005E}|\u{E005F}|\u{E0060}|\u{E0061}|\u{E0062}|\u{E0063}|",
+    "\u{E0064}|\u{E0065}|\u{E0066}|\u{E0067}|\u{E0068}|\u{E0069}|\u{E006A}|\u{E006B}|\u{E006C}|",
+    "\u{E006D}|\u{E006E}|\u{E006F}|\u{E0070}|\u{E0071}|\u{E0072}|\u{E0073}|\u{E0074}|\u{E0075}|",
+    "\u{E0076}|\u{E0077}|\u{E0078}|\u{E0079}|\u{E007A}|\u{E007B}|\u{E007C}|\u{E007D}|\u{E007E}|",
+    "\u{E007F}",
+    r"))",
+    r"[^/\x00-\x1F\x7F-\x9F\u00AD\u0600-\u0605\u061C\u06DD\u070F\u0890\u0891\u08E2\u180E",
+    r"\u200B-\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB]+(?![\s\S])",
+);
 
 /// A sha256 digest as the servers name copies: 64 lowercase hex characters.
 pub const SHA256_PATTERN: &str = r"^[0-9a-f]{64}(?![\s\S])";
@@ -68,8 +96,9 @@ pub fn file_name_schema() -> Schema {
     string_schema(
         FILE_NAME_PATTERN,
         MAX_FILE_NAME_BYTES,
-        "file name: at most 255 bytes of UTF-8, no '/', no control character, no '..', \
-         not '.', not starting with '.deposito'",
+        "file name: at most 255 bytes of UTF-8, no '/', no control character, no Unicode \
+         format character (category Cf: bidirectional controls, zero-width characters, ...), \
+         no '..', not '.', not starting with '.deposito' in any letter case",
     )
 }
 

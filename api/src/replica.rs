@@ -89,7 +89,20 @@ pub struct FetchRequest {
     /// its digest returned.
     #[schema(pattern = r"^[0-9a-f]{64}(?![\s\S])")]
     pub sha256: Option<String>,
+    /// The expected size in bytes, when known: a body longer than this is cut off
+    /// (`502 fetch_failed`, "too large") and nothing is kept, as for the replica's own cap.
+    #[schema(maximum = 9007199254740991_u64)]
+    #[serde(
+        default,
+        deserialize_with = "crate::integers::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub size: Option<u64>,
 }
+
+/// The reason of a `fetch_failed` error whose body was over the replica's cap or the
+/// request's `size`: fetching again gives the same answer until the source or cap changes.
+pub const FETCH_TOO_LARGE: &str = "too large";
 
 /// `POST /v1/objects/{namespace}/{name}/{sha256}/pull`: fetch the object from a peer and
 /// verify it before committing.

@@ -8,8 +8,8 @@
 use std::path::{Component, Path};
 
 use deposito_api::names::{
-    is_dns_subdomain, resource_name, validate_file_name, validate_namespace, FileKey,
-    MAX_FILE_NAME_BYTES, MAX_NAMESPACE_BYTES,
+    is_dns_subdomain, is_format_character, resource_name, validate_file_name, validate_namespace,
+    FileKey, NameError, MAX_FILE_NAME_BYTES, MAX_NAMESPACE_BYTES,
 };
 use proptest::prelude::*;
 
@@ -24,11 +24,23 @@ fn tricky_name() -> impl Strategy<Value = String> {
         Just("\n".to_string()),
         Just(".deposito".to_string()),
         Just("%2e%2e".to_string()),
+        Just("\u{202E}".to_string()),
+        Just("\u{200B}".to_string()),
+        Just("\u{E0041}".to_string()),
+        "[.][dD][eE][pP][oO][sS][iI][tT][oO]",
         "[a-zA-Z0-9 _.-]{1,8}",
         "\\PC{1,4}",
         any::<char>().prop_map(|c| c.to_string()),
     ];
     prop::collection::vec(piece, 1..8).prop_map(|parts| parts.concat())
+}
+
+/// Every format character (general category Cf) of the validator's Unicode tables.
+fn format_characters() -> Vec<char> {
+    (0..=0x10FFFFu32)
+        .filter_map(char::from_u32)
+        .filter(|&c| is_format_character(c))
+        .collect()
 }
 
 proptest! {
@@ -48,7 +60,39 @@ proptest! {
             prop_assert!(matches!(components[0], Component::Normal(_)), "{:?}", name);
             prop_assert!(!name.chars().any(char::is_control));
             prop_assert!(!name.starts_with(".deposito"));
+            prop_assert!(!name.to_ascii_lowercase().starts_with(".deposito"));
+            prop_assert!(!name.chars().any(is_format_character));
         }
+    }
+
+    /// A name holding a format character (general category Cf) anywhere is refused, and the
+    /// error names the first one.
+    #[test]
+    fn names_with_a_format_character_are_refused(
+        before in "[a-zA-Z0-9 _.-]{0,20}",
+        cf in prop::sample::select(format_characters()),
+        after in prop_oneof![tricky_name(), "[a-zA-Z0-9 _-]{0,20}"],
+    ) {
+        let name = format!("{before}{cf}{after}");
+        prop_assert!(validate_file_name(&name).is_err(), "{:?}", name);
+        // Refused for the format character itself when nothing checked earlier breaks.
+        let otherwise_plain = name.len() <= MAX_FILE_NAME_BYTES
+            && !name.contains(['/', '\0'])
+            && !name.contains("..")
+            && !name.chars().any(char::is_control);
+        if otherwise_plain {
+            prop_assert_eq!(validate_file_name(&name), Err(NameError::FormatCharacter(cf)), "{:?}", name);
+        }
+    }
+
+    /// Every ASCII letter-case variant of the reserved prefix is refused, whatever follows.
+    #[test]
+    fn reserved_prefix_is_refused_in_any_case(
+        prefix in "[.][dD][eE][pP][oO][sS][iI][tT][oO]",
+        rest in "[a-zA-Z0-9 _-]{0,20}",
+    ) {
+        let name = format!("{prefix}{rest}");
+        prop_assert_eq!(validate_file_name(&name), Err(NameError::Reserved), "{:?}", name);
     }
 
     /// A namespace is accepted exactly when it is a DNS label.

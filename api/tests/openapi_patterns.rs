@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use deposito_api::is_sha256_hex;
-use deposito_api::names::{validate_file_name, validate_namespace, MAX_FILE_NAME_BYTES};
+use deposito_api::names::{
+    is_format_character, validate_file_name, validate_namespace, MAX_FILE_NAME_BYTES,
+};
 use deposito_api::openapi::{
     FILE_NAME_PATTERN, NAMESPACE_PATTERN, SHA256_ANY_CASE_PATTERN, SHA256_PATTERN,
 };
@@ -34,12 +36,55 @@ fn tricky() -> impl Strategy<Value = String> {
         Just("\u{85}".to_string()),
         Just("\u{7f}".to_string()),
         Just(".deposito".to_string()),
+        "[.][dD][eE][pP][oO][sS][iI][tT][oO]",
         Just("-".to_string()),
+        format_character().prop_map(|c| c.to_string()),
         "[a-z0-9-]{1,8}",
         "[a-zA-Z0-9 _.-]{1,8}",
         any::<char>().prop_map(|c| c.to_string()),
     ];
     prop::collection::vec(piece, 0..8).prop_map(|parts| parts.concat())
+}
+
+/// A Unicode format character (general category Cf), from the Basic Multilingual Plane or
+/// above it.
+fn format_character() -> impl Strategy<Value = char> {
+    prop_oneof![
+        Just('\u{AD}'),
+        Just('\u{200B}'),
+        Just('\u{202E}'),
+        Just('\u{2066}'),
+        Just('\u{FEFF}'),
+        Just('\u{E0001}'),
+        Just('\u{110BD}'),
+        prop::sample::select(
+            (0..=0x10FFFFu32)
+                .filter_map(char::from_u32)
+                .filter(|&c| is_format_character(c))
+                .collect::<Vec<char>>()
+        ),
+    ]
+}
+
+/// Every code point, in a name of its own: the pattern accepts it exactly when the validator
+/// does, so the pattern's list of format characters is the category Cf of the validator's
+/// Unicode tables (16.0), range for range.
+#[test]
+fn file_name_pattern_refuses_exactly_the_format_characters() {
+    let re = Regex::new(FILE_NAME_PATTERN).unwrap();
+    for c in (0..=0x10FFFFu32).filter_map(char::from_u32) {
+        let name = format!("a{c}b");
+        let pattern = re.is_match(&name).unwrap();
+        assert_eq!(
+            pattern,
+            validate_file_name(&name).is_ok(),
+            "U+{:04X}",
+            u32::from(c)
+        );
+        if is_format_character(c) {
+            assert!(!pattern, "U+{:04X}", u32::from(c));
+        }
+    }
 }
 
 #[test]
@@ -61,6 +106,19 @@ fn patterns_agree_with_the_validators_on_a_table() {
         ("c1\u{85}", false),
         (".deposito", false),
         (".deposito-tmp", false),
+        (".DEPOSITO-x", false),
+        (".Deposito", false),
+        (".dEpOsItO", false),
+        ("x.deposito", true),
+        (".deposit", true),
+        ("report\u{202E}fdp.exe", false),
+        ("zero\u{200B}width", false),
+        ("\u{FEFF}bom", false),
+        ("tag\u{E0041}", false),
+        ("\u{E0001}", false),
+        ("\u{1D173}", false),
+        ("\u{E0100}", true),
+        ("\u{1F600}", true),
     ];
     for (name, ok) in names {
         assert_eq!(

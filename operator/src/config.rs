@@ -79,6 +79,14 @@ pub struct LocalArgs {
     pub tokens_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: crate::gateway::serve::TlsArgs,
+    /// Internal TLS: a CA and a replica certificate made at each start in
+    /// DATA_DIR/internal-tls; the children serve HTTPS only, and the operator and the
+    /// children reach replicas over HTTPS only, trusting that CA alone.
+    #[arg(long, env = "DEPOSITO_INTERNAL_TLS", default_value_t = false)]
+    pub internal_tls: bool,
+    /// Connection cap, timeouts and request limits of the gateway.
+    #[command(flatten)]
+    pub serve: crate::gateway::serve::ServeArgs,
     /// File holding the replica token [default: DATA_DIR/replica-token, generated if missing].
     /// The environment variable DEPOSITO_REPLICA_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]
@@ -118,6 +126,18 @@ pub struct KubeArgs {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub tls: crate::gateway::serve::TlsArgs,
+    /// PEM CA certificate(s) of the replicas' certificates (chart `internalTLS`): replicas
+    /// are then reached over HTTPS only, trusting that CA alone.
+    #[arg(long, env = "DEPOSITO_INTERNAL_CA_CERT", value_name = "PEM")]
+    pub internal_ca_cert: Option<PathBuf>,
+    /// The name the replicas' certificate is checked against, whatever pod address is
+    /// dialed (with --internal-ca-cert).
+    #[arg(long, env = "DEPOSITO_INTERNAL_SERVER_NAME",
+          default_value = deposito_replica::config::DEFAULT_INTERNAL_SERVER_NAME)]
+    pub internal_server_name: String,
+    /// Connection cap, timeouts and request limits of the gateway.
+    #[command(flatten)]
+    pub serve: crate::gateway::serve::ServeArgs,
     /// Namespace whose StoredFiles are reconciled [default: the operator's own namespace].
     #[arg(long, env = "DEPOSITO_NAMESPACE")]
     pub namespace: Option<String>,

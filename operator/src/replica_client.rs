@@ -31,18 +31,25 @@ impl ReplicaClientError {
     }
 
     /// True when the replica refused the content itself (wrong digest, a url it may not
-    /// fetch): trying again with the same input gives the same answer.
+    /// fetch, a url body over the cap): trying again with the same input gives the same
+    /// answer.
     pub fn is_content_error(&self) -> bool {
-        matches!(
-            self.code(),
-            Some(
-                ErrorCode::DigestMismatch
-                    | ErrorCode::InvalidDigest
-                    | ErrorCode::InvalidName
-                    | ErrorCode::BadRequest
-                    | ErrorCode::Forbidden
-            )
-        )
+        match self {
+            Self::Status { body, .. } if body.code == ErrorCode::FetchFailed => {
+                body.error.ends_with(deposito_api::replica::FETCH_TOO_LARGE)
+            }
+            _ => matches!(
+                self.code(),
+                Some(
+                    ErrorCode::DigestMismatch
+                        | ErrorCode::InvalidDigest
+                        | ErrorCode::InvalidName
+                        | ErrorCode::BadRequest
+                        | ErrorCode::Forbidden
+                        | ErrorCode::FetchRefused
+                )
+            ),
+        }
     }
 }
 
@@ -77,6 +84,10 @@ impl From<reqwest::Error> for ReplicaClientError {
 #[derive(Clone)]
 pub struct ReplicaClient {
     http: reqwest::Client,
+    /// For the calls a replica answers only when its work is done (a pull from a peer, a
+    /// `url` fetch, bounded by the replica's own limits): no read timeout, TCP keepalive to
+    /// notice a replica that went away.
+    long: reqwest::Client,
     token: Arc<LiveToken>,
 }
 
@@ -118,13 +129,42 @@ impl ReplicaClient {
     /// followed by [`deposito_util::token::TokenFileReload`]). Control requests time out;
     /// data requests only time out when idle.
     pub fn following(token: Arc<LiveToken>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .read_timeout(Duration::from_secs(120))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client");
-        Self { http, token }
+        Self::build(token, None)
+    }
+
+    /// Like [`ReplicaClient::following`], over internal TLS: HTTPS only (a replica URL with
+    /// `http://` fails before anything is sent, so the token never goes out in clear), the
+    /// replicas' certificates checked by `tls` (see
+    /// [`deposito_util::tls::pinned_name_client`]).
+    pub fn internal_tls(token: Arc<LiveToken>, tls: rustls::ClientConfig) -> Self {
+        Self::build(token, Some(tls))
+    }
+
+    fn build(token: Arc<LiveToken>, tls: Option<rustls::ClientConfig>) -> Self {
+        let client = |read_timeout: Option<Duration>| {
+            let builder = reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(3))
+                .tcp_keepalive(Duration::from_secs(30))
+                // Below the replicas' idle limit (--header-read-timeout-secs, 10 s by
+                // default): a pooled connection is dropped here before the replica closes it
+                // under a request.
+                .pool_idle_timeout(Duration::from_secs(5));
+            let builder = match read_timeout {
+                Some(timeout) => builder.read_timeout(timeout),
+                None => builder,
+            };
+            let builder = match &tls {
+                Some(tls) => builder.use_preconfigured_tls(tls.clone()).https_only(true),
+                None => builder,
+            };
+            builder.build().expect("reqwest client")
+        };
+        Self {
+            http: client(Some(Duration::from_secs(120))),
+            long: client(None),
+            token,
+        }
     }
 
     /// The raw HTTP client, for streaming requests built by the gateway.
@@ -255,12 +295,13 @@ impl ReplicaClient {
         sha256: Option<&str>,
     ) -> Result<ObjectInfo, ReplicaClientError> {
         let request = self
-            .http
+            .long
             .post(format!("{}/fetch", object_url(base, key)))
             .bearer_auth(self.token.presented())
             .json(&FetchRequest {
                 url: url.to_string(),
                 sha256: sha256.map(str::to_string),
+                size: None,
             });
         Ok(Self::check(request.send().await?).await?.json().await?)
     }
@@ -275,7 +316,7 @@ impl ReplicaClient {
         sha256: &str,
     ) -> Result<ObjectInfo, ReplicaClientError> {
         let request = self
-            .http
+            .long
             .post(format!("{}/pull", version_url(target, key, sha256)))
             .bearer_auth(self.token.presented())
             .json(&PullRequest {
@@ -402,5 +443,41 @@ mod tests {
             version_url("http://r:1/", &key, "ab"),
             "http://r:1/v1/objects/default/a%20b%25%3F%23%C3%BC.txt/ab"
         );
+    }
+    #[test]
+    fn refused_and_too_large_fetches_are_content_errors_other_failures_are_not() {
+        let answer = |status: u16, code, error: &str| ReplicaClientError::Status {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: ErrorBody::new(code, error),
+        };
+        for (err, content) in [
+            (
+                answer(
+                    403,
+                    ErrorCode::FetchRefused,
+                    "fetch refused: address not allowed",
+                ),
+                true,
+            ),
+            (
+                answer(502, ErrorCode::FetchFailed, "fetch failed: too large"),
+                true,
+            ),
+            (
+                answer(502, ErrorCode::FetchFailed, "fetch failed: timed out"),
+                false,
+            ),
+            (
+                answer(502, ErrorCode::FetchFailed, "fetch failed: HTTP 404"),
+                false,
+            ),
+            (
+                answer(400, ErrorCode::DigestMismatch, "digest mismatch"),
+                true,
+            ),
+            (ReplicaClientError::Unreachable("x".into()), false),
+        ] {
+            assert_eq!(err.is_content_error(), content, "{err}");
+        }
     }
 }

@@ -23,8 +23,11 @@ pub struct App {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
     pub scrubber: Arc<Scrubber>,
-    /// Client for pulls from peers and for registration.
+    /// Client for registration and heartbeats (the operator's gateway).
     pub http: reqwest::Client,
+    /// Client for pulls from peers: HTTPS only, checked against the internal CA, with
+    /// internal TLS.
+    pub peers: reqwest::Client,
     active_transfers: AtomicU64,
 }
 
@@ -39,6 +42,7 @@ impl App {
         advertise_url: String,
         store: Store,
         roots: Vec<reqwest::Certificate>,
+        peers: reqwest::Client,
     ) -> Self {
         let scrubber = Arc::new(Scrubber::new(
             &config.data_dir,
@@ -63,6 +67,7 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             scrubber,
             http,
+            peers,
             active_transfers: AtomicU64::new(0),
         }
     }
@@ -100,6 +105,29 @@ impl App {
             trash_objects: trash.objects,
         }
     }
+}
+
+/// The client for pulls from peers: with internal TLS, HTTPS only (the replica token never
+/// goes out in clear) and the peers' certificates checked against the internal CA and
+/// `--internal-server-name`; plain otherwise. A CA file that can't be used is an error at
+/// start-up.
+pub fn peer_client(tls: &crate::config::InternalTlsConfig) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(10));
+    let builder = match &tls.internal_ca_cert {
+        Some(ca) if tls.enabled() => {
+            let config = deposito_util::tls::pinned_name_client(
+                ca,
+                "--internal-ca-cert",
+                &tls.internal_server_name,
+                "--internal-server-name",
+            )?;
+            builder.use_preconfigured_tls(config).https_only(true)
+        }
+        _ => builder,
+    };
+    Ok(builder.build()?)
 }
 
 /// Decrements the active-transfer count when dropped.

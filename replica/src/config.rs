@@ -60,10 +60,13 @@ pub struct Config {
     /// Operator base URL to register with and send heartbeats to.
     #[arg(long, env = "DEPOSITO_REGISTER")]
     pub register: Option<String>,
+    #[command(flatten)]
+    pub internal_tls: InternalTlsConfig,
     /// Stable replica id (default: kept in DIR/replica-id, else generated and kept there).
     #[arg(long, env = "DEPOSITO_REPLICA_ID")]
     pub id: Option<String>,
-    /// URL peers and the operator use to reach this replica (default: http://<listen>).
+    /// URL peers and the operator use to reach this replica (default: http://<listen>, or
+    /// https:// with --tls-cert).
     #[arg(long, env = "DEPOSITO_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// Topology zone.
@@ -92,15 +95,16 @@ pub struct Config {
     /// seconds (a shortage of space may empty the trash earlier, oldest first).
     #[arg(long, env = "DEPOSITO_TRASH_RETENTION_SECS", default_value_t = 86_400)]
     pub trash_retention_secs: u64,
-    /// Let `url` sources resolve to loopback, link-local (cloud metadata) or unspecified
-    /// addresses. Off by default, so that a manifest cannot make a replica fetch from inside
-    /// the host or the cluster's metadata service.
-    #[arg(long, env = "DEPOSITO_FETCH_ALLOW_PRIVATE", default_value_t = false)]
-    pub fetch_allow_private: bool,
+    /// What `url` fetches may reach, how much and for how long (`--fetch-*`).
+    #[command(flatten)]
+    pub fetch: crate::fetch::args::FetchArgs,
     /// PEM certificates to trust, besides the system's roots, when `--register` is an
     /// `https://` operator (local mode passes its own `--tls-cert` file).
     #[arg(long, env = "DEPOSITO_REGISTER_CA_CERT", value_name = "PEM")]
     pub register_ca_cert: Option<PathBuf>,
+    /// Connection cap, timeouts and request limits of the server.
+    #[command(flatten)]
+    pub serve: crate::http::serve::ServeArgs,
 }
 
 impl Config {
@@ -119,6 +123,65 @@ impl Config {
             .ok_or_else(|| {
                 anyhow::anyhow!("--register-ca-cert {}: no PEM certificate", path.display())
             })
+    }
+}
+
+/// Internal TLS: the replica serves HTTPS only, and pulls from peers over HTTPS only,
+/// checking their certificate against the internal CA and the replicas' shared name. All
+/// three of cert, key and CA go together.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct InternalTlsConfig {
+    /// PEM certificate chain (leaf first) to serve HTTPS with, valid for
+    /// --internal-server-name. Reread when it changes. Needs --tls-key and --internal-ca-cert.
+    #[arg(
+        long = "tls-cert",
+        env = "DEPOSITO_REPLICA_TLS_CERT",
+        value_name = "PEM",
+        requires_all = ["tls_key", "internal_ca_cert"]
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long = "tls-key",
+        env = "DEPOSITO_REPLICA_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that signed the replicas' certificates: the only roots trusted
+    /// for pulls from peers.
+    #[arg(
+        long,
+        env = "DEPOSITO_INTERNAL_CA_CERT",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub internal_ca_cert: Option<PathBuf>,
+    /// The name every replica's certificate is checked against, whatever address is dialed.
+    #[arg(
+        long,
+        env = "DEPOSITO_INTERNAL_SERVER_NAME",
+        default_value = DEFAULT_INTERNAL_SERVER_NAME
+    )]
+    pub internal_server_name: String,
+}
+
+/// The name replicas' certificates carry unless configured otherwise.
+pub const DEFAULT_INTERNAL_SERVER_NAME: &str = "replica.deposito.internal";
+
+impl InternalTlsConfig {
+    /// Whether internal TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// `https` with internal TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.enabled() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 

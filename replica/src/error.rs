@@ -28,8 +28,13 @@ pub enum Error {
     RangeNotSatisfiable { size: u64 },
     #[error("pull failed: {0}")]
     PullFailed(String),
+    /// A `url` fetch that failed, with a reason from a fixed vocabulary (never the
+    /// connection error's text).
     #[error("fetch failed: {0}")]
-    FetchFailed(String),
+    FetchFailed(crate::fetch::reason::Reason),
+    /// A `url` fetch refused before connecting: the address is not allowed.
+    #[error("fetch refused: {0}")]
+    FetchRefused(crate::fetch::reason::Reason),
     #[error("change cursor expired: {0}; list the inventory again")]
     CursorExpired(String),
     #[error("{0}")]
@@ -91,7 +96,7 @@ impl Error {
             | Error::IncompleteBody(_)
             | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::FetchRefused(_) => StatusCode::FORBIDDEN,
             Error::NotFound | Error::Corrupt => StatusCode::NOT_FOUND,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Error::PullFailed(_) | Error::FetchFailed(_) => StatusCode::BAD_GATEWAY,
@@ -115,6 +120,7 @@ impl Error {
             Error::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             Error::PullFailed(_) => ErrorCode::PullFailed,
             Error::FetchFailed(_) => ErrorCode::FetchFailed,
+            Error::FetchRefused(_) => ErrorCode::FetchRefused,
             Error::CursorExpired(_) => ErrorCode::CursorExpired,
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Forbidden(_) => ErrorCode::Forbidden,

@@ -32,9 +32,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deposito_util::shutdown::shutdown_signal;
+use deposito_util::tls::{CertFileReload, CertFiles};
 use deposito_util::token::{LiveToken, TokenFileReload};
 use deposito_util::worker::Workers;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{App, AppState};
@@ -144,12 +146,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let advertise = match &config.advertise_url {
         Some(url) => url.clone(),
         None => format!(
-            "http://{}",
+            "{}://{}",
+            config.internal_tls.scheme(),
             advertised_addr(addr, config.register.as_deref()).await
         ),
     };
     let register_url = config.register.clone();
-    let app = Arc::new(App::new(config, token, id, advertise, store, roots));
+    let peers = app::peer_client(&config.internal_tls)?;
+    let served_tls = internal_tls_server(&config.internal_tls)?;
+    let app = Arc::new(App::new(config, token, id, advertise, store, roots, peers));
     let cancel = CancellationToken::new();
     let workers = Workers::new(cancel.child_token(), app.metrics.workers.clone());
     if let Some(path) = token_reload {
@@ -169,10 +174,21 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     }
     let router = http::router(app.clone());
     let stop = cancel.clone();
+    let serve_args = app.config.serve.clone();
+    let tls = served_tls.map(|(tls, reload)| {
+        workers.spawn(reload);
+        tls
+    });
     let task = tokio::spawn(async move {
-        axum::serve(http::nodelay(listener), router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        http::serve::serve(
+            listener,
+            router,
+            http::classify,
+            serve_args,
+            tls,
+            stop.cancelled_owned(),
+        )
+        .await
     });
     tracing::info!(%addr, id = %app.id, url = %app.advertise_url, "replica serving");
     Ok(Running {
@@ -183,6 +199,23 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         workers,
         _slot: slot,
     })
+}
+
+/// With internal TLS, the server configuration (its certificate following `--tls-cert` and
+/// `--tls-key`) and the worker that reloads them; an unusable pair is an error here.
+fn internal_tls_server(
+    tls: &config::InternalTlsConfig,
+) -> anyhow::Result<Option<(Arc<rustls::ServerConfig>, CertFileReload)>> {
+    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+        return Ok(None);
+    };
+    let files = CertFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        cert_flag: "--tls-cert",
+        key_flag: "--tls-key",
+    };
+    Ok(Some(deposito_util::tls::following(files, "replica")?))
 }
 
 /// The address peers should use for a replica bound to `addr`. A wildcard bind (`0.0.0.0`,

@@ -50,7 +50,7 @@ pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written>
     }
     let _transfer = app.transfer();
     let resp = app
-        .http
+        .peers
         .get(url.clone())
         .bearer_auth(app.token.presented())
         .send()

@@ -116,7 +116,7 @@ async fn v1_routes_require_the_token_and_probes_do_not() {
     for auth in [
         None,
         Some("wrong-token"),
-        Some("test-replica-token-but-longer"),
+        Some("test-replica-token-0123456789abcdef-but-longer"),
     ] {
         let reqs = [
             c.put(r.obj("default", "x")).body("x"),

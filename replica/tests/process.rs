@@ -37,29 +37,47 @@ fn refuses_to_start_without_a_token() {
     assert!(err.contains("DEPOSITO_REPLICA_TOKEN"), "{err}");
 }
 
-/// The client's variable alone is taken as a deprecated fallback, with a one-line warning;
-/// the replica's own variable wins over it.
+/// The client's variable is never the replica's token: alone, it stops the start-up with a
+/// one-line error naming the replica's variables; beside the replica's own variable it is
+/// ignored, and a short replica variable is warned about.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_clients_token_variable_is_a_warned_fallback_and_loses_to_the_replicas() {
-    for (replica_token, expected, warns) in [
-        (None, "client-secret", true),
-        (Some("replica-secret"), "replica-secret", false),
+async fn the_clients_token_variable_is_never_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .env_remove("DEPOSITO_TOKEN_FILE")
+        .env_remove("DEPOSITO_REPLICA_TOKEN")
+        .env_remove("DEPOSITO_REPLICA_TOKEN_FILE")
+        .env("DEPOSITO_TOKEN", "client-secret-0123456789abcdef0123")
+        .args(["--listen", "127.0.0.6:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("DEPOSITO_TOKEN is set, but that is the client's variable")
+            && err.contains("DEPOSITO_REPLICA_TOKEN"),
+        "{err}"
+    );
+
+    for (replica_token, warns) in [
+        ("replica-secret-0123456789abcdef0123", false),
+        ("short-replica", true),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.env_remove("DEPOSITO_TOKEN_FILE")
-            .env_remove("DEPOSITO_REPLICA_TOKEN")
+        let child = Command::new(BIN)
+            .env_remove("DEPOSITO_TOKEN_FILE")
             .env_remove("DEPOSITO_REPLICA_TOKEN_FILE")
-            .env("DEPOSITO_TOKEN", "client-secret")
+            .env("DEPOSITO_TOKEN", "client-secret-0123456789abcdef0123")
+            .env("DEPOSITO_REPLICA_TOKEN", replica_token)
             .env("DEPOSITO_LISTEN", "127.0.0.6:0")
             .arg("--data-dir")
             .arg(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(t) = replica_token {
-            cmd.env("DEPOSITO_REPLICA_TOKEN", t);
-        }
-        let child = cmd.spawn().unwrap();
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let listen = dir.path().join("listen");
         assert!(
             eventually(10, || async { listen.exists() }).await,
@@ -68,18 +86,19 @@ async fn the_clients_token_variable_is_a_warned_fallback_and_loses_to_the_replic
         let addr = std::fs::read_to_string(&listen).unwrap().trim().to_string();
         let c = reqwest::Client::new();
         let url = format!("http://{addr}/v1/inventory");
-        for (token, status) in [(expected, 200), ("wrong", 401)] {
+        for (token, status) in [
+            (replica_token, 200),
+            ("client-secret-0123456789abcdef0123", 401),
+        ] {
             let got = c.get(&url).bearer_auth(token).send().await.unwrap();
             assert_eq!(got.status().as_u16(), status, "token {token}");
         }
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let warned = stderr.lines().any(|l| {
-            l.contains("warning")
-                && l.contains("DEPOSITO_TOKEN")
-                && l.contains("DEPOSITO_REPLICA_TOKEN")
-        });
+        let warned = stderr
+            .lines()
+            .any(|l| l.contains("warning") && l.contains("the minimum is 32"));
         assert_eq!(warned, warns, "{stderr}");
     }
 }

@@ -3,6 +3,11 @@
 //! changes (a cert-manager renewal, a Secret updated in place) and swaps them in without a
 //! restart. New handshakes get the new certificate; connections already open keep theirs.
 //!
+//! Internal traffic (operator to replica, replica to replica) dials replicas by address but
+//! checks their certificate against one name: [`pinned_name_client`] builds the client side
+//! of that (the internal CA as the only root, the certificate valid for the configured name
+//! whatever address was dialed).
+//!
 //! A changed pair that cannot be used (unreadable, no certificate, no key, a key that is not
 //! the certificate's) is logged as an error and the pair in force stays, so a half-written
 //! renewal never takes HTTPS down.
@@ -12,11 +17,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::token::{file_stamp, RELOAD_EVERY};
 use crate::worker::{Next, StepError, Worker};
@@ -149,6 +158,123 @@ pub fn server_config(cert: Arc<ServerCert>) -> rustls::ServerConfig {
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config
+}
+
+/// Why the client side of internal TLS can't be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InternalTlsError {
+    #[error("cannot read {flag} {path}: {reason}")]
+    Unreadable {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{flag} {path}: no usable CA certificate in it")]
+    NoCa { flag: &'static str, path: PathBuf },
+    #[error("{flag} '{name}' is not a DNS name")]
+    BadName { flag: &'static str, name: String },
+}
+
+/// Checks a server's certificate against the roots and one fixed name, whatever address
+/// was dialed (replicas are dialed by pod or loopback address; their certificate names the
+/// service they belong to).
+#[derive(Debug)]
+struct PinnedName {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for PinnedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialed: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The client configuration of internal traffic: the CA certificates of `ca` as the only
+/// roots, and a server certificate accepted only when it is valid for `name`. `ca_flag` and
+/// `name_flag` name the settings in errors.
+pub fn pinned_name_client(
+    ca: &Path,
+    ca_flag: &'static str,
+    name: &str,
+    name_flag: &'static str,
+) -> Result<rustls::ClientConfig, InternalTlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .and_then(Iterator::collect::<Result<_, _>>)
+        .map_err(|e| InternalTlsError::Unreadable {
+            flag: ca_flag,
+            path: ca.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    let no_ca = || InternalTlsError::NoCa {
+        flag: ca_flag,
+        path: ca.to_path_buf(),
+    };
+    if added == 0 {
+        return Err(no_ca());
+    }
+    let provider = Arc::new(provider());
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|_| no_ca())?;
+    let name = ServerName::try_from(name.to_string()).map_err(|_| InternalTlsError::BadName {
+        flag: name_flag,
+        name: name.to_string(),
+    })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedName { inner, name }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// HTTPS that follows `files`: the server configuration to serve with, and the worker that
+/// keeps its certificate current (spawn it; `what` names it, `tls-reload-<what>`). An
+/// unusable pair is an error here, at start-up.
+pub fn following(
+    files: CertFiles,
+    what: &'static str,
+) -> Result<(Arc<rustls::ServerConfig>, CertFileReload), CertFileError> {
+    let cert = ServerCert::load(&files)?;
+    Ok((
+        Arc::new(server_config(cert.clone())),
+        CertFileReload::new(what, files, cert),
+    ))
 }
 
 /// `tls-reload-<what>`: rereads the certificate and key files whenever either changes

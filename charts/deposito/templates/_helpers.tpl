@@ -27,6 +27,11 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* The Secret of the replicas' internal TLS certificate. */}}
+{{- define "deposito.internalTLSSecret" -}}
+{{ .Values.internalTLS.secretName | default (printf "%s-internal-tls" (include "deposito.fullname" .)) }}
+{{- end -}}
+
 {{- define "deposito.secretName" -}}
 {{ .Values.auth.existingSecret | default (printf "%s-tokens" (include "deposito.fullname" .)) }}
 {{- end -}}

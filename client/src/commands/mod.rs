@@ -136,6 +136,18 @@ mod tests {
             validate_name("").unwrap_err().to_string(),
             "invalid name '': name is empty"
         );
+        // The name is shown escaped: a bidirectional override must not reorder the message.
+        assert_eq!(
+            validate_name("report\u{202E}fdp.exe")
+                .unwrap_err()
+                .to_string(),
+            "invalid name 'report\\u{202e}fdp.exe': name contains U+202E (a Unicode format \
+             character)"
+        );
+        assert_eq!(
+            validate_name(".DEPOSITO-x").unwrap_err().to_string(),
+            "invalid name '.DEPOSITO-x': name must not start with '.deposito' (in any letter case)"
+        );
     }
 
     #[test]

@@ -582,6 +582,7 @@ mod tests {
     fn reasons_are_pascal_case() {
         assert_eq!(pascal_case("digest_mismatch"), "DigestMismatch");
         assert_eq!(pascal_case("fetch_failed"), "FetchFailed");
+        assert_eq!(pascal_case("fetch_refused"), "FetchRefused");
         assert_eq!(pascal_case("x"), "X");
     }
 }

@@ -19,6 +19,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use deposito_replica::http::limits::RouteClass;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
@@ -85,6 +86,19 @@ pub type GatewayState = Arc<Gateway>;
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The class of a gateway request ([`RouteClass`]): a file's upload (`PUT`) and download
+/// (`GET`) stream; the status long poll outlasts the deadline (it has its own, at most
+/// 60 s); everything else is bounded.
+pub fn classify(method: &axum::http::Method, path: &str) -> RouteClass {
+    use axum::http::Method;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::PUT | &Method::GET, ["v1", "files", _, _]) => RouteClass::Stream,
+        (&Method::GET, ["v1", "files", _, _, "status"]) => RouteClass::Long,
+        _ => RouteClass::Bounded,
+    }
+}
 
 /// Builds the whole router: the client API, the probes, `/metrics` (unless it is served on
 /// its own address, [`metrics_router`]), and `extra` (routes a mode adds, with their own

@@ -1,19 +1,18 @@
 //! Serving the gateway: plain HTTP, or HTTPS (rustls, TLS 1.2 and 1.3) when given a PEM
-//! certificate chain and key. Either way accepted sockets get TCP_NODELAY, and a shutdown
-//! signal lets requests in flight finish. The certificate follows its files
+//! certificate chain and key. Either way accepted sockets get TCP_NODELAY, the connection
+//! cap, timeouts and request limits of [`ServeArgs`], and a shutdown signal lets requests in
+//! flight finish. The certificate follows its files
 //! ([`deposito_util::tls`]): a renewed pair is served without a restart.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use clap::Args;
-use deposito_util::tls::{self, CertFileReload, CertFiles, ServerCert};
+use deposito_util::tls::{self, CertFileReload, CertFiles};
 
-/// How long requests in flight may run on after a shutdown signal (TLS mode).
-const DRAIN_TIME: Duration = Duration::from_secs(10);
+pub use deposito_replica::http::serve::ServeArgs;
 
 /// `--tls-cert` and `--tls-key`: HTTPS on the gateway.
 #[derive(Debug, Clone, Default, Args)]
@@ -57,11 +56,8 @@ impl TlsArgs {
             cert_flag: "--tls-cert",
             key_flag: "--tls-key",
         };
-        let served = ServerCert::load(&files)?;
-        Ok(Some(ServedTls {
-            config: Arc::new(tls::server_config(served.clone())),
-            reload: CertFileReload::new("gateway", files, served),
-        }))
+        let (config, reload) = tls::following(files, "gateway")?;
+        Ok(Some(ServedTls { config, reload }))
     }
 
     /// `https` with a certificate, else `http`.
@@ -74,32 +70,18 @@ impl TlsArgs {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes: HTTPS with `tls`, else HTTP.
+/// Serves `app` on `listener` until `shutdown` completes: HTTPS with `tls`, else HTTP, with
+/// the connection cap, timeouts and request limits of `limits` (the replica's serving loop,
+/// [`deposito_replica::http::serve`], with the gateway's routes classed by
+/// [`super::classify`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let Some(tls) = tls else {
-        return axum::serve(deposito_replica::http::nodelay(listener), app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-    };
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(DRAIN_TIME));
-    });
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
-        axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    axum_server::from_tcp(listener.into_std()?)
-        .acceptor(acceptor)
-        .handle(handle)
-        .serve(app.into_make_service())
+    deposito_replica::http::serve::serve(listener, app, super::classify, limits, tls, shutdown)
         .await
 }
 

@@ -47,6 +47,8 @@ pub struct KubeMembership {
     /// When each unavailable pod was first seen unavailable (for pods whose Ready condition
     /// does not say since when: still True but terminating, or without an IP).
     unavailable_since: Mutex<HashMap<String, Instant>>,
+    /// `http`, or `https` with internal TLS.
+    scheme: &'static str,
     default_port: u16,
     grace: Duration,
 }
@@ -83,8 +85,15 @@ impl KubeMembership {
             last_seen: Mutex::new(HashMap::new()),
             unavailable_since: Mutex::new(HashMap::new()),
             default_port,
+            scheme: "http",
             grace,
         }
+    }
+
+    /// Reaches the replicas over HTTPS (internal TLS).
+    pub fn over_https(mut self) -> Self {
+        self.scheme = "https";
+        self
     }
 
     /// Reads zones from these Nodes' labels.
@@ -166,7 +175,7 @@ impl KubeMembership {
         Member {
             id: pod.name_any(),
             url: ip
-                .map(|ip| format!("http://{ip}:{port}"))
+                .map(|ip| format!("{}://{ip}:{port}", self.scheme))
                 .unwrap_or_default(),
             zone,
             draining: pod

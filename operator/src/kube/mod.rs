@@ -124,6 +124,9 @@ fn start_watches(
     let (pod_reader, pod_writer) = reflector::store();
     let grace = args.engine.grace_period();
     let mut membership = membership::KubeMembership::new(pod_reader, args.replica_port, grace);
+    if args.internal_ca_cert.is_some() {
+        membership = membership.over_https();
+    }
     if args.node_zones {
         // Zones from the Nodes' labels (their metadata only: a Node's status is large).
         // Failing to read them only costs the zones.
@@ -220,7 +223,18 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let replicas_client = ReplicaClient::following(replica_token.clone());
+    let replicas_client = match &args.internal_ca_cert {
+        Some(ca) => ReplicaClient::internal_tls(
+            replica_token.clone(),
+            deposito_util::tls::pinned_name_client(
+                ca,
+                "--internal-ca-cert",
+                &args.internal_server_name,
+                "--internal-server-name",
+            )?,
+        ),
+        None => ReplicaClient::following(replica_token.clone()),
+    };
     let built = engine::build(
         engine::Seams {
             catalog: catalog.clone(),
@@ -283,6 +297,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
             metrics_listener,
             app,
             None,
+            args.serve.clone(),
             shutdown_signal(),
         ));
     }
@@ -291,6 +306,7 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         listener,
         crate::gateway::router(gateway, axum::Router::new(), args.metrics_listen.is_none()),
         tls,
+        args.serve.clone(),
         shutdown_signal(),
     );
     let server = tokio::spawn(serve);

@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod db;
 mod deposits;
+pub mod internal_tls;
 pub mod membership;
 mod private;
 mod register;
@@ -69,7 +70,22 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let catalog =
         Arc::new(catalog::SqliteCatalog::new(db).context("starting the catalog's deposit writer")?);
     let metrics = Arc::new(Metrics::default());
-    let client = ReplicaClient::new(replica_token.clone());
+    let internal_tls = args
+        .internal_tls
+        .then(|| internal_tls::generate(&data_dir))
+        .transpose()?;
+    let client = match &internal_tls {
+        Some(files) => ReplicaClient::internal_tls(
+            LiveToken::new(replica_token.clone(), Duration::ZERO),
+            deposito_util::tls::pinned_name_client(
+                &files.ca,
+                "the internal CA",
+                &files.server_name,
+                "the internal server name",
+            )?,
+        ),
+        None => ReplicaClient::new(replica_token.clone()),
+    };
     let fence = KeyLocks::default();
     let built = engine::build(
         engine::Seams {
@@ -103,7 +119,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     println!("deposito: data in {}", data_dir.display());
 
     let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
-    supervisor::start(&args, &data_dir, &gateway_url, &replica_token, &workers)?;
+    supervisor::start(
+        &args,
+        &data_dir,
+        &gateway_url,
+        &replica_token,
+        internal_tls.as_ref(),
+        &workers,
+    )?;
     workers.spawn(built.tracker.into_worker(&workers));
     if let Some(rebalance) = built.rebalancer.into_worker() {
         workers.spawn(rebalance);
@@ -147,7 +170,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         register::router(membership, heartbeat, &replica_token),
         true,
     );
-    crate::gateway::serve::serve(listener, app, tls, shutdown_signal())
+    crate::gateway::serve::serve(listener, app, tls, args.serve.clone(), shutdown_signal())
         .await
         .context("gateway failed")?;
     tracing::info!("shutting down");

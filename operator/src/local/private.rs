@@ -3,12 +3,32 @@
 //! replica processes it starts inherit it), a data folder readable by others (made by an older
 //! version) is narrowed to 0700, and a data folder that others can write to is refused with the
 //! command that fixes it: whoever can write there could replace the catalog or the copies.
+//! Secrets (tokens, keys) are written 0600 explicitly ([`write_private`]), umask or not.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context as _;
 use nix::sys::stat::{umask, Mode};
+
+/// Writes `text` to `path` through a temporary file beside it, mode 0600 whatever the umask,
+/// synced before the rename: a reader sees the old file or the whole new one.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
 
 /// Sets the umask to 077, then creates `dir` (0700) or checks and narrows an existing one.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {

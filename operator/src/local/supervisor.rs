@@ -73,10 +73,19 @@ pub fn start(
     data_dir: &Path,
     gateway_url: &str,
     replica_token: &str,
+    internal_tls: Option<&super::internal_tls::InternalTlsFiles>,
     workers: &Workers,
 ) -> anyhow::Result<()> {
     {
         let (binary, mut leading_args) = replica_program(args);
+        if let Some(files) = internal_tls {
+            leading_args.extend(files.replica_args());
+        }
+        let scheme = if internal_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         if let Some(cert) = &args.tls.tls_cert {
             // The gateway serves HTTPS: children trust its certificate chain to register.
             let cert = std::path::absolute(cert).unwrap_or_else(|_| cert.clone());
@@ -93,7 +102,7 @@ pub fn start(
                 data_dir: dir,
             };
             println!(
-                "deposito: {} on http://{} (data in {})",
+                "deposito: {} on {scheme}://{} (data in {})",
                 spec.id,
                 spec.listen,
                 spec.data_dir.display()

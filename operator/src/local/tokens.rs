@@ -1,7 +1,5 @@
 //! Bearer tokens of the local system: read from a file, or generated once and kept.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -37,17 +35,7 @@ pub fn load_or_create(explicit: Option<&Path>, default_path: &Path) -> anyhow::R
             let mut bytes = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut bytes);
             let token = hex::encode(bytes);
-            let tmp = path.with_extension("tmp");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            writeln!(file, "{token}")?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, path)?;
+            super::private::write_private(path, &format!("{token}\n"))?;
             Ok(token)
         }
         Err(err) => Err(err.into()),

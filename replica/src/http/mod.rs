@@ -2,7 +2,9 @@
 
 mod admin;
 mod body;
+pub mod limits;
 mod objects;
+pub mod serve;
 mod verified;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -21,8 +23,8 @@ pub use admin::{DEFAULT_PAGE, MAX_PAGE};
 
 /// A listener whose accepted connections have TCP_NODELAY set. Without it, a small response
 /// on a kept-alive connection waits for the peer's delayed ACK (about 40 ms on Linux), which
-/// caps small requests at a few dozen per second per connection. Every Deposito server
-/// (replica and gateway) serves through this.
+/// caps small requests at a few dozen per second per connection. The servers' own
+/// connection loop ([`serve`]) sets it on every accepted socket the same way.
 pub fn nodelay(listener: tokio::net::TcpListener) -> NodelayListener {
     use axum::serve::ListenerExt;
     listener.tap_io(set_nodelay)
@@ -114,6 +116,23 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
 
 async fn not_found() -> Error {
     Error::NotFound
+}
+
+/// The class of a replica request ([`limits::RouteClass`]): object uploads and downloads
+/// stream; pulls and fetches (a copy from a peer or a URL) and the inventory long poll outlast
+/// the deadline; everything else is bounded.
+pub fn classify(method: &axum::http::Method, path: &str) -> limits::RouteClass {
+    use axum::http::Method;
+    use limits::RouteClass;
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::PUT, ["v1", "objects", _, _]) | (&Method::GET, ["v1", "objects", _, _, _]) => {
+            RouteClass::Stream
+        }
+        (&Method::POST, ["v1", "objects", _, _, _, "pull"] | ["v1", "objects", _, _, "fetch"])
+        | (&Method::GET, ["v1", "inventory", "changes"]) => RouteClass::Long,
+        _ => RouteClass::Bounded,
+    }
 }
 
 /// The replica's router.

@@ -441,8 +441,8 @@ pub async fn pull_object(
         (status = 200, description = "this exact copy was already stored", body = ObjectInfo),
         (status = 400, description = "bad_request (not an http(s) url), invalid_digest or digest_mismatch", body = ErrorBody),
         (status = 401, description = "unauthorized", body = ErrorBody),
-        (status = 403, description = "forbidden: the url's host resolves to a loopback, link-local or unspecified address and the replica was not started with `--fetch-allow-private`", body = ErrorBody),
-        (status = 502, description = "fetch_failed: the url could not be resolved or read", body = ErrorBody),
+        (status = 403, description = "fetch_refused (`fetch refused: address not allowed`): the url's host is or resolves to an address that is not globally reachable (private, loopback, link-local, documentation, multicast…) and not in `--fetch-allow-cidr`/`--fetch-allow-host`", body = ErrorBody),
+        (status = 502, description = "fetch_failed with a fixed short reason: `host does not resolve`, `connection refused`, `host unreachable`, `cannot connect`, `no response`, `HTTP <status>` (redirects are not followed), `timed out`, `too slow`, `too large`, `cut short`; nothing is kept", body = ErrorBody),
         (status = 507, description = "insufficient_storage", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -9,7 +9,7 @@ use deposito_replica::{Config, Running};
 use reqwest::{Client, IntoUrl, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
-pub const TOKEN: &str = "test-replica-token";
+pub const TOKEN: &str = "test-replica-token-0123456789abcdef";
 
 pub struct Replica {
     pub running: Running,

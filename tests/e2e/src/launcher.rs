@@ -37,7 +37,12 @@ pub struct Launcher {
 impl Launcher {
     /// Starts the launcher with `k` children and waits until the gateway lists them all Live.
     pub async fn start(k: usize, grace_period_secs: u64) -> Launcher {
-        Self::start_with(k, grace_period_secs, None).await
+        Self::start_with(k, grace_period_secs, None, &[]).await
+    }
+
+    /// Like [`Launcher::start`], with more flags for `deposito-operator local`.
+    pub async fn start_args(k: usize, grace_period_secs: u64, extra: &[&str]) -> Launcher {
+        Self::start_with(k, grace_period_secs, None, extra).await
     }
 
     /// Like [`Launcher::start`], with the gateway on HTTPS: a CA and a certificate for the
@@ -49,13 +54,14 @@ impl Launcher {
             .expect("temp dir")
             .keep();
         let tls = crate::tls::TlsFiles::generate(&dir, Ipv4Addr::LOCALHOST);
-        Self::start_with(k, grace_period_secs, Some(tls)).await
+        Self::start_with(k, grace_period_secs, Some(tls), &[]).await
     }
 
     async fn start_with(
         k: usize,
         grace_period_secs: u64,
         tls: Option<crate::tls::TlsFiles>,
+        extra: &[&str],
     ) -> Launcher {
         let root = tempfile::Builder::new()
             .prefix("deposito-launcher-")
@@ -77,7 +83,8 @@ impl Launcher {
             .arg("--grace-period-secs")
             .arg(grace_period_secs.to_string())
             .arg("--reconcile-interval-secs")
-            .arg("1");
+            .arg("1")
+            .args(extra);
         if let Some(tls) = &tls {
             cmd.arg("--tls-cert")
                 .arg(&tls.chain)

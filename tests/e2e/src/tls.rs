@@ -38,27 +38,9 @@ impl TlsFiles {
 
     /// Makes a CA and a certificate for every address of `ips` in `dir`.
     pub fn generate_for(dir: &Path, ips: &[Ipv4Addr]) -> TlsFiles {
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca_args = vec![
-            "req",
-            "-x509",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=deposito test CA",
-        ];
-        ca_args.extend(ec);
-        ca_args.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
-        ca_args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-        ca_args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        openssl(dir, &ca_args);
-        let (chain, key) = sign_server(dir, "server", ips);
+        make_ca(dir);
+        let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+        let (chain, key) = sign_server(dir, "server", &sans);
         TlsFiles {
             ca: dir.join("ca.pem"),
             chain,
@@ -71,7 +53,20 @@ impl TlsFiles {
     /// puts in place. Returns the chain and the key.
     pub fn renew(&self, ips: &[Ipv4Addr], n: u32) -> (PathBuf, PathBuf) {
         let dir = self.ca.parent().expect("the CA's folder");
-        sign_server(dir, &format!("renewed-{n}"), ips)
+        let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+        sign_server(dir, &format!("renewed-{n}"), &sans)
+    }
+
+    /// Makes a CA and a certificate for the DNS name `name` in `dir` (the replicas' internal
+    /// TLS certificate, checked against one name whatever address is dialed).
+    pub fn generate_named(dir: &Path, name: &str) -> TlsFiles {
+        make_ca(dir);
+        let (chain, key) = sign_server(dir, "server", &[format!("DNS:{name}")]);
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            chain,
+            key,
+        }
     }
 
     /// An HTTP client that trusts this CA (and nothing else beyond the system's roots).
@@ -87,9 +82,9 @@ impl TlsFiles {
     }
 }
 
-/// Makes `NAME.key` and a certificate for `ips` signed by `ca.pem`/`ca.key` of `dir`, and
+/// Makes `NAME.key` and a certificate for the subjectAltNames `sans` (`IP:…`, `DNS:…`) signed by `ca.pem`/`ca.key` of `dir`, and
 /// the chain `NAME-chain.pem` (leaf, then the CA). Returns the chain and the key.
-fn sign_server(dir: &Path, name: &str, ips: &[Ipv4Addr]) -> (PathBuf, PathBuf) {
+fn sign_server(dir: &Path, name: &str, sans: &[String]) -> (PathBuf, PathBuf) {
     let ec = [
         "-newkey",
         "ec",
@@ -107,11 +102,10 @@ fn sign_server(dir: &Path, name: &str, ips: &[Ipv4Addr]) -> (PathBuf, PathBuf) {
     csr_args.extend(ec);
     csr_args.extend(["-keyout", &key, "-out", &csr]);
     openssl(dir, &csr_args);
-    let names: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
     let extensions = format!(
         "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n\
          keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        names.join(",")
+        sans.join(",")
     );
     std::fs::write(dir.join(&ext), extensions).expect("write the extensions");
     openssl(
@@ -146,4 +140,28 @@ fn sign_server(dir: &Path, name: &str, ips: &[Ipv4Addr]) -> (PathBuf, PathBuf) {
     };
     std::fs::write(&chain_path, chain).expect("write the chain");
     (chain_path, dir.join(key))
+}
+
+/// Makes a test CA, `ca.pem` and `ca.key`, in `dir`.
+fn make_ca(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca_args = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=deposito test CA",
+    ];
+    ca_args.extend(ec);
+    ca_args.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    ca_args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+    ca_args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(dir, &ca_args);
 }

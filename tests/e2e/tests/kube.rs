@@ -249,6 +249,21 @@ fn operator_end_to_end_on_a_real_control_plane() {
             "spec: {replicas: 1, fileName: a/b, source: {inline: x}}",
             "fileName must not contain",
         ),
+        (
+            "a right-to-left override in fileName",
+            "spec: {replicas: 1, fileName: \"report\\u202Efdp.exe\", source: {inline: x}}",
+            "Unicode format characters",
+        ),
+        (
+            "a zero-width space in fileName",
+            "spec: {replicas: 1, fileName: \"a\\u200Bb.txt\", source: {inline: x}}",
+            "Unicode format characters",
+        ),
+        (
+            "the reserved prefix in capitals",
+            "spec: {replicas: 1, fileName: .DEPOSITO-x, source: {inline: x}}",
+            "in any letter case",
+        ),
     ];
     for (what, spec, message) in invalid {
         let yaml = format!("apiVersion: deposito.io/v1alpha1\nkind: StoredFile\nmetadata: {{name: invalid}}\n{spec}\n");
@@ -261,7 +276,8 @@ fn operator_end_to_end_on_a_real_control_plane() {
         );
     }
     step(
-        "the API server rejects replicas 0, two sources, no source, a ftp url, a '/' name",
+        "the API server rejects replicas 0, two sources, no source, a ftp url, a '/' name, \
+         format characters and the reserved prefix in any case",
         t,
     );
 

@@ -3,7 +3,10 @@
 //! HTTPS) and `auth.scopedTokensSecret` (scoped client tokens read from a Secret). A read-only
 //! token of the release's namespace reads but cannot change anything (403); a token of another
 //! namespace gets 403 here; the Secret's full-access token still deposits; a client that does
-//! not trust the CA, or speaks plain HTTP, gets nothing.
+//! not trust the CA, or speaks plain HTTP, gets nothing. With `internalTLS` (a Secret with
+//! the replicas' certificate and its CA): every replica pod serves HTTPS only (plain HTTP to
+//! its port gets no answer, while HTTPS from the same place verifies against the CA for the
+//! internal name), and the copies the operator and the replicas made over it are identical.
 //!
 //! Ignored by a plain `cargo test` (it needs the Go-built control plane); `tests/run-all` runs
 //! it with `--ignored` after the control-plane smoke test has built and cached the binaries.
@@ -26,6 +29,37 @@ const NS: &str = "acc";
 const RELEASE: &str = "acc";
 const READ_ONLY: &str = "3f6a0c9e51b84d27a6e1c0d9b7f24e58";
 const OTHER_NAMESPACE: &str = "8b1d4e7f20c94a6b95e3d0a7c6f18b22";
+const INTERNAL_NAME: &str = "replica.acc.internal";
+
+/// `curl` to a replica pod's `/healthz`: over HTTPS as `INTERNAL_NAME` trusting `ca`, or in
+/// plain HTTP without `ca`. The HTTP status, or curl's failure.
+fn replica_healthz(ip: &str, ca: Option<&std::path::Path>) -> Result<String, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
+    match ca {
+        Some(ca) => cmd
+            .arg("--cacert")
+            .arg(ca)
+            .arg("--resolve")
+            .arg(format!("{INTERNAL_NAME}:7070:{ip}"))
+            .arg(format!("https://{INTERNAL_NAME}:7070/healthz")),
+        None => cmd.arg(format!("http://{ip}:7070/healthz")),
+    };
+    let out = cmd.output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
 
 fn step(name: &str, started: Instant) {
     println!("--- [{:>5.1}s] {name}", started.elapsed().as_secs_f64());
@@ -86,6 +120,22 @@ fn https_gateway_and_scoped_tokens_from_secrets() {
         NS,
         &format!("--from-file=tokens={}", tokens.display()),
     ]);
+    // The replicas' internal TLS: one certificate for the internal name, with its CA.
+    let internal = certs.join("internal");
+    std::fs::create_dir_all(&internal).unwrap();
+    let internal_tls = TlsFiles::generate_named(&internal, INTERNAL_NAME);
+    k.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "internal-tls",
+        "-n",
+        NS,
+        "--type=kubernetes.io/tls",
+        &format!("--from-file=tls.crt={}", internal_tls.chain.display()),
+        &format!("--from-file=tls.key={}", internal_tls.key.display()),
+        &format!("--from-file=ca.crt={}", internal_tls.ca.display()),
+    ]);
     let install = k.helm_install(
         RELEASE,
         NS,
@@ -94,6 +144,9 @@ fn https_gateway_and_scoped_tokens_from_secrets() {
             "replica.storage.size=1Gi",
             "gateway.tls.secretName=gateway-tls",
             "auth.scopedTokensSecret=scoped-tokens",
+            "internalTLS.enabled=true",
+            "internalTLS.secretName=internal-tls",
+            &format!("internalTLS.serverName={INTERNAL_NAME}"),
         ],
     );
     assert!(install.ok(), "helm install: {install}");
@@ -142,6 +195,30 @@ fn https_gateway_and_scoped_tokens_from_secrets() {
     });
     step(
         "full-access token: deposit over HTTPS, 2 identical copies",
+        t,
+    );
+
+    // Internal TLS: each replica pod answers HTTPS (its certificate verified against the
+    // internal CA for the internal name) and gives plain HTTP no answer.
+    let replicas = k.replica_pods(NS);
+    assert_eq!(replicas.len(), 2);
+    for pod in &replicas {
+        let ip = pod["status"]["podIP"].as_str().expect("a pod IP");
+        assert_eq!(
+            replica_healthz(ip, Some(&internal_tls.ca)).as_deref(),
+            Ok("200"),
+            "HTTPS to replica {ip}"
+        );
+        let plain = replica_healthz(ip, None);
+        assert!(
+            plain.is_err(),
+            "plain HTTP answered by replica {ip}: {plain:?}"
+        );
+        let args = pod["spec"]["containers"][0]["args"].to_string();
+        assert!(args.contains("--advertise-url=https://"), "{args}");
+    }
+    step(
+        "internal TLS: replicas answer HTTPS for the internal name only, plain HTTP gets nothing",
         t,
     );
 

@@ -20,6 +20,9 @@ fn deposito(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// The token, the way to give it without the warning about `--token` on the command line.
+const TOKEN: &[(&str, &str)] = &[("DEPOSITO_TOKEN", "t")];
+
 fn closed_port_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -44,7 +47,7 @@ fn usage_error_exits_2() {
 #[test]
 fn unreachable_server_exits_1_with_one_line() {
     let url = closed_port_url();
-    let out = deposito(&["--server", &url, "--token", "t", "ls"], &[]);
+    let out = deposito(&["--server", &url, "ls"], TOKEN);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr_line(&out),
@@ -96,27 +99,19 @@ fn invalid_name_and_replicas_are_refused_locally() {
     std::fs::write(&f, b"x").unwrap();
     let f = f.to_str().unwrap();
     let url = closed_port_url();
-    let out = deposito(
-        &[
-            "--server", &url, "--token", "t", "deposit", f, "--name", "a/b",
-        ],
-        &[],
-    );
+    let out = deposito(&["--server", &url, "deposit", f, "--name", "a/b"], TOKEN);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr_line(&out),
         "deposito: invalid name 'a/b': name contains '/'"
     );
-    let out = deposito(
-        &["--server", &url, "--token", "t", "deposit", f, "-r", "0"],
-        &[],
-    );
+    let out = deposito(&["--server", &url, "deposit", f, "-r", "0"], TOKEN);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr_line(&out),
         "deposito: invalid replicas 0: the replication level must be at least 1"
     );
-    let out = deposito(&["--token", "t", "-n", "Bad_NS", "ls"], &[]);
+    let out = deposito(&["-n", "Bad_NS", "ls"], TOKEN);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr_line(&out).contains("namespace 'Bad_NS'"));
 }
@@ -128,4 +123,22 @@ fn completions_are_generated() {
         assert_eq!(out.status.code(), Some(0), "{shell}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("deposito"));
     }
+}
+
+#[test]
+fn a_token_on_the_command_line_is_warned_about() {
+    let url = closed_port_url();
+    let out = deposito(&["--server", &url, "--token", "t", "ls"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("deposito: warning: --token on the command line is visible"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("deposito: cannot reach server {url}: connection refused")
+    );
 }

@@ -87,6 +87,8 @@ pub struct LocalArgs {
     /// Connection cap, timeouts and request limits of the gateway.
     #[command(flatten)]
     pub serve: crate::gateway::serve::ServeArgs,
+    #[command(flatten)]
+    pub s3: crate::gateway::s3::S3Args,
     /// File holding the replica token [default: DATA_DIR/replica-token, generated if missing].
     /// The environment variable DEPOSITO_REPLICA_TOKEN, when set, gives the token itself.
     #[arg(long, env = "DEPOSITO_REPLICA_TOKEN_FILE")]

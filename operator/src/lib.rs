@@ -20,9 +20,15 @@ pub mod replica_client;
 mod testing;
 
 /// Sets up `tracing` output: `RUST_LOG` or `info`.
+/// The log filter unless `RUST_LOG` says otherwise. The `s3s` crate logs every refused S3
+/// request (a 404, a bad signature) as an error; the S3 API logs its server errors itself
+/// ([`gateway::s3`]).
+pub const DEFAULT_LOG_FILTER: &str = "info,s3s=off";
+
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

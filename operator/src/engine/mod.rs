@@ -49,7 +49,7 @@ pub use events::{EngineEvent, EventSink};
 pub use health::{Backlog, ReplicaSet, Tracker, TrackerSettings};
 pub use index::InventoryIndex;
 pub use membership::{Capacity, Member, Membership, MembershipError};
-pub use model::{Deposit, FileRecord, ObservedStatus, Source};
+pub use model::{now_ms, ContentAttrs, Deposit, FileRecord, ObservedStatus, Source};
 pub use rebalance::{Moves, RebalanceSettings, Rebalancer};
 pub use reconcile::{Engine, EngineSettings, Outcome, StaleGuard};
 

@@ -48,6 +48,49 @@ pub struct Deposit {
     pub size: u64,
     /// The replica that acknowledged the bytes first.
     pub holder: String,
+    /// When the content was acknowledged, and what an S3 client gave with it.
+    pub attrs: ContentAttrs,
+}
+
+/// Facts about a file's current content besides its bytes: when it was acknowledged, and
+/// what S3 clients send and expect back (Content-Type, user metadata, the MD5 ETag). Kept
+/// with the content in the catalog, so replacing the content replaces them together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContentAttrs {
+    /// When the content was acknowledged, in milliseconds since the Unix epoch.
+    #[serde(rename = "t", default)]
+    pub modified_ms: u64,
+    /// The S3 ETag (without quotes): the MD5 of the content, or for an object assembled
+    /// from parts the MD5 of the parts' MD5s followed by `-` and the number of parts. Absent
+    /// for content deposited through the native API (S3 then gets the sha256).
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub md5_etag: Option<String>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// S3 user metadata (`x-amz-meta-*`), keys lowercased.
+    #[serde(
+        rename = "u",
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty"
+    )]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl ContentAttrs {
+    /// Attributes of content acknowledged now, with nothing else known.
+    pub fn now() -> Self {
+        Self {
+            modified_ms: now_ms(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Deposit {
@@ -60,6 +103,7 @@ impl Deposit {
             sha256: sha256.to_string(),
             size,
             holder: holder.to_string(),
+            attrs: ContentAttrs::now(),
         }
     }
 }

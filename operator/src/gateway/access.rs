@@ -87,6 +87,16 @@ impl Grant {
     }
 }
 
+/// The S3 access key id of a client token: `DEP` and the first 17 characters of the
+/// uppercase hex sha256 of the token (20 characters, like AWS key ids). The secret access key
+/// is the token itself, so each token of the tokens file has its key pair with nothing more
+/// to configure, and the id tells nothing about the token.
+pub fn s3_access_key_id(token: &str) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode_upper(sha2::Sha256::digest(token.as_bytes()));
+    format!("DEP{}", &digest[..17])
+}
+
 /// A line of the tokens file that can't be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("tokens file line {line}: {reason}")]
@@ -181,6 +191,22 @@ impl Tokens {
             }
         }
         found
+    }
+
+    /// The token and grant whose S3 access key id ([`s3_access_key_id`]) is `access_key`.
+    /// The S3 API signs with the token as the secret key, so no second secret is stored.
+    pub fn by_access_key(&self, access_key: &str) -> Option<(Arc<str>, Grant)> {
+        let full = self.full_access.current();
+        if tokens_equal(s3_access_key_id(&full).as_bytes(), access_key.as_bytes()) {
+            return Some((full, Grant::full()));
+        }
+        let scoped = self.scoped.read().expect("scoped tokens lock").clone();
+        scoped
+            .iter()
+            .find(|(token, _)| {
+                tokens_equal(s3_access_key_id(token).as_bytes(), access_key.as_bytes())
+            })
+            .map(|(token, grant)| (Arc::from(token.as_str()), grant.clone()))
     }
 
     /// Replaces the scoped entries.

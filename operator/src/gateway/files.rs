@@ -17,8 +17,9 @@ use deposito_api::{
 use serde::Deserialize;
 use tracing::instrument;
 
+use super::deposit::{self, Put};
 use super::{transfer, GatewayState};
-use crate::engine::{Deposit, FileRecord};
+use crate::engine::{ContentAttrs, FileRecord};
 use crate::gateway::error::GatewayError;
 
 /// Longest long poll.
@@ -102,8 +103,10 @@ pub async fn put_file(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
-    match prepare_put(&ctx, path, query, &headers).await {
-        Ok(put) => deposit(ctx, put, body).await,
+    match parse_put(path, query, &headers) {
+        Ok(put) => deposit::store(&ctx, put, body)
+            .await
+            .map(|status| (StatusCode::CREATED, Json(status))),
         Err(err) => {
             // Answer only after reading the body: a client still sending would otherwise
             // get a reset connection instead of this error.
@@ -113,27 +116,12 @@ pub async fn put_file(
     }
 }
 
-/// A validated deposit request.
-struct PreparedPut {
-    /// The user's namespace and file name.
-    key: FileKey,
-    /// Where the copies live (the same in local mode; the StoredFile's name in kube mode).
-    storage: FileKey,
-    replicas: u32,
-    expected: Option<String>,
-    content_length: Option<u64>,
-    /// Replicas to try for the first copy, best first.
-    primaries: Vec<crate::plan::ReplicaView>,
-    /// Replicas written at the same time (acknowledgement `all`).
-    secondaries: Vec<crate::plan::ReplicaView>,
-}
-
-async fn prepare_put(
-    gw: &GatewayState,
+/// Reads a deposit's path, query and headers.
+fn parse_put(
     path: FilePath,
     query: Result<Query<PutQuery>, QueryRejection>,
     headers: &HeaderMap,
-) -> Result<PreparedPut, GatewayError> {
+) -> Result<Put, GatewayError> {
     let key = file_key(path)?;
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     let replicas = parse_replicas(query.replicas.as_deref())?;
@@ -142,32 +130,20 @@ async fn prepare_put(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-
     let ack = match query.ack.as_deref() {
         None => Ack::default(),
         Some(value) => Ack::parse(value).ok_or_else(|| {
             GatewayError::BadRequest(format!("ack must be `one` or `all`, not '{value}'"))
         })?,
     };
-    let copies = match ack {
-        Ack::One => 1,
-        Ack::All => replicas as usize,
-    };
-    let storage = gw.files.storage_key(&key.namespace, &key.name).await?;
-    let mut primaries = transfer::upload_targets(gw, &storage, content_length, copies)?;
-    // The first target leads (with the spares after the secondaries as its fallbacks); the
-    // next `copies - 1` take the body at the same time.
-    let secondaries: Vec<_> = primaries
-        .drain(1..copies.min(primaries.len()).max(1))
-        .collect();
-    Ok(PreparedPut {
+    Ok(Put {
         key,
-        storage,
         replicas,
         expected,
         content_length,
-        primaries,
-        secondaries,
+        ack,
+        attrs: ContentAttrs::default(),
+        finish: None,
     })
 }
 
@@ -197,64 +173,6 @@ fn expected_digest(
         ))),
         (q, h) => Ok(q.or(h)),
     }
-}
-
-async fn deposit(
-    gw: GatewayState,
-    put: PreparedPut,
-    body: Body,
-) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
-    let PreparedPut {
-        key,
-        storage,
-        replicas,
-        expected,
-        content_length,
-        primaries,
-        secondaries,
-    } = put;
-    // Local mode: held until the catalog commit, so no reconcile runs on this file between
-    // the replica's commit and the catalog's.
-    let fence = match &gw.fence {
-        Some(locks) => Some(locks.lock(&storage).await),
-        None => None,
-    };
-    let stored = transfer::upload(
-        &gw,
-        &primaries,
-        &secondaries,
-        &storage,
-        expected.as_deref(),
-        content_length,
-        body,
-    )
-    .await?;
-    for (target, info) in &stored {
-        gw.index.record_copy(&target.id, info);
-    }
-    let (first, info) = &stored[0];
-    let entry = gw
-        .files
-        .put(Deposit {
-            key: storage.clone(),
-            file_name: key.name.clone(),
-            replicas,
-            sha256: info.sha256.clone(),
-            size: info.size,
-            holder: first.id.clone(),
-        })
-        .await?;
-    drop(fence);
-    let mut status = entry.to_file_status();
-    // The acknowledgement names the copies that are durable now (the status computed by
-    // the reconcile loop has not seen them yet).
-    let mut durable: Vec<String> = stored.iter().map(|(t, _)| t.id.clone()).collect();
-    durable.sort();
-    durable.dedup();
-    status.ready_replicas = (durable.len() as u32).min(replicas);
-    status.holders = durable;
-    tracing::info!(file = %key, replicas, sha256 = %entry.sha256, size = entry.size, durable = status.holders.len(), "deposited");
-    Ok((StatusCode::CREATED, Json(status)))
 }
 
 /// Streams the current content from a verified holder. Supports `Range` and `If-None-Match`.

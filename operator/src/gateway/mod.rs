@@ -5,9 +5,11 @@
 
 pub mod access;
 pub mod auth;
+pub mod deposit;
 pub mod error;
 mod files;
 mod replicas;
+pub mod s3;
 pub mod serve;
 pub mod store;
 mod transfer;

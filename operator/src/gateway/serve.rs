@@ -85,6 +85,18 @@ pub async fn serve(
         .await
 }
 
+/// Serves the S3 API ([`super::s3::router`]) like [`serve`], with the S3 routes' classes.
+pub async fn serve_s3(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    deposito_replica::http::serve::serve(listener, app, super::s3::classify, limits, tls, shutdown)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

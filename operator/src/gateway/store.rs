@@ -47,3 +47,105 @@ pub trait FileStore: Send + Sync + 'static {
     /// Ok when the catalog can be read now (readiness).
     async fn ready(&self) -> Result<(), CatalogError>;
 }
+
+/// A bucket of the S3 API: a namespace, declared with CreateBucket or holding files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    /// When CreateBucket declared it (milliseconds since the Unix epoch); 0 for a namespace
+    /// that only holds files.
+    pub created_ms: u64,
+    /// The bucket's tags (PutBucketTagging). The tag `replicas` is the bucket's default
+    /// replication level.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// What DeleteBucket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketDeletion {
+    Deleted,
+    NotEmpty,
+    Missing,
+}
+
+/// A file with the attributes of its current content.
+pub type ObjectEntry = (FileRecord, crate::engine::ContentAttrs);
+
+/// What the S3 API reads and writes in a mode's catalog beyond [`FileStore`]: buckets (with
+/// their tags) and the attributes kept with each file's content.
+#[async_trait]
+pub trait BucketStore: Send + Sync + 'static {
+    /// Every bucket: the declared ones and every namespace holding an undeleted file, by name.
+    async fn buckets(&self) -> Result<Vec<Bucket>, CatalogError>;
+
+    /// One bucket, when declared or holding a file.
+    async fn bucket(&self, name: &str) -> Result<Option<Bucket>, CatalogError>;
+
+    /// Declares a bucket; false when it already existed (declared or holding files).
+    async fn create_bucket(&self, name: &str) -> Result<bool, CatalogError>;
+
+    /// Removes a declared bucket that holds no file (files being deleted don't count).
+    async fn delete_bucket(&self, name: &str) -> Result<BucketDeletion, CatalogError>;
+
+    /// Replaces a bucket's tags; false when there is no such bucket. A bucket that only held
+    /// files becomes declared.
+    async fn set_bucket_tags(
+        &self,
+        name: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<bool, CatalogError>;
+
+    /// Replaces the attributes of a file's content (a self-copy's new metadata), provided
+    /// the content is still `sha256`; false when it changed or the file is gone.
+    async fn set_attrs(
+        &self,
+        key: &FileKey,
+        sha256: &str,
+        attrs: crate::engine::ContentAttrs,
+    ) -> Result<bool, CatalogError>;
+
+    /// One undeleted file by name, with its content's attributes.
+    async fn object(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ObjectEntry>, CatalogError>;
+
+    /// Up to `limit` undeleted files of `namespace` whose names start with `prefix` and sort
+    /// after `after` (byte order), by name, and whether more follow.
+    async fn objects(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ObjectEntry>, bool), CatalogError>;
+}
+
+/// A multipart upload in progress: where the object goes, at which level, with which
+/// attributes. Its parts are files of the parts namespace named `{id}.{part:05}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub id: String,
+    pub bucket: String,
+    pub key: String,
+    pub replicas: u32,
+    pub attrs: crate::engine::ContentAttrs,
+    pub created_ms: u64,
+}
+
+/// The multipart uploads in progress.
+#[async_trait]
+pub trait UploadStore: Send + Sync + 'static {
+    /// Records a new upload.
+    async fn create_upload(&self, upload: Upload) -> Result<(), CatalogError>;
+
+    /// One upload by id.
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, CatalogError>;
+
+    /// The uploads of a bucket whose keys start with `prefix`, by key then id.
+    async fn uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<Upload>, CatalogError>;
+
+    /// Forgets an upload (completed or aborted); false when there was none.
+    async fn remove_upload(&self, id: &str) -> Result<bool, CatalogError>;
+}

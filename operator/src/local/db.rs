@@ -76,11 +76,46 @@ CREATE TABLE IF NOT EXISTS replicas (
     zone     TEXT,
     draining INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS uploads (
+    id         TEXT PRIMARY KEY,
+    namespace  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    replicas   INTEGER NOT NULL,
+    attrs      TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    namespace  TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    tags       TEXT NOT NULL DEFAULT '{}'
+);
 ";
 
-const COLUMNS: &str = "namespace, name, replicas, sha256, size, generation, deleting, status";
+/// Columns added after the first release, with their definitions: added to an older
+/// database when it is opened.
+const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("files", "attrs", "TEXT NOT NULL DEFAULT '{}'")];
 
-fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRecord, String)> {
+/// Adds the [`ADDED_COLUMNS`] an older database lacks.
+fn migrate(conn: &Connection) -> Result<(), DbError> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            params![column],
+            |row| row.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) const COLUMNS: &str =
+    "namespace, name, replicas, sha256, size, generation, deleting, status";
+
+pub(super) fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRecord, String)> {
     let status: String = row.get(7)?;
     let name: String = row.get(1)?;
     Ok((
@@ -113,7 +148,7 @@ fn get_with(conn: &Connection, key: &FileKey) -> Result<Option<FileRecord>, DbEr
     pair.map(decode).transpose()
 }
 
-fn decode(pair: (FileRecord, String)) -> Result<FileRecord, DbError> {
+pub(super) fn decode(pair: (FileRecord, String)) -> Result<FileRecord, DbError> {
     let (mut entry, status) = pair;
     entry.status = serde_json::from_str(&status)?;
     Ok(entry)
@@ -131,6 +166,7 @@ impl Db {
         };
         let conn = open("FULL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let read = open("NORMAL")?;
         read.pragma_update(None, "query_only", true)?;
         Ok(Self {
@@ -152,7 +188,12 @@ impl Db {
             .map_err(|e| DbError::Task(e.to_string()))?
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    /// The read-only connection (a WAL reader: never waits for a commit).
+    pub(super) fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        deposito_util::lock(&self.read_conn, "catalog read connection")
+    }
+
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         deposito_util::lock(&self.conn, "catalog connection")
     }
 
@@ -174,11 +215,12 @@ impl Db {
             let status = ObservedStatus::initial(Some(&d.holder));
             let status_json = serde_json::to_string(&status)?;
             tx.prepare_cached(
-                "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6)
+                "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting, status, attrs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?7)
                  ON CONFLICT (namespace, name) DO UPDATE SET
                    replicas = excluded.replicas, sha256 = excluded.sha256, size = excluded.size,
-                   generation = files.generation + 1, deleting = 0, status = excluded.status",
+                   generation = files.generation + 1, deleting = 0, status = excluded.status,
+                   attrs = excluded.attrs",
             )?
             .execute(params![
                 d.key.namespace,
@@ -186,7 +228,8 @@ impl Db {
                 d.replicas,
                 d.sha256,
                 d.size as i64,
-                status_json
+                status_json,
+                serde_json::to_string(&d.attrs)?
             ])?;
             let entry = get_with(&tx, &d.key)?.expect("row just written");
             entries.push(entry);

@@ -3,6 +3,7 @@
 //! ([`catalog::SqliteCatalog`], [`membership::HeartbeatMembership`]), runs the engine's work-queue
 //! driver, and serves the gateway plus the replicas' registration route.
 
+mod buckets;
 pub mod catalog;
 pub mod db;
 mod deposits;
@@ -10,8 +11,10 @@ pub mod internal_tls;
 pub mod membership;
 mod private;
 mod register;
+mod s3_credentials;
 pub mod supervisor;
 mod tokens;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,12 @@ use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
 use crate::replica_client::ReplicaClient;
 use utoipa::OpenApi as _;
+
+/// Port of the S3 API unless `--s3-listen` says otherwise (on the gateway's address).
+pub const DEFAULT_S3_PORT: u16 = 7900;
+
+/// The namespace holding the parts of S3 multipart uploads in progress.
+pub const PARTS_NAMESPACE: &str = "deposito-uploads";
 
 /// The environment variable that may carry the client token of the operator (compose).
 pub const CLIENT_TOKEN_ENV: &str = "DEPOSITO_CLIENT_TOKEN";
@@ -117,6 +126,17 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             .display()
     );
     println!("deposito: data in {}", data_dir.display());
+    let s3_listener = bind_s3(&args).await?;
+    if let Some(listener) = &s3_listener {
+        let credentials = s3_credentials::write(&data_dir, &client_token_in_force)?;
+        println!(
+            "deposito: S3 API on {}://{} (credentials in {}, profile {})",
+            args.tls.scheme(),
+            reachable(listener.local_addr()?),
+            credentials.display(),
+            s3_credentials::PROFILE,
+        );
+    }
 
     let workers = Workers::new(CancellationToken::new(), metrics.workers.clone());
     supervisor::start(
@@ -153,6 +173,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         },
         &workers,
     );
+    let catalog_for_s3 = catalog.clone();
     let gateway = Arc::new(Gateway {
         files: catalog.clone(),
         catalog,
@@ -165,17 +186,76 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         tokens: client_tokens,
         extra_doc: Some(register::RegisterDoc::openapi()),
     });
+    let s3 = match s3_listener {
+        Some(listener) => Some((
+            listener,
+            crate::gateway::s3::router(
+                gateway.clone(),
+                crate::gateway::s3::S3Seams {
+                    buckets: catalog_for_s3.clone(),
+                    uploads: catalog_for_s3,
+                    parts_namespace: PARTS_NAMESPACE.to_string(),
+                },
+                &args.s3,
+            )?,
+        )),
+        None => None,
+    };
     let app = crate::gateway::router(
         gateway,
         register::router(membership, heartbeat, &replica_token),
         true,
     );
-    crate::gateway::serve::serve(listener, app, tls, args.serve.clone(), shutdown_signal())
-        .await
-        .context("gateway failed")?;
+    let serve_s3 = async {
+        match s3 {
+            Some((listener, router)) => {
+                crate::gateway::serve::serve_s3(
+                    listener,
+                    router,
+                    tls.clone(),
+                    args.serve.clone(),
+                    shutdown_signal(),
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    };
+    let serve_gateway = crate::gateway::serve::serve(
+        listener,
+        app,
+        tls.clone(),
+        args.serve.clone(),
+        shutdown_signal(),
+    );
+    let (gateway_served, s3_served) = tokio::join!(serve_gateway, serve_s3);
+    gateway_served.context("gateway failed")?;
+    s3_served.context("S3 API failed")?;
     tracing::info!("shutting down");
     workers.shutdown().await;
     Ok(())
+}
+
+/// The S3 API's listener: `--s3-listen`, else the gateway's address with port
+/// [`DEFAULT_S3_PORT`]; `None` when turned off, or when the default port is taken (another
+/// system on this host): the native API then runs alone. An address given with
+/// `--s3-listen` that can't be bound is an error.
+async fn bind_s3(args: &LocalArgs) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let default = std::net::SocketAddr::new(args.listen.ip(), DEFAULT_S3_PORT);
+    let Some(addr) = args.s3.listen(Some(default))? else {
+        return Ok(None);
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(err) if args.s3.s3_listen.is_none() => {
+            eprintln!(
+                "deposito: S3 API off: cannot listen on {addr} ({err}); choose an address with --s3-listen"
+            );
+            Ok(None)
+        }
+        Err(err) => Err(err)
+            .with_context(|| format!("cannot listen on {addr} for the S3 API (--s3-listen)")),
+    }
 }
 
 /// The address to give replicas for an operator listening on `listen` (a wildcard address

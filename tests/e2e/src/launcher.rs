@@ -24,6 +24,9 @@ pub struct Launcher {
     root: Option<tempfile::TempDir>,
     pub data_dir: PathBuf,
     pub addr: SocketAddr,
+    /// The S3 API's address (always given: the default port 7900 would be shared by every
+    /// test's system).
+    pub s3_addr: SocketAddr,
     pub replica_port: u16,
     pub replicas: usize,
     op: Option<Proc>,
@@ -70,6 +73,7 @@ impl Launcher {
         let data_dir = root.path().join("data");
         let addr: SocketAddr = (Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)).into();
         let replica_port = free_port_on_children(k);
+        let s3_addr: SocketAddr = (Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)).into();
         let mut cmd = Command::new(bin("deposito-operator"));
         cmd.arg("local")
             .arg("--replicas")
@@ -84,6 +88,8 @@ impl Launcher {
             .arg(grace_period_secs.to_string())
             .arg("--reconcile-interval-secs")
             .arg("1")
+            .arg("--s3-listen")
+            .arg(s3_addr.to_string())
             .args(extra);
         if let Some(tls) = &tls {
             cmd.arg("--tls-cert")
@@ -99,6 +105,7 @@ impl Launcher {
             root: Some(root),
             data_dir,
             addr,
+            s3_addr,
             replica_port,
             replicas: k,
             op: Some(op),

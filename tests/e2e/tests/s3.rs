@@ -1,0 +1,134 @@
+//! The S3 API of a local system, driven by the clients people use, installed from PyPI and
+//! Debian (tests/s3/clients): boto3 over every implemented operation (tests/s3/boto3_suite.py)
+//! and the aws CLI, rclone and s3cmd (tests/s3/cli_suite). The credentials are the ones local
+//! mode writes to `DATA_DIR/s3-credentials`. A level set through S3 is checked on disk:
+//! exactly 3 identical copies after `x-amz-meta-replicas: 3`, exactly 1 after a self-copy
+//! that lowers it.
+
+// Test code: unwrap is how a test fails.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use deposito_e2e::files::{count_copies, random_seed, write_random_file};
+use deposito_e2e::{wait_sync, Launcher};
+
+/// The folder of the S3 clients' virtualenv (installed on first use).
+fn clients() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../s3/clients");
+    let out = Command::new(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../s3")
+}
+
+/// The S3 access key id of a token, as docs/s3.md defines it: `DEP` and the first 17
+/// characters of the uppercase hex sha256 of the token.
+fn access_key_id(token: &str) -> String {
+    use sha2::Digest as _;
+    let hex = hex::encode_upper(sha2::Sha256::digest(token.as_bytes()));
+    format!("DEP{}", &hex[..17])
+}
+
+/// Runs a suite command; panics with its output (and the operator's log) when it fails.
+fn run(l: &Launcher, what: &str, mut cmd: Command) {
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{stderr}\noperator log:\n{}",
+        l.log_tail()
+    );
+    print!("{stdout}");
+}
+
+/// Waits until exactly `n` copies identical to `original` are on the replicas' disks.
+fn wait_copies(l: &Launcher, original: &Path, n: usize) {
+    let dirs = l.child_data_dirs();
+    wait_sync(
+        &format!("exactly {n} copies of {}", original.display()),
+        Duration::from_secs(120),
+        || {
+            let found = count_copies(&dirs, original);
+            (found == n).then_some(()).ok_or(format!("{found} copies"))
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_clients_against_a_local_system() {
+    let venv = clients();
+    let l = Launcher::start(3, 300).await;
+    let credentials = l.data_dir.join("s3-credentials");
+    let text = std::fs::read_to_string(&credentials).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} = ")))
+            .unwrap()
+            .to_string()
+    };
+    let (key, secret) = (field("aws_access_key_id"), field("aws_secret_access_key"));
+    assert_eq!(secret, l.token, "the secret key is the client token");
+    // A read-only token for bucket `suite`, with its derived key.
+    let ro_token = "r".repeat(40);
+    std::fs::write(
+        l.data_dir.join("tokens"),
+        format!("{ro_token} suite read-only\n"),
+    )
+    .unwrap();
+    let ro_key = access_key_id(&ro_token);
+    assert_eq!(key, access_key_id(&l.token));
+    let endpoint = format!("http://{}", l.s3_addr);
+
+    let three = l.scratch("three.bin");
+    write_random_file(&three, 3 << 20, random_seed());
+    let boto3 = |phase: &str| {
+        let mut cmd = Command::new(venv.join("bin/python"));
+        cmd.arg(suite_dir().join("boto3_suite.py"))
+            .arg(phase)
+            .env("S3_ENDPOINT", &endpoint)
+            .env("S3_KEY", &key)
+            .env("S3_SECRET", &secret)
+            .env("S3_RO_KEY", &ro_key)
+            .env("S3_RO_SECRET", &ro_token)
+            .env("THREE_FILE", &three);
+        cmd
+    };
+    // The tokens file is reread within 2 s.
+    std::thread::sleep(Duration::from_secs(3));
+    run(&l, "boto3 suite", boto3("main"));
+    wait_copies(&l, &three, 3);
+    run(&l, "boto3 lower", boto3("lower"));
+    wait_copies(&l, &three, 1);
+
+    let work = l.scratch("cli");
+    std::fs::create_dir_all(&work).unwrap();
+    let level = l.scratch("level.bin");
+    write_random_file(&level, 2 << 20, random_seed());
+    let cli = |phase: &str| {
+        let mut cmd = Command::new(suite_dir().join("cli_suite"));
+        cmd.arg(phase)
+            .env("S3_ENDPOINT", &endpoint)
+            .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+            .env("VENV", &venv)
+            .env("WORK", &work)
+            .env("LEVEL_FILE", &level)
+            .env("HOME", &work);
+        cmd
+    };
+    run(&l, "cli suite", cli("main"));
+    wait_copies(&l, &level, 3);
+    run(&l, "cli lower", cli("lower"));
+    wait_copies(&l, &level, 1);
+}

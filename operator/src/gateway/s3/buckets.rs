@@ -61,7 +61,8 @@ pub async fn list(s3: &DepositoS3, grant: &Grant) -> S3Result<S3Response<ListBuc
             display_name: Some("deposito".into()),
             id: Some("deposito".into()),
         }),
-        ..Default::default()
+        continuation_token: None,
+        prefix: None,
     }))
 }
 
@@ -78,7 +79,6 @@ pub async fn create(s3: &DepositoS3, name: &str) -> S3Result<S3Response<CreateBu
     tracing::info!(bucket = name, "bucket created");
     Ok(S3Response::new(CreateBucketOutput {
         location: Some(format!("/{name}")),
-        ..Default::default()
     }))
 }
 

@@ -99,7 +99,7 @@ pub async fn create(
             key: input.key.clone(),
             replicas,
             attrs: ContentAttrs {
-                content_type: input.content_type.map(|c| c.to_string()),
+                content_type: input.content_type,
                 metadata: kept_metadata(input.metadata),
                 ..Default::default()
             },

@@ -146,7 +146,7 @@ pub async fn put(
     )
     .await?;
     let attrs = ContentAttrs {
-        content_type: input.content_type.map(|c| c.to_string()),
+        content_type: input.content_type,
         metadata: kept_metadata(input.metadata),
         ..Default::default()
     };
@@ -265,7 +265,7 @@ pub async fn get(s3: &DepositoS3, input: GetObjectInput) -> S3Result<S3Response<
         content_range: range
             .as_ref()
             .map(|r| format!("bytes {}-{}/{}", r.start, r.end - 1, record.size)),
-        content_type: attrs.content_type.as_deref().and_then(|c| c.parse().ok()),
+        content_type: attrs.content_type.clone(),
         accept_ranges: Some("bytes".into()),
         e_tag: Some(tag),
         last_modified: Some(modified),
@@ -292,7 +292,7 @@ pub async fn head(
     )?;
     Ok(S3Response::new(HeadObjectOutput {
         content_length: Some(record.size as i64),
-        content_type: attrs.content_type.as_deref().and_then(|c| c.parse().ok()),
+        content_type: attrs.content_type.clone(),
         accept_ranges: Some("bytes".into()),
         e_tag: Some(tag),
         last_modified: Some(modified),
@@ -385,10 +385,7 @@ pub async fn copy(
         .as_ref()
         .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
     let (metadata, content_type) = if replace {
-        (
-            kept_metadata(input.metadata.clone()),
-            input.content_type.map(|c| c.to_string()),
-        )
+        (kept_metadata(input.metadata.clone()), input.content_type)
     } else {
         (attrs.metadata.clone(), attrs.content_type.clone())
     };

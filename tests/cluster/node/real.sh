@@ -35,6 +35,7 @@ real_node_packages() {
     [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
     command -v iptables >/dev/null || pkgs+=(iptables)
     command -v conntrack >/dev/null || pkgs+=(conntrack)
+    command -v ipset >/dev/null || pkgs+=(ipset)  # kube-router's NetworkPolicy firewall
     command -v dockerd >/dev/null || pkgs+=(docker.io)
     [ ${#pkgs[@]} -eq 0 ] && return 0
     log "installing ${pkgs[*]}"

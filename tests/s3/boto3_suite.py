@@ -93,6 +93,8 @@ def buckets():
     names = [b["Name"] for b in S3.list_buckets()["Buckets"]]
     check("suite" in names and "deposito-uploads" not in names, f"list_buckets: {names}")
     expect_error("NoSuchBucket", 404, S3.put_object, Bucket="absent", Key="k", Body=b"x")
+    # A refused upload's body is read and dropped, so the client gets the error, not a reset.
+    expect_error("NoSuchBucket", 404, S3.put_object, Bucket="absent", Key="k", Body=os.urandom(5 << 20))
 
 
 def objects():

@@ -18,7 +18,7 @@ fn no_such_bucket(name: &str) -> s3s::S3Error {
 }
 
 /// A bucket name that names a namespace clients may use: not the parts namespace.
-fn usable(s3: &DepositoS3, name: &str) -> S3Result<()> {
+pub(super) fn usable(s3: &DepositoS3, name: &str) -> S3Result<()> {
     check_bucket(name)?;
     if name == s3.parts_namespace {
         return Err(err(

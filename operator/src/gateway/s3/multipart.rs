@@ -15,7 +15,7 @@ use s3s::{S3ErrorCode, S3Response, S3Result};
 
 use super::errors::{err, from_gateway, object_key};
 use super::level::{etag, kept_metadata, last_modified};
-use super::objects::{deposit_with_md5, expected_sha256, level_for};
+use super::objects::{body_stream, deposit_with_md5, drain_on_error, expected_sha256, level_for};
 use super::DepositoS3;
 use crate::engine::{ContentAttrs, FileRecord};
 use crate::gateway::deposit::{self, Put};
@@ -120,23 +120,23 @@ pub async fn upload_part(
     s3: &DepositoS3,
     req: s3s::S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
-    let expected = expected_sha256(req.input.checksum_sha256.as_deref(), &req.headers)?;
-    let input = req.input;
-    let upload = load(s3, &input.bucket, &input.key, &input.upload_id).await?;
-    if !(1..=MAX_PART).contains(&input.part_number) {
-        return Err(err(
-            S3ErrorCode::InvalidArgument,
-            format!(
-                "part numbers go from 1 to {MAX_PART}, got {}",
-                input.part_number
-            ),
-        ));
-    }
-    let body: Box<dyn futures::Stream<Item = Result<bytes::Bytes, s3s::StdError>> + Send + Unpin> =
-        match input.body {
-            Some(blob) => Box::new(blob),
-            None => Box::new(futures::stream::empty()),
-        };
+    let mut input = req.input;
+    let mut body = input.body.take();
+    let checked = async {
+        let expected = expected_sha256(input.checksum_sha256.as_deref(), &req.headers)?;
+        let upload = load(s3, &input.bucket, &input.key, &input.upload_id).await?;
+        if !(1..=MAX_PART).contains(&input.part_number) {
+            return Err(err(
+                S3ErrorCode::InvalidArgument,
+                format!(
+                    "part numbers go from 1 to {MAX_PART}, got {}",
+                    input.part_number
+                ),
+            ));
+        }
+        Ok((expected, upload))
+    };
+    let (expected, upload) = drain_on_error(checked.await, &mut body).await?;
     let etag = deposit_with_md5(
         s3,
         part_key(s3, &upload.id, input.part_number),
@@ -145,7 +145,7 @@ pub async fn upload_part(
         input.content_length.and_then(|n| u64::try_from(n).ok()),
         input.content_md5,
         ContentAttrs::default(),
-        body,
+        body_stream(body),
     )
     .await?;
     Ok(S3Response::new(UploadPartOutput {

@@ -14,7 +14,7 @@ use md5::Digest as _;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Response, S3Result};
 
-use super::buckets::existing;
+use super::buckets::{existing, usable};
 use super::errors::{err, from_gateway, object_key};
 use super::level::{
     bucket_default, etag, kept_metadata, last_modified, requested, response_metadata,
@@ -28,6 +28,7 @@ use crate::gateway::transfer;
 
 /// The object `key` names, or `NoSuchKey` (`NoSuchBucket` when the bucket is missing too).
 pub async fn load(s3: &DepositoS3, bucket: &str, key: &str) -> S3Result<(FileKey, ObjectEntry)> {
+    usable(s3, bucket)?;
     let file = object_key(bucket, key)?;
     match s3.buckets.object(&file.namespace, &file.name).await? {
         Some(entry) => Ok((file, entry)),
@@ -135,26 +136,26 @@ pub async fn put(
     s3: &DepositoS3,
     req: s3s::S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
-    let expected = expected_sha256(req.input.checksum_sha256.as_deref(), &req.headers)?;
-    let input = req.input;
-    let file = object_key(&input.bucket, &input.key)?;
-    let replicas = level_for(
-        s3,
-        &input.bucket,
-        input.metadata.as_ref(),
-        input.storage_class.as_ref(),
-    )
-    .await?;
+    let mut input = req.input;
+    let mut body = input.body.take();
+    let checked = async {
+        let expected = expected_sha256(input.checksum_sha256.as_deref(), &req.headers)?;
+        let file = object_key(&input.bucket, &input.key)?;
+        let replicas = level_for(
+            s3,
+            &input.bucket,
+            input.metadata.as_ref(),
+            input.storage_class.as_ref(),
+        )
+        .await?;
+        Ok((expected, file, replicas))
+    };
+    let (expected, file, replicas) = drain_on_error(checked.await, &mut body).await?;
     let attrs = ContentAttrs {
         content_type: input.content_type,
         metadata: kept_metadata(input.metadata),
         ..Default::default()
     };
-    let body: Box<dyn futures::Stream<Item = Result<bytes::Bytes, s3s::StdError>> + Send + Unpin> =
-        match input.body {
-            Some(blob) => Box::new(blob),
-            None => Box::new(futures::stream::empty()),
-        };
     let etag = deposit_with_md5(
         s3,
         file,
@@ -163,13 +164,37 @@ pub async fn put(
         input.content_length.and_then(|n| u64::try_from(n).ok()),
         input.content_md5,
         attrs,
-        body,
+        body_stream(body),
     )
     .await?;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
         ..Default::default()
     }))
+}
+
+/// A request body as the stream a deposit reads (none: empty).
+pub(super) fn body_stream(
+    body: Option<StreamingBlob>,
+) -> Box<dyn futures::Stream<Item = Result<bytes::Bytes, s3s::StdError>> + Send + Unpin> {
+    match body {
+        Some(blob) => Box::new(blob),
+        None => Box::new(futures::stream::empty()),
+    }
+}
+
+/// On an error found before the body is read, reads and discards the body (within the
+/// gateway's drain limits) so that a client still sending gets the error, not a reset.
+pub(super) async fn drain_on_error<T>(
+    checked: S3Result<T>,
+    body: &mut Option<StreamingBlob>,
+) -> S3Result<T> {
+    if checked.is_err() {
+        if let Some(blob) = body.take() {
+            transfer::drain(blob).await;
+        }
+    }
+    checked
 }
 
 /// The outcome of the conditional headers of a read.

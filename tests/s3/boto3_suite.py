@@ -7,11 +7,13 @@ Usage: boto3_suite.py main|lower. `main` runs everything and leaves bucket `leve
 with a self-copy, as S3 users change a storage class.
 
 Environment: S3_ENDPOINT, S3_KEY, S3_SECRET (full access), S3_RO_KEY, S3_RO_SECRET (read-only
-in bucket `suite`), THREE_FILE (the content of `three.bin`).
+in bucket `suite`), THREE_FILE (the content of `three.bin`), S3_DOMAIN (the server's
+--s3-domain).
 """
 
 import hashlib
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -268,6 +270,21 @@ def multipart():
     check(S3.list_multipart_uploads(Bucket="suite").get("Uploads", []) == [], "upload forgotten")
     expect_error("NoSuchUpload", 404, S3.upload_part, Bucket="suite", Key="mp.bin", UploadId=uid,
                  PartNumber=1, Body=b"late")
+    # Parts copied from other objects: a range, then a whole object.
+    ranged = S3.get_object(Bucket="suite", Key="ranged.bin")["Body"].read()
+    uid = S3.create_multipart_upload(Bucket="suite", Key="mpc.bin")["UploadId"]
+    p1 = S3.upload_part_copy(Bucket="suite", Key="mpc.bin", UploadId=uid, PartNumber=1,
+                             CopySource={"Bucket": "suite", "Key": "ranged.bin"}, CopySourceRange="bytes=100-99999")
+    p2 = S3.upload_part_copy(Bucket="suite", Key="mpc.bin", UploadId=uid, PartNumber=2,
+                             CopySource={"Bucket": "suite", "Key": "hello.txt"})
+    check(p1["CopyPartResult"]["ETag"] == f'"{md5(ranged[100:100000])}"', "copied part ETag")
+    expect_error("InvalidRange", 416, S3.upload_part_copy, Bucket="suite", Key="mpc.bin", UploadId=uid,
+                 PartNumber=3, CopySource={"Bucket": "suite", "Key": "hello.txt"}, CopySourceRange="bytes=10-99")
+    S3.complete_multipart_upload(Bucket="suite", Key="mpc.bin", UploadId=uid, MultipartUpload={"Parts": [
+        {"PartNumber": 1, "ETag": p1["CopyPartResult"]["ETag"]},
+        {"PartNumber": 2, "ETag": p2["CopyPartResult"]["ETag"]}]})
+    got = S3.get_object(Bucket="suite", Key="mpc.bin")["Body"].read()
+    check(got == ranged[100:100000] + HELLO, "parts copied from a range and an object")
     # Abort.
     uid = S3.create_multipart_upload(Bucket="suite", Key="aborted.bin")["UploadId"]
     S3.upload_part(Bucket="suite", Key="aborted.bin", UploadId=uid, PartNumber=1, Body=b"a" * 1000)
@@ -314,6 +331,36 @@ def presigned():
     check(S3.get_object(Bucket="suite", Key="presigned.txt")["Body"].read() == b"via presigned PUT", "presigned PUT bytes")
 
 
+def virtual_hosted():
+    """BUCKET.DOMAIN addressing (--s3-domain): the names resolve to the endpoint's address here."""
+    domain = os.environ["S3_DOMAIN"]
+    host, port = ENDPOINT.split("//")[1].rsplit(":", 1)
+    resolve = socket.getaddrinfo
+
+    def local_names(name, *args, **kwargs):
+        if name == domain or name.endswith("." + domain):
+            name = host
+        return resolve(name, *args, **kwargs)
+
+    socket.getaddrinfo = local_names
+    try:
+        vh = boto3.client("s3", endpoint_url=f"http://{domain}:{port}", region_name="us-east-1",
+                          aws_access_key_id=os.environ["S3_KEY"], aws_secret_access_key=os.environ["S3_SECRET"],
+                          config=Config(s3={"addressing_style": "virtual"}, retries={"max_attempts": 1},
+                                        request_checksum_calculation="when_required"))
+        seen = []
+        vh.meta.events.register("before-send", lambda request, **_: seen.append(request.url))
+        vh.put_object(Bucket="suite", Key="virtual.txt", Body=b"virtual")
+        check(vh.get_object(Bucket="suite", Key="virtual.txt")["Body"].read() == b"virtual", "virtual GET")
+        keys = [o["Key"] for o in vh.list_objects_v2(Bucket="suite", Prefix="virtual")["Contents"]]
+        check(keys == ["virtual.txt"], f"virtual list {keys}")
+        check(all(url.startswith(f"http://suite.{domain}:{port}/") for url in seen), f"not virtual-hosted: {seen}")
+    finally:
+        socket.getaddrinfo = resolve
+    # Path style by address still works beside it.
+    check(S3.get_object(Bucket="suite", Key="virtual.txt")["Body"].read() == b"virtual", "path style GET")
+
+
 def lower():
     S3.copy_object(Bucket="levels", Key="three.bin", CopySource={"Bucket": "levels", "Key": "three.bin"},
                    MetadataDirective="REPLACE", Metadata={"replicas": "1"})
@@ -325,7 +372,7 @@ def lower():
 if __name__ == "__main__":
     phase = sys.argv[1]
     steps = {"main": [buckets, objects, ranges, conditionals, levels, listing, copies_and_deletes, multipart,
-                      access, presigned],
+                      access, presigned, virtual_hosted],
              "lower": [lower]}[phase]
     for step in steps:
         step()

@@ -1,4 +1,5 @@
-//! The S3 API of a local system, driven by the clients people use, installed from PyPI and
+//! The S3 API of a local system (path style by address, and virtual-hosted style under
+//! `--s3-domain`), driven by the clients people use, installed from PyPI and
 //! Debian (tests/s3/clients): boto3 over every implemented operation (tests/s3/boto3_suite.py)
 //! and the aws CLI, rclone and s3cmd (tests/s3/cli_suite). The credentials are the ones local
 //! mode writes to `DATA_DIR/s3-credentials`. A level set through S3 is checked on disk:
@@ -14,6 +15,9 @@ use std::time::Duration;
 
 use deposito_e2e::files::{count_copies, random_seed, write_random_file};
 use deposito_e2e::{wait_sync, Launcher};
+
+/// The base domain of virtual-hosted-style addressing (resolved by the suite itself).
+const S3_DOMAIN: &str = "s3.deposito.test";
 
 /// The folder of the S3 clients' virtualenv (installed on first use).
 fn clients() -> PathBuf {
@@ -69,7 +73,7 @@ fn wait_copies(l: &Launcher, original: &Path, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_clients_against_a_local_system() {
     let venv = clients();
-    let l = Launcher::start(3, 300).await;
+    let l = Launcher::start_args(3, 300, &["--s3-domain", S3_DOMAIN]).await;
     let credentials = l.data_dir.join("s3-credentials");
     let text = std::fs::read_to_string(&credentials).unwrap();
     let field = |name: &str| {
@@ -102,7 +106,8 @@ async fn s3_clients_against_a_local_system() {
             .env("S3_SECRET", &secret)
             .env("S3_RO_KEY", &ro_key)
             .env("S3_RO_SECRET", &ro_token)
-            .env("THREE_FILE", &three);
+            .env("THREE_FILE", &three)
+            .env("S3_DOMAIN", S3_DOMAIN);
         cmd
     };
     // The tokens file is reread within 2 s.

@@ -108,10 +108,7 @@ pub fn router(gw: GatewayState, seams: S3Seams, args: &S3Args) -> anyhow::Result
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(TokenKeys(tokens));
     if let Some(domain) = &args.s3_domain {
-        builder.set_host(
-            s3s::host::SingleDomain::new(domain)
-                .map_err(|e| anyhow::anyhow!("--s3-domain {domain}: {e}"))?,
-        );
+        builder.set_host(VirtualHosts::new(domain)?);
     }
     let mut config = s3s::config::S3Config::default();
     config.xml_max_body_size = XML_MAX_BODY_BYTES;
@@ -145,6 +142,52 @@ async fn log_failures(
         tracing::debug!(%method, %path, %status, "S3 request refused");
     }
     response
+}
+
+/// Virtual-hosted-style addressing under one base domain: `BUCKET.DOMAIN[:port]` names the
+/// bucket; any other host (the domain itself, an IP address, another name) is path style.
+/// (`s3s`'s own `SingleDomain` compares the port too, and takes any other host name for a
+/// bucket, which breaks path style by IP address.)
+struct VirtualHosts {
+    domain: String,
+}
+
+impl VirtualHosts {
+    fn new(domain: &str) -> anyhow::Result<Self> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        anyhow::ensure!(valid, "--s3-domain {domain}: not a DNS name");
+        Ok(Self { domain })
+    }
+
+    /// The bucket a Host header names, if any.
+    fn bucket<'a>(&self, host: &'a str) -> Option<&'a str> {
+        let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        });
+        let bucket = name.strip_suffix(self.domain.as_str())?.strip_suffix('.')?;
+        (!bucket.is_empty()).then_some(bucket)
+    }
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let virtual_host = s3s::host::VirtualHost::new(self.domain.as_str());
+        Ok(match self.bucket(host) {
+            Some(bucket) => virtual_host.with_bucket(bucket.to_ascii_lowercase()),
+            None => virtual_host,
+        })
+    }
 }
 
 /// Largest XML body read (DeleteObjects with 1,000 keys, CompleteMultipartUpload).
@@ -348,6 +391,17 @@ impl s3s::S3 for DepositoS3 {
         multipart::upload_part(self, req).await
     }
 
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.authorize(&req, Some(&req.input.bucket), true)?;
+        if let CopySource::Bucket { bucket, .. } = &req.input.copy_source {
+            self.authorize(&req, Some(bucket), false)?;
+        }
+        multipart::upload_part_copy(self, req.input).await
+    }
+
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
@@ -378,5 +432,23 @@ impl s3s::S3 for DepositoS3 {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         self.authorize(&req, Some(&req.input.bucket), false)?;
         multipart::list_uploads(self, req.input).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_hosts_name_the_bucket_and_leave_other_hosts_path_style() {
+        let hosts = VirtualHosts::new("s3.example").unwrap();
+        assert_eq!(hosts.bucket("photos.s3.example"), Some("photos"));
+        assert_eq!(hosts.bucket("photos.s3.example:7900"), Some("photos"));
+        assert_eq!(hosts.bucket("s3.example:7900"), None);
+        assert_eq!(hosts.bucket("127.0.0.1:7900"), None);
+        assert_eq!(hosts.bucket("[::1]:7900"), None);
+        assert_eq!(hosts.bucket("photos.s3.other"), None);
+        assert!(VirtualHosts::new("bad domain").is_err());
+        assert!(VirtualHosts::new("").is_err());
     }
 }

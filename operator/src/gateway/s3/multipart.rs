@@ -154,6 +154,87 @@ pub async fn upload_part(
     }))
 }
 
+/// UploadPartCopy: a part made of another object (or one range of it), streamed from the
+/// source's verified holders into the part's deposit.
+pub async fn upload_part_copy(
+    s3: &DepositoS3,
+    input: UploadPartCopyInput,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let upload = load(s3, &input.bucket, &input.key, &input.upload_id).await?;
+    if !(1..=MAX_PART).contains(&input.part_number) {
+        return Err(err(
+            S3ErrorCode::InvalidArgument,
+            format!(
+                "part numbers go from 1 to {MAX_PART}, got {}",
+                input.part_number
+            ),
+        ));
+    }
+    let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+        return Err(err(
+            S3ErrorCode::NotImplemented,
+            "copy sources are buckets' objects only",
+        ));
+    };
+    let (_, (record, _)) = super::objects::load(s3, bucket, key).await?;
+    let range = match input.copy_source_range.as_deref() {
+        Some(header) => {
+            // `bytes=FIRST-LAST`, wholly inside the source (no clamping, unlike a GET).
+            let range = match Range::parse(header) {
+                Ok(Range::Int {
+                    first,
+                    last: Some(last),
+                }) if first <= last && last < record.size => Some(first..last + 1),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                err(
+                    S3ErrorCode::InvalidRange,
+                    format!(
+                        "x-amz-copy-source-range '{header}' is not within the source's {} bytes",
+                        record.size
+                    ),
+                )
+            })?;
+            Some(range)
+        }
+        None => None,
+    };
+    let header = range
+        .as_ref()
+        .map(|r| format!("bytes={}-{}", r.start, r.end - 1));
+    let length = range.as_ref().map_or(record.size, |r| r.end - r.start);
+    let response = transfer::download(&s3.gw, &record, header.as_deref())
+        .await
+        .map_err(from_gateway)?;
+    let body = response
+        .into_body()
+        .into_data_stream()
+        .map_err(|e| -> s3s::StdError { Box::new(e) });
+    // A whole source is checked against its sha256 by the replicas; a range by the
+    // holder's chunk verification before it is sent.
+    let expected = range.is_none().then(|| record.sha256.clone());
+    let etag = deposit_with_md5(
+        s3,
+        part_key(s3, &upload.id, input.part_number),
+        upload.replicas,
+        expected,
+        Some(length),
+        None,
+        ContentAttrs::default(),
+        body,
+    )
+    .await?;
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
 /// CompleteMultipartUpload.
 pub async fn complete(
     s3: &DepositoS3,

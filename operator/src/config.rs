@@ -30,7 +30,7 @@ pub enum Command {
     Crd,
     /// The chart's pre-upgrade hook: before the replica StatefulSet shrinks, drain the pods
     /// that will go and wait until no file would fall below its replication level.
-    DrainBeforeScaleDown(crate::kube::scale_down::ScaleDownArgs),
+    DrainBeforeScaleDown(ScaleDownArgs),
     /// GET a URL and exit 0 on a 2xx answer (container health checks: the image has no curl).
     #[command(hide = true)]
     Probe {
@@ -305,4 +305,27 @@ impl EngineArgs {
             },
         }
     }
+}
+
+/// Flags of `deposito-operator drain-before-scale-down`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScaleDownArgs {
+    /// The replica StatefulSet.
+    #[arg(long)]
+    pub statefulset: String,
+    /// Its size after the upgrade.
+    #[arg(long)]
+    pub replicas: u32,
+    /// Namespace of the StatefulSet [default: $POD_NAMESPACE, else the client's].
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The operator reconciles StoredFiles of every namespace: read them all.
+    #[arg(long, default_value_t = false)]
+    pub all_namespaces: bool,
+    /// Give up (and undo the drain marks) after this long.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+    /// How often the StoredFiles are read again.
+    #[arg(long, default_value_t = 5)]
+    pub poll_secs: u64,
 }

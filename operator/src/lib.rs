@@ -22,7 +22,7 @@ mod testing;
 /// Sets up `tracing` output: `RUST_LOG` or `info`.
 /// The log filter unless `RUST_LOG` says otherwise. The `s3s` crate logs every refused S3
 /// request (a 404, a bad signature) as an error; the S3 API logs its server errors itself
-/// ([`gateway::s3`]).
+/// (`gateway::s3`).
 pub const DEFAULT_LOG_FILTER: &str = "info,s3s=off";
 
 pub fn init_tracing() {

@@ -9,6 +9,7 @@
 //! `min(spec.replicas, pods that stay)`; a file with no copy on a leaving pod is never waited
 //! for. `kubectl scale` of the StatefulSet bypasses all of this.
 
+use crate::config::ScaleDownArgs;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -21,29 +22,6 @@ use tracing::{info, warn};
 
 use super::crd::StoredFile;
 use super::membership::DRAIN_ANNOTATION;
-
-/// Flags of `deposito-operator drain-before-scale-down`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ScaleDownArgs {
-    /// The replica StatefulSet.
-    #[arg(long)]
-    pub statefulset: String,
-    /// Its size after the upgrade.
-    #[arg(long)]
-    pub replicas: u32,
-    /// Namespace of the StatefulSet [default: $POD_NAMESPACE, else the client's].
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// The operator reconciles StoredFiles of every namespace: read them all.
-    #[arg(long, default_value_t = false)]
-    pub all_namespaces: bool,
-    /// Give up (and undo the drain marks) after this long.
-    #[arg(long, default_value_t = 900)]
-    pub timeout_secs: u64,
-    /// How often the StoredFiles are read again.
-    #[arg(long, default_value_t = 5)]
-    pub poll_secs: u64,
-}
 
 /// Files that still need copies off the leaving pods, for the progress lines.
 #[derive(Debug, Default, PartialEq, Eq)]

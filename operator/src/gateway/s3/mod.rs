@@ -72,13 +72,16 @@ pub struct S3Seams {
     pub parts_namespace: String,
 }
 
-/// The S3 operations over a gateway.
+/// The S3 operations over a gateway (cheap to clone: handles).
+#[derive(Clone)]
 pub struct DepositoS3 {
     gw: GatewayState,
     buckets: Arc<dyn BucketStore>,
     uploads: Arc<dyn UploadStore>,
     parts_namespace: String,
     default_replicas: u32,
+    /// Multipart uploads being completed now (one completion per upload at a time).
+    completing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Checks signatures with the secret key of an access key: the client token it was derived
@@ -104,6 +107,7 @@ pub fn router(gw: GatewayState, seams: S3Seams, args: &S3Args) -> anyhow::Result
         uploads: seams.uploads,
         parts_namespace: seams.parts_namespace,
         default_replicas: args.s3_default_replicas,
+        completing: Arc::default(),
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(s3);
     builder.set_auth(TokenKeys(tokens));

@@ -282,10 +282,81 @@ pub async fn complete(
         records.push(record);
     }
     let multipart_etag = format!("{}-{}", hex::encode(md5s.finalize()), records.len());
+    let file = object_key(&input.bucket, &input.key)?;
+    let Some(completing) = Completing::start(s3, &upload.id) else {
+        return Err(err(
+            S3ErrorCode::OperationAborted,
+            "this upload is being completed by another request",
+        ));
+    };
+    // The answer's status and headers go out now; the body follows when the object is
+    // stored, with spaces sent meanwhile (as S3 does), so a client's read timeout never
+    // fires and its retry never assembles the object a second time.
+    let this = s3.clone();
+    let future = async move {
+        let _completing = completing;
+        let parts = records.len();
+        let size = assemble(&this, &upload, records, file, multipart_etag.clone()).await?;
+        remove_parts(&this, &upload.id).await?;
+        this.uploads.remove_upload(&upload.id).await?;
+        tracing::info!(bucket = %input.bucket, key = %input.key, upload = %upload.id, parts, size, "multipart upload completed");
+        Ok(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket.clone()),
+            key: Some(input.key.clone()),
+            e_tag: Some(ETag::Strong(multipart_etag)),
+            location: Some(format!("/{}/{}", input.bucket, input.key)),
+            ..Default::default()
+        })
+    };
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        future: Some(Box::pin(future)),
+        ..Default::default()
+    }))
+}
+
+/// An upload being completed, in [`DepositoS3::completing`] until dropped.
+struct Completing {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    id: String,
+}
+
+impl Completing {
+    /// `None` when another request is completing `id` already.
+    fn start(s3: &DepositoS3, id: &str) -> Option<Self> {
+        let fresh = s3
+            .completing
+            .lock()
+            .expect("completing uploads")
+            .insert(id.to_string());
+        fresh.then(|| Completing {
+            set: s3.completing.clone(),
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .expect("completing uploads")
+            .remove(&self.id);
+    }
+}
+
+/// Streams the parts' verified content, in order, into one deposit of `file` with the
+/// multipart ETag; the object's size.
+async fn assemble(
+    s3: &DepositoS3,
+    upload: &Upload,
+    records: Vec<FileRecord>,
+    file: FileKey,
+    multipart_etag: String,
+) -> S3Result<u64> {
     let size: u64 = records.iter().map(|r| r.size).sum();
     let gw = s3.gw.clone();
     let body =
-        futures::stream::iter(records.clone())
+        futures::stream::iter(records)
             .then(move |record| {
                 let gw = gw.clone();
                 async move {
@@ -303,32 +374,22 @@ pub async fn complete(
                 }
             })
             .flatten();
-    let tag = multipart_etag.clone();
     let put = Put {
-        key: object_key(&input.bucket, &input.key)?,
+        key: file,
         replicas: upload.replicas,
         expected: None,
         content_length: Some(size),
         ack: Ack::All,
         attrs: upload.attrs.clone(),
         finish: Some(Box::new(move |attrs: &mut ContentAttrs| {
-            attrs.md5_etag = Some(tag);
+            attrs.md5_etag = Some(multipart_etag);
             Ok(())
         })),
     };
     deposit::store(&s3.gw, put, Body::from_stream(body))
         .await
         .map_err(from_gateway)?;
-    remove_parts(s3, &upload.id).await?;
-    s3.uploads.remove_upload(&upload.id).await?;
-    tracing::info!(bucket = %input.bucket, key = %input.key, upload = %upload.id, parts = listed.len(), size, "multipart upload completed");
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
-        bucket: Some(input.bucket.clone()),
-        key: Some(input.key.clone()),
-        e_tag: Some(ETag::Strong(multipart_etag)),
-        location: Some(format!("/{}/{}", input.bucket, input.key)),
-        ..Default::default()
-    }))
+    Ok(size)
 }
 
 /// Requests the deletion of every part of an upload.

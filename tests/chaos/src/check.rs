@@ -233,8 +233,14 @@ async fn look(
         )));
     }
     for tmp in tmp_files(&c.data_dirs()) {
+        // Size and age tell a transfer still moving from one stalled (for the next reader
+        // of a failed campaign).
+        let (size, idle) = std::fs::metadata(&tmp).map_or((0, 0), |m| {
+            let idle = m.modified().ok().and_then(|t| t.elapsed().ok());
+            (m.len(), idle.map_or(0, |d| d.as_secs()))
+        });
         findings.push(Finding::Waiting(format!(
-            "temporary file left: {}",
+            "temporary file left: {} ({size} bytes, unchanged for {idle}s)",
             tmp.display()
         )));
     }

@@ -11,6 +11,7 @@
 //! read-only or read-write rule (403 `AccessDenied` elsewhere).
 
 mod buckets;
+mod checksums;
 mod errors;
 mod level;
 mod listing;

@@ -15,7 +15,7 @@ use s3s::{S3ErrorCode, S3Response, S3Result};
 
 use super::errors::{err, from_gateway, object_key};
 use super::level::{etag, kept_metadata, last_modified};
-use super::objects::{body_stream, deposit_with_md5, drain_on_error, expected_sha256, level_for};
+use super::objects::{body_stream, deposit_with_md5, drain_on_error, level_for, BodyChecks};
 use super::DepositoS3;
 use crate::engine::{ContentAttrs, FileRecord};
 use crate::gateway::deposit::{self, Put};
@@ -123,7 +123,12 @@ pub async fn upload_part(
     let mut input = req.input;
     let mut body = input.body.take();
     let checked = async {
-        let expected = expected_sha256(input.checksum_sha256.as_deref(), &req.headers)?;
+        let checks = BodyChecks::of_request(
+            input.checksum_sha256.as_deref(),
+            input.content_md5.clone(),
+            &req.headers,
+            req.trailing_headers.clone(),
+        )?;
         let upload = load(s3, &input.bucket, &input.key, &input.upload_id).await?;
         if !(1..=MAX_PART).contains(&input.part_number) {
             return Err(err(
@@ -134,16 +139,15 @@ pub async fn upload_part(
                 ),
             ));
         }
-        Ok((expected, upload))
+        Ok((checks, upload))
     };
-    let (expected, upload) = drain_on_error(checked.await, &mut body).await?;
+    let (checks, upload) = drain_on_error(checked.await, &mut body).await?;
     let etag = deposit_with_md5(
         s3,
         part_key(s3, &upload.id, input.part_number),
         upload.replicas,
-        expected,
         input.content_length.and_then(|n| u64::try_from(n).ok()),
-        input.content_md5,
+        checks,
         ContentAttrs::default(),
         body_stream(body),
     )
@@ -218,9 +222,8 @@ pub async fn upload_part_copy(
         s3,
         part_key(s3, &upload.id, input.part_number),
         upload.replicas,
-        expected,
         Some(length),
-        None,
+        BodyChecks::copied(expected),
         ContentAttrs::default(),
         body,
     )

@@ -15,6 +15,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Response, S3Result};
 
 use super::buckets::{existing, usable};
+use super::checksums::ClientChecksums;
 use super::errors::{err, from_gateway, object_key};
 use super::level::{
     bucket_default, etag, kept_metadata, last_modified, requested, response_metadata,
@@ -55,10 +56,7 @@ pub(super) async fn level_for(
 
 /// A sha256 the client gave for the body: `x-amz-checksum-sha256` (base64) or a hex
 /// `x-amz-content-sha256` (the signed payload hash). The replicas check it.
-pub(super) fn expected_sha256(
-    checksum: Option<&str>,
-    headers: &http::HeaderMap,
-) -> S3Result<Option<String>> {
+fn expected_sha256(checksum: Option<&str>, headers: &http::HeaderMap) -> S3Result<Option<String>> {
     if let Some(b64) = checksum {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -79,29 +77,73 @@ pub(super) fn expected_sha256(
         .filter(|v| deposito_api::is_sha256_hex(v)))
 }
 
-/// Stores `body` as the content of `file` at `replicas`, computing its MD5 on the way; the
-/// MD5 becomes the ETag, and a `Content-MD5` that differs refuses the deposit (`BadDigest`).
-#[allow(clippy::too_many_arguments)]
+/// What a client says of a body: a sha256 the replicas check, a `Content-MD5`, and the
+/// `x-amz-checksum-*` values the gateway checks as the bytes pass.
+#[derive(Default)]
+pub(super) struct BodyChecks {
+    pub sha256: Option<String>,
+    pub content_md5: Option<String>,
+    pub checksums: ClientChecksums,
+}
+
+impl BodyChecks {
+    /// The checks a PutObject or UploadPart announces.
+    pub fn of_request(
+        checksum_sha256: Option<&str>,
+        content_md5: Option<String>,
+        headers: &http::HeaderMap,
+        trailer: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<Self> {
+        Ok(Self {
+            sha256: expected_sha256(checksum_sha256, headers)?,
+            content_md5,
+            checksums: ClientChecksums::of_request(headers, trailer),
+        })
+    }
+
+    /// A body the gateway reads from its own verified holders: the replicas check `sha256`
+    /// when the whole content is copied.
+    pub fn copied(sha256: Option<String>) -> Self {
+        Self {
+            sha256,
+            ..Self::default()
+        }
+    }
+}
+
+/// Stores `body` as the content of `file` at `replicas`, computing its MD5 (the ETag) and
+/// the announced checksums on the way: a `Content-MD5` or an `x-amz-checksum-*` that differs
+/// refuses the deposit (`BadDigest`) before it is recorded.
 pub(super) async fn deposit_with_md5<S>(
     s3: &DepositoS3,
     file: FileKey,
     replicas: u32,
-    expected: Option<String>,
     content_length: Option<u64>,
-    content_md5: Option<String>,
+    checks: BodyChecks,
     attrs: ContentAttrs,
     body: S,
 ) -> S3Result<String>
 where
     S: futures::Stream<Item = Result<bytes::Bytes, s3s::StdError>> + Send + 'static,
 {
-    let hasher = Arc::new(Mutex::new(md5::Md5::new()));
+    let BodyChecks {
+        sha256,
+        content_md5,
+        checksums,
+    } = checks;
+    let hashers = Arc::new(Mutex::new((md5::Md5::new(), checksums)));
     let etag = Arc::new(Mutex::new(String::new()));
-    let feed = hasher.clone();
-    let stream = body.inspect_ok(move |chunk| feed.lock().expect("md5").update(chunk));
-    let (hasher_done, etag_out) = (hasher.clone(), etag.clone());
+    let feed = hashers.clone();
+    let stream = body.inspect_ok(move |chunk| {
+        let mut hashers = feed.lock().expect("body hashers");
+        hashers.0.update(chunk);
+        hashers.1.update(chunk);
+    });
+    let (hashers_done, etag_out) = (hashers, etag.clone());
     let finish = Box::new(move |attrs: &mut ContentAttrs| {
-        let digest = hasher_done.lock().expect("md5").clone().finalize();
+        let (md5, checksums) = std::mem::take(&mut *hashers_done.lock().expect("body hashers"));
+        checksums.verify()?;
+        let digest = md5.finalize();
         if let Some(given) = content_md5 {
             let given = base64::engine::general_purpose::STANDARD.decode(given.trim());
             if given.as_deref().ok() != Some(digest.as_slice()) {
@@ -118,7 +160,7 @@ where
     let put = Put {
         key: file,
         replicas,
-        expected,
+        expected: sha256,
         content_length,
         ack: Ack::All,
         attrs,
@@ -139,7 +181,12 @@ pub async fn put(
     let mut input = req.input;
     let mut body = input.body.take();
     let checked = async {
-        let expected = expected_sha256(input.checksum_sha256.as_deref(), &req.headers)?;
+        let checks = BodyChecks::of_request(
+            input.checksum_sha256.as_deref(),
+            input.content_md5.clone(),
+            &req.headers,
+            req.trailing_headers.clone(),
+        )?;
         let file = object_key(&input.bucket, &input.key)?;
         let replicas = level_for(
             s3,
@@ -148,9 +195,9 @@ pub async fn put(
             input.storage_class.as_ref(),
         )
         .await?;
-        Ok((expected, file, replicas))
+        Ok((checks, file, replicas))
     };
-    let (expected, file, replicas) = drain_on_error(checked.await, &mut body).await?;
+    let (checks, file, replicas) = drain_on_error(checked.await, &mut body).await?;
     let attrs = ContentAttrs {
         content_type: input.content_type,
         metadata: kept_metadata(input.metadata),
@@ -160,9 +207,8 @@ pub async fn put(
         s3,
         file,
         replicas,
-        expected,
         input.content_length.and_then(|n| u64::try_from(n).ok()),
-        input.content_md5,
+        checks,
         attrs,
         body_stream(body),
     )
@@ -464,9 +510,8 @@ pub async fn copy(
         s3,
         dest,
         replicas,
-        Some(record.sha256.clone()),
         Some(record.size),
-        None,
+        BodyChecks::copied(Some(record.sha256.clone())),
         new_attrs,
         body,
     )

@@ -320,7 +320,7 @@ pub async fn check(
                 }
             }
             Finding::Stalled(msg) => {
-                println!("chaos: stalled transfer (reported, not counted): {msg}")
+                println!("chaos: stalled transfer (reported, not counted): {msg}");
             }
         }
     }

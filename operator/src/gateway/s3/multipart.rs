@@ -25,6 +25,18 @@ use crate::gateway::transfer;
 /// Highest part number (S3's limit).
 const MAX_PART: i32 = 10_000;
 
+/// A part number from 1 to [`MAX_PART`], else `InvalidArgument`.
+fn check_part_number(part: i32) -> S3Result<()> {
+    if (1..=MAX_PART).contains(&part) {
+        Ok(())
+    } else {
+        Err(err(
+            S3ErrorCode::InvalidArgument,
+            format!("part numbers go from 1 to {MAX_PART}, got {part}"),
+        ))
+    }
+}
+
 fn part_name(upload_id: &str, part: i32) -> String {
     format!("{upload_id}.{part:05}")
 }
@@ -130,15 +142,7 @@ pub async fn upload_part(
             req.trailing_headers.clone(),
         )?;
         let upload = load(s3, &input.bucket, &input.key, &input.upload_id).await?;
-        if !(1..=MAX_PART).contains(&input.part_number) {
-            return Err(err(
-                S3ErrorCode::InvalidArgument,
-                format!(
-                    "part numbers go from 1 to {MAX_PART}, got {}",
-                    input.part_number
-                ),
-            ));
-        }
+        check_part_number(input.part_number)?;
         Ok((checks, upload))
     };
     let (checks, upload) = drain_on_error(checked.await, &mut body).await?;
@@ -165,15 +169,7 @@ pub async fn upload_part_copy(
     input: UploadPartCopyInput,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let upload = load(s3, &input.bucket, &input.key, &input.upload_id).await?;
-    if !(1..=MAX_PART).contains(&input.part_number) {
-        return Err(err(
-            S3ErrorCode::InvalidArgument,
-            format!(
-                "part numbers go from 1 to {MAX_PART}, got {}",
-                input.part_number
-            ),
-        ));
-    }
+    check_part_number(input.part_number)?;
     let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
         return Err(err(
             S3ErrorCode::NotImplemented,

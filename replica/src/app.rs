@@ -111,10 +111,26 @@ impl App {
 /// goes out in clear) and the peers' certificates checked against the internal CA and
 /// `--internal-server-name`; plain otherwise. A CA file that can't be used is an error at
 /// start-up.
-pub fn peer_client(tls: &crate::config::InternalTlsConfig) -> anyhow::Result<reqwest::Client> {
+///
+/// A peer that sends nothing for the minimum-rate window (`--min-transfer-window-secs`),
+/// before its answer or in its body, is cut off, so a pull never outlives a peer that stopped
+/// sending without closing; a body that trickles is held to the same rate as an upload
+/// (see `pull`). Pooled connections are dropped before the peers' own idle limit
+/// (`--header-read-timeout-secs`) closes them.
+pub fn peer_client(
+    tls: &crate::config::InternalTlsConfig,
+    serve: &crate::http::serve::ServeArgs,
+) -> anyhow::Result<reqwest::Client> {
+    let idle = serve
+        .min_rate()
+        .window
+        .max(std::time::Duration::from_secs(1));
     let builder = reqwest::Client::builder()
         .no_proxy()
-        .connect_timeout(std::time::Duration::from_secs(10));
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(idle)
+        .tcp_keepalive(std::time::Duration::from_secs(30))
+        .pool_idle_timeout(serve.header_timeout() / 2);
     let builder = match &tls.internal_ca_cert {
         Some(ca) if tls.enabled() => {
             let config = deposito_util::tls::pinned_name_client(

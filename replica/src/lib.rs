@@ -152,7 +152,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ),
     };
     let register_url = config.register.clone();
-    let peers = app::peer_client(&config.internal_tls)?;
+    let peers = app::peer_client(&config.internal_tls, &config.serve)?;
     let served_tls = internal_tls_server(&config.internal_tls)?;
     let app = Arc::new(App::new(config, token, id, advertise, store, roots, peers));
     let cancel = CancellationToken::new();

@@ -7,6 +7,7 @@ use tracing::instrument;
 
 use crate::app::AppState;
 use crate::error::{Error, Result};
+use crate::http::limits::MinRateBody;
 use crate::storage::{ObjKey, Written};
 
 /// The URL of `key` on the peer at `source`, with each path segment escaped.
@@ -66,8 +67,14 @@ pub async fn pull(app: &AppState, key: &ObjKey, source: &str) -> Result<Written>
     }
     let len = resp.content_length();
     let metrics = &app.metrics;
-    let body = resp
-        .bytes_stream()
+    // The peer is held to the rate an uploading client is held to: a body that trickles
+    // below it is cut off, and its temp file removed.
+    let paced = MinRateBody::new(
+        axum::body::Body::from_stream(resp.bytes_stream()),
+        app.config.serve.min_rate(),
+    );
+    let body = axum::body::Body::new(paced)
+        .into_data_stream()
         .map_err(|e| Error::PullFailed(format!("transfer from peer cut short: {e}")))
         .inspect_ok(|b| {
             metrics.bytes_received.inc_by(b.len() as u64);

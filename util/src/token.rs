@@ -176,6 +176,9 @@ pub fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// What [`TokenFileReload::on_change`] calls with a new token.
+type TokenHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// `token-reload-<what>`: rereads a token file whenever it changes (checked every
 /// [`RELOAD_EVERY`]) and puts the new token in force. A file that can't be read, is empty or
 /// holds a token that is too short leaves the token in force and is logged as an error.
@@ -184,6 +187,7 @@ pub struct TokenFileReload {
     token: Arc<LiveToken>,
     path: PathBuf,
     seen: Option<(SystemTime, u64)>,
+    on_change: Option<TokenHook>,
 }
 
 impl TokenFileReload {
@@ -196,7 +200,15 @@ impl TokenFileReload {
             token,
             path,
             seen,
+            on_change: None,
         }
+    }
+
+    /// Also calls `hook` with each new token once it is in force (to rewrite a file derived
+    /// from it, say).
+    pub fn on_change(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_change = Some(Box::new(hook));
+        self
     }
 }
 
@@ -218,6 +230,9 @@ impl Worker for TokenFileReload {
                 Ok(token) => {
                     if self.token.replace(&token) {
                         tracing::info!(file = %self.path.display(), token = self.what, "token file changed: the new token is in force");
+                        if let Some(hook) = &self.on_change {
+                            hook(&token);
+                        }
                     }
                 }
                 Err(err) => {

@@ -161,7 +161,16 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             .token_file
             .clone()
             .unwrap_or_else(|| data_dir.join("token"));
-        workers.spawn(TokenFileReload::new("client", client_token, path));
+        let mut reload = TokenFileReload::new("client", client_token, path);
+        if s3_listener.is_some() {
+            let dir = data_dir.clone();
+            reload = reload.on_change(move |token| {
+                if let Err(err) = s3_credentials::write(&dir, token) {
+                    tracing::error!(error = %err, "cannot rewrite s3-credentials for the new token");
+                }
+            });
+        }
+        workers.spawn(reload);
     }
     engine::driver::start(
         built.engine.clone(),

@@ -1,8 +1,9 @@
 //! `DATA_DIR/s3-credentials`: the full-access S3 key pair in the AWS shared-credentials
 //! format (profile `deposito`, mode 0600), so that
 //! `AWS_SHARED_CREDENTIALS_FILE=DATA_DIR/s3-credentials aws --profile deposito
-//! --endpoint-url http://127.0.0.1:7900 s3 ls` works with nothing else. Rewritten at each
-//! start, from the client token in force.
+//! --endpoint-url http://127.0.0.1:7900 s3 ls` works with nothing else. Written at each
+//! start from the client token in force, and again when the token file changes (the new key
+//! pair works at once; the old one stops with the old token).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ pub const PROFILE: &str = "deposito";
 pub fn render(token: &str) -> String {
     format!(
         "# Deposito S3 key pair (full access), written by deposito-operator local.\n\
-         # The secret key is the client token; a changed token needs a restart to update this file.\n\
+         # The secret key is the client token; this file follows the token file.\n\
          [{PROFILE}]\naws_access_key_id = {}\naws_secret_access_key = {token}\n",
         s3_access_key_id(token)
     )

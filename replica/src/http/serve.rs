@@ -83,11 +83,13 @@ impl Default for ServeArgs {
 }
 
 impl ServeArgs {
-    fn header_timeout(&self) -> Duration {
+    /// How long a request head may take, and a kept-alive connection may stay idle.
+    pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs.max(1))
     }
 
-    fn min_rate(&self) -> MinRate {
+    /// The minimum transfer rate of the streaming routes (and of a pull from a peer).
+    pub fn min_rate(&self) -> MinRate {
         MinRate {
             bytes: self.min_transfer_bytes,
             window: Duration::from_secs(self.min_transfer_window_secs),

@@ -1,6 +1,9 @@
 //! The write path: stream to `tmp/` while hashing, verify, fsync data and metadata, then hand
 //! both to the commit thread, which renames them into `objects/` (see `commit`).
 
+use std::future::Future;
+use std::time::Duration;
+
 use bytes::Bytes;
 use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::FileKey;
@@ -20,6 +23,13 @@ use crate::error::{Error, Result};
 const WRITE_BUFFER: usize = 1 << 20;
 /// How often (in bytes written) free space is re-checked during a write.
 const SPACE_CHECK_EVERY: u64 = 8 << 20;
+/// Longest wait for the next piece of a body: past it the write fails and its temp file is
+/// removed. A backstop below every source's own limit (an upload's minimum rate, a pull's
+/// idle timeout, a fetch's idle limit), so that no temp file outlives a source that stopped
+/// sending without closing, whatever the source.
+const BODY_IDLE: Duration = Duration::from_secs(90);
+/// How often a write whose body is in but whose copy is not yet committed says so in the log.
+const SLOW_STAGE: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Streams `body` into a new copy of `key`.
@@ -46,14 +56,26 @@ impl Store {
             .create_new(true)
             .open(tmp.path())
             .await?;
+        tracing::debug!(tmp = %tmp.path().display(), "write started");
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut hasher = Sha256::new();
         let mut chunk_hasher = ChunkHasher::default();
         let mut written: u64 = 0;
         let mut since_check: u64 = 0;
         let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
+        loop {
+            let chunk = match tokio::time::timeout(BODY_IDLE, body.next()).await {
+                Ok(Some(chunk)) => chunk?,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(tmp = %tmp.path().display(), received = written,
+                        "no byte of the body for {} s: write cut off", BODY_IDLE.as_secs());
+                    return Err(Error::IncompleteBody(format!(
+                        "no byte received for {} s after {written} bytes",
+                        BODY_IDLE.as_secs()
+                    )));
+                }
+            };
             let len = chunk.len() as u64;
             if expected_len.is_some_and(|l| written + len > l) {
                 return Err(Error::BadRequest(
@@ -109,8 +131,9 @@ impl Store {
         // not fsync'd: a crash that tears it leaves a ready copy whose data (named by its
         // digest) the next start re-hashes and describes again (`scan::load_copy`).
         let tmp_dir = self.tmp_dir();
+        let tmp_name = tmp.path().to_path_buf();
         let chunks = chunk_hasher.finish();
-        let staged = tokio::task::spawn_blocking(move || -> Result<Staged> {
+        let staging = tokio::task::spawn_blocking(move || -> Result<Staged> {
             file.sync_all()?;
             drop(file);
             let json = CopyMeta {
@@ -124,8 +147,25 @@ impl Store {
                 data: tmp,
                 meta,
             })
-        })
-        .await??;
-        self.committer.commit(staged).await
+        });
+        let staged = watched("fsync", &tmp_name, staging).await??;
+        watched("commit", &tmp_name, self.committer.commit(staged)).await
+    }
+}
+
+/// Awaits `stage` of the write whose temp file is `tmp`, with a warning every [`SLOW_STAGE`]
+/// it takes (nothing else bounds a stuck disk or commit thread: the log must tell).
+async fn watched<T>(stage: &str, tmp: &std::path::Path, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut waited = Duration::ZERO;
+    loop {
+        match tokio::time::timeout(SLOW_STAGE, &mut work).await {
+            Ok(done) => return done,
+            Err(_) => {
+                waited += SLOW_STAGE;
+                tracing::warn!(tmp = %tmp.display(), stage, waited_secs = waited.as_secs(),
+                    "a write is slow to finish");
+            }
+        }
     }
 }

@@ -38,15 +38,7 @@ struct DiskFile {
 enum Finding {
     Settled(Violation, String),
     Waiting(String),
-    /// An empty temp file that no byte has reached for a while: a transfer whose first
-    /// byte never came. Reported, not a violation: it holds no data, and it goes when the
-    /// transfer ends. (An open defect: the campaign has seen one live past two minutes;
-    /// see tests/chaos/README.md.)
-    Stalled(String),
 }
-
-/// Age after which an empty temp file is a stalled transfer rather than one starting.
-const STALLED_AFTER_SECS: u64 = 60;
 
 /// The sha256 of files, remembered by (path, length, mtime).
 #[derive(Default)]
@@ -247,17 +239,31 @@ async fn look(
             let idle = m.modified().ok().and_then(|t| t.elapsed().ok());
             (m.len(), idle.map_or(0, |d| d.as_secs()))
         });
-        let message = format!(
-            "temporary file left: {} ({size} bytes, unchanged for {idle}s)",
-            tmp.display()
-        );
-        findings.push(if size == 0 && idle >= STALLED_AFTER_SECS {
-            Finding::Stalled(message)
-        } else {
-            Finding::Waiting(message)
-        });
+        findings.push(Finding::Waiting(format!(
+            "temporary file left: {} ({size} bytes, unchanged for {idle}s){}",
+            tmp.display(),
+            log_lines_about(c, &tmp)
+        )));
     }
     (findings, catalog)
+}
+
+/// What the replicas' logs say about the temp file `tmp` (the write that made it warns when
+/// it is cut off or slow to finish), for the reader of a failed campaign; empty if nothing.
+fn log_lines_about(c: &Cluster, tmp: &std::path::Path) -> String {
+    let Some(name) = tmp.file_name().and_then(|n| n.to_str()) else {
+        return String::new();
+    };
+    let mut lines = Vec::new();
+    for r in &c.replicas {
+        let log = std::fs::read_to_string(c.log_path(&r.id)).unwrap_or_default();
+        lines.extend(
+            log.lines()
+                .filter(|l| l.contains(name))
+                .map(|l| format!("\n    {} log: {l}", r.id)),
+        );
+    }
+    lines.concat()
 }
 
 /// Asks replica `k` to start a scrub pass now (errors ignored: the next try comes soon).
@@ -318,9 +324,6 @@ pub async fn check(
                 if stuck.insert(msg.clone()) {
                     waiting.push(msg);
                 }
-            }
-            Finding::Stalled(msg) => {
-                println!("chaos: stalled transfer (reported, not counted): {msg}");
             }
         }
     }

@@ -221,7 +221,8 @@ impl Cluster {
         d.join(name)
     }
 
-    fn log(&self, name: &str) -> PathBuf {
+    /// The log file of the process `name` (`operator`, or a replica's id).
+    pub fn log_path(&self, name: &str) -> PathBuf {
         self.root_path.join("logs").join(format!("{name}.log"))
     }
 
@@ -249,7 +250,7 @@ impl Cluster {
         }
         cmd.args(&o.operator_args);
         clean_env(&mut cmd, &self.root_path);
-        self.op = Some(Proc::spawn("operator", cmd, &self.log("operator")));
+        self.op = Some(Proc::spawn("operator", cmd, &self.log_path("operator")));
     }
 
     /// Adds the next replica (`replica-K`, listening on `ip`, data in `dir`) and starts it.
@@ -291,7 +292,7 @@ impl Cluster {
             // Builds older than the separate replica token variables read this one.
             cmd.env("DEPOSITO_TOKEN", &self.replica_token);
         }
-        let p = Proc::spawn(&r.id, cmd, &self.log(&r.id));
+        let p = Proc::spawn(&r.id, cmd, &self.log_path(&r.id));
         self.replicas[k - 1].proc = Some(p);
     }
 

@@ -4,7 +4,8 @@
 //! and the aws CLI, rclone and s3cmd (tests/s3/cli_suite). The credentials are the ones local
 //! mode writes to `DATA_DIR/s3-credentials`. A level set through S3 is checked on disk:
 //! exactly 3 identical copies after `x-amz-meta-replicas: 3`, exactly 1 after a self-copy
-//! that lowers it.
+//! that lowers it. After the client token changes, `s3-credentials` follows it without a
+//! restart: the new key pair works and the old one gets `InvalidAccessKeyId`.
 
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -136,4 +137,49 @@ async fn s3_clients_against_a_local_system() {
     wait_copies(&l, &level, 3);
     run(&l, "cli lower", cli("lower"));
     wait_copies(&l, &level, 1);
+
+    // A new client token: s3-credentials follows it without a restart, the new key pair
+    // works, and the old one is refused.
+    let old_credentials = l.scratch("old-credentials");
+    std::fs::copy(&credentials, &old_credentials).unwrap();
+    let new_token = "n".repeat(48);
+    let token_file = l.data_dir.join("token");
+    let staged = token_file.with_extension("new");
+    std::fs::write(&staged, format!("{new_token}\n")).unwrap();
+    std::fs::rename(&staged, &token_file).unwrap();
+    let new_key = access_key_id(&new_token);
+    wait_sync(
+        "s3-credentials follows the new token",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&credentials).unwrap_or_default();
+            let line = format!("aws_access_key_id = {new_key}\n");
+            text.contains(&line).then_some(()).ok_or(text)
+        },
+    );
+    let ls = |file: &Path| {
+        Command::new(venv.join("bin/aws"))
+            .args([
+                "--profile",
+                "deposito",
+                "--endpoint-url",
+                &endpoint,
+                "s3",
+                "ls",
+            ])
+            .env("AWS_SHARED_CREDENTIALS_FILE", file)
+            .env("HOME", &work)
+            .output()
+            .unwrap()
+    };
+    let fresh = ls(&credentials);
+    assert!(
+        fresh.status.success(),
+        "s3 ls with the rewritten file: {}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    let stale = ls(&old_credentials);
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(!stale.status.success(), "the old key pair still works");
+    assert!(stderr.contains("InvalidAccessKeyId"), "{stderr}");
 }

@@ -2,7 +2,8 @@
 //! limit gets `413 payload_too_large` with flat memory, silent connections are closed by the
 //! header-read timeout while a real client works, connections over the cap get
 //! `503 overloaded`, a request past its deadline gets `408 request_timeout`, and an upload
-//! below the minimum rate is cut off without leaving anything behind.
+//! below the minimum rate is cut off without leaving anything behind, and so is a replica's
+//! pull from a peer that stops sending or trickles.
 
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -351,4 +352,65 @@ async fn an_upload_below_the_minimum_rate_is_cut_off_and_nothing_is_kept() {
         Duration::from_millis(100),
     );
     assert_eq!(reply.status, 201, "{}", reply.body);
+}
+
+/// A stand-in for a peer replica: answers one `GET` with the head of a 1 MiB copy, then sends
+/// `piece` bytes every `every` (none when `piece` is 0) without ever closing, for 60 s.
+fn stalling_peer(piece: usize, every: Duration) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n");
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if piece > 0 && s.write_all(&vec![b'p'; piece]).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_from_a_peer_that_stops_or_trickles_is_cut_off_and_leaves_no_temp_file() {
+    let c = Cluster::builder()
+        .replicas(1)
+        .replica_arg(1, "--min-transfer-window-secs=2")
+        .start()
+        .await;
+    // A peer that sends the head and then nothing (the idle timeout cuts it), and one that
+    // sends 10 bytes every 200 ms (100 bytes per 2 s: the minimum rate cuts it).
+    for (what, piece) in [("silent", 0), ("trickling", 10)] {
+        let peer = stalling_peer(piece, Duration::from_millis(200));
+        let started = Instant::now();
+        let reply = c
+            .http
+            .post(format!(
+                "{}/v1/objects/default/pulled.bin/{SHA}/pull",
+                c.replica(1).url()
+            ))
+            .bearer_auth(&c.replica_token)
+            .json(&serde_json::json!({ "source": format!("http://{peer}") }))
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let status = reply.status().as_u16();
+        let body = reply.text().await.unwrap();
+        assert_eq!(status, 502, "{what} peer: {body}");
+        assert!(body.contains("\"pull_failed\""), "{what} peer: {body}");
+        assert!(
+            took < Duration::from_secs(15),
+            "{what} peer cut off after {took:?}"
+        );
+        let left = tmp_files(&c.data_dirs());
+        assert!(left.is_empty(), "{what} peer left {left:?}");
+        assert!(object_files(&c.data_dirs()).is_empty(), "{what} peer");
+    }
 }

@@ -62,6 +62,6 @@ impl Cluster {
         } else {
             self.replicas[k - 1].id.clone()
         };
-        proc::tail(&self.log(&name), lines)
+        proc::tail(&self.log_path(&name), lines)
     }
 }

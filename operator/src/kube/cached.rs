@@ -24,10 +24,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::content_attrs::attrs_of;
 use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileStatus};
 use super::record::{observed_of, record_of, source_revision};
 use crate::engine::error::PlanError;
-use crate::engine::{FileRecord, ObservedStatus, Source};
+use crate::engine::{ContentAttrs, FileRecord, ObservedStatus, Source};
 
 /// Strings longer than this are not shared (a long message is likely one file's own).
 const SHARE_UP_TO: usize = 256;
@@ -237,6 +238,9 @@ pub struct CachedFile {
     /// The engine's reading of the spec, or why the engine cannot act on it.
     spec: Result<CachedSpec, Box<str>>,
     status: Option<CachedStatus>,
+    /// The attributes of the current content ([`super::content_attrs`]), for the files that
+    /// have them.
+    content: Option<Box<ContentAttrs>>,
 }
 
 impl From<StoredFile> for CachedFile {
@@ -255,6 +259,11 @@ impl From<StoredFile> for CachedFile {
             }),
             Err(PlanError::InvalidSpec(why)) => Err(why.into()),
         };
+        let content = attrs_of(
+            sf.metadata.annotations.as_ref(),
+            sf.spec.sha256.as_deref(),
+        )
+        .map(Box::new);
         let m = sf.metadata;
         Self {
             metadata: ObjectMeta {
@@ -270,6 +279,7 @@ impl From<StoredFile> for CachedFile {
             file_name: sf.spec.file_name.map(String::into_boxed_str),
             spec,
             status: sf.status.as_ref().map(CachedStatus::of),
+            content,
         }
     }
 }
@@ -350,6 +360,11 @@ impl CachedFile {
         self.status
             .as_ref()
             .is_some_and(|s| s.digest == status_digest(status))
+    }
+
+    /// The attributes of the current content, when the StoredFile has them.
+    pub fn content_attrs(&self) -> Option<&ContentAttrs> {
+        self.content.as_deref()
     }
 
     /// [`source_revision`] of the spec; `None` when the spec is invalid.
@@ -505,6 +520,25 @@ mod tests {
     #[test]
     fn a_cached_file_and_its_arc_counters_fit_in_640_bytes() {
         assert!(std::mem::size_of::<CachedFile>() + 16 <= 640);
+    }
+
+    #[test]
+    fn content_attributes_are_kept_only_for_the_content_they_name() {
+        use crate::kube::content_attrs::{annotation_value, CONTENT_ANNOTATION};
+        let sha = "c".repeat(64);
+        let attrs = ContentAttrs {
+            modified_ms: 42,
+            content_type: Some("text/plain".into()),
+            ..ContentAttrs::default()
+        };
+        let mut with = sf("f", inline("hi"), Some(&sha));
+        let value = annotation_value(&sha, &attrs);
+        with.metadata.annotations = Some([(CONTENT_ANNOTATION.to_string(), value)].into());
+        assert_eq!(CachedFile::from(with.clone()).content_attrs(), Some(&attrs));
+        // Content replaced without new attributes: the old ones are not carried over.
+        with.spec.sha256 = Some("d".repeat(64));
+        assert_eq!(CachedFile::from(with).content_attrs(), None);
+        assert_eq!(CachedFile::from(sf("g", inline("hi"), None)).content_attrs(), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::cached::CachedFile;
+use super::content_attrs::{annotation_value, CONTENT_ANNOTATION};
 use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
 use super::file_index::{FileIndex, ResourceRef, WalkCursor};
 use super::record::status_of;
@@ -435,15 +436,18 @@ impl FileStore for KubeCatalog {
     }
 
     /// The size and the first holder are not kept in the StoredFile: the reconcile that
-    /// follows observes them on the replicas.
+    /// follows observes them on the replicas. The content's attributes go into the
+    /// [`CONTENT_ANNOTATION`], replaced with the content.
     async fn put(&self, deposit: Deposit) -> Result<FileRecord, CatalogError> {
         let Deposit {
             key,
             file_name,
             replicas,
             sha256,
+            attrs,
             ..
         } = deposit;
+        let content = annotation_value(&sha256, &attrs);
         let (key, file_name, sha256) = (&key, file_name.as_str(), sha256.as_str());
         self.check_namespace(&key.namespace)?;
         let api = self.api(&key.namespace);
@@ -464,6 +468,7 @@ impl FileStore for KubeCatalog {
             }
         }
         let patch = serde_json::json!({
+            "metadata": { "annotations": { CONTENT_ANNOTATION: content } },
             "spec": {
                 "replicas": replicas,
                 "fileName": file_name,
@@ -484,6 +489,7 @@ impl FileStore for KubeCatalog {
             },
         );
         new_file.metadata.namespace = Some(key.namespace.clone());
+        new_file.metadata.annotations = Some([(CONTENT_ANNOTATION.to_string(), content)].into());
         let (params, merge_patch) = (PatchParams::default(), Patch::Merge(&patch));
         let merge = || api.patch(&key.name, &params, &merge_patch);
         let create_or_merge = async {

@@ -7,6 +7,7 @@
 
 pub mod cached;
 pub mod catalog;
+pub mod content_attrs;
 pub mod controller;
 pub mod crd;
 pub mod file_index;

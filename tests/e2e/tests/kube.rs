@@ -321,6 +321,19 @@ fn operator_end_to_end_on_a_real_control_plane() {
     let out = env.client(&["retrieve", "Report 2026.bin", "-o", copy.to_str().unwrap()]);
     assert!(out.ok(), "retrieve: {out}");
     assert_eq!(deposito_e2e::files::sha256_file(&copy).unwrap(), report_sha);
+    // The content's attributes go with it: the acknowledgement time, naming its digest.
+    let content = k.kubectl_ok(&[
+        "get",
+        "sf",
+        "-n",
+        NS,
+        &resource,
+        "-o",
+        "jsonpath={.metadata.annotations.deposito\\.io/content}",
+    ]);
+    let content: serde_json::Value = serde_json::from_str(content.trim()).unwrap();
+    assert_eq!(content["sha256"], report_sha.as_str(), "{content}");
+    assert!(content["t"].as_u64().unwrap_or(0) > 1_700_000_000_000, "{content}");
     println!("{table}");
     step(
         "gateway deposit: listed with every column, retrieved identical",

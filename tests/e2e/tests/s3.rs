@@ -5,7 +5,8 @@
 //! mode writes to `DATA_DIR/s3-credentials`. A level set through S3 is checked on disk:
 //! exactly 3 identical copies after `x-amz-meta-replicas: 3`, exactly 1 after a self-copy
 //! that lowers it. After the client token changes, `s3-credentials` follows it without a
-//! restart: the new key pair works and the old one gets `InvalidAccessKeyId`.
+//! restart: the new key pair works and the old one gets `InvalidAccessKeyId`. With
+//! `--tls-cert` the S3 port speaks HTTPS with the gateway's certificate.
 
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -182,4 +183,57 @@ async fn s3_clients_against_a_local_system() {
     let stderr = String::from_utf8_lossy(&stale.stderr);
     assert!(!stale.status.success(), "the old key pair still works");
     assert!(stderr.contains("InvalidAccessKeyId"), "{stderr}");
+}
+
+/// The S3 port of a system started with `--tls-cert`: HTTPS with the gateway's certificate.
+/// The aws CLI, trusting only the test CA, writes an object at 2 copies and reads back the
+/// same bytes; a plain-HTTP request to the port gets no S3 answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_port_serves_https_with_the_gateways_certificate() {
+    let venv = clients();
+    let l = Launcher::start_tls(2, 300).await;
+    let tls = l.tls.as_ref().unwrap();
+    let endpoint = format!("https://{}", l.s3_addr);
+    let work = l.scratch("cli-tls");
+    std::fs::create_dir_all(&work).unwrap();
+    let original = l.scratch("tls.bin");
+    write_random_file(&original, 1 << 20, random_seed());
+    let back = l.scratch("tls-back.bin");
+    let aws = |args: &[&str]| {
+        let mut cmd = Command::new(venv.join("bin/aws"));
+        cmd.args(["--profile", "deposito", "--endpoint-url", &endpoint])
+            .arg("--ca-bundle")
+            .arg(&tls.ca)
+            .args(args)
+            .env("AWS_SHARED_CREDENTIALS_FILE", l.data_dir.join("s3-credentials"))
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_CA_BUNDLE")
+            .env("HOME", &work);
+        cmd
+    };
+    run(&l, "mb over HTTPS", aws(&["s3", "mb", "s3://secure"]));
+    let mut put = aws(&["s3", "cp"]);
+    put.arg(&original)
+        .args(["s3://secure/tls.bin", "--metadata", "replicas=2"]);
+    run(&l, "cp up over HTTPS", put);
+    wait_copies(&l, &original, 2);
+    let mut get = aws(&["s3", "cp", "s3://secure/tls.bin"]);
+    get.arg(&back);
+    run(&l, "cp down over HTTPS", get);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&original).unwrap(),
+        "the bytes read back over HTTPS"
+    );
+    // Plain HTTP to the TLS port: no S3 answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/", l.s3_addr))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(
+        plain.as_ref().map_or(true, |r| !r.status().is_success()),
+        "plain HTTP answered {:?}",
+        plain.map(|r| r.status())
+    );
 }

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod gateway;
 pub mod integers;
+pub mod lifecycle;
 pub mod names;
 pub mod openapi;
 pub mod replica;

@@ -158,7 +158,10 @@ impl Lifecycle {
         for step in &self.steps {
             parse_replicas(&step.replicas.to_string())?;
             if step.after_secs > MAX_AGE_SECS {
-                return Err(format!("{} is longer than 100 years", format_age(step.after_secs)));
+                return Err(format!(
+                    "{} is longer than 100 years",
+                    format_age(step.after_secs)
+                ));
             }
             if step.after_secs <= last {
                 return Err(format!(
@@ -172,7 +175,9 @@ impl Lifecycle {
         }
         match self.expire_after_secs {
             Some(0) => Err("expire@0s would delete the file at once".to_string()),
-            Some(e) if e > MAX_AGE_SECS => Err(format!("{} is longer than 100 years", format_age(e))),
+            Some(e) if e > MAX_AGE_SECS => {
+                Err(format!("{} is longer than 100 years", format_age(e)))
+            }
             Some(e) if e <= last => Err(format!(
                 "the expiry ({}) must come after the last step ({})",
                 format_age(e),

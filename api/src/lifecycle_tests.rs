@@ -63,7 +63,9 @@ fn specs_parse_to_their_steps() {
         "4,2@90s"
     );
     assert_eq!(
-        Lifecycle::parse("3,1@168h,expire@2160h").unwrap().to_string(),
+        Lifecycle::parse("3,1@168h,expire@2160h")
+            .unwrap()
+            .to_string(),
         "3,1@7d,expire@90d"
     );
 }
@@ -78,7 +80,10 @@ fn invalid_specs_are_refused_with_the_reason() {
         ("3,1@7d,2@1d", "step ages must increase"),
         ("3,1@7d,2@7d", "step ages must increase"),
         ("3,1@0s", "step ages must increase and be above 0"),
-        ("3,1@7d,expire@1d", "the expiry (1d) must come after the last step (7d)"),
+        (
+            "3,1@7d,expire@1d",
+            "the expiry (1d) must come after the last step (7d)",
+        ),
         ("3,1@7d,expire@7d", "must come after the last step"),
         ("expire@0s", "would delete the file at once"),
         ("3,expire@9d,1@10d", "nothing may follow expire@AGE"),

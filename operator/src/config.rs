@@ -178,6 +178,9 @@ pub struct KubeArgs {
     /// the token of --token-file keeps full access.
     #[arg(long, env = "DEPOSITO_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// The S3 API (kube mode: off unless `--s3-listen` is given; the chart's `s3.enabled`).
+    #[command(flatten)]
+    pub s3: crate::gateway::s3::S3Args,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// Elect a leader through a Lease, so that several operator replicas can run.

@@ -85,6 +85,21 @@ impl KubeCatalog {
         }
     }
 
+    /// The Kubernetes client.
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The one namespace watched; `None` when every namespace is.
+    pub(super) fn watched(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// The file-name index (for the S3 listings).
+    pub(super) fn names(&self) -> &FileIndex {
+        &self.names
+    }
+
     /// Whether this operator manages the StoredFiles of `namespace`.
     pub fn manages(&self, namespace: &str) -> bool {
         self.namespace.as_deref().is_none_or(|n| n == namespace)
@@ -168,11 +183,11 @@ impl KubeCatalog {
         self.store.get(&ObjectRef::new(name).within(namespace))
     }
 
-    fn api(&self, namespace: &str) -> Api<StoredFile> {
+    pub(super) fn api(&self, namespace: &str) -> Api<StoredFile> {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    fn check_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
+    pub(super) fn check_namespace(&self, namespace: &str) -> Result<(), CatalogError> {
         match &self.namespace {
             Some(watched) if watched != namespace => Err(CatalogError::Invalid(format!(
                 "namespace '{namespace}' is not managed by this operator (it manages '{watched}')"
@@ -183,7 +198,11 @@ impl KubeCatalog {
 
     /// The StoredFile whose file name is `file_name`: by the documented mapping first, then
     /// (for resources created by hand with another name) the first by resource name.
-    fn find(&self, namespace: &str, file_name: &str) -> Option<std::sync::Arc<CachedFile>> {
+    pub(super) fn find(
+        &self,
+        namespace: &str,
+        file_name: &str,
+    ) -> Option<std::sync::Arc<CachedFile>> {
         let mapped = resource_name(file_name);
         let mut resources = self.names.resources(namespace, file_name);
         // Stable: the mapped name first, the others in name order.
@@ -217,7 +236,7 @@ impl KubeCatalog {
             .collect()
     }
 
-    fn record(sf: &CachedFile) -> Result<FileRecord, CatalogError> {
+    pub(super) fn record(sf: &CachedFile) -> Result<FileRecord, CatalogError> {
         sf.record()
             .map_err(|e| CatalogError::Invalid(e.to_string()))
     }

@@ -70,11 +70,11 @@ mod tests {
     fn attributes_round_trip_for_the_content_they_name() {
         let sha = "a".repeat(64);
         let value = annotation_value(&sha, &attrs());
-        assert!(value.starts_with(&format!("{{\"sha256\":\"{sha}\",\"t\":")), "{value}");
-        assert_eq!(
-            attrs_of(Some(&annotated(value)), Some(&sha)),
-            Some(attrs())
+        assert!(
+            value.starts_with(&format!("{{\"sha256\":\"{sha}\",\"t\":")),
+            "{value}"
         );
+        assert_eq!(attrs_of(Some(&annotated(value)), Some(&sha)), Some(attrs()));
         let bare = annotation_value(&sha, &ContentAttrs::default());
         assert_eq!(bare, format!("{{\"sha256\":\"{sha}\",\"t\":0}}"));
     }
@@ -84,9 +84,15 @@ mod tests {
         let sha = "a".repeat(64);
         let other = "b".repeat(64);
         let value = annotation_value(&sha, &attrs());
-        assert_eq!(attrs_of(Some(&annotated(value.clone())), Some(&other)), None);
+        assert_eq!(
+            attrs_of(Some(&annotated(value.clone())), Some(&other)),
+            None
+        );
         assert_eq!(attrs_of(Some(&annotated(value)), None), None);
-        assert_eq!(attrs_of(Some(&annotated("{not json".into())), Some(&sha)), None);
+        assert_eq!(
+            attrs_of(Some(&annotated("{not json".into())), Some(&sha)),
+            None
+        );
         assert_eq!(attrs_of(Some(&BTreeMap::new()), Some(&sha)), None);
         assert_eq!(attrs_of(None, Some(&sha)), None);
     }

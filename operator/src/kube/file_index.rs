@@ -9,6 +9,7 @@
 //! the reflector's store does.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::Mutex;
 
 /// A StoredFile: its namespace and resource name.
@@ -178,16 +179,22 @@ impl FileIndex {
         after: Option<&str>,
         limit: usize,
     ) -> (Vec<(String, String)>, bool) {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.page_from(namespace, from, limit)
+    }
+
+    /// Like [`FileIndex::page`], from the bound `from` (inclusive or not).
+    pub fn page_from(
+        &self,
+        namespace: &str,
+        from: Bound<&str>,
+        limit: usize,
+    ) -> (Vec<(String, String)>, bool) {
         let live = self.live();
         let Some(names) = live.by_file.get(namespace) else {
             return (Vec::new(), false);
         };
-        let range = match after {
-            Some(a) => {
-                names.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-            }
-            None => names.range::<str, _>(..),
-        };
+        let range = names.range::<str, _>((from, Bound::Unbounded));
         let mut page: Vec<(String, String)> = range
             .take(limit.saturating_add(1))
             .filter_map(|(name, resources)| {
@@ -234,6 +241,13 @@ impl FileIndex {
             }
         }
         (out, None)
+    }
+
+    /// The namespaces holding at least one StoredFile, by name.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.live().by_file.keys().cloned().collect();
+        out.sort();
+        out
     }
 
     /// How many file names are indexed (all namespaces).

@@ -14,6 +14,7 @@ pub mod file_index;
 pub mod lifecycle;
 pub mod membership;
 pub mod record;
+pub mod s3_store;
 pub mod scale_down;
 pub mod workers;
 
@@ -298,6 +299,28 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
             metrics_listener,
             app,
             None,
+            args.serve.clone(),
+            shutdown_signal(),
+        ));
+    }
+    if let Some(addr) = args.s3.listen(None)? {
+        let s3_listener = deposito_util::net::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} for the S3 API (--s3-listen)"))?;
+        let router = crate::gateway::s3::router(
+            gateway.clone(),
+            crate::gateway::s3::S3Seams {
+                buckets: catalog.clone(),
+                uploads: Arc::new(s3_store::KubeUploads::new(client.clone(), &own_namespace)),
+                parts_namespace: own_namespace.clone(),
+                parts_namespace_is_bucket: true,
+            },
+            &args.s3,
+        )?;
+        info!(listen = %addr, "S3 API");
+        tokio::spawn(crate::gateway::serve::serve_s3(
+            s3_listener,
+            router,
+            tls.clone(),
             args.serve.clone(),
             shutdown_signal(),
         ));

@@ -204,6 +204,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                     buckets: catalog_for_s3.clone(),
                     uploads: catalog_for_s3,
                     parts_namespace: PARTS_NAMESPACE.to_string(),
+                    parts_namespace_is_bucket: false,
                 },
                 &args.s3,
             )?,

@@ -8,6 +8,7 @@
 //! - [`launcher::Launcher`]: the one-command system, `deposito-operator local --replicas K`.
 //! - [`files`]: streaming random files, sha256, and the census of copies on disk.
 //! - [`metrics`]: figures out of a `/metrics` text.
+//! - [`s3_clients`]: the S3 clients of the S3 suites, and the access key of a token.
 //! - [`proc`]: processes killed on drop, one-shot commands with exit code and peak RSS, CPU
 //!   time of a running process.
 
@@ -24,6 +25,7 @@ pub mod launcher;
 pub mod metrics;
 pub mod proc;
 pub mod real_node;
+pub mod s3_clients;
 pub mod tls;
 pub mod wait;
 

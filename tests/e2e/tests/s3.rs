@@ -11,40 +11,16 @@
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use deposito_e2e::files::{count_copies, random_seed, write_random_file};
+use deposito_e2e::s3_clients::{access_key_id, clients, suite_dir};
 use deposito_e2e::{wait_sync, Launcher};
 
 /// The base domain of virtual-hosted-style addressing (resolved by the suite itself).
 const S3_DOMAIN: &str = "s3.deposito.test";
-
-/// The folder of the S3 clients' virtualenv (installed on first use).
-fn clients() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../s3/clients");
-    let out = Command::new(&script).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn suite_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../s3")
-}
-
-/// The S3 access key id of a token, as docs/s3.md defines it: `DEP` and the first 17
-/// characters of the uppercase hex sha256 of the token.
-fn access_key_id(token: &str) -> String {
-    use sha2::Digest as _;
-    let hex = hex::encode_upper(sha2::Sha256::digest(token.as_bytes()));
-    format!("DEP{}", &hex[..17])
-}
 
 /// Runs a suite command; panics with its output (and the operator's log) when it fails.
 fn run(l: &Launcher, what: &str, mut cmd: Command) {
@@ -205,7 +181,10 @@ async fn the_s3_port_serves_https_with_the_gateways_certificate() {
             .arg("--ca-bundle")
             .arg(&tls.ca)
             .args(args)
-            .env("AWS_SHARED_CREDENTIALS_FILE", l.data_dir.join("s3-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                l.data_dir.join("s3-credentials"),
+            )
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env_remove("AWS_CA_BUNDLE")
             .env("HOME", &work);

@@ -17,10 +17,11 @@ fn no_such_bucket(name: &str) -> s3s::S3Error {
     err(S3ErrorCode::NoSuchBucket, format!("no bucket '{name}'"))
 }
 
-/// A bucket name that names a namespace clients may use: not the parts namespace.
+/// A bucket name that names a namespace clients may use: not the parts namespace, unless
+/// that is a bucket too.
 pub(super) fn usable(s3: &DepositoS3, name: &str) -> S3Result<()> {
     check_bucket(name)?;
-    if name == s3.parts_namespace {
+    if name == s3.parts_namespace && !s3.parts_namespace_is_bucket {
         return Err(err(
             S3ErrorCode::InvalidBucketName,
             format!("'{name}' holds multipart upload parts and is not a bucket"),
@@ -45,7 +46,10 @@ pub async fn list(s3: &DepositoS3, grant: &Grant) -> S3Result<S3Response<ListBuc
         .buckets()
         .await?
         .into_iter()
-        .filter(|b| b.name != s3.parts_namespace && grant.allows(Some(&b.name), false))
+        .filter(|b| {
+            (b.name != s3.parts_namespace || s3.parts_namespace_is_bucket)
+                && grant.allows(Some(&b.name), false)
+        })
         .map(|b| Bucket {
             creation_date: Some(super::level::last_modified(&crate::engine::ContentAttrs {
                 modified_ms: b.created_ms,

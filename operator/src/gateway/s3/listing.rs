@@ -95,10 +95,41 @@ async fn page(s3: &DepositoS3, bucket: &str, query: Query<'_>) -> S3Result<Page>
             .objects(bucket, query.prefix, cursor.as_deref(), BATCH)
             .await?;
         cursor = entries.last().map(|(r, _)| r.file_name.clone()).or(cursor);
+        let entries = without_open_parts(s3, bucket, entries).await?;
         if !fold(&mut page, &query, skip.as_deref(), entries) || !more {
             return Ok(page);
         }
     }
+}
+
+/// Whether `name` has the form of a part's file name, `{32 hex}.{5 digits}`; its upload id.
+fn part_upload_id(name: &str) -> Option<&str> {
+    let (id, number) = name.split_once('.')?;
+    let hex = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let digits = number.len() == 5 && number.bytes().all(|b| b.is_ascii_digit());
+    (hex && digits).then_some(id)
+}
+
+/// `entries` less the parts of open uploads, when `bucket` is the parts namespace too.
+async fn without_open_parts(
+    s3: &DepositoS3,
+    bucket: &str,
+    entries: Vec<ObjectEntry>,
+) -> S3Result<Vec<ObjectEntry>> {
+    if !(s3.parts_namespace_is_bucket && bucket == s3.parts_namespace) {
+        return Ok(entries);
+    }
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let open = match part_upload_id(&entry.0.file_name) {
+            Some(id) => s3.uploads.upload(id).await?.is_some(),
+            None => false,
+        };
+        if !open {
+            kept.push(entry);
+        }
+    }
+    Ok(kept)
 }
 
 fn max_keys(asked: Option<i32>) -> S3Result<usize> {

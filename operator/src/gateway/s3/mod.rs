@@ -69,8 +69,12 @@ impl S3Args {
 pub struct S3Seams {
     pub buckets: Arc<dyn BucketStore>,
     pub uploads: Arc<dyn UploadStore>,
-    /// The namespace holding multipart upload parts (not a bucket).
+    /// The namespace holding multipart upload parts.
     pub parts_namespace: String,
+    /// Whether that namespace is also a bucket (kube mode, where it is the operator's own
+    /// namespace): the parts of open uploads are then hidden from its listings. When it is
+    /// not (local mode's `deposito-uploads`), it is no bucket at all.
+    pub parts_namespace_is_bucket: bool,
 }
 
 /// The S3 operations over a gateway (cheap to clone: handles).
@@ -80,6 +84,7 @@ pub struct DepositoS3 {
     buckets: Arc<dyn BucketStore>,
     uploads: Arc<dyn UploadStore>,
     parts_namespace: String,
+    parts_namespace_is_bucket: bool,
     default_replicas: u32,
     /// Multipart uploads being completed now (one completion per upload at a time).
     completing: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -107,6 +112,7 @@ pub fn router(gw: GatewayState, seams: S3Seams, args: &S3Args) -> anyhow::Result
         buckets: seams.buckets,
         uploads: seams.uploads,
         parts_namespace: seams.parts_namespace,
+        parts_namespace_is_bucket: seams.parts_namespace_is_bucket,
         default_replicas: args.s3_default_replicas,
         completing: Arc::default(),
     };

@@ -24,7 +24,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::content_attrs::attrs_of;
+use super::content_attrs::described;
 use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileStatus};
 use super::record::{observed_of, record_of, source_revision};
 use crate::engine::error::PlanError;
@@ -246,6 +246,7 @@ pub struct CachedFile {
 
 impl From<StoredFile> for CachedFile {
     fn from(sf: StoredFile) -> Self {
+        let content = described(sf.metadata.annotations.as_ref(), sf.spec.sha256.as_deref());
         let spec = match record_of(&sf) {
             Ok(record) => Ok(CachedSpec {
                 replicas: record.replicas,
@@ -255,10 +256,13 @@ impl From<StoredFile> for CachedFile {
                     Source::Upload => CachedSource::Upload,
                 },
                 sha256: digest_bytes(&record.sha256),
-                size: record.size,
+                // Until the status learns it, the size the gateway recorded with the content.
+                size: match (&content, record.size) {
+                    (Some(c), 0) => c.size,
+                    (_, learned) => learned,
+                },
                 revision: source_revision(&sf.spec).into(),
-                content: attrs_of(sf.metadata.annotations.as_ref(), sf.spec.sha256.as_deref())
-                    .map(Box::new),
+                content: content.map(|c| Box::new(c.attrs)),
             }),
             Err(PlanError::InvalidSpec(why)) => Err(why.into()),
         };
@@ -537,12 +541,15 @@ mod tests {
             ..FileSource::default()
         };
         let mut with = sf("f", upload, Some(&sha));
-        let value = annotation_value(&sha, &attrs);
+        let value = annotation_value(&sha, 9, &attrs);
         with.metadata.annotations = Some([(CONTENT_ANNOTATION.to_string(), value)].into());
         assert_eq!(CachedFile::from(with.clone()).content_attrs(), Some(&attrs));
+        // The size recorded with the content, until the status learns it.
+        assert_eq!(CachedFile::from(with.clone()).record().unwrap().size, 9);
         // Content replaced without new attributes: the old ones are not carried over.
         with.spec.sha256 = Some("d".repeat(64));
-        assert_eq!(CachedFile::from(with).content_attrs(), None);
+        assert_eq!(CachedFile::from(with.clone()).content_attrs(), None);
+        assert_eq!(CachedFile::from(with).record().unwrap().size, 0);
         assert_eq!(
             CachedFile::from(sf("g", inline("hi"), None)).content_attrs(),
             None

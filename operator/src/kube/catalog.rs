@@ -454,19 +454,21 @@ impl FileStore for KubeCatalog {
             .map(|records| (records, more))
     }
 
-    /// The size and the first holder are not kept in the StoredFile: the reconcile that
-    /// follows observes them on the replicas. The content's attributes go into the
-    /// [`CONTENT_ANNOTATION`], replaced with the content.
+    /// The first holder is not kept in the StoredFile: the reconcile that follows observes
+    /// it on the replicas. The size and the content's attributes go into the
+    /// [`CONTENT_ANNOTATION`], replaced with the content, so that the record has its size
+    /// before the status does.
     async fn put(&self, deposit: Deposit) -> Result<FileRecord, CatalogError> {
         let Deposit {
             key,
             file_name,
             replicas,
             sha256,
+            size,
             attrs,
             ..
         } = deposit;
-        let content = annotation_value(&sha256, &attrs);
+        let content = annotation_value(&sha256, size, &attrs);
         let (key, file_name, sha256) = (&key, file_name.as_str(), sha256.as_str());
         self.check_namespace(&key.namespace)?;
         let api = self.api(&key.namespace);

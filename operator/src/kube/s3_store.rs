@@ -257,7 +257,9 @@ impl BucketStore for KubeCatalog {
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": current.resource_version(),
-                "annotations": { CONTENT_ANNOTATION: annotation_value(sha256, &attrs) },
+                "annotations": {
+                    CONTENT_ANNOTATION: annotation_value(sha256, record.size, &attrs)
+                },
             }
         });
         match self

@@ -333,6 +333,7 @@ fn operator_end_to_end_on_a_real_control_plane() {
     ]);
     let content: serde_json::Value = serde_json::from_str(content.trim()).unwrap();
     assert_eq!(content["sha256"], report_sha.as_str(), "{content}");
+    assert_eq!(content["s"], 3u64 << 20, "{content}");
     assert!(
         content["t"].as_u64().unwrap_or(0) > 1_700_000_000_000,
         "{content}"

@@ -43,7 +43,8 @@ pub fn catalog_error(err: kube::Error) -> CatalogError {
     }
 }
 
-fn is_status(err: &kube::Error, code: u16) -> bool {
+/// Whether `err` is the API server's answer with status `code`.
+pub(super) fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
 

@@ -22,7 +22,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use super::catalog::{catalog_error, KubeCatalog};
+use super::catalog::{catalog_error, is_status, KubeCatalog};
 use super::content_attrs::{annotation_value, CONTENT_ANNOTATION};
 use crate::engine::{now_ms, CatalogError, ContentAttrs};
 use crate::gateway::store::{
@@ -42,10 +42,6 @@ const CREATED_KEY: &str = "createdMs";
 const UPLOAD_KEY: &str = "upload";
 /// Files read per index page while listing.
 const SCAN_BATCH: usize = 500;
-
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
 
 fn configmaps(store: &KubeCatalog, namespace: &str) -> Api<ConfigMap> {
     Api::namespaced(store.client().clone(), namespace)

@@ -119,7 +119,7 @@ impl KubeCatalog {
         }
         Err(CatalogError::Invalid(format!(
             "bucket '{name}': buckets are the namespaces this operator manages, and it manages \
-             '{}' only (install it with allNamespaces to use others)",
+             '{}' only (operator.watchAllNamespaces lets it manage others)",
             self.watched().unwrap_or_default()
         )))
     }

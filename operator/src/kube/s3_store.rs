@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{catalog_error, is_status, KubeCatalog};
 use super::content_attrs::{annotation_value, CONTENT_ANNOTATION};
-use crate::engine::{now_ms, CatalogError, ContentAttrs};
+use crate::engine::{now_ms, Catalog, CatalogError, ContentAttrs};
 use crate::gateway::store::{
     Bucket, BucketDeletion, BucketStore, ObjectEntry, Upload, UploadStore,
 };
@@ -199,6 +199,13 @@ impl BucketStore for KubeCatalog {
     async fn delete_bucket(&self, name: &str) -> Result<BucketDeletion, CatalogError> {
         if !self.manages(name) {
             return Ok(BucketDeletion::Missing);
+        }
+        // "Empty" is only known from a complete view of the StoredFiles: until the watch has
+        // listed them all, the bucket (and its tags) is kept.
+        if let Err(why) = Catalog::completeness(self) {
+            return Err(CatalogError::Unavailable(format!(
+                "bucket '{name}' is kept until its StoredFiles are listed: {why}"
+            )));
         }
         if self.holds_files(name) {
             return Ok(BucketDeletion::NotEmpty);

@@ -73,6 +73,10 @@ fn s3_in_kube_mode_through_the_chart_service() {
         assert!(ok, "aws {args:?}: {stderr}\n{stdout}");
         stdout
     };
+    let head_object = |key: &str| -> Value {
+        let args = ["s3api", "head-object", "--bucket", NS, "--key", key];
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
 
     // Buckets are the namespaces the operator manages: its own.
     ok(&["s3", "mb", &format!("s3://{NS}")]);
@@ -99,15 +103,7 @@ fn s3_in_kube_mode_through_the_chart_service() {
     let row = k.kubectl_ok(&["get", "sf", "-n", NS, "photo.bin", "--no-headers"]);
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[..3], ["photo.bin", "2", "2"][..], "{row}");
-    let head: Value = serde_json::from_str(&ok(&[
-        "s3api",
-        "head-object",
-        "--bucket",
-        NS,
-        "--key",
-        "photo.bin",
-    ]))
-    .unwrap();
+    let head = head_object("photo.bin");
     assert_eq!(head["Metadata"]["replicas"], "2", "{head}");
     assert_eq!(head["Metadata"]["ready-replicas"], "2", "{head}");
     assert_eq!(head["ContentType"], "image/x-test", "{head}");
@@ -131,15 +127,7 @@ fn s3_in_kube_mode_through_the_chart_service() {
         back.to_str().unwrap(),
     ]);
     assert_eq!(sha256_file(&back).unwrap(), sha256_file(&big).unwrap());
-    let head: Value = serde_json::from_str(&ok(&[
-        "s3api",
-        "head-object",
-        "--bucket",
-        NS,
-        "--key",
-        "big.bin",
-    ]))
-    .unwrap();
+    let head = head_object("big.bin");
     assert!(
         head["ETag"].as_str().unwrap().ends_with("-3\""),
         "three parts: {head}"

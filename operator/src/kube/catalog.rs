@@ -250,18 +250,33 @@ impl KubeCatalog {
         let (Some(ns), name) = (written.namespace(), written.name_any()) else {
             return;
         };
-        let Ok(key) = FileKey::new(&ns, &name) else {
+        let generation = written.metadata.generation.unwrap_or(0);
+        self.catch_up_until(&ns, &name, |cached| {
+            cached.is_some_and(|c| c.metadata.generation.unwrap_or(0) >= generation)
+        })
+        .await;
+    }
+
+    /// [`Self::catch_up`] to a StoredFile the API server removed: until the cache lacks it.
+    async fn catch_up_gone(&self, key: &FileKey) {
+        self.catch_up_until(&key.namespace, &key.name, |cached| cached.is_none())
+            .await;
+    }
+
+    async fn catch_up_until(
+        &self,
+        ns: &str,
+        name: &str,
+        done: impl Fn(Option<&CachedFile>) -> bool,
+    ) {
+        let Ok(key) = FileKey::new(ns, name) else {
             return;
         };
-        let generation = written.metadata.generation.unwrap_or(0);
         let mut changes = self.changes.watch(&key);
         let caught_up = async {
             loop {
                 changes.mark_seen();
-                if self
-                    .cached(&ns, &name)
-                    .is_some_and(|c| c.metadata.generation.unwrap_or(0) >= generation)
-                {
+                if done(self.cached(ns, name).as_deref()) {
                     return;
                 }
                 changes.changed().await;
@@ -567,7 +582,12 @@ impl FileStore for KubeCatalog {
             .delete(&key.name, &DeleteParams::default())
             .await
         {
-            Ok(_) => {
+            Ok(deleted) => {
+                // Read-your-writes: a read right after the deletion sees it.
+                match deleted.left() {
+                    Some(sf) => self.catch_up(&CachedFile::from(sf)).await,
+                    None => self.catch_up_gone(key).await,
+                }
                 let mut record = Self::record(&current)?;
                 record.deleting = true;
                 Ok(Some(record))

@@ -214,6 +214,20 @@ impl KubeCluster {
         n: usize,
         timeout: Duration,
     ) -> Vec<String> {
+        self.wait_copies_of(namespace, namespace, name, content, n, timeout)
+    }
+
+    /// [`Self::wait_copies`] of a file of namespace `file_namespace` held by the replica
+    /// claims of `release_namespace` (an operator that watches every namespace).
+    pub fn wait_copies_of(
+        &self,
+        release_namespace: &str,
+        namespace: &str,
+        name: &str,
+        content: &[u8],
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<String> {
         let sha = deposito_api::sha256_hex(content);
         wait_sync(
             &format!("{namespace}/{name} at {n} copies"),
@@ -221,12 +235,12 @@ impl KubeCluster {
             || {
                 let sf = self.get_json(namespace, "sf", name).unwrap_or_default();
                 let st = &sf["status"];
-                let holders = self.holders(namespace, name, &sha, content);
+                let holders = self.holders_of(release_namespace, namespace, name, &sha, content);
                 let converged = st["phase"] == "Ready"
                     && st["readyReplicas"] == n as u64
                     && st["observedGeneration"] == sf["metadata"]["generation"]
                     && holders.len() == n
-                    && self.any_copies(namespace, name).len() == n;
+                    && self.any_copies_of(release_namespace, namespace, name).len() == n;
                 if converged {
                     Ok(holders)
                 } else {
@@ -317,8 +331,19 @@ impl KubeCluster {
 
     /// Every copy of `(namespace, name)` of any content, as (claim, sha256).
     pub fn any_copies(&self, namespace: &str, name: &str) -> Vec<(String, String)> {
+        self.any_copies_of(namespace, namespace, name)
+    }
+
+    /// [`Self::any_copies`] of a file of namespace `namespace` held by the replica claims of
+    /// `release_namespace`.
+    pub fn any_copies_of(
+        &self,
+        release_namespace: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for (claim, dir) in self.claim_dirs(namespace) {
+        for (claim, dir) in self.claim_dirs(release_namespace) {
             let folder = dir.join("objects").join(namespace).join(name);
             for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
                 let file = entry.file_name().to_string_lossy().into_owned();

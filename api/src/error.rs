@@ -63,6 +63,10 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The server is at its connection limit (503): retry later.
     Overloaded,
+    /// A lifecycle or retention date that breaks the rules (400).
+    InvalidLifecycle,
+    /// The file's retention lock forbids the change until its date (403).
+    Retained,
     /// A code this version does not know.
     #[serde(other)]
     Unknown,
@@ -98,6 +102,8 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::Overloaded => "overloaded",
+            Self::InvalidLifecycle => "invalid_lifecycle",
+            Self::Retained => "retained",
             Self::Unknown => "unknown",
         }
     }
@@ -168,6 +174,8 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::RequestTimeout,
             ErrorCode::Overloaded,
+            ErrorCode::InvalidLifecycle,
+            ErrorCode::Retained,
         ];
         for code in all {
             let json = serde_json::to_string(&code).unwrap();

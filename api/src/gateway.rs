@@ -120,6 +120,31 @@ pub struct FileStatus {
     /// The generation the status was computed for.
     pub observed_generation: u64,
     pub conditions: Vec<Condition>,
+    /// The file's lifecycle and what it has in force now; absent when it has none (then
+    /// `replicas` is its level for good).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleStatus>,
+    /// Until this moment (RFC 3339) the file can't be deleted, replaced or lowered below the
+    /// level in force; absent when it has no retention lock or the lock has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<String>,
+}
+
+/// A file's lifecycle (see [`crate::lifecycle`]) and where it stands. `replicas` of the
+/// file's status is the level in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleStatus {
+    /// The canonical spec, e.g. `3,1@7d,expire@90d`.
+    pub spec: String,
+    /// How many steps have taken effect (0: the starting level).
+    pub step: u32,
+    /// When the next step or the expiry falls due (RFC 3339); absent after the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<String>,
+    /// When the file expires (RFC 3339), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
 }
 
 impl FileStatus {
@@ -143,11 +168,20 @@ pub struct FileList {
 
 /// `PATCH /v1/files/{namespace}/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PatchFile {
-    /// New replication level, from 1 to [`crate::openapi::MAX_REPLICAS`].
+    /// New replication level, from 1 to [`crate::openapi::MAX_REPLICAS`] (the level before
+    /// the first step of a lifecycle).
     #[schema(minimum = 1, maximum = 512)]
-    #[serde(deserialize_with = "crate::integers::u32")]
-    pub replicas: u32,
+    #[serde(default, deserialize_with = "crate::integers::opt_u32")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// New lifecycle (`3,1@7d,expire@90d`); `none` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<String>,
+    /// New retention lock (RFC 3339 or a date): it can be extended, never shortened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<String>,
 }
 
 /// What `GET /v1/files/{namespace}/{name}/status?wait=...` waits for.
@@ -206,15 +240,17 @@ mod tests {
     #[test]
     fn patch_replicas_takes_json_integers_only() {
         let parse = |json: &str| serde_json::from_str::<PatchFile>(json).map(|p| p.replicas);
-        assert_eq!(parse(r#"{"replicas":3}"#).unwrap(), 3);
-        assert_eq!(parse(r#"{"replicas":228.0}"#).unwrap(), 228);
+        assert_eq!(parse(r#"{"replicas":3}"#).unwrap(), Some(3));
+        assert_eq!(parse(r#"{"replicas":228.0}"#).unwrap(), Some(228));
+        // Absent or null: no change of level (a lifecycle or a lock alone).
+        assert_eq!(parse(r#"{"lifecycle":"3,1@7d"}"#).unwrap(), None);
+        assert_eq!(parse(r#"{"replicas":null}"#).unwrap(), None);
         for bad in [
             r#"{"replicas":1.5}"#,
             r#"{"replicas":-1}"#,
             r#"{"replicas":"3"}"#,
             r#"{"replicas":4294967296}"#,
             r#"{"replicas":1e300}"#,
-            r#"{}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -46,6 +46,13 @@ pub fn opt_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>
     Ok(Option::<Whole>::deserialize(deserializer)?.map(|w| w.0))
 }
 
+/// An optional `u32` (`null` is `None`; with `#[serde(default)]` an absent field is too).
+pub fn opt_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "u32")] u32);
+    Ok(Option::<Whole>::deserialize(deserializer)?.map(|w| w.0))
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, serde::Deserialize)]

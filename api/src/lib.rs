@@ -25,6 +25,12 @@ pub const HEADER_REPLICAS: &str = "x-deposito-replicas";
 pub const HEADER_READY_REPLICAS: &str = "x-deposito-ready-replicas";
 /// Header carrying the file's phase on `HEAD` responses.
 pub const HEADER_PHASE: &str = "x-deposito-phase";
+/// Header of a deposit carrying the file's lifecycle (`3,1@7d,expire@90d`, see
+/// [`lifecycle`]).
+pub const HEADER_LIFECYCLE: &str = "x-deposito-lifecycle";
+/// Header of a deposit carrying the file's retention lock (RFC 3339 or a date): until then it
+/// can't be deleted, replaced or lowered.
+pub const HEADER_RETAIN_UNTIL: &str = "x-deposito-retain-until";
 
 /// Returns true when `s` is a lowercase hex sha256 digest (64 characters).
 pub fn is_sha256_hex(s: &str) -> bool {

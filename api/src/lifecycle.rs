@@ -107,6 +107,32 @@ pub fn format_age(secs: u64) -> String {
     }
 }
 
+/// A moment written as RFC 3339 (`2027-01-31T12:00:00Z`) or as a date (`2027-01-31`,
+/// midnight UTC): milliseconds since the Unix epoch.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    use time::format_description::well_known::Rfc3339;
+    let bad = || {
+        format!("'{text}' is not a time (RFC 3339 such as 2027-01-31T12:00:00Z, or a date such as 2027-01-31)")
+    };
+    let moment = match time::OffsetDateTime::parse(text, &Rfc3339) {
+        Ok(moment) => moment,
+        Err(_) => time::OffsetDateTime::parse(&format!("{text}T00:00:00Z"), &Rfc3339)
+            .map_err(|_| bad())?,
+    };
+    let ms = moment.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms).map_err(|_| format!("'{text}' is before 1970"))
+}
+
+/// A moment (milliseconds since the Unix epoch) in RFC 3339, UTC, to the second.
+pub fn format_time(ms: u64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{secs}"))
+}
+
 impl Lifecycle {
     /// Parses and validates a spec string.
     pub fn parse(spec: &str) -> Result<Self, LifecycleError> {
@@ -216,6 +242,44 @@ impl Lifecycle {
             step,
             next_at_secs,
         }
+    }
+}
+
+impl Lifecycle {
+    /// What is in force at `now_ms` for content acknowledged at `acked_ms`, with the next
+    /// transition as a moment (milliseconds since the epoch) instead of an age.
+    pub fn in_force(&self, base: u32, acked_ms: u64, now_ms: u64) -> (InForce, Option<u64>) {
+        let age_secs = now_ms.saturating_sub(acked_ms) / 1000;
+        let in_force = self.at(base, age_secs);
+        let next_ms = in_force
+            .next_at_secs
+            .map(|secs| acked_ms.saturating_add(secs.saturating_mul(1000)));
+        (in_force, next_ms)
+    }
+
+    /// The moment the content acknowledged at `acked_ms` expires, if it does.
+    pub fn expires_ms(&self, acked_ms: u64) -> Option<u64> {
+        self.expire_after_secs
+            .map(|secs| acked_ms.saturating_add(secs.saturating_mul(1000)))
+    }
+
+    /// The fewest copies the lifecycle keeps at any age from `from_secs` up to (not
+    /// including) `until_secs`; 0 when it expires in between. What a retention lock checks:
+    /// while it holds, no change may take the level below the one in force.
+    pub fn lowest_between(&self, base: u32, from_secs: u64, until_secs: u64) -> u32 {
+        let mut lowest = self.at(base, from_secs).replicas.unwrap_or(0);
+        for step in &self.steps {
+            if step.after_secs > from_secs && step.after_secs < until_secs {
+                lowest = lowest.min(step.replicas);
+            }
+        }
+        if self
+            .expire_after_secs
+            .is_some_and(|e| e > from_secs && e < until_secs)
+        {
+            lowest = 0;
+        }
+        lowest
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use deposito_api::gateway::{FileList, FileStatus, PatchFile, PatchReplica, ReplicaList, WaitFor};
-use deposito_api::{ErrorBody, HEADER_SHA256};
+use deposito_api::{ErrorBody, HEADER_LIFECYCLE, HEADER_RETAIN_UNTIL, HEADER_SHA256};
 use futures::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -139,6 +139,8 @@ impl GatewayClient {
             size,
             sha256,
             ack,
+            lifecycle,
+            retain_until,
         } = *upload;
         let body = match body {
             UploadBody::File(path) => {
@@ -164,13 +166,19 @@ impl GatewayClient {
         url.query_pairs_mut()
             .append_pair("replicas", &replicas.to_string())
             .append_pair("ack", ack.as_str());
-        let req = self
+        let mut req = self
             .request(Method::PUT, url)
             .header(HEADER_SHA256, sha256)
             .header(CONTENT_LENGTH, size)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(body);
-        self.send_json(req, &format!("upload of {name}")).await
+            .header(CONTENT_TYPE, "application/octet-stream");
+        if let Some(spec) = lifecycle {
+            req = req.header(HEADER_LIFECYCLE, spec);
+        }
+        if let Some(until) = retain_until {
+            req = req.header(HEADER_RETAIN_UNTIL, until);
+        }
+        self.send_json(req.body(body), &format!("upload of {name}"))
+            .await
     }
 
     /// `HEAD /v1/files/{ns}/{name}`: `Ok(true)` if it exists, `Ok(false)` on 404. Used as a
@@ -281,9 +289,24 @@ impl GatewayClient {
         name: &str,
         replicas: u32,
     ) -> Result<FileStatus, Error> {
+        let patch = PatchFile {
+            replicas: Some(replicas),
+            lifecycle: None,
+            retain_until: None,
+        };
+        self.patch_file(ns, name, &patch).await
+    }
+
+    /// `PATCH /v1/files/{ns}/{name}`.
+    pub async fn patch_file(
+        &self,
+        ns: &str,
+        name: &str,
+        patch: &PatchFile,
+    ) -> Result<FileStatus, Error> {
         let req = self
             .request(Method::PATCH, self.file_url(ns, name, &[]))
-            .json(&PatchFile { replicas });
+            .json(patch);
         self.send_json(req, &format!("update of {name}")).await
     }
 
@@ -319,6 +342,10 @@ pub struct Upload<'a> {
     pub sha256: &'a str,
     /// When the gateway acknowledges.
     pub ack: deposito_api::gateway::Ack,
+    /// The file's lifecycle (`x-deposito-lifecycle`).
+    pub lifecycle: Option<&'a str>,
+    /// The file's retention lock (`x-deposito-retain-until`).
+    pub retain_until: Option<&'a str>,
 }
 
 /// Where the bytes of an [`Upload`] come from.

@@ -62,6 +62,10 @@ pub enum Command {
     Retrieve(RetrieveArgs),
     /// Change a file's replication level and wait until it has exactly N copies.
     SetReplicas(SetReplicasArgs),
+    /// Set a file's lifecycle (`3,1@7d,expire@90d`), or remove it (`none`).
+    SetLifecycle(SetLifecycleArgs),
+    /// Lock a file until a date: no deletion, replacement or lowering before then.
+    Retain(RetainArgs),
     /// List the files of the namespace.
     Ls(JsonArgs),
     /// Show one file's status: holders, ready copies, phase, conditions.
@@ -102,6 +106,15 @@ pub struct DepositArgs {
     /// Name to store the file under [default: the file name of PATH].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// The number of copies as the file ages: `3,1@7d,expire@90d` keeps 3 copies, 1 from
+    /// 7 days of age, and deletes the file at 90 days (ages in s, m, h or d). A first bare
+    /// number replaces --replicas.
+    #[arg(long, value_name = "SPEC")]
+    pub lifecycle: Option<String>,
+    /// Lock the file until this time (RFC 3339 or a date such as 2027-01-31): it can't be
+    /// deleted, replaced or lowered before then.
+    #[arg(long, value_name = "TIME")]
+    pub retain_until: Option<String>,
     /// When the gateway acknowledges: `all` once the N copies, written at the same time, are
     /// verified and fsync'd; `one` once the first is (the others follow).
     #[arg(long, value_enum, default_value_t = AckMode::All, value_name = "WHEN")]
@@ -143,6 +156,24 @@ pub struct SetReplicasArgs {
     pub replicas: u32,
     #[command(flatten)]
     pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SetLifecycleArgs {
+    /// Name of the stored file.
+    pub name: String,
+    /// The lifecycle (`3,1@7d,expire@90d`; ages count from the current content's
+    /// acknowledgement), or `none` to remove it.
+    pub spec: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RetainArgs {
+    /// Name of the stored file.
+    pub name: String,
+    /// Until when (RFC 3339 or a date such as 2027-01-31). A lock can be extended, never
+    /// shortened.
+    pub until: String,
 }
 
 #[derive(Debug, Args)]

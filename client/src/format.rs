@@ -152,6 +152,22 @@ pub fn file_status(st: &FileStatus) -> String {
         },
     );
     kv("holders", holders);
+    if let Some(l) = &st.lifecycle {
+        kv(
+            "lifecycle",
+            format!("{} (step {} in force)", l.spec, l.step),
+        );
+        kv(
+            "next",
+            l.next_transition.clone().unwrap_or_else(|| "-".into()),
+        );
+        if let Some(expires) = &l.expires {
+            kv("expires", expires.clone());
+        }
+    }
+    if let Some(until) = &st.retain_until {
+        kv("retained", format!("until {until}"));
+    }
     kv(
         "generation",
         format!("{} (observed {})", st.generation, st.observed_generation),
@@ -242,6 +258,8 @@ pub(crate) mod tests {
             generation: 2,
             observed_generation: 2,
             conditions: vec![],
+            lifecycle: None,
+            retain_until: None,
         }
     }
 

@@ -48,6 +48,8 @@ fn fstatus(name: &str, replicas: u32, ready: u32, holders: u32, phase: Phase) ->
         generation: 1,
         observed_generation: 1,
         conditions: vec![],
+        lifecycle: None,
+        retain_until: None,
     }
 }
 
@@ -82,6 +84,8 @@ fn plan(path: &std::path::Path, name: &str, replicas: u32, timeout: u64) -> Plan
         ack: deposito_api::gateway::Ack::All,
         wait: true,
         timeout: Duration::from_secs(timeout),
+        lifecycle: None,
+        retain_until: None,
     }
 }
 

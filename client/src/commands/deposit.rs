@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use deposito_api::gateway::FileStatus;
+use deposito_api::lifecycle::{parse_time, Lifecycle};
 use sha2::{Digest, Sha256};
 
 use super::{print_out, validate_name, validate_replicas, Ctx};
@@ -51,6 +52,10 @@ pub struct Plan {
     pub ack: deposito_api::gateway::Ack,
     pub wait: bool,
     pub timeout: Duration,
+    /// The lifecycle, canonical.
+    pub lifecycle: Option<String>,
+    /// The retention lock, as given (the gateway reads it).
+    pub retain_until: Option<String>,
 }
 
 /// Local checks, before anything is sent: name, replication level, readable regular file.
@@ -58,6 +63,19 @@ pub fn plan(args: &DepositArgs) -> Result<Plan, Error> {
     let name = name_for(&args.path, args.name.as_deref())?;
     validate_name(&name)?;
     validate_replicas(args.replicas)?;
+    let lifecycle = args
+        .lifecycle
+        .as_deref()
+        .map(Lifecycle::parse)
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    if let Some(until) = &args.retain_until {
+        parse_time(until).map_err(|why| Error::Usage(format!("--retain-until: {why}")))?;
+    }
+    // The lifecycle's first bare number is the starting level, in place of --replicas.
+    let replicas = lifecycle
+        .as_ref()
+        .map_or(args.replicas, |l| l.starting(args.replicas));
     let meta = std::fs::metadata(&args.path)
         .map_err(|e| Error::io(format!("cannot read {}", args.path.display()), &e))?;
     if !meta.is_file() {
@@ -69,10 +87,12 @@ pub fn plan(args: &DepositArgs) -> Result<Plan, Error> {
     Ok(Plan {
         path: args.path.clone(),
         name,
-        replicas: args.replicas,
+        replicas,
         ack: args.ack.into(),
         wait: !args.wait.no_wait,
         timeout: Duration::from_secs(args.wait.timeout),
+        lifecycle: lifecycle.map(|l| l.to_string()),
+        retain_until: args.retain_until.clone(),
     })
 }
 
@@ -140,6 +160,8 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
         size,
         sha256: &sha256,
         ack: plan.ack,
+        lifecycle: plan.lifecycle.as_deref(),
+        retain_until: plan.retain_until.as_deref(),
     };
     let wait = plan.wait.then_some(plan.timeout);
     let st = upload_and_wait(ctx, &plan.name, plan.replicas, &upload, wait).await?;
@@ -208,6 +230,8 @@ mod tests {
             replicas,
             name: name.map(Into::into),
             ack: AckMode::All,
+            lifecycle: None,
+            retain_until: None,
             wait: WaitArgs {
                 no_wait: false,
                 timeout: 600,

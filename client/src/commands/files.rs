@@ -3,7 +3,12 @@
 use std::time::Duration;
 
 use super::{print_out, to_json, validate_name, validate_replicas, Ctx};
-use crate::cli::{GlobalOpts, JsonArgs, RmArgs, SetReplicasArgs, StatusArgs};
+use deposito_api::gateway::{FileStatus, PatchFile};
+use deposito_api::lifecycle::{parse_time, Lifecycle};
+
+use crate::cli::{
+    GlobalOpts, JsonArgs, RetainArgs, RmArgs, SetLifecycleArgs, SetReplicasArgs, StatusArgs,
+};
 use crate::error::Error;
 use crate::format;
 
@@ -73,6 +78,64 @@ pub async fn run_set_replicas(global: &GlobalOpts, args: SetReplicasArgs) -> Res
     let wait = (!args.wait.no_wait).then(|| Duration::from_secs(args.wait.timeout));
     let line = set_replicas(&ctx, &args.name, args.replicas, wait).await?;
     print_out(&format!("{line}\n"))
+}
+
+/// `deposito set-lifecycle NAME SPEC`: PATCH the lifecycle (checked here first).
+pub async fn run_set_lifecycle(global: &GlobalOpts, args: SetLifecycleArgs) -> Result<(), Error> {
+    validate_name(&args.name)?;
+    let spec = args.spec.trim();
+    if spec != "none" {
+        Lifecycle::parse(spec).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let ctx = Ctx::from_opts(global)?;
+    let patch = PatchFile {
+        replicas: None,
+        lifecycle: Some(spec.to_string()),
+        retain_until: None,
+    };
+    let st = ctx
+        .client
+        .patch_file(&ctx.namespace, &args.name, &patch)
+        .await?;
+    print_out(&format!("{}\n", aging_line(&st)))
+}
+
+/// `deposito retain NAME UNTIL`: PATCH the retention lock.
+pub async fn run_retain(global: &GlobalOpts, args: RetainArgs) -> Result<(), Error> {
+    validate_name(&args.name)?;
+    parse_time(&args.until).map_err(|why| Error::Usage(why.to_string()))?;
+    let ctx = Ctx::from_opts(global)?;
+    let patch = PatchFile {
+        replicas: None,
+        lifecycle: None,
+        retain_until: Some(args.until.clone()),
+    };
+    let st = ctx
+        .client
+        .patch_file(&ctx.namespace, &args.name, &patch)
+        .await?;
+    print_out(&format!("{}\n", aging_line(&st)))
+}
+
+/// One line on what a file's age decides now.
+fn aging_line(st: &FileStatus) -> String {
+    let lifecycle = match &st.lifecycle {
+        Some(l) => format!(
+            "lifecycle {} (step {}, next {})",
+            l.spec,
+            l.step,
+            l.next_transition.as_deref().unwrap_or("none")
+        ),
+        None => "no lifecycle".to_string(),
+    };
+    let retained = st
+        .retain_until
+        .as_deref()
+        .map_or(String::new(), |until| format!(", retained until {until}"));
+    format!(
+        "{}: {} copies in force, {lifecycle}{retained}",
+        st.name, st.replicas
+    )
 }
 
 /// `deposito rm`: DELETE, then (unless `no_wait`) wait until the file is gone.

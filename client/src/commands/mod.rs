@@ -98,6 +98,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Deposit(a) => deposit::run(g, a).await,
         Command::Retrieve(a) => retrieve::run(g, a).await,
         Command::SetReplicas(a) => files::run_set_replicas(g, a).await,
+        Command::SetLifecycle(a) => files::run_set_lifecycle(g, a).await,
+        Command::Retain(a) => files::run_retain(g, a).await,
         Command::Ls(a) => files::run_ls(g, a).await,
         Command::Status(a) => files::run_status(g, a).await,
         Command::Rm(a) => files::run_rm(g, a).await,

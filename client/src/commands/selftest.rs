@@ -140,6 +140,8 @@ async fn steps(
         size,
         sha256: &sha256,
         ack: Ack::All,
+        lifecycle: None,
+        retain_until: None,
     };
     let st = deposit::upload_and_wait(ctx, name, replicas, &upload, Some(timeout))
         .await

@@ -27,6 +27,17 @@ pub enum CatalogError {
     /// The request or the stored record is invalid.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The file's retention lock forbids the change (the lock's end, ms since the epoch).
+    #[error("{}", retained_message(*.0))]
+    Retained(u64),
+}
+
+/// What a client is told when a retention lock refuses a change.
+pub fn retained_message(until_ms: u64) -> String {
+    format!(
+        "the file is retained until {}: it can't be deleted, replaced or lowered before then",
+        deposito_api::lifecycle::format_time(until_ms)
+    )
 }
 
 impl CatalogError {
@@ -35,7 +46,7 @@ impl CatalogError {
             Self::Unavailable(_) => ErrorCategory::Transient,
             Self::Forbidden(_) => ErrorCategory::Forbidden,
             Self::Conflict(_) => ErrorCategory::Conflict,
-            Self::Invalid(_) => ErrorCategory::Invalid,
+            Self::Invalid(_) | Self::Retained(_) => ErrorCategory::Invalid,
         }
     }
 }
@@ -80,6 +91,11 @@ pub trait Catalog: Send + Sync + 'static {
     /// Removes a record whose deletion is complete (no copy left), unless it changed since
     /// `record.generation`. Returns true when it was removed.
     async fn finalize(&self, record: &FileRecord) -> Result<bool, CatalogError>;
+
+    /// Deletes a file whose lifecycle expired, as `rm` would, unless the record changed
+    /// since `record.generation` (new content restarts its age) or a retention lock holds.
+    /// Returns true when the deletion was recorded.
+    async fn expire(&self, record: &FileRecord) -> Result<bool, CatalogError>;
 
     /// Change notifications of this catalog.
     fn changes(&self) -> &Changes;

@@ -19,11 +19,13 @@
 //! every file.
 
 pub mod act;
+pub mod aging;
 pub mod catalog;
 pub mod category;
 pub mod driver;
 pub mod error;
 pub mod events;
+mod expiry;
 pub mod health;
 pub mod index;
 pub mod membership;
@@ -42,6 +44,7 @@ use std::sync::Arc;
 use deposito_api::FileKey;
 use tokio::sync::mpsc;
 
+pub use aging::{check_change, AgingChange, AgingError, Schedule};
 pub use catalog::{Catalog, CatalogError, Changes, Claim};
 pub use category::ErrorCategory;
 pub use error::ReconcileError;
@@ -49,7 +52,7 @@ pub use events::{EngineEvent, EventSink};
 pub use health::{Backlog, ReplicaSet, Tracker, TrackerSettings};
 pub use index::InventoryIndex;
 pub use membership::{Capacity, Member, Membership, MembershipError};
-pub use model::{now_ms, ContentAttrs, Deposit, FileRecord, ObservedStatus, Source};
+pub use model::{now_ms, Aging, ContentAttrs, Deposit, FileRecord, ObservedStatus, Source};
 pub use rebalance::{Moves, RebalanceSettings, Rebalancer};
 pub use reconcile::{Engine, EngineSettings, Outcome, StaleGuard};
 

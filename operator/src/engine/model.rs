@@ -1,7 +1,10 @@
 //! What the engine reconciles: one file's desired state and last status, as a mode's catalog
 //! stores it, whatever that catalog is (a SQLite row, a StoredFile resource).
 
-use deposito_api::gateway::{Condition, FileStatus, Phase};
+use deposito_api::gateway::{Condition, FileStatus, LifecycleStatus, Phase};
+use deposito_api::lifecycle::{format_time, Lifecycle};
+
+pub use super::aging::Aging;
 use deposito_api::FileKey;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,14 @@ pub struct ObservedStatus {
     pub unreachable_holders: Vec<String>,
     pub observed_generation: u64,
     pub conditions: Vec<Condition>,
+    /// The lifecycle step in force when this status was computed (0 without a lifecycle):
+    /// a change is a transition, told by an Event.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lifecycle_step: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ObservedStatus {
@@ -31,6 +42,7 @@ impl ObservedStatus {
             unreachable_holders: vec![],
             observed_generation: 0,
             conditions: vec![],
+            lifecycle_step: 0,
         }
     }
 }
@@ -50,6 +62,10 @@ pub struct Deposit {
     pub holder: String,
     /// When the content was acknowledged, and what an S3 client gave with it.
     pub attrs: ContentAttrs,
+    /// The file's lifecycle from now on (its age restarts with this content).
+    pub lifecycle: Option<Lifecycle>,
+    /// The retention lock the deposit asks for.
+    pub retain_until_ms: Option<u64>,
 }
 
 /// Facts about a file's current content besides its bytes: when it was acknowledged, and
@@ -104,6 +120,8 @@ impl Deposit {
             size,
             holder: holder.to_string(),
             attrs: ContentAttrs::now(),
+            lifecycle: None,
+            retain_until_ms: None,
         }
     }
 }
@@ -151,15 +169,19 @@ pub struct FileRecord {
     pub deleting: bool,
     pub source: Source,
     pub status: ObservedStatus,
+    /// What the file's age decides: its lifecycle and its retention lock.
+    pub aging: Aging,
 }
 
 impl FileRecord {
     /// The user-facing status.
     pub fn to_file_status(&self) -> FileStatus {
+        let now = now_ms();
+        let schedule = self.schedule(now);
         FileStatus {
             namespace: self.key.namespace.clone(),
             name: self.file_name.clone(),
-            replicas: self.replicas,
+            replicas: schedule.replicas.unwrap_or(self.replicas),
             ready_replicas: self.status.ready_replicas,
             phase: if self.deleting {
                 Phase::Deleting
@@ -172,6 +194,13 @@ impl FileRecord {
             generation: self.generation,
             observed_generation: self.status.observed_generation,
             conditions: self.status.conditions.clone(),
+            lifecycle: self.aging.lifecycle.as_ref().map(|l| LifecycleStatus {
+                spec: l.to_string(),
+                step: schedule.step as u32,
+                next_transition: schedule.next_ms.map(format_time),
+                expires: l.expires_ms(self.aging.acked_ms).map(format_time),
+            }),
+            retain_until: self.retained_at(now).map(format_time),
         }
     }
 }

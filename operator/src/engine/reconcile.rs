@@ -17,9 +17,10 @@ use tracing::{debug, instrument, warn};
 use super::catalog::{Catalog, Claim};
 use super::error::{ObserveError, PublishError, ReconcileError};
 use super::events::{EngineEvent, EventSink};
+use super::expiry::{earliest, until_transition};
 use super::health::{Backlog, ReplicaSet};
 use super::index::InventoryIndex;
-use super::model::{FileRecord, ObservedStatus};
+use super::model::{now_ms, FileRecord, ObservedStatus};
 use super::throttle::PullThrottle;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
@@ -64,7 +65,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn later(delay: Duration) -> Self {
+    pub(super) fn later(delay: Duration) -> Self {
         Self {
             phase: None,
             converged: false,
@@ -229,6 +230,16 @@ impl Engine {
     }
 
     async fn reconcile(&self, mut record: FileRecord) -> Result<Outcome, ReconcileError> {
+        // The level the file's lifecycle has in force now is the N to reconcile to; an
+        // expired file is deleted, as by `rm`.
+        let now = now_ms();
+        let schedule = record.schedule(now);
+        if !record.deleting {
+            match schedule.replicas {
+                Some(n) => record.replicas = n,
+                None => return self.expire(&record, now).await,
+            }
+        }
         let views = self.views_for(&record)?;
         let mut copies = self.index.copies(&record.key);
         if !record.deleting && self.needs_ingest(&record, &views, &copies) {
@@ -289,7 +300,22 @@ impl Engine {
                 requeue_after: None,
             });
         }
-        let status = status_of(&record, &plan, &views);
+        let mut status = status_of(&record, &plan, &views);
+        status.lifecycle_step = schedule.step as u32;
+        if status.lifecycle_step != record.status.lifecycle_step && !record.deleting {
+            self.events
+                .emit(
+                    &record,
+                    &EngineEvent::new(
+                        "LifecycleStep",
+                        format!(
+                            "lifecycle step {} in force: {} copies",
+                            schedule.step, record.replicas
+                        ),
+                    ),
+                )
+                .await;
+        }
         self.catalog
             .publish(&record, &status)
             .await
@@ -302,7 +328,8 @@ impl Engine {
         // Still acting after the last round: look again at once (the index already holds the
         // outcome, so the replicas' change feeds will not trigger this file).
         let requeue_after = if plan.actions.is_empty() {
-            young_stale_wait(&record, &views, &copies, &self.settings.stale_guard)
+            let stale = young_stale_wait(&record, &views, &copies, &self.settings.stale_guard);
+            earliest(stale, until_transition(&schedule, now))
         } else {
             Some(Duration::ZERO)
         };
@@ -360,6 +387,7 @@ impl Engine {
                 condition("Degraded", false, "AsWanted", ""),
                 condition("Failed", true, &reason, &message),
             ],
+            lifecycle_step: 0,
         };
         let changed = self
             .catalog
@@ -522,6 +550,7 @@ fn status_of(record: &FileRecord, plan: &FilePlan, views: &[ReplicaView]) -> Obs
         unreachable_holders,
         observed_generation: record.generation,
         conditions: plan.conditions.clone(),
+        lifecycle_step: 0,
     }
 }
 

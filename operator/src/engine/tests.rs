@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deposito_api::gateway::Phase;
@@ -86,6 +86,20 @@ impl Catalog for FakeCatalog {
             records.remove(&record.key);
         }
         Ok(same)
+    }
+    async fn expire(&self, record: &FileRecord) -> Result<bool, CatalogError> {
+        let mut records = self.records.lock().unwrap();
+        let Some(stored) = records.get_mut(&record.key) else {
+            return Ok(false);
+        };
+        if stored.generation != record.generation || stored.deleting {
+            return Ok(false);
+        }
+        stored.deleting = true;
+        stored.generation += 1;
+        drop(records);
+        self.changes.desired_changed(&record.key);
+        Ok(true)
     }
     fn changes(&self) -> &Changes {
         &self.changes
@@ -228,6 +242,7 @@ impl Rig {
             deleting: false,
             source: Source::Upload,
             status: ObservedStatus::initial(Some(&format!("r{on}"))),
+            aging: Default::default(),
         });
         key
     }
@@ -304,6 +319,51 @@ async fn changes_of_n_converge_from_triggers_alone_and_idle_costs_nothing() {
         "an idle engine reconciles nothing"
     );
     assert_eq!(rig.catalog.publishes(), publishes);
+}
+
+/// A file with `3,1@2s,expire@4s` has 3 copies, then exactly 1 from 2 s of age, then none
+/// and no record after 4 s: each transition comes from the work queue's timer alone (no
+/// catalog change triggers it), and between them the engine does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lifecycle_lowers_the_level_then_expires_the_file_on_time_alone() {
+    let rig = Rig::start(3, Duration::from_secs(300)).await;
+    let data = b"aging".repeat(1000);
+    let sha = sha256_hex(&data);
+    let key = rig.deposit("aging.bin", &data, 1, 0).await;
+    let acked = Instant::now();
+    rig.catalog.edit(&key, |r| {
+        r.aging.lifecycle =
+            Some(deposito_api::lifecycle::Lifecycle::parse("3,1@2s,expire@4s").unwrap());
+        r.aging.acked_ms = crate::engine::now_ms();
+    });
+    rig.wait_holders(&key, &sha, 3).await;
+    assert!(
+        acked.elapsed() < Duration::from_secs(2),
+        "3 copies before the first step"
+    );
+    let reconciles = rig.reconciles();
+    rig.wait_holders(&key, &sha, 1).await;
+    assert!(
+        acked.elapsed() >= Duration::from_secs(2),
+        "lowered before its age"
+    );
+    assert!(
+        rig.reconciles() - reconciles <= 4,
+        "the engine waited for the step instead of looking again and again"
+    );
+    assert_eq!(rig.catalog.record(&key).unwrap().status.lifecycle_step, 1);
+    for _ in 0..200 {
+        if rig.catalog.record(&key).is_none() && rig.holders(&key, &sha).is_empty() {
+            assert!(acked.elapsed() >= Duration::from_secs(4), "expired early");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "not expired: record {:?}, holders {:?}",
+        rig.catalog.record(&key).map(|r| r.status),
+        rig.holders(&key, &sha)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,6 +471,7 @@ async fn copies_no_record_claims_are_collected_after_the_orphan_grace() {
         deleting: false,
         source: Source::Upload,
         status: ObservedStatus::initial(None),
+        aging: Default::default(),
     });
     assert_eq!(rig.wait_holders(&key, &sha, 1).await, vec![1]);
     let metrics = rig.metrics.render();

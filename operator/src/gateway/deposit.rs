@@ -4,10 +4,11 @@
 
 use axum::body::Body;
 use deposito_api::gateway::{Ack, FileStatus};
+use deposito_api::lifecycle::Lifecycle;
 use deposito_api::FileKey;
 
 use super::{transfer, GatewayState};
-use crate::engine::{now_ms, ContentAttrs, Deposit};
+use crate::engine::{now_ms, CatalogError, ContentAttrs, Deposit};
 use crate::gateway::error::GatewayError;
 
 /// Completes a deposit's attributes once the body has been read whole (S3: the MD5 of what
@@ -26,6 +27,10 @@ pub struct Put {
     /// Kept with the content; `modified_ms` is set when the content is acknowledged.
     pub attrs: ContentAttrs,
     pub finish: Option<FinishAttrs>,
+    /// The file's lifecycle from this content on (`replicas` is its starting level).
+    pub lifecycle: Option<Lifecycle>,
+    /// The retention lock asked for (ms since the epoch).
+    pub retain_until_ms: Option<u64>,
 }
 
 /// Stores `body` as the new content of `put.key` and answers with the file's status, whose
@@ -42,6 +47,7 @@ pub async fn store(gw: &GatewayState, put: Put, body: Body) -> Result<FileStatus
             .files
             .storage_key(&put.key.namespace, &put.key.name)
             .await?;
+        refuse_if_retained(gw, &put.key).await?;
         let primaries = transfer::upload_targets(gw, &storage, put.content_length, copies)?;
         Ok::<_, GatewayError>((storage, primaries))
     };
@@ -92,6 +98,8 @@ pub async fn store(gw: &GatewayState, put: Put, body: Body) -> Result<FileStatus
             size: info.size,
             holder: first.id.clone(),
             attrs,
+            lifecycle: put.lifecycle,
+            retain_until_ms: put.retain_until_ms,
         })
         .await?;
     drop(fence);
@@ -106,4 +114,14 @@ pub async fn store(gw: &GatewayState, put: Put, body: Body) -> Result<FileStatus
     tracing::info!(file = %put.key, replicas = put.replicas, sha256 = %entry.sha256,
         size = entry.size, durable = status.holders.len(), "deposited");
     Ok(status)
+}
+
+/// Refuses a deposit that would replace content under a retention lock, before any byte is
+/// sent (the catalog's commit checks again).
+async fn refuse_if_retained(gw: &GatewayState, key: &FileKey) -> Result<(), GatewayError> {
+    let existing = gw.files.lookup(&key.namespace, &key.name).await?;
+    match existing.and_then(|e| (!e.deleting).then(|| e.retained_at(now_ms()))) {
+        Some(Some(until)) => Err(CatalogError::Retained(until).into()),
+        _ => Ok(()),
+    }
 }

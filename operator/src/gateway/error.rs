@@ -36,6 +36,8 @@ pub enum GatewayError {
     #[error("replica error: {0}")]
     Replica(String),
     #[error("{0}")]
+    InvalidLifecycle(String),
+    #[error("{0}")]
     Catalog(#[from] CatalogError),
     #[error("{0}")]
     Membership(#[from] MembershipError),
@@ -62,6 +64,10 @@ impl GatewayError {
             Self::Catalog(CatalogError::Forbidden(_))
             | Self::Membership(MembershipError::Forbidden(_)) => {
                 (StatusCode::FORBIDDEN, ErrorCode::Forbidden)
+            }
+            Self::InvalidLifecycle(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidLifecycle),
+            Self::Catalog(CatalogError::Retained(_)) => {
+                (StatusCode::FORBIDDEN, ErrorCode::Retained)
             }
             Self::Catalog(CatalogError::Conflict(_)) => (StatusCode::CONFLICT, ErrorCode::Conflict),
             Self::Catalog(CatalogError::Invalid(_)) => {

@@ -9,17 +9,19 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use deposito_api::gateway::{Ack, FileList, FileStatus, PatchFile, WaitFor};
+use deposito_api::lifecycle::{format_time, parse_time, Lifecycle};
 use deposito_api::names::validate_namespace;
 use deposito_api::openapi::MAX_REPLICAS;
 use deposito_api::{
-    is_sha256_hex, FileKey, HEADER_PHASE, HEADER_READY_REPLICAS, HEADER_REPLICAS, HEADER_SHA256,
+    is_sha256_hex, FileKey, HEADER_LIFECYCLE, HEADER_PHASE, HEADER_READY_REPLICAS, HEADER_REPLICAS,
+    HEADER_RETAIN_UNTIL, HEADER_SHA256,
 };
 use serde::Deserialize;
 use tracing::instrument;
 
 use super::deposit::{self, Put};
 use super::{transfer, GatewayState};
-use crate::engine::{ContentAttrs, FileRecord};
+use crate::engine::{now_ms, AgingChange, CatalogError, ContentAttrs, FileRecord};
 use crate::gateway::error::GatewayError;
 
 /// Longest long poll.
@@ -136,6 +138,11 @@ fn parse_put(
             GatewayError::BadRequest(format!("ack must be `one` or `all`, not '{value}'"))
         })?,
     };
+    let (lifecycle, retain_until_ms) = aging_headers(headers)?;
+    // The lifecycle's own starting level replaces `replicas`.
+    let replicas = lifecycle
+        .as_ref()
+        .map_or(replicas, |l| l.starting(replicas));
     Ok(Put {
         key,
         replicas,
@@ -144,7 +151,57 @@ fn parse_put(
         ack,
         attrs: ContentAttrs::default(),
         finish: None,
+        lifecycle,
+        retain_until_ms,
     })
+}
+
+/// A deposit's `x-deposito-lifecycle` and `x-deposito-retain-until`, checked together (an
+/// expiry may not fall before the lock's end).
+fn aging_headers(headers: &HeaderMap) -> Result<(Option<Lifecycle>, Option<u64>), GatewayError> {
+    let text = |name: &str| -> Result<Option<String>, GatewayError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str().map(str::to_string).map_err(|_| {
+                    GatewayError::InvalidLifecycle(format!("{name} is not ASCII text"))
+                })
+            })
+            .transpose()
+    };
+    let lifecycle = text(HEADER_LIFECYCLE)?
+        .map(|spec| parse_lifecycle(&spec))
+        .transpose()?
+        .flatten();
+    let retain_until_ms = text(HEADER_RETAIN_UNTIL)?
+        .map(|t| parse_retain_until(&t))
+        .transpose()?;
+    if let (Some(l), Some(until)) = (&lifecycle, retain_until_ms) {
+        if l.expires_ms(now_ms())
+            .is_some_and(|expires| expires < until)
+        {
+            return Err(GatewayError::InvalidLifecycle(format!(
+                "the lifecycle '{l}' expires the file before its retention lock ends ({})",
+                format_time(until)
+            )));
+        }
+    }
+    Ok((lifecycle, retain_until_ms))
+}
+
+/// A lifecycle spec; `none` is no lifecycle.
+fn parse_lifecycle(spec: &str) -> Result<Option<Lifecycle>, GatewayError> {
+    if spec.trim() == "none" {
+        return Ok(None);
+    }
+    Lifecycle::parse(spec)
+        .map(Some)
+        .map_err(|e| GatewayError::InvalidLifecycle(e.to_string()))
+}
+
+/// A retention lock's end: RFC 3339 or a date.
+fn parse_retain_until(text: &str) -> Result<u64, GatewayError> {
+    parse_time(text).map_err(|why| GatewayError::InvalidLifecycle(format!("retainUntil: {why}")))
 }
 
 /// The digest a deposit must match: `?sha256=` and/or `x-deposito-sha256`, each a hex sha256
@@ -245,14 +302,40 @@ pub async fn patch_file(
 ) -> Result<Json<FileStatus>, GatewayError> {
     let key = file_key(path)?;
     let Json(patch) = body.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
-    check_replicas(patch.replicas)?;
+    let change = AgingChange {
+        replicas: patch.replicas.map(check_replicas).transpose()?,
+        lifecycle: patch
+            .lifecycle
+            .as_deref()
+            .map(parse_lifecycle)
+            .transpose()?,
+        retain_until_ms: patch
+            .retain_until
+            .as_deref()
+            .map(parse_retain_until)
+            .transpose()?,
+    };
+    if change.is_empty() {
+        return Err(GatewayError::BadRequest(
+            "a PatchFile names at least one of replicas, lifecycle and retainUntil".into(),
+        ));
+    }
     let entry = load(&ctx, &key).await?;
     let entry = ctx
         .files
-        .set_replicas(&entry.key, patch.replicas)
-        .await?
+        .set_aging(&entry.key, change)
+        .await
+        .map_err(lifecycle_error)?
         .ok_or_else(|| GatewayError::NotFound(format!("file {key}")))?;
     Ok(Json(entry.to_file_status()))
+}
+
+/// A lifecycle the catalog finds invalid is the client's `invalid_lifecycle`.
+fn lifecycle_error(err: CatalogError) -> GatewayError {
+    match err {
+        CatalogError::Invalid(why) => GatewayError::InvalidLifecycle(why),
+        other => other.into(),
+    }
 }
 
 /// Requests deletion; copies are removed by the reconcile loop, then the entry goes.

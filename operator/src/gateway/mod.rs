@@ -75,6 +75,7 @@ pub type GatewayState = Arc<Gateway>;
     components(schemas(
         deposito_api::ErrorBody,
         deposito_api::gateway::FileStatus,
+        deposito_api::gateway::LifecycleStatus,
         deposito_api::gateway::FileList,
         deposito_api::gateway::Phase,
         deposito_api::gateway::Condition,

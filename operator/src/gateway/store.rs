@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use deposito_api::FileKey;
 
-use crate::engine::{CatalogError, Deposit, FileRecord};
+use crate::engine::{AgingChange, CatalogError, Deposit, FileRecord};
 
 /// What the gateway reads and writes in a mode's catalog.
 #[async_trait]
@@ -41,7 +41,16 @@ pub trait FileStore: Send + Sync + 'static {
         replicas: u32,
     ) -> Result<Option<FileRecord>, CatalogError>;
 
-    /// Requests deletion; `None` when there is no such file.
+    /// Changes the level, the lifecycle or the retention lock, under the rules of
+    /// [`crate::engine::check_change`]; `None` when there is no such (undeleted) file.
+    async fn set_aging(
+        &self,
+        key: &FileKey,
+        change: AgingChange,
+    ) -> Result<Option<FileRecord>, CatalogError>;
+
+    /// Requests deletion (refused while a retention lock holds); `None` when there is no
+    /// such file.
     async fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError>;
 
     /// Ok when the catalog can be read now (readiness).

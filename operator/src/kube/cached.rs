@@ -401,6 +401,7 @@ impl CachedFile {
             status: self
                 .status()
                 .map_or_else(|| ObservedStatus::initial(None), |s| observed_of(&s)),
+            aging: Default::default(),
         })
     }
 }
@@ -445,6 +446,7 @@ mod tests {
                     message: String::new(),
                 },
             ],
+            lifecycle_step: 0,
         }
     }
 

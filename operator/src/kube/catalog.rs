@@ -24,7 +24,9 @@ use super::content_attrs::{annotation_value, CONTENT_ANNOTATION};
 use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
 use super::file_index::{FileIndex, ResourceRef, WalkCursor};
 use super::record::status_of;
-use crate::engine::{Catalog, CatalogError, Changes, Claim, Deposit, FileRecord, ObservedStatus};
+use crate::engine::{
+    AgingChange, Catalog, CatalogError, Changes, Claim, Deposit, FileRecord, ObservedStatus,
+};
 use crate::gateway::store::FileStore;
 
 /// The field manager of the operator's status writes.
@@ -411,6 +413,10 @@ impl Catalog for KubeCatalog {
         completeness_of(&self.list_state())
     }
 
+    async fn expire(&self, record: &FileRecord) -> Result<bool, CatalogError> {
+        self.expire_file(record).await
+    }
+
     /// The cache keeps no inline content ([`CachedFile`]): one read of the
     /// StoredFile itself, only when a copy is to be made from it.
     async fn inline_content(&self, key: &FileKey) -> Result<Vec<u8>, CatalogError> {
@@ -570,6 +576,14 @@ impl FileStore for KubeCatalog {
             Err(err) if is_status(&err, 404) => Ok(None),
             Err(err) => Err(catalog_error(err)),
         }
+    }
+
+    async fn set_aging(
+        &self,
+        key: &FileKey,
+        change: AgingChange,
+    ) -> Result<Option<FileRecord>, CatalogError> {
+        self.apply_aging(key, change).await
     }
 
     async fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError> {

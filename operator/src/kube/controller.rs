@@ -104,6 +104,7 @@ fn deletion_record(sf: &CachedFile) -> FileRecord {
         deleting: true,
         source: Source::Upload,
         status: ObservedStatus::initial(None),
+        aging: Default::default(),
     });
     record.deleting = true;
     record
@@ -277,6 +278,7 @@ mod tests {
             deleting: false,
             source: Source::Inline,
             status: ObservedStatus::initial(None),
+            aging: Default::default(),
         };
         let stored = EngineEvent::new("Stored", "copy stored");
         let replicated = EngineEvent::new("Replicated", "copy added");

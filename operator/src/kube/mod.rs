@@ -5,6 +5,7 @@
 //! and serves the same gateway as local mode. With leader election, several operator
 //! replicas may run: all serve the gateway, the leader reconciles.
 
+mod aging;
 pub mod cached;
 pub mod catalog;
 pub mod content_attrs;

@@ -143,6 +143,7 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
         deleting: sf.metadata.deletion_timestamp.is_some(),
         source,
         status: observed_of(&status),
+        aging: Default::default(),
     })
 }
 
@@ -159,6 +160,7 @@ pub fn observed_of(status: &StoredFileStatus) -> ObservedStatus {
         unreachable_holders: status.unreachable_holders.clone(),
         observed_generation: status.observed_generation.unwrap_or(0).max(0) as u64,
         conditions: status.conditions.iter().map(to_engine).collect(),
+        lifecycle_step: 0,
     }
 }
 
@@ -337,6 +339,7 @@ pub(crate) mod tests {
                 reason: "Converged".into(),
                 message: "2/2 verified copies".into(),
             }],
+            lifecycle_step: 0,
         };
         let then = now();
         let revision = source_revision(&s.spec);

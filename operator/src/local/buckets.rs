@@ -9,7 +9,7 @@ use deposito_api::FileKey;
 use rusqlite::{params, OptionalExtension};
 
 use super::catalog::SqliteCatalog;
-use super::db::{decode, row_to_entry, Db, DbError, COLUMNS};
+use super::db::{decode, row_to_entry, Db, DbError, COLUMNS, COLUMN_COUNT};
 use crate::engine::{self, ContentAttrs};
 use crate::gateway::store::{Bucket, BucketDeletion, BucketStore, ObjectEntry};
 
@@ -165,7 +165,7 @@ impl Db {
         ))?;
         let row = stmt
             .query_row(params![namespace, name], |row| {
-                Ok((row_to_entry(row)?, row.get::<_, String>(8)?))
+                Ok((row_to_entry(row)?, row.get::<_, String>(COLUMN_COUNT)?))
             })
             .optional()?;
         row.map(|(pair, attrs)| Ok((decode(pair)?, parse_attrs(&attrs))))
@@ -190,7 +190,7 @@ impl Db {
         ))?;
         let rows = stmt.query_map(
             params![namespace, prefix, after, (limit + 1) as i64],
-            |row| Ok((row_to_entry(row)?, row.get::<_, String>(8)?)),
+            |row| Ok((row_to_entry(row)?, row.get::<_, String>(COLUMN_COUNT)?)),
         )?;
         let mut entries = Vec::new();
         let mut more = false;

@@ -7,7 +7,9 @@ use deposito_api::FileKey;
 
 use super::db::Db;
 use super::deposits::DepositWriter;
-use crate::engine::{self, Catalog, Changes, Deposit, FileRecord, ObservedStatus};
+use crate::engine::{
+    self, now_ms, AgingChange, AgingError, Catalog, Changes, Deposit, FileRecord, ObservedStatus,
+};
 use crate::gateway::store::FileStore;
 
 /// The engine's [`Catalog`] seam over [`Db`]: each call on a blocking thread, each change
@@ -62,6 +64,15 @@ impl Catalog for SqliteCatalog {
             self.changes.status_changed(&record.key);
         }
         Ok(changed)
+    }
+
+    async fn expire(&self, record: &FileRecord) -> Result<bool, engine::CatalogError> {
+        let r = record.clone();
+        let marked = self.db.run(move |db| db.expire(&r, now_ms())).await?;
+        if marked {
+            self.changes.desired_changed(&record.key);
+        }
+        Ok(marked)
     }
 
     async fn finalize(&self, record: &FileRecord) -> Result<bool, engine::CatalogError> {
@@ -132,7 +143,13 @@ impl FileStore for SqliteCatalog {
     /// The file name is the key's name in this mode.
     async fn put(&self, deposit: Deposit) -> Result<FileRecord, engine::CatalogError> {
         let key = deposit.key.clone();
+        let acked_ms = deposit.attrs.modified_ms;
         let entry = self.deposits.put(deposit).await?;
+        if entry.aging.acked_ms != acked_ms {
+            // A retention lock taken after the gateway's check kept the old content.
+            let until = entry.aging.retain_until_ms.unwrap_or(acked_ms);
+            return Err(AgingError::Retained(until).into());
+        }
         self.changes.desired_changed(&key);
         Ok(entry)
     }
@@ -142,8 +159,23 @@ impl FileStore for SqliteCatalog {
         key: &FileKey,
         replicas: u32,
     ) -> Result<Option<FileRecord>, engine::CatalogError> {
+        let change = AgingChange {
+            replicas: Some(replicas),
+            ..AgingChange::default()
+        };
+        self.set_aging(key, change).await
+    }
+
+    async fn set_aging(
+        &self,
+        key: &FileKey,
+        change: AgingChange,
+    ) -> Result<Option<FileRecord>, engine::CatalogError> {
         let k = key.clone();
-        let entry = self.db.run(move |db| db.set_replicas(&k, replicas)).await?;
+        let entry = self
+            .db
+            .run(move |db| db.set_aging(&k, &change, now_ms()))
+            .await?;
         if entry.is_some() {
             self.changes.desired_changed(key);
         }
@@ -155,7 +187,10 @@ impl FileStore for SqliteCatalog {
         key: &FileKey,
     ) -> Result<Option<FileRecord>, engine::CatalogError> {
         let k = key.clone();
-        let entry = self.db.run(move |db| db.mark_deleting(&k)).await?;
+        let entry = self
+            .db
+            .run(move |db| db.mark_deleting(&k, now_ms()))
+            .await?;
         if entry.is_some() {
             self.changes.desired_changed(key);
         }

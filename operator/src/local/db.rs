@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use deposito_api::FileKey;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::engine::{self, Deposit, FileRecord, ObservedStatus, Source};
+use deposito_api::lifecycle::Lifecycle;
+
+use crate::engine::{self, Aging, Deposit, FileRecord, ObservedStatus, Source};
 
 /// Failure of the SQLite store.
 #[derive(Debug, thiserror::Error)]
@@ -26,11 +28,17 @@ pub enum DbError {
     /// A group commit of deposits failed (the message is the batch's error).
     #[error("deposit commit failed: {0}")]
     Commit(String),
+    /// The file's aging rules refuse the change (a retention lock, a bad lifecycle).
+    #[error("{0}")]
+    Refused(#[from] engine::AgingError),
 }
 
 impl From<DbError> for engine::CatalogError {
     fn from(err: DbError) -> Self {
-        engine::CatalogError::Unavailable(err.to_string())
+        match err {
+            DbError::Refused(refused) => refused.into(),
+            err => engine::CatalogError::Unavailable(err.to_string()),
+        }
     }
 }
 
@@ -93,7 +101,15 @@ CREATE TABLE IF NOT EXISTS buckets (
 
 /// Columns added after the first release, with their definitions: added to an older
 /// database when it is opened.
-const ADDED_COLUMNS: [(&str, &str, &str); 1] = [("files", "attrs", "TEXT NOT NULL DEFAULT '{}'")];
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+    ("files", "attrs", "TEXT NOT NULL DEFAULT '{}'"),
+    // The lifecycle's canonical spec (deposito_api::lifecycle); NULL: none.
+    ("files", "lifecycle", "TEXT"),
+    // When the current content was acknowledged (ms since the epoch): a lifecycle's age 0.
+    ("files", "acked_ms", "INTEGER NOT NULL DEFAULT 0"),
+    // The retention lock's end (ms since the epoch); NULL: none.
+    ("files", "retain_until_ms", "INTEGER"),
+];
 
 /// Adds the [`ADDED_COLUMNS`] an older database lacks.
 fn migrate(conn: &Connection) -> Result<(), DbError> {
@@ -112,12 +128,20 @@ fn migrate(conn: &Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-pub(super) const COLUMNS: &str =
-    "namespace, name, replicas, sha256, size, generation, deleting, status";
+pub(super) const COLUMNS: &str = "namespace, name, replicas, sha256, size, generation, deleting, \
+     status, lifecycle, acked_ms, retain_until_ms";
+/// How many columns [`COLUMNS`] names (a query may select more after them).
+pub(super) const COLUMN_COUNT: usize = 11;
 
 pub(super) fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRecord, String)> {
     let status: String = row.get(7)?;
     let name: String = row.get(1)?;
+    let lifecycle = match row.get::<_, Option<String>>(8)? {
+        Some(spec) => Some(Lifecycle::parse(&spec).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, Box::new(e))
+        })?),
+        None => None,
+    };
     Ok((
         FileRecord {
             key: FileKey {
@@ -132,13 +156,18 @@ pub(super) fn row_to_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<(FileRec
             generation: row.get::<_, i64>(5)? as u64,
             deleting: row.get::<_, i64>(6)? != 0,
             status: ObservedStatus::initial(None),
+            aging: Aging {
+                lifecycle,
+                acked_ms: row.get::<_, i64>(9)? as u64,
+                retain_until_ms: row.get::<_, Option<i64>>(10)?.map(|ms| ms as u64),
+            },
         },
         status,
     ))
 }
 
 /// One entry, read through `conn` (a connection or an open transaction).
-fn get_with(conn: &Connection, key: &FileKey) -> Result<Option<FileRecord>, DbError> {
+pub(super) fn get_with(conn: &Connection, key: &FileKey) -> Result<Option<FileRecord>, DbError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM files WHERE namespace = ?1 AND name = ?2"
     ))?;
@@ -215,12 +244,17 @@ impl Db {
             let status = ObservedStatus::initial(Some(&d.holder));
             let status_json = serde_json::to_string(&status)?;
             tx.prepare_cached(
-                "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting, status, attrs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?7)
+                "INSERT INTO files (namespace, name, replicas, sha256, size, generation, deleting,
+                                    status, attrs, lifecycle, acked_ms, retain_until_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (namespace, name) DO UPDATE SET
                    replicas = excluded.replicas, sha256 = excluded.sha256, size = excluded.size,
                    generation = files.generation + 1, deleting = 0, status = excluded.status,
-                   attrs = excluded.attrs",
+                   attrs = excluded.attrs, lifecycle = excluded.lifecycle,
+                   acked_ms = excluded.acked_ms,
+                   retain_until_ms = max(coalesce(files.retain_until_ms, 0),
+                                         coalesce(excluded.retain_until_ms, 0))
+                 WHERE coalesce(files.retain_until_ms, 0) <= ?9",
             )?
             .execute(params![
                 d.key.namespace,
@@ -229,8 +263,14 @@ impl Db {
                 d.sha256,
                 d.size as i64,
                 status_json,
-                serde_json::to_string(&d.attrs)?
+                serde_json::to_string(&d.attrs)?,
+                d.lifecycle.as_ref().map(ToString::to_string),
+                d.attrs.modified_ms as i64,
+                d.retain_until_ms.map(|ms| ms as i64),
             ])?;
+            // A retention lock that holds keeps the row as it was (the gateway refused such
+            // a deposit before its first byte; this guards against a lock taken meanwhile):
+            // the entry read back then has other content, which the caller reports.
             let entry = get_with(&tx, &d.key)?.expect("row just written");
             entries.push(entry);
         }
@@ -238,7 +278,8 @@ impl Db {
         Ok(entries)
     }
 
-    /// Changes the replication level. `None` when there is no such (undeleted) entry.
+    /// Changes the replication level (no rule checked: see [`Db::set_aging`]). `None` when
+    /// there is no such (undeleted) entry.
     pub fn set_replicas(
         &self,
         key: &FileKey,
@@ -253,14 +294,25 @@ impl Db {
         Ok(entry.filter(|e| !e.deleting && (changed == 1 || e.replicas == replicas)))
     }
 
-    /// Marks an entry for deletion. `None` when there is no such entry.
-    pub fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, DbError> {
-        self.conn().execute(
-            "UPDATE files SET deleting = 1, generation = generation + 1
-             WHERE namespace = ?1 AND name = ?2 AND deleting = 0",
-            params![key.namespace, key.name],
-        )?;
-        self.get(key)
+    /// Marks an entry for deletion, unless its retention lock holds at `now_ms` (refused).
+    /// `None` when there is no such entry.
+    pub fn mark_deleting(&self, key: &FileKey, now_ms: u64) -> Result<Option<FileRecord>, DbError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some(entry) = get_with(&tx, key)? else {
+            return Ok(None);
+        };
+        if !entry.deleting {
+            entry.check_removable(now_ms)?;
+            tx.execute(
+                "UPDATE files SET deleting = 1, generation = generation + 1
+                 WHERE namespace = ?1 AND name = ?2 AND deleting = 0",
+                params![key.namespace, key.name],
+            )?;
+        }
+        let entry = get_with(&tx, key)?;
+        tx.commit()?;
+        Ok(entry)
     }
 
     /// Removes a deleted entry once its copies are gone, unless it changed since `generation`.
@@ -449,6 +501,7 @@ mod tests {
             unreachable_holders: vec![],
             observed_generation: 1,
             conditions: vec![],
+            lifecycle_step: 0,
         };
         assert!(catalog.write_status(&key("a"), 1, &status).unwrap());
         assert!(
@@ -469,7 +522,7 @@ mod tests {
         catalog
             .put_content(&Deposit::of_key(&key("a"), 1, "aa", 1, "r1"))
             .unwrap();
-        let marked = catalog.mark_deleting(&key("a")).unwrap().unwrap();
+        let marked = catalog.mark_deleting(&key("a"), 0).unwrap().unwrap();
         assert!(marked.deleting);
         assert!(catalog.set_replicas(&key("a"), 3).unwrap().is_none());
         // A new deposit revives the entry before the deletion finishes.
@@ -479,7 +532,7 @@ mod tests {
         assert!(!catalog
             .finalize_delete(&key("a"), marked.generation)
             .unwrap());
-        let again = catalog.mark_deleting(&key("a")).unwrap().unwrap();
+        let again = catalog.mark_deleting(&key("a"), 0).unwrap().unwrap();
         assert!(catalog
             .finalize_delete(&key("a"), again.generation)
             .unwrap());

@@ -3,6 +3,7 @@
 //! ([`catalog::SqliteCatalog`], [`membership::HeartbeatMembership`]), runs the engine's work-queue
 //! driver, and serves the gateway plus the replicas' registration route.
 
+mod aging;
 mod buckets;
 pub mod catalog;
 pub mod db;

@@ -30,6 +30,8 @@ pub struct Launcher {
     pub replica_port: u16,
     pub replicas: usize,
     op: Option<Proc>,
+    /// The operator's command line, for [`Launcher::restart`].
+    args: Vec<std::ffi::OsString>,
     pub token: String,
     pub replica_token: String,
     pub http: reqwest::Client,
@@ -98,6 +100,7 @@ impl Launcher {
                 .arg(&tls.key);
         }
         clean_env(&mut cmd, root.path());
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(ToOwned::to_owned).collect();
         let mut op = Proc::spawn("operator", cmd, &root.path().join("operator.log"));
         let token = read_token(&data_dir.join("token"), &mut op);
         let replica_token = read_token(&data_dir.join("replica-token"), &mut op);
@@ -109,6 +112,7 @@ impl Launcher {
             replica_port,
             replicas: k,
             op: Some(op),
+            args,
             token,
             replica_token,
             http: match &tls {
@@ -255,6 +259,24 @@ impl Launcher {
         let d = self.root.as_ref().expect("root").path().join("scratch");
         std::fs::create_dir_all(&d).expect("scratch");
         d.join(name)
+    }
+
+    /// Stops the operator (SIGTERM, which stops its replicas too) and starts it again on the
+    /// same data folder and flags; waits until its replicas are all Live again.
+    pub async fn restart(&mut self) {
+        let code = self.terminate(Duration::from_secs(30));
+        assert_eq!(
+            code,
+            Some(0),
+            "the operator stopped cleanly:\n{}",
+            self.log_tail()
+        );
+        let root = self.root.as_ref().expect("root").path().to_path_buf();
+        let mut cmd = Command::new(bin("deposito-operator"));
+        cmd.args(&self.args);
+        clean_env(&mut cmd, &root);
+        self.op = Some(Proc::spawn("operator", cmd, &root.join("operator.log")));
+        self.wait_live(self.replicas).await;
     }
 
     /// SIGTERM the operator; returns its exit code if it exited within `timeout`.

@@ -47,7 +47,10 @@ fn run(k: &KubeCluster, what: &str, mut cmd: Command) {
     if !out.status.success() {
         let (pod, _) = k.operator_pod(NS);
         let log = k.kubectl(&["logs", "-n", NS, &pod, "--tail", "60"]);
-        panic!("{what} failed:\n{stdout}\n{stderr}\noperator log:\n{}", log.stdout);
+        panic!(
+            "{what} failed:\n{stdout}\n{stderr}\noperator log:\n{}",
+            log.stdout
+        );
     }
     print!("{stdout}");
 }

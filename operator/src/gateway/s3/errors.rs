@@ -36,6 +36,7 @@ pub fn from_gateway(error: GatewayError) -> S3Error {
             return e;
         }
         GatewayError::BadRequest(_) => S3ErrorCode::InvalidRequest,
+        GatewayError::InvalidLifecycle(_) => S3ErrorCode::InvalidArgument,
         GatewayError::NoReplica(_) | GatewayError::Membership(_) => S3ErrorCode::ServiceUnavailable,
         GatewayError::Catalog(e) => return from_catalog(e),
         GatewayError::Replica(_) => S3ErrorCode::InternalError,
@@ -47,7 +48,8 @@ pub fn from_gateway(error: GatewayError) -> S3Error {
 pub fn from_catalog(error: &CatalogError) -> S3Error {
     let code = match error {
         CatalogError::Unavailable(_) => S3ErrorCode::ServiceUnavailable,
-        CatalogError::Forbidden(_) => S3ErrorCode::AccessDenied,
+        // S3's Object Lock answers AccessDenied too.
+        CatalogError::Forbidden(_) | CatalogError::Retained(_) => S3ErrorCode::AccessDenied,
         CatalogError::Conflict(_) => S3ErrorCode::OperationAborted,
         CatalogError::Invalid(_) => S3ErrorCode::InvalidRequest,
     };

@@ -304,6 +304,7 @@ mod tests {
                     deleting: false,
                     source: Source::Upload,
                     status: ObservedStatus::initial(None),
+                    aging: Default::default(),
                 };
                 (record, ContentAttrs::default())
             })

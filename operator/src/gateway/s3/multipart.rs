@@ -384,6 +384,8 @@ async fn assemble(
             attrs.md5_etag = Some(multipart_etag);
             Ok(())
         })),
+        lifecycle: None,
+        retain_until_ms: None,
     };
     deposit::store(&s3.gw, put, Body::from_stream(body))
         .await

@@ -165,6 +165,8 @@ where
         ack: Ack::All,
         attrs,
         finish: Some(finish),
+        lifecycle: None,
+        retain_until_ms: None,
     };
     deposit::store(&s3.gw, put, Body::from_stream(stream))
         .await

@@ -1,0 +1,68 @@
+//! A file's lifecycle in the engine: the wait until its next transition (the work queue
+//! holds the file until then, so schedules cost no idle CPU), and its expiry, recorded in the
+//! catalog as a deletion the next reconcile carries out.
+
+use std::time::Duration;
+
+use tracing::info;
+
+use super::aging::{Schedule, LONGEST_WAIT_MS};
+use super::error::{PublishError, ReconcileError};
+use super::events::EngineEvent;
+use super::model::FileRecord;
+use super::reconcile::{Engine, Outcome};
+
+/// How soon a file whose expiry could not be recorded (it changed meanwhile) is looked at
+/// again.
+const EXPIRY_RETRY: Duration = Duration::from_secs(1);
+
+impl Engine {
+    /// A file whose lifecycle expired: its deletion is recorded (as by `rm`), then the next
+    /// reconcile removes the copies. A retention lock that still holds (an expiry never
+    /// falls before it, but a lock may be extended) keeps the file until the lock ends.
+    pub(super) async fn expire(
+        &self,
+        record: &FileRecord,
+        now_ms: u64,
+    ) -> Result<Outcome, ReconcileError> {
+        if let Some(until) = record.retained_at(now_ms) {
+            let wait = until.saturating_sub(now_ms).min(LONGEST_WAIT_MS);
+            return Ok(Outcome::later(Duration::from_millis(wait)));
+        }
+        let expired = self
+            .catalog
+            .expire(record)
+            .await
+            .map_err(PublishError::Catalog)?;
+        if !expired {
+            return Ok(Outcome::later(EXPIRY_RETRY));
+        }
+        info!(file = %record.key, "the lifecycle's expiry fell due: deleting");
+        self.events
+            .emit(
+                record,
+                &EngineEvent::new(
+                    "Expired",
+                    "the lifecycle's expiry fell due: deleting the file",
+                ),
+            )
+            .await;
+        Ok(Outcome::later(Duration::ZERO))
+    }
+}
+
+/// The wait until the file's next lifecycle transition (at most [`LONGEST_WAIT_MS`]: a file
+/// is looked at daily anyway), a second after it falls due.
+pub(super) fn until_transition(schedule: &Schedule, now_ms: u64) -> Option<Duration> {
+    let next = schedule.next_ms?;
+    let wait = next.saturating_sub(now_ms).min(LONGEST_WAIT_MS);
+    Some(Duration::from_millis(wait) + Duration::from_millis(200))
+}
+
+/// The sooner of two optional waits.
+pub(super) fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -176,10 +176,18 @@ pub struct PatchFile {
     #[serde(default, deserialize_with = "crate::integers::opt_u32")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u32>,
-    /// New lifecycle (`3,1@7d,expire@90d`); `none` removes it.
+    /// New lifecycle (`3,1@7d,expire@90d`); `none` removes it. The pattern is the syntax;
+    /// the rules (ages increasing, N from 1 to 512, the expiry last) are checked besides.
+    #[schema(
+        pattern = r"^(none|([0-9]{1,3}|[0-9]{1,3}@[0-9]{1,10}[smhd]|expire@[0-9]{1,10}[smhd])(,([0-9]{1,3}@[0-9]{1,10}[smhd]|expire@[0-9]{1,10}[smhd])){0,16})(?![\s\S])"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<String>,
-    /// New retention lock (RFC 3339 or a date): it can be extended, never shortened.
+    /// New retention lock, RFC 3339 or a date (`2027-01-31`, midnight UTC): it can be
+    /// extended, never shortened.
+    #[schema(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2}))?(?![\s\S])"
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_until: Option<String>,
 }

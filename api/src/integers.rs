@@ -73,6 +73,11 @@ mod tests {
     fn integers_with_zero_fractions_are_integers() {
         assert_eq!(parse("3", "4"), Some((3, 4)));
         assert_eq!(parse("228.0", "42071.0"), Some((228, 42071)));
+        // Large ones too: read exactly (serde_json's `float_roundtrip`), not one step off.
+        assert_eq!(
+            parse("1.0", "4008337904590630.0"),
+            Some((1, 4_008_337_904_590_630))
+        );
         assert_eq!(
             parse("4294967295", "9007199254740991"),
             Some((u32::MAX, super::MAX_EXACT))

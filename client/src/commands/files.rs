@@ -103,7 +103,7 @@ pub async fn run_set_lifecycle(global: &GlobalOpts, args: SetLifecycleArgs) -> R
 /// `deposito retain NAME UNTIL`: PATCH the retention lock.
 pub async fn run_retain(global: &GlobalOpts, args: RetainArgs) -> Result<(), Error> {
     validate_name(&args.name)?;
-    parse_time(&args.until).map_err(|why| Error::Usage(why.to_string()))?;
+    parse_time(&args.until).map_err(Error::Usage)?;
     let ctx = Ctx::from_opts(global)?;
     let patch = PatchFile {
         replicas: None,

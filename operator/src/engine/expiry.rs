@@ -1,12 +1,11 @@
-//! A file's lifecycle in the engine: the wait until its next transition (the work queue
-//! holds the file until then, so schedules cost no idle CPU), and its expiry, recorded in the
-//! catalog as a deletion the next reconcile carries out.
+//! A file's expiry: when its lifecycle's `expire@AGE` falls due, the deletion is recorded in
+//! the catalog (as `rm` would), and the next reconcile removes the copies.
 
 use std::time::Duration;
 
 use tracing::info;
 
-use super::aging::{Schedule, LONGEST_WAIT_MS};
+use super::aging::LONGEST_WAIT_MS;
 use super::error::{PublishError, ReconcileError};
 use super::events::EngineEvent;
 use super::model::FileRecord;
@@ -48,21 +47,5 @@ impl Engine {
             )
             .await;
         Ok(Outcome::later(Duration::ZERO))
-    }
-}
-
-/// The wait until the file's next lifecycle transition (at most [`LONGEST_WAIT_MS`]: a file
-/// is looked at daily anyway), a second after it falls due.
-pub(super) fn until_transition(schedule: &Schedule, now_ms: u64) -> Option<Duration> {
-    let next = schedule.next_ms?;
-    let wait = next.saturating_sub(now_ms).min(LONGEST_WAIT_MS);
-    Some(Duration::from_millis(wait) + Duration::from_millis(200))
-}
-
-/// The sooner of two optional waits.
-pub(super) fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

@@ -34,6 +34,7 @@ pub mod observer;
 pub mod queue;
 pub mod rebalance;
 pub mod reconcile;
+mod revisit;
 pub mod throttle;
 
 #[cfg(test)]

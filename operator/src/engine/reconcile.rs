@@ -17,10 +17,10 @@ use tracing::{debug, instrument, warn};
 use super::catalog::{Catalog, Claim};
 use super::error::{ObserveError, PublishError, ReconcileError};
 use super::events::{EngineEvent, EventSink};
-use super::expiry::{earliest, until_transition};
 use super::health::{Backlog, ReplicaSet};
 use super::index::InventoryIndex;
 use super::model::{now_ms, FileRecord, ObservedStatus};
+use super::revisit::{earliest, until_transition, young_stale_wait};
 use super::throttle::PullThrottle;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
@@ -328,7 +328,11 @@ impl Engine {
         // Still acting after the last round: look again at once (the index already holds the
         // outcome, so the replicas' change feeds will not trigger this file).
         let requeue_after = if plan.actions.is_empty() {
-            let stale = young_stale_wait(&record, &views, &copies, &self.settings.stale_guard);
+            let stale_age = match &self.settings.stale_guard {
+                StaleGuard::Age(age) => Some(*age),
+                StaleGuard::Fenced(_) => None,
+            };
+            let stale = young_stale_wait(&record, &views, &copies, stale_age);
             earliest(stale, until_transition(&schedule, now))
         } else {
             Some(Duration::ZERO)
@@ -552,31 +556,6 @@ fn status_of(record: &FileRecord, plan: &FilePlan, views: &[ReplicaView]) -> Obs
         conditions: plan.conditions.clone(),
         lifecycle_step: 0,
     }
-}
-
-/// Under the age guard, the wait until the youngest kept stale copy may be collected.
-fn young_stale_wait(
-    record: &FileRecord,
-    views: &[ReplicaView],
-    copies: &[CopyView],
-    guard: &StaleGuard,
-) -> Option<Duration> {
-    let StaleGuard::Age(age) = guard else {
-        return None;
-    };
-    let now = unix_now();
-    copies
-        .iter()
-        .filter(|c| c.sha256 != record.sha256 && c.state == ObjectState::Ready)
-        .filter(|c| {
-            views
-                .iter()
-                .any(|v| v.id == c.replica && v.health == Health::Live)
-        })
-        .map(|c| (c.stored_at + age.as_secs()).saturating_sub(now))
-        .filter(|wait| *wait > 0)
-        .min()
-        .map(|s| Duration::from_secs(s + 1))
 }
 
 /// A condition in the engine's deterministic shape.

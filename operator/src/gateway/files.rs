@@ -89,12 +89,20 @@ pub struct PutQuery {
 #[utoipa::path(put, path = "/v1/files/{namespace}/{name}",
     params(PutQuery,
         ("x-deposito-sha256" = Option<String>, Header, pattern = r"^[0-9a-fA-F]{64}(?![\s\S])",
-            description = "expected sha256, hex; the deposit fails with `digest_mismatch` otherwise")),
+            description = "expected sha256, hex; the deposit fails with `digest_mismatch` otherwise"),
+        ("x-deposito-lifecycle" = Option<String>, Header,
+            description = "the file's lifecycle, e.g. `3,1@7d,expire@90d`: N from the start (in \
+            place of `replicas`), `N@AGE` from that age, `expire@AGE` deleted then; ages in s, m, \
+            h or d, increasing, counted from this deposit's acknowledgement; `none` for none"),
+        ("x-deposito-retain-until" = Option<String>, Header,
+            description = "a retention lock (RFC 3339 or a date): until then the file can't be \
+            deleted, replaced or lowered")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "stored, fsync'd and recorded; `holders` are the durable copies", body = FileStatus),
         (status = 400, description = "`invalid_name`, `invalid_replicas`, `invalid_digest`, \
-            `digest_mismatch`, `incomplete_body`, or `bad_request` (an `ack` other than `one` \
-            or `all`)", body = deposito_api::ErrorBody),
+            `digest_mismatch`, `incomplete_body`, `invalid_lifecycle`, or `bad_request` (an `ack` \
+            other than `one` or `all`)", body = deposito_api::ErrorBody),
+        (status = 403, description = "the file in place is retained (`retained`)", body = deposito_api::ErrorBody),
         (status = 502, description = "the replica failed mid-transfer (`replica_error`)", body = deposito_api::ErrorBody),
         (status = 507, description = "no replica has room (`insufficient_storage`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx, query, headers, body))]
@@ -291,8 +299,12 @@ pub async fn head_file(State(ctx): Ctx, path: FilePath) -> Result<Response, Gate
 /// Changes the replication level.
 #[utoipa::path(patch, path = "/v1/files/{namespace}/{name}", request_body = PatchFile,
     responses((status = 200, description = "the new status", body = FileStatus),
-        (status = 400, description = "`invalid_name`, `invalid_replicas`, or a body that is not \
-            a `PatchFile` in JSON with `Content-Type: application/json` (`bad_request`)", body = deposito_api::ErrorBody),
+        (status = 400, description = "`invalid_name`, `invalid_replicas`, `invalid_lifecycle` (a \
+            lifecycle or date that breaks the rules, a retention lock shortened, an expiry before \
+            the lock's end), or a body that is not a `PatchFile` naming at least one field, in JSON \
+            with `Content-Type: application/json` (`bad_request`)", body = deposito_api::ErrorBody),
+        (status = 403, description = "the retention lock forbids lowering the level in force \
+            before its date (`retained`)", body = deposito_api::ErrorBody),
         (status = 404, description = "no such file (`not_found`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx, body))]
 pub async fn patch_file(
@@ -341,6 +353,7 @@ fn lifecycle_error(err: CatalogError) -> GatewayError {
 /// Requests deletion; copies are removed by the reconcile loop, then the entry goes.
 #[utoipa::path(delete, path = "/v1/files/{namespace}/{name}",
     responses((status = 202, description = "deletion accepted; the copies go, then the entry", body = FileStatus),
+        (status = 403, description = "the file is retained until a later date (`retained`)", body = deposito_api::ErrorBody),
         (status = 404, description = "no such file (`not_found`)", body = deposito_api::ErrorBody)))]
 #[instrument(skip(ctx))]
 pub async fn delete_file(

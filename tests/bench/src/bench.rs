@@ -35,6 +35,7 @@ fn usage() -> &'static str {
     "usage: deposito-bench [--quick] [--small N] [--small-only] [--rounds R] [--compare DIR]\n\
      \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
      \x20      deposito-bench kube [--files N]\n\
+     \x20      deposito-bench lifecycle [--files N]\n\
      Starts a local Deposito cluster (3 replicas) from the binaries beside this one and prints\n\
      throughput and peak RSS beside same-run baselines.\n\
      --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)\n\
@@ -47,7 +48,9 @@ fn usage() -> &'static str {
      \x20         batches (default 10000), time to Ready, peak RSS, idle CPU over S seconds\n\
      \x20         (default 30); --compare DIR measures the binaries in DIR first, same run\n\
      kube      [--files N] N inline StoredFiles (default 1000) on the test control plane:\n\
-     \x20         time to Ready, API requests per file, operator peak RSS"
+     \x20         time to Ready, API requests per file, operator peak RSS\n\
+     lifecycle [--files N] N small files (default 10000) at '2,1@60s' in one batch: CPU\n\
+     \x20         while the step waits and after, the transition's time, samples below N"
 }
 
 fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
@@ -78,18 +81,25 @@ fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
     Ok(o)
 }
 
+/// The only argument of `lifecycle` and `kube`: `[--files N]`.
+fn files_arg(args: &[String], default: usize) -> anyhow::Result<usize> {
+    match args.first().map(String::as_str) {
+        None => Ok(default),
+        Some("--files") => Ok(args.get(1).context("--files needs a value")?.parse()?),
+        Some(other) => bail!("unknown argument {other:?}\n{}", usage()),
+    }
+}
+
 /// Entry point of the `deposito-bench` binary.
 pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "scale") {
         return crate::scale::run(parse_scale(&args[1..])?).await;
     }
+    if args.first().is_some_and(|a| a == "lifecycle") {
+        return crate::lifecycle_bench::run(files_arg(&args[1..], 10_000)?).await;
+    }
     if args.first().is_some_and(|a| a == "kube") {
-        let files = match args.get(1).map(String::as_str) {
-            None => 1000,
-            Some("--files") => args.get(2).context("--files needs a value")?.parse()?,
-            Some(other) => bail!("unknown argument {other:?}\n{}", usage()),
-        };
-        return crate::kube_bench::run(files).await;
+        return crate::kube_bench::run(files_arg(&args[1..], 1000)?).await;
     }
     let mut quick = false;
     let mut small = None;

@@ -6,6 +6,7 @@
 //! - [`bench_small`]: small-file operations per second, in interleaved rounds.
 //! - [`scale`]: `deposito-bench scale`, the reconcile engine's cost as the catalog grows.
 //! - [`kube_bench`]: `deposito-bench kube`, kube mode at scale on the test control plane.
+//! - [`lifecycle_bench`]: `deposito-bench lifecycle`, many lifecycle steps falling due at once.
 //!
 //! The clusters, files, processes and HTTP helpers come from the e2e test support
 //! (`deposito-e2e`).
@@ -17,6 +18,7 @@ mod bench;
 mod bench_base;
 mod bench_small;
 mod kube_bench;
+mod lifecycle_bench;
 mod scale;
 
 use std::process::ExitCode;

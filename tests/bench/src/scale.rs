@@ -64,6 +64,17 @@ async fn put(http: &reqwest::Client, c: &Cluster, i: usize, body: Vec<u8>) -> Re
     }
 }
 
+/// Random 4 KiB bodies, numbered by `range`.
+pub fn small_bodies(rng: &mut Prng, range: std::ops::Range<usize>) -> Vec<(usize, Vec<u8>)> {
+    range
+        .map(|i| {
+            let mut b = vec![0u8; SMALL];
+            rng.fill(&mut b);
+            (i, b)
+        })
+        .collect()
+}
+
 /// Runs the workload against one build.
 async fn measure(
     label: &str,
@@ -89,13 +100,7 @@ async fn measure(
     let first_put = Instant::now();
     while done < o.files {
         let n = o.batch.min(o.files - done);
-        let bodies: Vec<(usize, Vec<u8>)> = (done..done + n)
-            .map(|i| {
-                let mut b = vec![0u8; SMALL];
-                rng.fill(&mut b);
-                (i, b)
-            })
-            .collect();
+        let bodies = small_bodies(&mut rng, done..done + n);
         let start = Instant::now();
         let replies: Vec<Reply> = futures::stream::iter(bodies)
             .map(|(i, b)| put(&http, &c, i, b))

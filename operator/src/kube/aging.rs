@@ -10,6 +10,10 @@ use super::catalog::{catalog_error, is_status, KubeCatalog};
 use crate::engine::{AgingChange, CatalogError, FileRecord};
 use crate::gateway::store::FileStore;
 
+/// Why kube mode refuses a lifecycle or a retention lock.
+pub(super) const AGING_UNSUPPORTED: &str =
+    "lifecycles and retention locks are not available in kube mode yet; set spec.replicas";
+
 impl KubeCatalog {
     /// [`FileStore::set_aging`]: a level change only, for now.
     pub(super) async fn apply_aging(
@@ -18,11 +22,7 @@ impl KubeCatalog {
         change: AgingChange,
     ) -> Result<Option<FileRecord>, CatalogError> {
         if change.lifecycle.is_some() || change.retain_until_ms.is_some() {
-            return Err(CatalogError::Invalid(
-                "lifecycles and retention locks are not available in kube mode yet; \
-                 set spec.replicas"
-                    .into(),
-            ));
+            return Err(CatalogError::Invalid(AGING_UNSUPPORTED.into()));
         }
         match change.replicas {
             Some(n) => self.set_replicas(key, n).await,

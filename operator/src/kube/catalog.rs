@@ -566,6 +566,10 @@ impl FileStore for KubeCatalog {
         }
     }
 
+    fn aging_unsupported(&self) -> Option<&'static str> {
+        Some(super::aging::AGING_UNSUPPORTED)
+    }
+
     /// Ready once the first list of StoredFiles has arrived.
     async fn ready(&self) -> Result<(), CatalogError> {
         match tokio::time::timeout(

@@ -104,8 +104,10 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Waiting for the step: nothing to do until it falls due.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Waiting for the step: nothing to do until it falls due. Measured over the last
+    // seconds before it, once the batch's own aftermath (statuses, change feeds) is over.
+    let window_start = first_due - IDLE - Duration::from_secs(1);
+    tokio::time::sleep(window_start.saturating_duration_since(Instant::now())).await;
     let idle_before = cpu_over(pid, IDLE).await?;
     let now = Instant::now();
     tokio::time::sleep(first_due.saturating_duration_since(now)).await;

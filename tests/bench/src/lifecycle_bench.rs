@@ -143,7 +143,7 @@ pub async fn run(files: usize) -> anyhow::Result<()> {
         (last_put - first_put).as_secs_f64()
     );
     println!(
-        "| operator CPU waiting for the step, {} s (target < 2%) | {:.2}% |",
+        "| operator CPU over the last {} s before the step (target < 2%) | {:.2}% |",
         IDLE.as_secs(),
         idle_before * 100.0
     );

@@ -405,6 +405,26 @@ impl KubeCluster {
         })
     }
 
+    /// The S3 endpoint of release `release` in `namespace` (its `<release>-deposito-s3`
+    /// Service, port 7900) and the release's client token (the secret key of its S3 key pair).
+    pub fn release_s3(&self, namespace: &str, release: &str) -> (String, String) {
+        let ip = self.kubectl_ok(&[
+            "get",
+            "svc",
+            "-n",
+            namespace,
+            &format!("{release}-deposito-s3"),
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        let token = self.secret_value(
+            namespace,
+            &format!("{release}-deposito-tokens"),
+            "client-token",
+        );
+        (format!("http://{}:7900", ip.trim()), token)
+    }
+
     /// The decoded value of `key` in Secret `secret`.
     pub fn secret_value(&self, namespace: &str, secret: &str, key: &str) -> String {
         let jsonpath = format!("jsonpath={{.data.{}}}", key.replace('.', "\\."));

@@ -37,17 +37,7 @@ fn s3_in_kube_mode_through_the_chart_service() {
     let k = KubeCluster::start_real_node();
     let install = k.helm_install("s3", NS, &["s3.enabled=true", "s3.defaultReplicas=1"]);
     assert!(install.ok(), "helm install with s3.enabled: {install}");
-    let ip = k.kubectl_ok(&[
-        "get",
-        "svc",
-        "-n",
-        NS,
-        "s3-deposito-s3",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
-    let endpoint = format!("http://{}:7900", ip.trim());
-    let token = k.secret_value(NS, "s3-deposito-tokens", "client-token");
+    let (endpoint, token) = k.release_s3(NS, "s3");
     let work = k.dir.join("s3-cli");
     std::fs::create_dir_all(&work).unwrap();
     let credentials = work.join("credentials");

@@ -91,17 +91,7 @@ fn the_s3_client_suites_against_kube_mode() {
         ],
     );
     assert!(install.ok(), "helm install with s3.enabled: {install}");
-    let ip = k.kubectl_ok(&[
-        "get",
-        "svc",
-        "-n",
-        NS,
-        "suites-deposito-s3",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ]);
-    let endpoint = format!("http://{}:7900", ip.trim());
-    let token = k.secret_value(NS, "suites-deposito-tokens", "client-token");
+    let (endpoint, token) = k.release_s3(NS, "suites");
     let credentials = work.join("credentials");
     write_credentials(&credentials, &token);
 

@@ -192,6 +192,20 @@ pub struct PatchFile {
     pub retain_until: Option<String>,
 }
 
+/// `GET` and `PUT /v1/namespaces/{namespace}/lifecycle`: the lifecycle of the namespace's
+/// files that have none of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceLifecycle {
+    /// The lifecycle (`1@7d,expire@90d`); absent when the namespace has none. In a `PUT`,
+    /// `none` removes it.
+    #[schema(
+        pattern = r"^(none|([0-9]{1,3}|[0-9]{1,3}@[0-9]{1,10}[smhd]|expire@[0-9]{1,10}[smhd])(,([0-9]{1,3}@[0-9]{1,10}[smhd]|expire@[0-9]{1,10}[smhd])){0,16})(?![\s\S])"
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<String>,
+}
+
 /// What `GET /v1/files/{namespace}/{name}/status?wait=...` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

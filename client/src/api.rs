@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use deposito_api::gateway::{FileList, FileStatus, PatchFile, PatchReplica, ReplicaList, WaitFor};
+use deposito_api::gateway::{
+    FileList, FileStatus, NamespaceLifecycle, PatchFile, PatchReplica, ReplicaList, WaitFor,
+};
 use deposito_api::{ErrorBody, HEADER_LIFECYCLE, HEADER_RETAIN_UNTIL, HEADER_SHA256};
 use futures::TryStreamExt;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
@@ -314,6 +316,23 @@ impl GatewayClient {
     pub async fn delete(&self, ns: &str, name: &str) -> Result<FileStatus, Error> {
         let req = self.request(Method::DELETE, self.file_url(ns, name, &[]));
         self.send_json(req, &format!("deletion of {name}")).await
+    }
+
+    /// `GET /v1/namespaces/{ns}/lifecycle`, or with `set`, `PUT` of it.
+    pub async fn namespace_lifecycle(
+        &self,
+        ns: &str,
+        set: Option<&str>,
+    ) -> Result<NamespaceLifecycle, Error> {
+        let url = self.url(&["v1", "namespaces", ns, "lifecycle"]);
+        let req = match set {
+            None => self.request(Method::GET, url),
+            Some(spec) => self.request(Method::PUT, url).json(&NamespaceLifecycle {
+                lifecycle: Some(spec.to_string()),
+            }),
+        };
+        self.send_json(req, &format!("lifecycle of namespace {ns}"))
+            .await
     }
 
     /// `GET /v1/replicas`.

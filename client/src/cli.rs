@@ -66,6 +66,8 @@ pub enum Command {
     SetLifecycle(SetLifecycleArgs),
     /// Lock a file until a date: no deletion, replacement or lowering before then.
     Retain(RetainArgs),
+    /// Show or set the namespace's default lifecycle (for its files that have none).
+    NamespaceLifecycle(NamespaceLifecycleArgs),
     /// List the files of the namespace.
     Ls(JsonArgs),
     /// Show one file's status: holders, ready copies, phase, conditions.
@@ -165,6 +167,13 @@ pub struct SetLifecycleArgs {
     /// The lifecycle (`3,1@7d,expire@90d`; ages count from the current content's
     /// acknowledgement), or `none` to remove it.
     pub spec: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NamespaceLifecycleArgs {
+    /// The lifecycle (`1@7d,expire@90d`) of every file of the namespace without one of its
+    /// own, or `none` to remove it; without it, the one in force is shown.
+    pub spec: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -380,6 +380,49 @@ def virtual_hosted():
     check(S3.get_object(Bucket="suite", Key="virtual.txt")["Body"].read() == b"virtual", "path style GET")
 
 
+def aging():
+    # A bucket lifecycle of one whole-bucket rule with Expiration Days is the namespace's
+    # default lifecycle; what Deposito cannot map is NotImplemented.
+    expect_error("NoSuchLifecycleConfiguration", 404, S3.get_bucket_lifecycle_configuration, Bucket="suite")
+    rule = {"ID": "expire", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 30}}
+    S3.put_bucket_lifecycle_configuration(Bucket="suite", LifecycleConfiguration={"Rules": [rule]})
+    got = S3.get_bucket_lifecycle_configuration(Bucket="suite")["Rules"]
+    check(len(got) == 1 and got[0]["Expiration"]["Days"] == 30 and got[0]["Status"] == "Enabled",
+          f"lifecycle: {got}")
+    glacier = dict(rule, Transitions=[{"Days": 1, "StorageClass": "GLACIER"}])
+    expect_error("NotImplemented", 501, S3.put_bucket_lifecycle_configuration, Bucket="suite",
+                 LifecycleConfiguration={"Rules": [glacier]})
+    prefixed = dict(rule, Filter={"Prefix": "logs-"})
+    expect_error("NotImplemented", 501, S3.put_bucket_lifecycle_configuration, Bucket="suite",
+                 LifecycleConfiguration={"Rules": [prefixed]})
+    check(S3.get_bucket_lifecycle_configuration(Bucket="suite")["Rules"][0]["Expiration"]["Days"] == 30,
+          "a refused configuration changed nothing")
+    S3.delete_bucket_lifecycle(Bucket="suite")
+    expect_error("NoSuchLifecycleConfiguration", 404, S3.get_bucket_lifecycle_configuration, Bucket="suite")
+
+    # Object Lock retention (COMPLIANCE) is the file's retention lock, here for 90 s.
+    until = (datetime.now(timezone.utc) + timedelta(seconds=90)).replace(microsecond=0)
+    S3.put_object(Bucket="suite", Key="locked.txt", Body=b"kept")
+    expect_error("NoSuchObjectLockConfiguration", 404, S3.get_object_retention, Bucket="suite", Key="locked.txt")
+    S3.put_object_retention(Bucket="suite", Key="locked.txt",
+                            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until})
+    got = S3.get_object_retention(Bucket="suite", Key="locked.txt")["Retention"]
+    check(got["Mode"] == "COMPLIANCE" and got["RetainUntilDate"] == until, f"retention: {got}")
+    expect_error("AccessDenied", 403, S3.delete_object, Bucket="suite", Key="locked.txt")
+    expect_error("AccessDenied", 403, S3.put_object, Bucket="suite", Key="locked.txt", Body=b"other")
+    expect_error("InvalidRequest", 400, S3.put_object_retention, Bucket="suite", Key="locked.txt",
+                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until - timedelta(seconds=30)})
+    expect_error("InvalidArgument", 400, S3.put_object_retention, Bucket="suite", Key="locked.txt",
+                 Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until + timedelta(days=1)})
+    check(S3.get_object(Bucket="suite", Key="locked.txt")["Body"].read() == b"kept", "the locked content")
+    # The lock given with the upload itself.
+    S3.put_object(Bucket="suite", Key="locked-at-put.txt", Body=b"kept too",
+                  ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=until)
+    got = S3.get_object_retention(Bucket="suite", Key="locked-at-put.txt")["Retention"]
+    check(got["RetainUntilDate"] == until, f"retention at put: {got}")
+    expect_error("AccessDenied", 403, S3.delete_object, Bucket="suite", Key="locked-at-put.txt")
+
+
 def lower():
     S3.copy_object(Bucket="levels", Key="three.bin", CopySource={"Bucket": "levels", "Key": "three.bin"},
                    MetadataDirective="REPLACE", Metadata={"replicas": "1"})
@@ -391,7 +434,7 @@ def lower():
 if __name__ == "__main__":
     phase = sys.argv[1]
     steps = {"main": [buckets, objects, ranges, conditionals, levels, listing, copies_and_deletes, multipart,
-                      access, presigned, virtual_hosted],
+                      access, presigned, virtual_hosted, aging],
              "lower": [lower]}[phase]
     for step in steps:
         step()

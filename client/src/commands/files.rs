@@ -7,7 +7,8 @@ use deposito_api::gateway::{FileStatus, PatchFile};
 use deposito_api::lifecycle::{parse_time, Lifecycle};
 
 use crate::cli::{
-    GlobalOpts, JsonArgs, RetainArgs, RmArgs, SetLifecycleArgs, SetReplicasArgs, StatusArgs,
+    GlobalOpts, JsonArgs, NamespaceLifecycleArgs, RetainArgs, RmArgs, SetLifecycleArgs,
+    SetReplicasArgs, StatusArgs,
 };
 use crate::error::Error;
 use crate::format;
@@ -98,6 +99,22 @@ pub async fn run_set_lifecycle(global: &GlobalOpts, args: SetLifecycleArgs) -> R
         .patch_file(&ctx.namespace, &args.name, &patch)
         .await?;
     print_out(&format!("{}\n", aging_line(&st)))
+}
+
+/// `deposito namespace-lifecycle [SPEC]`: shows, or sets (checked here first), the
+/// namespace's default lifecycle.
+pub async fn run_namespace_lifecycle(
+    global: &GlobalOpts,
+    args: NamespaceLifecycleArgs,
+) -> Result<(), Error> {
+    let spec = args.spec.as_deref().map(str::trim);
+    if let Some(spec) = spec.filter(|s| *s != "none") {
+        Lifecycle::parse(spec).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let ctx = Ctx::from_opts(global)?;
+    let now = ctx.client.namespace_lifecycle(&ctx.namespace, spec).await?;
+    let shown = now.lifecycle.as_deref().unwrap_or("none");
+    print_out(&format!("namespace {}: lifecycle {shown}\n", ctx.namespace))
 }
 
 /// `deposito retain NAME UNTIL`: PATCH the retention lock.

@@ -99,6 +99,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Retrieve(a) => retrieve::run(g, a).await,
         Command::SetReplicas(a) => files::run_set_replicas(g, a).await,
         Command::SetLifecycle(a) => files::run_set_lifecycle(g, a).await,
+        Command::NamespaceLifecycle(a) => files::run_namespace_lifecycle(g, a).await,
         Command::Retain(a) => files::run_retain(g, a).await,
         Command::Ls(a) => files::run_ls(g, a).await,
         Command::Status(a) => files::run_status(g, a).await,

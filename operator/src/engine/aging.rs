@@ -37,6 +37,9 @@ impl From<AgingError> for CatalogError {
 /// the engine looks again at least daily (cheap), so a clock step never strands a file.
 pub const LONGEST_WAIT_MS: u64 = 86_400_000;
 
+/// How soon a file with a lifecycle whose age 0 is not known yet is looked at again.
+const AGE_UNKNOWN_RETRY_MS: u64 = 1_000;
+
 /// What a file's age decides, as its catalog keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Aging {
@@ -84,6 +87,13 @@ impl FileRecord {
                 step: 0,
                 next_ms: None,
             },
+            // Age 0 not known yet (kube mode learns it when the first copy is verified):
+            // the starting level, and a look again soon.
+            Some(lifecycle) if self.aging.acked_ms == 0 => Schedule {
+                replicas: Some(lifecycle.starting(self.replicas)),
+                step: 0,
+                next_ms: Some(now_ms + AGE_UNKNOWN_RETRY_MS),
+            },
             Some(lifecycle) => {
                 let (in_force, next_ms) =
                     lifecycle.in_force(self.replicas, self.aging.acked_ms, now_ms);
@@ -93,6 +103,31 @@ impl FileRecord {
                     next_ms,
                 }
             }
+        }
+    }
+
+    /// [`Self::schedule`] under the retention lock: while it holds, a step that would lower
+    /// the level below the step in force (`held_step`, the one last published) or the expiry
+    /// waits for the lock's end. Local mode refuses such schedules when the lock is taken;
+    /// kube mode's API server cannot read the time, so the engine is where they wait.
+    pub fn schedule_under_lock(&self, now_ms: u64, held_step: usize) -> Schedule {
+        let schedule = self.schedule(now_ms);
+        let (Some(until), Some(lifecycle)) = (self.retained_at(now_ms), &self.aging.lifecycle)
+        else {
+            return schedule;
+        };
+        let held = held_step.min(schedule.step).min(lifecycle.steps.len());
+        let held_level = match held {
+            0 => lifecycle.starting(self.replicas),
+            k => lifecycle.steps[k - 1].replicas,
+        };
+        if schedule.replicas.is_some_and(|n| n >= held_level) {
+            return schedule;
+        }
+        Schedule {
+            replicas: Some(held_level),
+            step: held,
+            next_ms: Some(schedule.next_ms.map_or(until, |next| next.min(until))),
         }
     }
 

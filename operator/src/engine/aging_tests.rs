@@ -136,3 +136,37 @@ fn lower_to(n: u32) -> AgingChange {
         ..AgingChange::default()
     }
 }
+
+/// Kube mode cannot refuse a lowering schedule under a lock when it is applied (the API
+/// server has no clock): the step that would lower the level waits for the lock's end.
+#[test]
+fn under_a_lock_a_lowering_step_waits_for_its_end() {
+    let until = T0 + 10 * DAY;
+    let locked = record(3, Some("1@1d,2@20d"), Some(until));
+    // Day 2: step 1 (1 copy) is due, but step 0 (3 copies) was in force.
+    let held = locked.schedule_under_lock(T0 + 2 * DAY, 0);
+    assert_eq!(held.replicas, Some(3));
+    assert_eq!(held.step, 0);
+    assert_eq!(held.next_ms, Some(until));
+    // Once the lock has ended, the step takes effect.
+    let after = locked.schedule_under_lock(until + 1, 0);
+    assert_eq!((after.replicas, after.step), (Some(1), 1));
+    // A step that raises the level is never held.
+    let raising = record(1, Some("3@1d"), Some(until));
+    assert_eq!(
+        raising.schedule_under_lock(T0 + 2 * DAY, 0).replicas,
+        Some(3)
+    );
+    // Without a lock, the schedule as it is.
+    let open = record(3, Some("1@1d"), None);
+    assert_eq!(open.schedule_under_lock(T0 + 2 * DAY, 0).replicas, Some(1));
+}
+
+#[test]
+fn a_lifecycle_whose_age_0_is_unknown_keeps_its_starting_level_and_looks_again_soon() {
+    let mut unknown = record(2, Some("4,1@1s"), None);
+    unknown.aging.acked_ms = 0;
+    let s = unknown.schedule(T0);
+    assert_eq!((s.replicas, s.step), (Some(4), 0));
+    assert_eq!(s.next_ms, Some(T0 + AGE_UNKNOWN_RETRY_MS));
+}

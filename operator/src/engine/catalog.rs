@@ -109,6 +109,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// and the metrics).
     fn completeness(&self) -> Result<(), String>;
 
+    /// The lifecycle namespace `namespace` gives its files that have none of their own
+    /// (read from memory: the engine asks at every reconcile). None by default.
+    fn default_lifecycle(&self, _namespace: &str) -> Option<deposito_api::lifecycle::Lifecycle> {
+        None
+    }
+
     /// The content of a [`super::Source::Inline`] record, read when a copy must be made
     /// (a mode's cache need not keep it). A catalog without inline sources refuses.
     async fn inline_content(&self, key: &FileKey) -> Result<Vec<u8>, CatalogError> {

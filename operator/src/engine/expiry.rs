@@ -1,8 +1,11 @@
-//! A file's expiry: when its lifecycle's `expire@AGE` falls due, the deletion is recorded in
-//! the catalog (as `rm` would), and the next reconcile removes the copies.
+//! A file's end: when its lifecycle's `expire@AGE` falls due, the deletion is recorded in
+//! the catalog (as `rm` would), and the next reconcile removes the copies; and a deletion
+//! requested while a retention lock holds (kube mode: `kubectl delete`, which no API server
+//! rule can refuse by date) waits, copies kept, until the lock ends.
 
 use std::time::Duration;
 
+use deposito_api::lifecycle::format_time;
 use tracing::info;
 
 use super::aging::LONGEST_WAIT_MS;
@@ -16,6 +19,24 @@ use super::reconcile::{Engine, Outcome};
 const EXPIRY_RETRY: Duration = Duration::from_secs(1);
 
 impl Engine {
+    /// A deletion requested while the retention lock holds is held: the file is reconciled
+    /// as a live one (its copies kept at the level in force) until the lock ends, when the
+    /// reconcile that [`super::revisit::until_lock_end`] schedules deletes it.
+    pub(super) async fn hold_deletion_under_lock(&self, record: &mut FileRecord, now_ms: u64) {
+        let Some(until) = record.retained_at(now_ms).filter(|_| record.deleting) else {
+            return;
+        };
+        record.deleting = false;
+        info!(file = %record.key, "deletion requested under a retention lock: held");
+        let why = format!(
+            "deletion requested under a retention lock: the copies are kept until {}",
+            format_time(until)
+        );
+        self.events
+            .emit(record, &EngineEvent::new("DeletionHeld", why))
+            .await;
+    }
+
     /// A file whose lifecycle expired: its deletion is recorded (as by `rm`), then the next
     /// reconcile removes the copies. A retention lock that still holds (an expiry never
     /// falls before it, but a lock may be extended) keeps the file until the lock ends.

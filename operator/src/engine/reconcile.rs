@@ -20,7 +20,7 @@ use super::events::{EngineEvent, EventSink};
 use super::health::{Backlog, ReplicaSet};
 use super::index::InventoryIndex;
 use super::model::{now_ms, FileRecord, ObservedStatus};
-use super::revisit::{earliest, until_transition, young_stale_wait};
+use super::revisit::{earliest, until_lock_end, until_transition, young_stale_wait};
 use super::throttle::PullThrottle;
 use crate::locks::KeyLocks;
 use crate::metrics::Metrics;
@@ -230,10 +230,13 @@ impl Engine {
     }
 
     async fn reconcile(&self, mut record: FileRecord) -> Result<Outcome, ReconcileError> {
-        // The level the file's lifecycle has in force now is the N to reconcile to; an
-        // expired file is deleted, as by `rm`.
+        // The level the file's lifecycle (its own, else its namespace's) has in force now
+        // is the N to reconcile to; an expired file is deleted, as by `rm`.
         let now = now_ms();
-        let schedule = record.schedule(now);
+        record.aging.lifecycle = (record.aging.lifecycle.take())
+            .or_else(|| self.catalog.default_lifecycle(&record.key.namespace));
+        let schedule = record.schedule_under_lock(now, record.status.lifecycle_step as usize);
+        self.hold_deletion_under_lock(&mut record, now).await;
         if !record.deleting {
             match schedule.replicas {
                 Some(n) => record.replicas = n,
@@ -333,7 +336,8 @@ impl Engine {
                 StaleGuard::Fenced(_) => None,
             };
             let stale = young_stale_wait(&record, &views, &copies, stale_age);
-            earliest(stale, until_transition(&schedule, now))
+            let lock_end = until_lock_end(&record, now);
+            earliest(earliest(stale, until_transition(&schedule, now)), lock_end)
         } else {
             Some(Duration::ZERO)
         };

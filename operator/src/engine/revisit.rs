@@ -1,6 +1,6 @@
 //! When a file is looked at again without a change: at its next lifecycle transition (the
-//! work queue holds the file until then, so schedules cost no idle CPU), or when a kept stale
-//! copy may go.
+//! work queue holds the file until then, so schedules cost no idle CPU), when its retention
+//! lock ends, or when a kept stale copy may go.
 
 use std::time::Duration;
 
@@ -16,6 +16,14 @@ use crate::plan::{CopyView, Health, ReplicaView};
 pub(super) fn until_transition(schedule: &Schedule, now_ms: u64) -> Option<Duration> {
     let next = schedule.next_ms?;
     let wait = next.saturating_sub(now_ms).min(LONGEST_WAIT_MS);
+    Some(Duration::from_millis(wait) + Duration::from_millis(200))
+}
+
+/// The wait until the file's retention lock ends (at most [`LONGEST_WAIT_MS`]), when one
+/// holds: the status then says it no longer does, and what it held back goes ahead.
+pub(super) fn until_lock_end(record: &FileRecord, now_ms: u64) -> Option<Duration> {
+    let until = record.retained_at(now_ms)?;
+    let wait = until.saturating_sub(now_ms).min(LONGEST_WAIT_MS);
     Some(Duration::from_millis(wait) + Duration::from_millis(200))
 }
 

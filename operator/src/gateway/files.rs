@@ -198,7 +198,7 @@ fn aging_headers(headers: &HeaderMap) -> Result<(Option<Lifecycle>, Option<u64>)
 }
 
 /// A lifecycle spec; `none` is no lifecycle.
-fn parse_lifecycle(spec: &str) -> Result<Option<Lifecycle>, GatewayError> {
+pub(super) fn parse_lifecycle(spec: &str) -> Result<Option<Lifecycle>, GatewayError> {
     if spec.trim() == "none" {
         return Ok(None);
     }
@@ -343,7 +343,7 @@ pub async fn patch_file(
 }
 
 /// A lifecycle the catalog finds invalid is the client's `invalid_lifecycle`.
-fn lifecycle_error(err: CatalogError) -> GatewayError {
+pub(super) fn lifecycle_error(err: CatalogError) -> GatewayError {
     match err {
         CatalogError::Invalid(why) => GatewayError::InvalidLifecycle(why),
         other => other.into(),

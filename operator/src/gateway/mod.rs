@@ -8,6 +8,7 @@ pub mod auth;
 pub mod deposit;
 pub mod error;
 mod files;
+mod namespaces;
 mod replicas;
 pub mod s3;
 pub mod serve;
@@ -69,6 +70,8 @@ pub type GatewayState = Arc<Gateway>;
         files::delete_file,
         files::list_files,
         files::file_status,
+        namespaces::get_lifecycle,
+        namespaces::put_lifecycle,
         replicas::list_replicas,
         replicas::patch_replica,
     ),
@@ -80,6 +83,7 @@ pub type GatewayState = Arc<Gateway>;
         deposito_api::gateway::Phase,
         deposito_api::gateway::Condition,
         deposito_api::gateway::PatchFile,
+        deposito_api::gateway::NamespaceLifecycle,
         deposito_api::gateway::WaitFor,
         deposito_api::gateway::ReplicaStatus,
         deposito_api::gateway::ReplicaList,
@@ -120,6 +124,10 @@ pub fn router(gateway: GatewayState, extra: Router, with_metrics: bool) -> Route
         .route(
             "/v1/files/{namespace}/{name}/status",
             get(files::file_status),
+        )
+        .route(
+            "/v1/namespaces/{namespace}/lifecycle",
+            get(namespaces::get_lifecycle).put(namespaces::put_lifecycle),
         )
         .route("/v1/replicas", get(replicas::list_replicas))
         .route(

@@ -3,6 +3,7 @@
 //! The engine's own seam is [`crate::engine::Catalog`]; each mode's catalog implements both.
 
 use async_trait::async_trait;
+use deposito_api::lifecycle::Lifecycle;
 use deposito_api::FileKey;
 
 use crate::engine::{AgingChange, CatalogError, Deposit, FileRecord};
@@ -52,6 +53,18 @@ pub trait FileStore: Send + Sync + 'static {
     /// Requests deletion (refused while a retention lock holds); `None` when there is no
     /// such file.
     async fn mark_deleting(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError>;
+
+    /// The lifecycle of the files of `namespace` that have none of their own.
+    async fn namespace_lifecycle(&self, namespace: &str)
+        -> Result<Option<Lifecycle>, CatalogError>;
+
+    /// Sets (`None`: removes) the lifecycle of the files of `namespace` that have none of
+    /// their own; each of them is looked at again.
+    async fn set_namespace_lifecycle(
+        &self,
+        namespace: &str,
+        lifecycle: Option<Lifecycle>,
+    ) -> Result<(), CatalogError>;
 
     /// Ok when the catalog can be read now (readiness).
     async fn ready(&self) -> Result<(), CatalogError>;

@@ -28,7 +28,7 @@ use super::content_attrs::described;
 use super::crd::{display_size, StoredFile, StoredFileCondition, StoredFileStatus};
 use super::record::{observed_of, record_of, source_revision};
 use crate::engine::error::PlanError;
-use crate::engine::{ContentAttrs, FileRecord, ObservedStatus, Source};
+use crate::engine::{Aging, ContentAttrs, FileRecord, ObservedStatus, Source};
 
 /// Strings longer than this are not shared (a long message is likely one file's own).
 const SHARE_UP_TO: usize = 256;
@@ -100,6 +100,8 @@ struct CachedSpec {
     /// The attributes of the content `sha256` ([`super::content_attrs`]), for the files that
     /// have them.
     content: Option<Box<ContentAttrs>>,
+    /// What the file's age decides, for the files with a lifecycle, a lock or a known age 0.
+    aging: Option<Box<Aging>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -169,8 +171,10 @@ struct CachedStatus {
     ready_replicas: i32,
     holders: Arc<[Arc<str>]>,
     unreachable_holders: Arc<[Arc<str>]>,
-    source_revision: Option<Box<str>>,
     conditions: Box<[CachedCondition]>,
+    /// `sourceRevision` and the fields of the file's age, in one allocation, for the
+    /// statuses that have any.
+    extra: Option<Box<StatusExtra>>,
     /// The status as received, digested: see [`CachedFile::has_status`]. 64 bits: enough
     /// to tell a changed status (a collision would only delay one status write), and it
     /// keeps a cached file within one smaller allocation size.
@@ -198,8 +202,8 @@ impl CachedStatus {
             ready_replicas: status.ready_replicas,
             holders: shared_names(&status.holders),
             unreachable_holders: shared_names(&status.unreachable_holders),
-            source_revision: status.source_revision.as_deref().map(Box::from),
             conditions: status.conditions.iter().map(CachedCondition::of).collect(),
+            extra: extra_fields(status),
             digest: status_digest(status),
         }
     }
@@ -215,7 +219,6 @@ impl CachedStatus {
             ready_replicas: self.ready_replicas,
             holders: names(&self.holders),
             unreachable_holders: names(&self.unreachable_holders),
-            source_revision: self.source_revision.as_deref().map(str::to_string),
             conditions: self
                 .conditions
                 .iter()
@@ -228,8 +231,53 @@ impl CachedStatus {
                     message: c.text.message.clone(),
                 })
                 .collect(),
+            ..self
+                .extra
+                .as_deref()
+                .map(StatusExtra::to_status)
+                .unwrap_or_default()
         }
     }
+}
+
+/// The rarer fields of a status: `sourceRevision` (every file whose content is known), age 0
+/// (`contentSince`), and the fields of a lifecycle or a lock (the files that have one).
+#[derive(Clone, Debug, PartialEq)]
+struct StatusExtra {
+    source_revision: Option<Box<str>>,
+    content_since: Option<Time>,
+    /// Only the lifecycle's and the lock's fields are set.
+    aging: Option<Box<StoredFileStatus>>,
+}
+
+impl StatusExtra {
+    fn to_status(&self) -> StoredFileStatus {
+        StoredFileStatus {
+            source_revision: self.source_revision.as_deref().map(str::to_string),
+            content_since: self.content_since.clone(),
+            ..self.aging.as_deref().cloned().unwrap_or_default()
+        }
+    }
+}
+
+/// [`StatusExtra`] of a status; `None` when it has none of those fields.
+fn extra_fields(status: &StoredFileStatus) -> Option<Box<StatusExtra>> {
+    let aging = StoredFileStatus {
+        replicas_in_force: status.replicas_in_force,
+        lifecycle_step: status.lifecycle_step,
+        next_transition: status.next_transition.clone(),
+        expires: status.expires.clone(),
+        retained_until: status.retained_until.clone(),
+        ..StoredFileStatus::default()
+    };
+    let extra = StatusExtra {
+        source_revision: status.source_revision.as_deref().map(Box::from),
+        content_since: status.content_since.clone(),
+        aging: (aging != StoredFileStatus::default()).then(|| Box::new(aging)),
+    };
+    let empty =
+        extra.source_revision.is_none() && extra.content_since.is_none() && extra.aging.is_none();
+    (!empty).then(|| Box::new(extra))
 }
 
 /// A StoredFile as the operator's cache keeps it. Decoded from a StoredFile (so that
@@ -267,6 +315,7 @@ impl From<StoredFile> for CachedFile {
                 },
                 revision: source_revision(&sf.spec).into(),
                 content: content.map(|c| Box::new(c.attrs)),
+                aging: (record.aging != Aging::default()).then(|| Box::new(record.aging)),
             }),
             Err(PlanError::InvalidSpec(why)) => Err(why.into()),
         };
@@ -401,7 +450,7 @@ impl CachedFile {
             status: self
                 .status()
                 .map_or_else(|| ObservedStatus::initial(None), |s| observed_of(&s)),
-            aging: Default::default(),
+            aging: spec.aging.as_deref().cloned().unwrap_or_default(),
         })
     }
 }

@@ -10,18 +10,18 @@
 //! a namespace this operator does not manage.
 
 use async_trait::async_trait;
+use deposito_api::lifecycle::Lifecycle;
 use deposito_api::names::resource_name;
 use deposito_api::FileKey;
 use kube::api::ListParams;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::cached::CachedFile;
-use super::content_attrs::{annotation_value, CONTENT_ANNOTATION};
-use super::crd::{FileSource, StoredFile, StoredFileSpec, UploadSource};
+use super::crd::StoredFile;
 use super::file_index::{FileIndex, ResourceRef, WalkCursor};
 use super::record::status_of;
 use crate::engine::{
@@ -74,6 +74,8 @@ pub struct KubeCatalog {
     list: std::sync::Mutex<ListState>,
     /// File names to resources, for the gateway's lookups and lists.
     names: FileIndex,
+    /// The namespaces' settings ConfigMaps ([`super::namespace_defaults`]), once watched.
+    settings: std::sync::OnceLock<Store<k8s_openapi::api::core::v1::ConfigMap>>,
 }
 
 impl KubeCatalog {
@@ -85,6 +87,44 @@ impl KubeCatalog {
             namespace,
             list: std::sync::Mutex::default(),
             names: FileIndex::default(),
+            settings: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Reads the namespaces' settings from `store` from now on.
+    pub fn read_settings_from(&self, store: Store<k8s_openapi::api::core::v1::ConfigMap>) {
+        let _ = self.settings.set(store);
+    }
+
+    /// The namespaces' settings, once watched.
+    pub(super) fn settings(&self) -> Option<&Store<k8s_openapi::api::core::v1::ConfigMap>> {
+        self.settings.get()
+    }
+
+    /// Merge-patches StoredFile `key` and waits, bounded, for the cache to have the result
+    /// (read your writes); `None` when it does not exist. A precondition the patch names
+    /// (its resourceVersion) that no longer holds is a conflict.
+    pub(super) async fn merge_patch(
+        &self,
+        key: &FileKey,
+        patch: &serde_json::Value,
+    ) -> Result<Option<FileRecord>, CatalogError> {
+        match self
+            .api(&key.namespace)
+            .patch(&key.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(sf) => {
+                let sf = CachedFile::from(sf);
+                self.catch_up(&sf).await;
+                Self::record(&sf).map(Some)
+            }
+            Err(err) if is_status(&err, 404) => Ok(None),
+            Err(err) if is_status(&err, 409) => Err(CatalogError::Conflict(format!(
+                "StoredFile {} changed meanwhile; try again",
+                key.name
+            ))),
+            Err(err) => Err(catalog_error(err)),
         }
     }
 
@@ -280,6 +320,10 @@ fn log_change(before: &Result<(), String>, after: &Result<(), String>) {
 
 #[async_trait]
 impl Catalog for KubeCatalog {
+    fn default_lifecycle(&self, namespace: &str) -> Option<Lifecycle> {
+        self.namespace_default(namespace)
+    }
+
     async fn get(&self, key: &FileKey) -> Result<Option<FileRecord>, CatalogError> {
         self.cached(&key.namespace, &key.name)
             .map(|sf| Self::record(&sf))
@@ -396,6 +440,21 @@ impl Catalog for KubeCatalog {
 /// The gateway's reads and writes: reads from the reflector's cache, writes to the API server.
 #[async_trait]
 impl FileStore for KubeCatalog {
+    async fn namespace_lifecycle(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<Lifecycle>, CatalogError> {
+        self.read_namespace_default(namespace).await
+    }
+
+    async fn set_namespace_lifecycle(
+        &self,
+        namespace: &str,
+        lifecycle: Option<Lifecycle>,
+    ) -> Result<(), CatalogError> {
+        self.write_namespace_default(namespace, lifecycle).await
+    }
+
     async fn storage_key(&self, namespace: &str, file_name: &str) -> Result<FileKey, CatalogError> {
         self.check_namespace(namespace)?;
         let name = match self.find(namespace, file_name) {
@@ -433,82 +492,10 @@ impl FileStore for KubeCatalog {
 
     /// The first holder is not kept in the StoredFile: the reconcile that follows observes
     /// it on the replicas. The size and the content's attributes go into the
-    /// [`CONTENT_ANNOTATION`], replaced with the content, so that the record has its size
+    /// [`super::content_attrs::CONTENT_ANNOTATION`], replaced with the content, so that the record has its size
     /// before the status does.
     async fn put(&self, deposit: Deposit) -> Result<FileRecord, CatalogError> {
-        let Deposit {
-            key,
-            file_name,
-            replicas,
-            sha256,
-            size,
-            attrs,
-            ..
-        } = deposit;
-        let content = annotation_value(&sha256, size, &attrs);
-        let (key, file_name, sha256) = (&key, file_name.as_str(), sha256.as_str());
-        self.check_namespace(&key.namespace)?;
-        let api = self.api(&key.namespace);
-        let cached = self.cached(&key.namespace, &key.name);
-        if let Some(current) = &cached {
-            if current.metadata.deletion_timestamp.is_some() {
-                return Err(CatalogError::Conflict(format!(
-                    "StoredFile {} is being deleted; deposit again once it is gone",
-                    key.name
-                )));
-            }
-            if current.file_name() != file_name {
-                return Err(CatalogError::Conflict(format!(
-                    "StoredFile {} holds the file '{}'",
-                    key.name,
-                    current.file_name()
-                )));
-            }
-        }
-        let patch = serde_json::json!({
-            "metadata": { "annotations": { CONTENT_ANNOTATION: content } },
-            "spec": {
-                "replicas": replicas,
-                "fileName": file_name,
-                "sha256": sha256,
-                "source": { "upload": {}, "inline": null, "url": null },
-            }
-        });
-        let mut new_file = StoredFile::new(
-            &key.name,
-            StoredFileSpec {
-                replicas: replicas as i32,
-                file_name: Some(file_name.to_string()),
-                source: FileSource {
-                    upload: Some(UploadSource {}),
-                    ..FileSource::default()
-                },
-                sha256: Some(sha256.to_string()),
-            },
-        );
-        new_file.metadata.namespace = Some(key.namespace.clone());
-        new_file.metadata.annotations = Some([(CONTENT_ANNOTATION.to_string(), content)].into());
-        let (params, merge_patch) = (PatchParams::default(), Patch::Merge(&patch));
-        let merge = || api.patch(&key.name, &params, &merge_patch);
-        let create_or_merge = async {
-            match api.create(&PostParams::default(), &new_file).await {
-                // Created meanwhile by a concurrent deposit: last write wins, whole.
-                Err(err) if is_status(&err, 409) => merge().await,
-                other => other,
-            }
-        };
-        // A file the cache does not have is most likely new: one request instead of two.
-        let result = if cached.is_some() {
-            match merge().await {
-                Err(err) if is_status(&err, 404) => create_or_merge.await,
-                other => other,
-            }
-        } else {
-            create_or_merge.await
-        };
-        let sf = CachedFile::from(result.map_err(catalog_error)?);
-        self.catch_up(&sf).await;
-        Self::record(&sf)
+        self.record_deposit(deposit).await
     }
 
     async fn set_replicas(
@@ -518,19 +505,7 @@ impl FileStore for KubeCatalog {
     ) -> Result<Option<FileRecord>, CatalogError> {
         self.check_namespace(&key.namespace)?;
         let patch = serde_json::json!({ "spec": { "replicas": replicas } });
-        match self
-            .api(&key.namespace)
-            .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(sf) => {
-                let sf = CachedFile::from(sf);
-                self.catch_up(&sf).await;
-                Self::record(&sf).map(Some)
-            }
-            Err(err) if is_status(&err, 404) => Ok(None),
-            Err(err) => Err(catalog_error(err)),
-        }
+        self.merge_patch(key, &patch).await
     }
 
     async fn set_aging(
@@ -546,6 +521,8 @@ impl FileStore for KubeCatalog {
         let Some(current) = self.cached(&key.namespace, &key.name) else {
             return Ok(None);
         };
+        // The finalizer would hold the deletion anyway; a client is told at once.
+        Self::record(&current)?.check_removable(crate::engine::now_ms())?;
         match self
             .api(&key.namespace)
             .delete(&key.name, &DeleteParams::default())
@@ -564,10 +541,6 @@ impl FileStore for KubeCatalog {
             Err(err) if is_status(&err, 404) => Ok(None),
             Err(err) => Err(catalog_error(err)),
         }
-    }
-
-    fn aging_unsupported(&self) -> Option<&'static str> {
-        Some(super::aging::AGING_UNSUPPORTED)
     }
 
     /// Ready once the first list of StoredFiles has arrived.

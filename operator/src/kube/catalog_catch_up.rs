@@ -13,7 +13,7 @@ impl KubeCatalog {
     /// reflector cache holds `written` (its generation or a later one), so that a client reading
     /// through this gateway right after its write (a deposit then its status) sees the write.
     /// Woken by the watch event itself, not by polling.
-    pub(super) async fn catch_up(&self, written: &CachedFile) {
+    pub(in crate::kube) async fn catch_up(&self, written: &CachedFile) {
         let (Some(ns), name) = (written.namespace(), written.name_any()) else {
             return;
         };

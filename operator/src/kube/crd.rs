@@ -24,7 +24,7 @@ pub const FINALIZER: &str = "deposito.io/copies";
 /// the schema changes (the test `crd_revision_is_bumped_with_the_schema` says when): the
 /// operator warns at start when the installed CRD is older (`helm upgrade` never updates
 /// `crds/`). 1 was every CRD before revisions were recorded.
-pub const CRD_REVISION: u32 = 3;
+pub const CRD_REVISION: u32 = 4;
 
 /// The CRD annotation holding [`CRD_REVISION`].
 pub const CRD_REVISION_ANNOTATION: &str = "deposito.io/crd-revision";
@@ -85,6 +85,31 @@ pub const MAX_INLINE_BYTES: usize = 65_536;
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextTransition",
+        description = "When the lifecycle's next step or the expiry falls due"
+    ),
+    printcolumn(
+        name = "In Force",
+        type_ = "integer",
+        json_path = ".status.replicasInForce",
+        description = "The level the lifecycle has in force now",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Step",
+        type_ = "integer",
+        json_path = ".status.lifecycleStep",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Retained Until",
+        type_ = "string",
+        json_path = ".status.retainedUntil",
+        priority = "1"
+    ),
+    printcolumn(
         name = "File",
         type_ = "string",
         json_path = ".spec.fileName",
@@ -103,6 +128,7 @@ pub const MAX_INLINE_BYTES: usize = 65_536;
         priority = "1"
     )
 )]
+#[kube(validation = Rule::new(LOCK_RULE).message(LOCK_RULE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.source.upload) || has(self.sha256)").message("an upload source needs spec.sha256"))]
 pub struct StoredFileSpec {
@@ -126,6 +152,13 @@ pub struct StoredFileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,
+    /// The level as the file ages, and its expiry: `spec.replicas` until the first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleSpec>,
+    /// Until then the file is not deleted (the finalizer holds it), its content is not
+    /// replaced and its level not lowered; the lock can be extended, never shortened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<Time>,
 }
 
 /// Exactly one of `inline`, `url`, `upload`.
@@ -146,6 +179,8 @@ pub struct FileSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadSource>,
 }
+
+pub use super::crd_lifecycle::{LifecycleSpec, LifecycleStep, LOCK_RULE, LOCK_RULE_MESSAGE};
 
 /// Marks content that arrived through the gateway.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -227,6 +262,25 @@ pub struct StoredFileStatus {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<StoredFileCondition>,
+    /// When the current content was first acknowledged: age 0 of its lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_since: Option<Time>,
+    /// The level the lifecycle has in force now (only with a lifecycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_in_force: Option<i32>,
+    /// How many lifecycle steps have taken effect (only with a lifecycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_step: Option<i32>,
+    /// When the lifecycle's next step or the expiry falls due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_transition: Option<Time>,
+    /// When the lifecycle deletes the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Time>,
+    /// The retention lock's end, while it holds: the API server then refuses a lower
+    /// spec.replicas, other content or another lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_until: Option<Time>,
 }
 
 /// The CRD, with its revision annotation.
@@ -331,7 +385,7 @@ mod tests {
 
     /// sha256 of the schema (the CRD's `spec`) at [`CRD_REVISION`].
     const CRD_SPEC_SHA256: &str =
-        "4bd7728fc2b13f546237a7dc7d125df3c5b0c212ef0f0fdab635c9196e32bce8";
+        "362cb1b146bad7ee11ff22f22274e82ceb3003a56c75a90b5471f4716f1e83bb";
 
     #[test]
     fn crd_revision_is_bumped_with_the_schema() {

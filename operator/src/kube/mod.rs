@@ -11,9 +11,12 @@ pub mod catalog;
 pub mod content_attrs;
 pub mod controller;
 pub mod crd;
+pub mod crd_lifecycle;
+mod deposit;
 pub mod file_index;
 pub mod lifecycle;
 pub mod membership;
+pub mod namespace_defaults;
 pub mod record;
 pub mod s3_store;
 pub mod scale_down;
@@ -381,6 +384,14 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         to_controller.clone(),
         args.engine.resync_interval(),
     ));
+    let (settings, settings_watch) = namespace_defaults::watch(
+        &client,
+        watched.as_deref(),
+        to_controller.clone(),
+        catalog.clone(),
+    );
+    catalog.read_settings_from(settings);
+    workers.spawn(settings_watch);
     workers.spawn(TriggerRouter {
         triggers: built.triggers,
         catalog: catalog.clone(),

@@ -7,12 +7,13 @@ use deposito_api::{is_sha256_hex, sha256_hex, FileKey};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use super::content_attrs::described;
 use super::crd::{
     display_size, StoredFile, StoredFileCondition, StoredFileSpec, StoredFileStatus,
     MAX_CONDITION_MESSAGE,
 };
 use crate::engine::error::PlanError;
-use crate::engine::{FileRecord, ObservedStatus, Source};
+use crate::engine::{Aging, FileRecord, ObservedStatus, Source};
 
 /// Fingerprint of what decides the content: the source and `spec.sha256`. When it changes,
 /// a digest learned from an earlier `url` no longer applies.
@@ -133,6 +134,7 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
             ))
         }
     };
+    let aging = aging_of(sf, &sha256, &status).map_err(invalid)?;
     Ok(FileRecord {
         key,
         file_name,
@@ -143,7 +145,45 @@ pub fn record_of(sf: &StoredFile) -> Result<FileRecord, PlanError> {
         deleting: sf.metadata.deletion_timestamp.is_some(),
         source,
         status: observed_of(&status),
-        aging: Default::default(),
+        aging,
+    })
+}
+
+/// Milliseconds since the Unix epoch of a Kubernetes time.
+pub fn time_ms(time: &Time) -> u64 {
+    u64::try_from(time.0.as_millisecond()).unwrap_or(0)
+}
+
+/// A Kubernetes time (whole seconds) of milliseconds since the Unix epoch.
+pub fn time_of(ms: u64) -> Time {
+    use k8s_openapi::jiff::Timestamp;
+    Time(Timestamp::from_second((ms / 1000) as i64).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// What a StoredFile's age decides: its lifecycle and lock from the spec, and age 0 of
+/// content `sha256`: when the gateway acknowledged it ([`super::content_attrs`]), else when
+/// the status first saw it verified (`status.contentSince`), else unknown (0).
+fn aging_of(sf: &StoredFile, sha256: &str, status: &StoredFileStatus) -> Result<Aging, String> {
+    let lifecycle = sf
+        .spec
+        .lifecycle
+        .as_ref()
+        .map(|l| {
+            l.to_lifecycle()
+                .map_err(|why| format!("spec.lifecycle: {why}"))
+        })
+        .transpose()?;
+    let deposited = described(sf.metadata.annotations.as_ref(), Some(sha256))
+        .map_or(0, |d| d.attrs.modified_ms);
+    let seen = status
+        .content_since
+        .as_ref()
+        .filter(|_| !sha256.is_empty() && status.sha256.as_deref() == Some(sha256))
+        .map_or(0, time_ms);
+    Ok(Aging {
+        lifecycle,
+        acked_ms: if deposited > 0 { deposited } else { seen },
+        retain_until_ms: sf.spec.retain_until.as_ref().map(time_ms),
     })
 }
 
@@ -160,7 +200,7 @@ pub fn observed_of(status: &StoredFileStatus) -> ObservedStatus {
         unreachable_holders: status.unreachable_holders.clone(),
         observed_generation: status.observed_generation.unwrap_or(0).max(0) as u64,
         conditions: status.conditions.iter().map(to_engine).collect(),
-        lifecycle_step: 0,
+        lifecycle_step: status.lifecycle_step.unwrap_or(0).max(0) as u32,
     }
 }
 
@@ -187,7 +227,43 @@ pub fn status_of(
         unreachable_holders: status.unreachable_holders.clone(),
         source_revision: known.then(|| revision.to_string()),
         conditions: conditions_of(&status.conditions, previous, generation, now),
+        ..aging_status(record, status, now)
     }
+}
+
+/// The status fields of a file's age: `contentSince` once the content is known and
+/// verified; the level in force, the step, the next transition and the expiry with a
+/// lifecycle; `retainedUntil` while the lock holds. `record.replicas` is the level in force
+/// (the engine's reconcile set it).
+fn aging_status(record: &FileRecord, status: &ObservedStatus, now: &Time) -> StoredFileStatus {
+    let now_ms = time_ms(now);
+    let aging = &record.aging;
+    // Age 0 is learned here for content that did not come through the gateway: the first
+    // status that counts a verified copy of it.
+    let acked_ms = match aging.acked_ms {
+        0 if !record.sha256.is_empty() && status.ready_replicas > 0 => now_ms,
+        ms => ms,
+    };
+    let since = (acked_ms > 0).then(|| time_of(acked_ms));
+    let mut out = StoredFileStatus {
+        content_since: since,
+        retained_until: record.retained_at(now_ms).map(time_of),
+        ..StoredFileStatus::default()
+    };
+    if let Some(lifecycle) = &aging.lifecycle {
+        let known = acked_ms > 0;
+        out.replicas_in_force = Some(record.replicas as i32);
+        out.lifecycle_step = Some(status.lifecycle_step as i32);
+        out.next_transition = known
+            .then(|| lifecycle.in_force(record.replicas, acked_ms, now_ms).1)
+            .flatten()
+            .map(time_of);
+        out.expires = known
+            .then(|| lifecycle.expires_ms(acked_ms))
+            .flatten()
+            .map(time_of);
+    }
+    out
 }
 
 /// A status that only reports a problem the engine could not get past (an invalid spec, a
@@ -237,6 +313,8 @@ pub(crate) mod tests {
                 file_name: None,
                 source,
                 sha256: sha.map(str::to_string),
+                lifecycle: None,
+                retain_until: None,
             },
         );
         sf.metadata.namespace = Some("dep".into());
@@ -354,8 +432,10 @@ pub(crate) mod tests {
         // The same decision later gives the same status: the transition time carries over.
         let later =
             Time(k8s_openapi::jiff::Timestamp::from_second(then.0.as_second() + 60).unwrap());
+        // (The record read back carries the content's age 0, `contentSince`, over too.)
+        let reread = record_of(&back).unwrap();
         assert_eq!(
-            status_of(&record, &revision, &observed, Some(&status), &later),
+            status_of(&reread, &revision, &observed, Some(&status), &later),
             status
         );
         // A condition whose status changes gets the new time; one that stays keeps its own.
@@ -367,10 +447,10 @@ pub(crate) mod tests {
             reason: "NotEnoughReplicas".into(),
             message: String::new(),
         });
-        let changed = status_of(&record, &revision, &degraded, Some(&status), &later);
+        let changed = status_of(&reread, &revision, &degraded, Some(&status), &later);
         assert_eq!(changed.conditions[0].last_transition_time, later);
         assert_eq!(changed.conditions[1].last_transition_time, later);
-        let again = status_of(&record, &revision, &degraded, Some(&changed), &now());
+        let again = status_of(&reread, &revision, &degraded, Some(&changed), &now());
         assert_eq!(again, changed);
     }
 }

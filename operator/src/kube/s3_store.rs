@@ -43,7 +43,7 @@ const UPLOAD_KEY: &str = "upload";
 /// Files read per index page while listing.
 const SCAN_BATCH: usize = 500;
 
-fn configmaps(store: &KubeCatalog, namespace: &str) -> Api<ConfigMap> {
+pub(super) fn configmaps(store: &KubeCatalog, namespace: &str) -> Api<ConfigMap> {
     Api::namespaced(store.client().clone(), namespace)
 }
 
@@ -63,7 +63,7 @@ fn bucket_of(namespace: &str, cm: &ConfigMap) -> Bucket {
     }
 }
 
-fn bucket_configmap(
+pub(super) fn bucket_configmap(
     namespace: &str,
     created_ms: u64,
     tags: &BTreeMap<String, String>,

@@ -178,6 +178,8 @@ mod tests {
                     ..FileSource::default()
                 },
                 sha256: None,
+                lifecycle: None,
+                retain_until: None,
             },
         );
         sf.metadata.namespace = Some("dep".into());

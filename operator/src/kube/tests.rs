@@ -98,6 +98,8 @@ fn inline(text: &str, sha: Option<&str>) -> StoredFileSpec {
             ..FileSource::default()
         },
         sha256: sha.map(str::to_string),
+        lifecycle: None,
+        retain_until: None,
     }
 }
 

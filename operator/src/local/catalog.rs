@@ -3,10 +3,12 @@
 //! (deposits through the group-commit [`DepositWriter`]) and announcing every change.
 
 use async_trait::async_trait;
+use deposito_api::lifecycle::Lifecycle;
 use deposito_api::FileKey;
 
 use super::db::Db;
 use super::deposits::DepositWriter;
+use super::namespace_defaults::NamespaceDefaults;
 use crate::engine::{
     self, now_ms, AgingChange, AgingError, Catalog, Changes, Deposit, FileRecord, ObservedStatus,
 };
@@ -18,6 +20,7 @@ pub struct SqliteCatalog {
     db: Db,
     deposits: DepositWriter,
     changes: Changes,
+    defaults: NamespaceDefaults,
 }
 
 impl SqliteCatalog {
@@ -25,6 +28,7 @@ impl SqliteCatalog {
     pub fn new(db: Db) -> std::io::Result<Self> {
         Ok(Self {
             deposits: DepositWriter::start(db.clone())?,
+            defaults: NamespaceDefaults::load(&db).map_err(std::io::Error::other)?,
             db,
             changes: Changes::default(),
         })
@@ -42,6 +46,10 @@ impl SqliteCatalog {
 
 #[async_trait]
 impl Catalog for SqliteCatalog {
+    fn default_lifecycle(&self, namespace: &str) -> Option<Lifecycle> {
+        self.defaults.get(namespace)
+    }
+
     async fn get(&self, key: &FileKey) -> Result<Option<FileRecord>, engine::CatalogError> {
         Ok(self.db.lookup(key)?)
     }
@@ -111,6 +119,25 @@ impl Catalog for SqliteCatalog {
 /// The gateway's reads and writes.
 #[async_trait]
 impl FileStore for SqliteCatalog {
+    async fn namespace_lifecycle(
+        &self,
+        namespace: &str,
+    ) -> Result<Option<Lifecycle>, engine::CatalogError> {
+        Ok(self.defaults.get(namespace))
+    }
+
+    async fn set_namespace_lifecycle(
+        &self,
+        namespace: &str,
+        lifecycle: Option<Lifecycle>,
+    ) -> Result<(), engine::CatalogError> {
+        let keys = self.defaults.set(&self.db, namespace, lifecycle)?;
+        for key in &keys {
+            self.changes.desired_changed(key);
+        }
+        Ok(())
+    }
+
     async fn storage_key(
         &self,
         namespace: &str,

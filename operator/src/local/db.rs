@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS buckets (
 
 /// Columns added after the first release, with their definitions: added to an older
 /// database when it is opened.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("files", "attrs", "TEXT NOT NULL DEFAULT '{}'"),
     // The lifecycle's canonical spec (deposito_api::lifecycle); NULL: none.
     ("files", "lifecycle", "TEXT"),
@@ -109,6 +109,8 @@ const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("files", "acked_ms", "INTEGER NOT NULL DEFAULT 0"),
     // The retention lock's end (ms since the epoch); NULL: none.
     ("files", "retain_until_ms", "INTEGER"),
+    // The namespace's default lifecycle, for its files without one; NULL: none.
+    ("buckets", "lifecycle", "TEXT"),
 ];
 
 /// Adds the [`ADDED_COLUMNS`] an older database lacks.

@@ -10,6 +10,7 @@ pub mod db;
 mod deposits;
 pub mod internal_tls;
 pub mod membership;
+mod namespace_defaults;
 mod private;
 mod register;
 mod s3_credentials;

@@ -50,12 +50,22 @@ impl Store {
         S: Stream<Item = Result<Bytes>>,
     {
         self.ensure_free(expected_len.unwrap_or(0)).await?;
-        let tmp = TempPath::new(self.tmp_dir().join(fsutil::temp_name("data")));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp.path())
-            .await?;
+        // The temp file is created, and its guard made, on the blocking pool in one task: a
+        // write dropped while the file is being created (the client went away) drops the
+        // guard with the task's output, which removes the file. (With `tokio::fs` the guard
+        // would be dropped first, find nothing to remove, and the file be created after.)
+        let dir = self.tmp_dir();
+        let (tmp, file) = tokio::task::spawn_blocking(move || {
+            let tmp = TempPath::new(dir.join(fsutil::temp_name("data")));
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp.path())?;
+            Ok::<_, std::io::Error>((tmp, file))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let file = tokio::fs::File::from_std(file);
         tracing::debug!(tmp = %tmp.path().display(), "write started");
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut hasher = Sha256::new();

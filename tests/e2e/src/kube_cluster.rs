@@ -250,6 +250,49 @@ impl KubeCluster {
         )
     }
 
+    /// Deletes the running operator pod of `namespace` at once and waits (up to `timeout`)
+    /// for the one its Deployment starts.
+    pub fn kill_operator_pod(&self, namespace: &str, timeout: Duration) {
+        let (operator, _) = self.operator_pod(namespace);
+        self.kubectl_ok(&[
+            "delete",
+            "pod",
+            &operator,
+            "-n",
+            namespace,
+            "--grace-period=0",
+            "--force",
+        ]);
+        wait_sync("a new operator pod", timeout, || {
+            let (now, _) = self.operator_pod(namespace);
+            (now != operator).then_some(()).ok_or(now)
+        });
+    }
+
+    /// The Events about object `name` of `namespace`, as (reason, note).
+    pub fn events(&self, namespace: &str, name: &str) -> Vec<(String, String)> {
+        let out = self.kubectl_ok(&[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--field-selector",
+            &format!("regarding.name={name}"),
+        ]);
+        let list: Value = serde_json::from_str(&out).expect("kubectl JSON");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let text = |field: &str| e[field].as_str().unwrap_or("").to_string();
+                (text("reason"), text("note"))
+            })
+            .collect()
+    }
+
     /// A resource as JSON (`None` when it does not exist).
     pub fn get_json(&self, namespace: &str, kind: &str, name: &str) -> Option<Value> {
         let out = self.kubectl(&["get", kind, name, "-n", namespace, "-o", "json"]);

@@ -70,20 +70,7 @@ impl Env {
 
     /// Deletes the running operator pod at once and waits for the one its Deployment starts.
     fn kill_operator_pod(&self) {
-        let (operator, _) = self.operator_pod();
-        self.k.kubectl_ok(&[
-            "delete",
-            "pod",
-            &operator,
-            "-n",
-            NS,
-            "--grace-period=0",
-            "--force",
-        ]);
-        wait_sync("a new operator pod", WAIT, || {
-            let (now, _) = self.operator_pod();
-            (now != operator).then_some(()).ok_or(now)
-        });
+        self.k.kill_operator_pod(NS, WAIT);
     }
 
     fn gateway(&self) -> String {
@@ -136,28 +123,7 @@ impl Env {
 
     /// Events about one StoredFile, as (reason, note).
     fn events(&self, name: &str) -> Vec<(String, String)> {
-        let out = self.k.kubectl_ok(&[
-            "get",
-            "events.events.k8s.io",
-            "-n",
-            NS,
-            "-o",
-            "json",
-            "--field-selector",
-            &format!("regarding.name={name}"),
-        ]);
-        let list: Value = serde_json::from_str(&out).unwrap();
-        list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    e["reason"].as_str().unwrap_or("").to_string(),
-                    e["note"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
+        self.k.events(NS, name)
     }
 
     fn replica_pods(&self) -> Vec<String> {

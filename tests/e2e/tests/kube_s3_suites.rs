@@ -92,6 +92,23 @@ fn the_s3_client_suites_against_kube_mode() {
     );
     assert!(install.ok(), "helm install with s3.enabled: {install}");
     let (endpoint, token) = k.release_s3(NS, "suites");
+    // The suites start once the gateway counts every replica live (pods Ready come first; a
+    // busy node may take a few heartbeats more).
+    let (_, operator_ip) = k.operator_pod(NS);
+    deposito_e2e::wait::wait_sync(
+        "3 live replicas in the gateway's view",
+        Duration::from_secs(120),
+        || {
+            let out = Command::new("curl")
+                .args(["-s", "-H", &format!("Authorization: Bearer {token}")])
+                .arg(format!("http://{operator_ip}:7800/v1/replicas"))
+                .output()
+                .unwrap();
+            let body = String::from_utf8_lossy(&out.stdout).to_string();
+            let live = body.matches("\"health\":\"Live\"").count();
+            (live >= 3).then_some(()).ok_or(body)
+        },
+    );
     let credentials = work.join("credentials");
     write_credentials(&credentials, &token);
 

@@ -10,7 +10,11 @@
 //!   the date, and its lock can't be shortened (400); it can be extended and raised;
 //! - invalid schedules (decreasing ages, N 0, an expiry before a step, an expiry before the
 //!   lock) are refused on every route: the deposit header, PATCH, and the CLI (one line,
-//!   non-zero exit), changing nothing.
+//!   non-zero exit), changing nothing;
+//! - a namespace default (`deposito namespace-lifecycle 1@15s,expire@30s`) governs the
+//!   namespace's files without a lifecycle of their own, set after they were deposited: one
+//!   drops to 1 copy at 15 s and is gone at 30 s; a retained one keeps its 2 copies and
+//!   stays; an invalid default is refused (CLI and `PUT`, 400 `invalid_lifecycle`).
 
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
@@ -114,6 +118,55 @@ async fn lifecycles_and_retention_locks_on_a_local_system() {
     let lc = [("x-deposito-lifecycle", "3,1@20s")];
     let first = put(&l, "replaced.bin", std::fs::read(&aging).unwrap(), &lc).await;
     assert_eq!(first.status, 201, "{}", first.body);
+
+    // Two files of namespace `nsdefault` without a lifecycle, one of them retained, then
+    // the namespace's default.
+    let plain = l.scratch("plain.bin");
+    write_random_file(&plain, 16 << 10, random_seed());
+    let plain_kept = l.scratch("plain-kept.bin");
+    write_random_file(&plain_kept, 16 << 10, random_seed());
+    let ns = ["-n", "nsdefault"];
+    let out = l.client(&[&ns[..], &["deposit", plain.to_str().unwrap(), "-r", "2"]].concat());
+    assert!(out.ok(), "deposit: {out}");
+    let out = l.client(
+        &[
+            &ns[..],
+            &[
+                "deposit",
+                plain_kept.to_str().unwrap(),
+                "-r",
+                "2",
+                "--retain-until",
+                "2999-01-01",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.ok(), "deposit: {out}");
+    let t_plain = Instant::now();
+    let bad = l.client(&[&ns[..], &["namespace-lifecycle", "1@20s,2@10s"]].concat());
+    assert!(!bad.ok() && bad.stderr.trim().lines().count() == 1, "{bad}");
+    let bad_put = l
+        .http
+        .put(format!("{}/v1/namespaces/nsdefault/lifecycle", l.url()))
+        .bearer_auth(&l.token)
+        .json(&serde_json::json!({"lifecycle": "0"}))
+        .send()
+        .await
+        .unwrap();
+    refused(
+        &Reply::read(bad_put).await,
+        400,
+        ErrorCode::InvalidLifecycle,
+        "PUT 0",
+    );
+    let set = l.client(&[&ns[..], &["namespace-lifecycle", "1@15s,expire@30s"]].concat());
+    assert!(set.ok() && set.stdout.contains("1@15s,expire@30s"), "{set}");
+    let shown = l.client(&[&ns[..], &["namespace-lifecycle"]].concat());
+    assert!(
+        shown.ok() && shown.stdout.contains("1@15s,expire@30s"),
+        "{shown}"
+    );
 
     // A retained file.
     let locked = l.scratch("locked.bin");
@@ -270,6 +323,15 @@ async fn lifecycles_and_retention_locks_on_a_local_system() {
     let st = status(&l, "aging.bin").await.unwrap();
     assert_eq!((st.replicas, st.lifecycle.unwrap().step), (1, 1));
 
+    // The namespace default took plain.bin to 1 copy at 15 s, not the retained one.
+    let lowered = wait_copies(&l, &plain, 1, Duration::from_secs(30));
+    assert!(
+        lowered - t_plain >= Duration::from_secs(14),
+        "{:?}",
+        lowered - t_plain
+    );
+    assert_eq!(count_copies(&l.child_data_dirs(), &plain_kept), 2);
+
     // The operator restarts between the steps: the schedule is kept.
     l.restart().await;
     let lowered = wait_copies(&l, &replaced, 1, Duration::from_secs(40));
@@ -296,4 +358,16 @@ async fn lifecycles_and_retention_locks_on_a_local_system() {
         status(&l, "locked.bin").await.is_some(),
         "the retained file is kept"
     );
+    // The namespace default expired plain.bin at 30 s; the retained one stays, at 2 copies.
+    let gone = wait_copies(&l, &plain, 0, Duration::from_secs(30));
+    assert!(
+        gone - t_plain >= Duration::from_secs(29),
+        "{:?}",
+        gone - t_plain
+    );
+    let st = l.client(&[&ns[..], &["status", "plain.bin"]].concat());
+    assert!(!st.ok(), "plain.bin is still listed: {st}");
+    let st = l.client(&[&ns[..], &["status", "plain-kept.bin"]].concat());
+    assert!(st.ok() && st.stdout.contains("2 ready"), "{st}");
+    assert_eq!(count_copies(&l.child_data_dirs(), &plain_kept), 2);
 }

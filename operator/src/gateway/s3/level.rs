@@ -1,13 +1,14 @@
 //! Replication per object, the S3 way: the level a request asks for (user metadata
 //! `replicas`, else the storage class, else the bucket's `replicas` tag, else the system
-//! default), and what responses say about an object (its ETag, its metadata with the level
-//! and the copies ready).
+//! default), what responses say about an object (its ETag, its metadata with the level
+//! and the copies ready), and the retention lock a request asks for (Object Lock's
+//! retain-until date).
 
 use std::collections::BTreeMap;
 
 use deposito_api::openapi::MAX_REPLICAS;
-use s3s::dto::{ETag, Metadata, StorageClass, Timestamp};
-use s3s::{S3Error, S3ErrorCode};
+use s3s::dto::{ETag, Metadata, ObjectLockRetentionMode, StorageClass, Timestamp};
+use s3s::{S3Error, S3ErrorCode, S3Result};
 
 use super::errors::err;
 use crate::engine::{ContentAttrs, FileRecord};
@@ -93,6 +94,29 @@ pub fn etag(record: &FileRecord, attrs: &ContentAttrs) -> ETag {
 /// When the content was acknowledged.
 pub fn last_modified(attrs: &ContentAttrs) -> Timestamp {
     Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(attrs.modified_ms))
+}
+
+/// A retain-until date asked with `mode`: milliseconds since the Unix epoch. Only
+/// `COMPLIANCE` is what Deposito's lock is.
+pub fn retain_until_of(mode: Option<&str>, until: Option<&Timestamp>) -> S3Result<Option<u64>> {
+    match (mode, until) {
+        (None, None) => Ok(None),
+        (Some(ObjectLockRetentionMode::COMPLIANCE), Some(until)) => {
+            let t = time::OffsetDateTime::from(until.clone());
+            let ms = t.unix_timestamp_nanos() / 1_000_000;
+            u64::try_from(ms)
+                .map(Some)
+                .map_err(|_| err(S3ErrorCode::InvalidArgument, "a retain-until date before 1970"))
+        }
+        (Some(ObjectLockRetentionMode::GOVERNANCE), _) => Err(err(
+            S3ErrorCode::InvalidArgument,
+            "GOVERNANCE retention is not supported: Deposito's lock is COMPLIANCE (no key may shorten it)",
+        )),
+        _ => Err(err(
+            S3ErrorCode::InvalidArgument,
+            "object lock needs both a mode (COMPLIANCE) and a retain-until date",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! the token itself, so a scoped token's key reaches the same namespaces with the same
 //! read-only or read-write rule (403 `AccessDenied` elsewhere).
 
+mod aging;
 mod buckets;
 mod checksums;
 mod errors;
@@ -316,6 +317,48 @@ impl s3s::S3 for DepositoS3 {
         self.authorize(&req, Some(&req.input.bucket), true)?;
         buckets::set_tags(self, req.input.bucket, Vec::new()).await?;
         Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
+    }
+
+    async fn put_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<PutBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+        self.authorize(&req, Some(&req.input.bucket), true)?;
+        let input = req.input;
+        aging::put_configuration(self, &input.bucket, input.lifecycle_configuration).await
+    }
+
+    async fn get_bucket_lifecycle_configuration(
+        &self,
+        req: S3Request<GetBucketLifecycleConfigurationInput>,
+    ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+        self.authorize(&req, Some(&req.input.bucket), false)?;
+        aging::get_configuration(self, &req.input.bucket).await
+    }
+
+    async fn delete_bucket_lifecycle(
+        &self,
+        req: S3Request<DeleteBucketLifecycleInput>,
+    ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
+        self.authorize(&req, Some(&req.input.bucket), true)?;
+        aging::put_configuration(self, &req.input.bucket, None).await?;
+        Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
+    }
+
+    async fn put_object_retention(
+        &self,
+        req: S3Request<PutObjectRetentionInput>,
+    ) -> S3Result<S3Response<PutObjectRetentionOutput>> {
+        self.authorize(&req, Some(&req.input.bucket), true)?;
+        aging::put_retention(self, req.input).await
+    }
+
+    async fn get_object_retention(
+        &self,
+        req: S3Request<GetObjectRetentionInput>,
+    ) -> S3Result<S3Response<GetObjectRetentionOutput>> {
+        self.authorize(&req, Some(&req.input.bucket), false)?;
+        aging::get_retention(self, req.input).await
     }
 
     async fn put_object(

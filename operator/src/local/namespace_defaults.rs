@@ -51,6 +51,14 @@ impl NamespaceDefaults {
             .cloned()
     }
 
+    /// Forgets the default of `namespace` (its row is gone: DeleteBucket).
+    pub fn forget(&self, namespace: &str) {
+        self.0
+            .write()
+            .expect("namespace defaults")
+            .remove(namespace);
+    }
+
     /// Records `lifecycle` (None: removes it) for `namespace` in `db`, then in memory;
     /// returns the namespace's files, to be looked at again.
     pub fn set(
@@ -91,5 +99,39 @@ impl NamespaceDefaults {
             None => map.remove(namespace),
         };
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Deposit;
+
+    #[test]
+    fn a_default_is_kept_across_a_reopen_names_the_namespaces_files_and_can_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite3");
+        let spec = Lifecycle::parse("1@7d,expire@30d").unwrap();
+        {
+            let db = Db::open(&path).unwrap();
+            for (ns, name) in [("logs", "a"), ("logs", "b"), ("other", "c")] {
+                let key = FileKey::new(ns, name).unwrap();
+                db.put_content(&Deposit::of_key(&key, 2, "aa", 1, "r1"))
+                    .unwrap();
+            }
+            let defaults = NamespaceDefaults::load(&db).unwrap();
+            let mut keys = defaults.set(&db, "logs", Some(spec.clone())).unwrap();
+            keys.sort_by(|x, y| x.name.cmp(&y.name));
+            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+            assert_eq!(names, ["a", "b"]);
+            assert_eq!(defaults.get("logs"), Some(spec.clone()));
+            assert_eq!(defaults.get("other"), None);
+        }
+        let db = Db::open(&path).unwrap();
+        let defaults = NamespaceDefaults::load(&db).unwrap();
+        assert_eq!(defaults.get("logs"), Some(spec));
+        defaults.set(&db, "logs", None).unwrap();
+        assert_eq!(defaults.get("logs"), None);
+        assert_eq!(NamespaceDefaults::load(&db).unwrap().get("logs"), None);
     }
 }

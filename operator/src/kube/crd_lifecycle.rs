@@ -98,7 +98,7 @@ pub struct LifecycleSpec {
     pub steps: Vec<LifecycleStep>,
     /// The age at which the StoredFile is deleted (after the last step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 10), regex(pattern = r"^[1-9][0-9]{0,8}[smhd]$"))]
+    #[schemars(length(max = 10), regex(pattern = AGE_PATTERN))]
     pub expire_after: Option<String>,
 }
 
@@ -108,7 +108,7 @@ pub struct LifecycleSpec {
 pub struct LifecycleStep {
     /// An age counted from the moment the current content was acknowledged: a whole number
     /// and s, m, h or d (7d, 36h).
-    #[schemars(length(max = 10), regex(pattern = r"^[1-9][0-9]{0,8}[smhd]$"))]
+    #[schemars(length(max = 10), regex(pattern = AGE_PATTERN))]
     pub after: String,
     /// Copies from that age on.
     #[schemars(range(min = 1, max = 512))]

@@ -19,6 +19,9 @@ pub use names::{FileKey, NameError};
 /// Header carrying a lowercase hex sha256: the expected digest on uploads, the actual digest
 /// on responses.
 pub const HEADER_SHA256: &str = "x-deposito-sha256";
+/// Header of a deposit sent without `Content-Length` (chunked, to carry the trailer
+/// `x-deposito-sha256`): its exact length, checked like a `Content-Length`.
+pub const HEADER_CONTENT_LENGTH: &str = "x-deposito-content-length";
 /// Header carrying the replication level on `HEAD` responses.
 pub const HEADER_REPLICAS: &str = "x-deposito-replicas";
 /// Header carrying the number of verified copies on `HEAD` responses.

@@ -6,20 +6,19 @@ use std::time::Duration;
 use deposito_api::gateway::{
     FileList, FileStatus, NamespaceLifecycle, PatchFile, PatchReplica, ReplicaList, WaitFor,
 };
-use deposito_api::{ErrorBody, HEADER_LIFECYCLE, HEADER_RETAIN_UNTIL, HEADER_SHA256};
-use futures::TryStreamExt;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG};
+use deposito_api::{
+    ErrorBody, HEADER_CONTENT_LENGTH, HEADER_LIFECYCLE, HEADER_RETAIN_UNTIL, HEADER_SHA256,
+};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, TRAILER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncReadExt;
 
 use crate::error::from_reqwest;
 pub use crate::error::Error;
+use crate::upload_body::TrailedBody;
 
 /// Upper bound of a long poll the gateway honors (`timeout` at most 60 s).
 pub const MAX_LONG_POLL_SECS: u64 = 60;
-/// Read buffer for uploads.
-const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// A connection to one gateway with one token.
 #[derive(Debug, Clone)]
@@ -125,9 +124,11 @@ impl GatewayClient {
     }
 
     /// `PUT /v1/files/{ns}/{name}?replicas=N&ack=A` with the body streamed from `upload.body`
-    /// (a local file, or bytes in memory). Exactly `upload.size` bytes are sent (with
-    /// `Content-Length`), and `upload.sha256` goes in `x-deposito-sha256`. `on_chunk` is called
-    /// with the length of every chunk as it is read.
+    /// (a local file, or bytes in memory): exactly `upload.size` bytes. With `upload.sha256`,
+    /// the digest goes in `x-deposito-sha256` and the body has a `Content-Length`; without,
+    /// the body is hashed as it is sent and its digest follows it as a trailer (chunked, the
+    /// size in `x-deposito-content-length`). `on_chunk` is called with the length of every
+    /// chunk as it is read. Returns the status and the sha256 of what was sent.
     pub async fn put_file(
         &self,
         ns: &str,
@@ -135,7 +136,7 @@ impl GatewayClient {
         replicas: u32,
         upload: &Upload<'_>,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
-    ) -> Result<FileStatus, Error> {
+    ) -> Result<(FileStatus, String), Error> {
         let Upload {
             body,
             size,
@@ -144,43 +145,41 @@ impl GatewayClient {
             lifecycle,
             retain_until,
         } = *upload;
-        let body = match body {
-            UploadBody::File(path) => {
-                let file = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|e| Error::io(format!("cannot open {}", path.display()), &e))?;
-                let stream =
-                    tokio_util::io::ReaderStream::with_capacity(file.take(size), UPLOAD_CHUNK)
-                        .inspect_ok(move |chunk| on_chunk(chunk.len() as u64));
-                reqwest::Body::wrap_stream(stream)
-            }
-            UploadBody::Memory(data) => {
-                let data = data.get(..to_usize(size)).unwrap_or(data);
-                // The body must own its bytes (it may outlive this call inside the client).
-                let chunks: Vec<std::io::Result<Vec<u8>>> =
-                    data.chunks(UPLOAD_CHUNK).map(|c| Ok(c.to_vec())).collect();
-                let stream = futures::stream::iter(chunks)
-                    .inspect_ok(move |chunk| on_chunk(chunk.len() as u64));
-                reqwest::Body::wrap_stream(stream)
-            }
-        };
+        let (body, sent) = TrailedBody::open(body, size, sha256.is_none(), on_chunk).await?;
         let mut url = self.file_url(ns, name, &[]);
         url.query_pairs_mut()
             .append_pair("replicas", &replicas.to_string())
             .append_pair("ack", ack.as_str());
         let mut req = self
             .request(Method::PUT, url)
-            .header(HEADER_SHA256, sha256)
-            .header(CONTENT_LENGTH, size)
             .header(CONTENT_TYPE, "application/octet-stream");
+        req = match sha256 {
+            Some(sha) => req.header(HEADER_SHA256, sha).header(CONTENT_LENGTH, size),
+            None => req
+                .header(TRAILER, HEADER_SHA256)
+                .header(HEADER_CONTENT_LENGTH, size),
+        };
         if let Some(spec) = lifecycle {
             req = req.header(HEADER_LIFECYCLE, spec);
         }
         if let Some(until) = retain_until {
             req = req.header(HEADER_RETAIN_UNTIL, until);
         }
-        self.send_json(req.body(body), &format!("upload of {name}"))
-            .await
+        let status: FileStatus = self
+            .send_json(
+                req.body(reqwest::Body::wrap(body)),
+                &format!("upload of {name}"),
+            )
+            .await?;
+        let digest = match sha256 {
+            Some(sha) => sha.to_string(),
+            None => sent.get().ok_or_else(|| {
+                Error::Protocol(format!(
+                    "the gateway acknowledged {name} before the whole file was sent"
+                ))
+            })?,
+        };
+        Ok((status, digest))
     }
 
     /// `HEAD /v1/files/{ns}/{name}`: `Ok(true)` if it exists, `Ok(false)` on 404. Used as a
@@ -355,10 +354,11 @@ impl GatewayClient {
 #[derive(Debug, Clone, Copy)]
 pub struct Upload<'a> {
     pub body: UploadBody<'a>,
-    /// Bytes to send (the length that was hashed).
+    /// Bytes to send.
     pub size: u64,
-    /// Lowercase hex sha256 of those bytes.
-    pub sha256: &'a str,
+    /// Lowercase hex sha256 of those bytes, when known beforehand; None: computed as they
+    /// are sent, and sent after them as a trailer.
+    pub sha256: Option<&'a str>,
     /// When the gateway acknowledges.
     pub ack: deposito_api::gateway::Ack,
     /// The file's lifecycle (`x-deposito-lifecycle`).
@@ -374,11 +374,6 @@ pub enum UploadBody<'a> {
     File(&'a Path),
     /// Bytes in memory (`deposito selftest` needs no scratch file).
     Memory(&'a [u8]),
-}
-
-/// `n` as a `usize`, saturating (on 32-bit targets).
-fn to_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// A download in progress.

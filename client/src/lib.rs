@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod progress;
+pub mod upload_body;
 
 pub use api::GatewayClient;
 pub use error::Error;

@@ -13,7 +13,7 @@ fn target() -> ProgressDrawTarget {
     }
 }
 
-/// A byte-count bar (`hashing`, `uploading`, `downloading`); a spinner when `len` is unknown.
+/// A byte-count bar (`uploading`, `downloading`); a spinner when `len` is unknown.
 pub fn bytes_bar(len: Option<u64>, label: &str) -> ProgressBar {
     let pb = match len {
         Some(len) => {

@@ -66,6 +66,7 @@ struct Recorded {
     put_headers: Option<HeaderMap>,
     put_query: HashMap<String, String>,
     put_body: Vec<u8>,
+    trailer_sha: Option<String>,
     status_queries: Vec<String>,
     patch_body: Option<serde_json::Value>,
 }
@@ -90,7 +91,7 @@ fn plan(path: &std::path::Path, name: &str, replicas: u32, timeout: u64) -> Plan
 }
 
 #[tokio::test]
-async fn deposit_sends_digest_and_exact_bytes_then_waits_for_convergence() {
+async fn deposit_sends_exact_bytes_then_their_digest_as_a_trailer_then_waits() {
     let rec: Shared = Arc::default();
     let polls = Arc::new(AtomicUsize::new(0));
     let router = Router::new()
@@ -101,12 +102,17 @@ async fn deposit_sends_digest_and_exact_bytes_then_waits_for_convergence() {
                  Path((_ns, name)): Path<(String, String)>,
                  Query(q): Query<HashMap<String, String>>,
                  headers: HeaderMap,
-                 body: Bytes| async move {
-                    let sha = headers["x-deposito-sha256"].to_str().unwrap().to_string();
+                 body: axum::body::Body| async move {
+                    use http_body_util::BodyExt;
+                    let collected = body.collect().await.unwrap();
+                    let trailers = collected.trailers().cloned().expect("a trailer");
+                    let sha = trailers["x-deposito-sha256"].to_str().unwrap().to_string();
+                    let body = collected.to_bytes();
                     let mut r = rec.lock().unwrap();
                     r.put_headers = Some(headers);
                     r.put_query = q;
                     r.put_body = body.to_vec();
+                    r.trailer_sha = Some(sha.clone());
                     let mut st = fstatus(&name, 2, 0, 0, Phase::Pending);
                     st.sha256 = sha;
                     st.size = body.len() as u64;
@@ -159,9 +165,17 @@ async fn deposit_sends_digest_and_exact_bytes_then_waits_for_convergence() {
     let r = rec.lock().unwrap();
     assert!(r.put_body == data, "uploaded bytes differ");
     let h = r.put_headers.as_ref().unwrap();
-    assert_eq!(h["x-deposito-sha256"], sha.as_str());
+    // One pass over the file: the digest follows the bytes as a trailer, the length is
+    // declared in its own header (a chunked body has no Content-Length).
+    assert_eq!(r.trailer_sha.as_deref(), Some(sha.as_str()));
+    assert!(h.get("x-deposito-sha256").is_none());
+    assert_eq!(h["trailer"], "x-deposito-sha256");
     assert_eq!(h["authorization"], "Bearer tok");
-    assert_eq!(h["content-length"], data.len().to_string().as_str());
+    assert_eq!(
+        h["x-deposito-content-length"],
+        data.len().to_string().as_str()
+    );
+    assert!(h.get("content-length").is_none());
     assert_eq!(r.put_query.get("replicas").map(String::as_str), Some("2"));
     assert_eq!(r.put_query.get("ack").map(String::as_str), Some("all"));
     // Stopped on the first converged answer: two Replicating polls, then Ready.
@@ -250,7 +264,7 @@ async fn gateway_json_errors_become_one_line_messages() {
 }
 
 #[tokio::test]
-async fn deposit_stops_before_hashing_when_token_is_refused() {
+async fn deposit_stops_before_sending_when_token_is_refused() {
     let rec: Shared = Arc::default();
     let router = Router::new()
         .route(

@@ -1,20 +1,17 @@
-//! `deposito deposit PATH`: hash, upload (streaming), wait for N verified copies.
+//! `deposito deposit PATH`: upload (streaming, hashed on the way: the digest follows the
+//! bytes as a trailer), wait for N verified copies.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use deposito_api::gateway::FileStatus;
 use deposito_api::lifecycle::{parse_time, Lifecycle};
-use sha2::{Digest, Sha256};
 
 use super::{print_out, validate_name, validate_replicas, Ctx};
 use crate::api::{Upload, UploadBody};
 use crate::cli::{DepositArgs, GlobalOpts};
 use crate::error::Error;
 use crate::progress;
-
-const HASH_CHUNK: usize = 1024 * 1024;
 
 /// Upload attempts before a failure on the server's side is reported.
 pub const UPLOAD_ATTEMPTS: u32 = 5;
@@ -96,41 +93,6 @@ pub fn plan(args: &DepositArgs) -> Result<Plan, Error> {
     })
 }
 
-/// Streams the file through sha256 with a "hashing" bar. Returns (hex digest, bytes read).
-pub async fn hash_file(path: &Path) -> Result<(String, u64), Error> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let ctx = |e: &std::io::Error| Error::io(format!("cannot read {}", path.display()), e);
-        let mut file = std::fs::File::open(&path).map_err(|e| ctx(&e))?;
-        let len = file.metadata().map_err(|e| ctx(&e))?.len();
-        let bar = progress::bytes_bar(Some(len), "hashing");
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; HASH_CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    bar.finish_and_clear();
-                    return Err(ctx(&e));
-                }
-            };
-            hasher.update(&buf[..n]);
-            total += n as u64;
-            bar.set_position(total);
-        }
-        bar.finish_and_clear();
-        Ok((hex::encode(hasher.finalize()), total))
-    })
-    .await
-    .map_err(|e| Error::Io {
-        context: "hashing".into(),
-        reason: e.to_string(),
-    })?
-}
-
 /// The summary line printed after a deposit.
 pub fn summary(st: &FileStatus, waited: bool) -> String {
     if waited {
@@ -146,19 +108,22 @@ pub fn summary(st: &FileStatus, waited: bool) -> String {
     }
 }
 
-/// Hashes, uploads and (unless `plan.wait` is false) waits. Returns the summary line.
+/// Uploads (one pass over the file: it is hashed as it is sent) and (unless `plan.wait` is
+/// false) waits. Returns the summary line.
 pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
-    // Fail fast (unreachable server, bad token) before hashing a large file.
+    // Fail fast (unreachable server, bad token) before sending a large file.
     match ctx.client.head_file(&ctx.namespace, &plan.name).await {
         Ok(_) => {}
         Err(e @ (Error::Unreachable { .. } | Error::Api { status: 401, .. })) => return Err(e),
         Err(_) => {}
     }
-    let (sha256, size) = hash_file(&plan.path).await?;
+    let size = std::fs::metadata(&plan.path)
+        .map_err(|e| Error::io(format!("cannot read {}", plan.path.display()), &e))?
+        .len();
     let upload = Upload {
         body: UploadBody::File(&plan.path),
         size,
-        sha256: &sha256,
+        sha256: None,
         ack: plan.ack,
         lifecycle: plan.lifecycle.as_deref(),
         retain_until: plan.retain_until.as_deref(),
@@ -168,8 +133,8 @@ pub async fn deposit(ctx: &Ctx, plan: &Plan) -> Result<String, Error> {
     Ok(summary(&st, plan.wait))
 }
 
-/// Uploads hashed content under `name` at `replicas` copies, checks the digest the gateway
-/// acknowledges, and (when `wait` gives a timeout) waits until exactly `replicas` verified
+/// Uploads content under `name` at `replicas` copies, checks the digest the gateway
+/// acknowledges against the one sent, and (when `wait` gives a timeout) waits until exactly `replicas` verified
 /// copies exist. Returns the last status.
 pub async fn upload_and_wait(
     ctx: &Ctx,
@@ -183,7 +148,7 @@ pub async fn upload_and_wait(
     // A failure on the server's side (a 502 or 503, a reset, a replica gone mid-transfer) is
     // retried with backoff, sending the content again: the same content is stored idempotently.
     let mut attempt = 1;
-    let st = loop {
+    let (st, sha256) = loop {
         let bar = progress::bytes_bar(Some(upload.size), "uploading");
         let bar2 = bar.clone();
         let uploaded = c
@@ -198,17 +163,15 @@ pub async fn upload_and_wait(
             other => break other?,
         }
     };
-    if st.sha256 != upload.sha256 && !st.sha256.is_empty() {
+    if st.sha256 != sha256 && !st.sha256.is_empty() {
         return Err(Error::Protocol(format!(
-            "the gateway acknowledged sha256 {} but the file's sha256 is {}",
-            st.sha256, upload.sha256
+            "the gateway acknowledged sha256 {} but the file's sha256 is {sha256}",
+            st.sha256
         )));
     }
     match wait {
         None => Ok(st),
-        Some(timeout) => {
-            super::wait::wait_converged(c, ns, name, st, timeout, Some(upload.sha256)).await
-        }
+        Some(timeout) => super::wait::wait_converged(c, ns, name, st, timeout, Some(&sha256)).await,
     }
 }
 
@@ -266,15 +229,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.ends_with("is not a regular file"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn hash_matches_sha256() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("abc");
-        std::fs::write(&f, b"abc").unwrap();
-        let (h, n) = hash_file(&f).await.unwrap();
-        assert_eq!(h, deposito_api::sha256_hex(b"abc"));
-        assert_eq!(n, 3);
     }
 }

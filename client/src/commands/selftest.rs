@@ -138,7 +138,7 @@ async fn steps(
     let upload = Upload {
         body: UploadBody::Memory(data),
         size,
-        sha256: &sha256,
+        sha256: Some(&sha256),
         ack: Ack::All,
         lifecycle: None,
         retain_until: None,

@@ -7,6 +7,7 @@ use deposito_api::gateway::{Ack, FileStatus};
 use deposito_api::lifecycle::Lifecycle;
 use deposito_api::FileKey;
 
+use super::trailer::TrailerDigest;
 use super::{transfer, GatewayState};
 use crate::engine::{now_ms, CatalogError, ContentAttrs, Deposit};
 use crate::gateway::error::GatewayError;
@@ -27,6 +28,9 @@ pub struct Put {
     /// Kept with the content; `modified_ms` is set when the content is acknowledged.
     pub attrs: ContentAttrs,
     pub finish: Option<FinishAttrs>,
+    /// The digest announced as a trailer (`Trailer: x-deposito-sha256`), checked against the
+    /// stored copies' before the content is recorded.
+    pub trailer: Option<TrailerDigest>,
     /// The file's lifecycle from this content on (`replicas` is its starting level).
     pub lifecycle: Option<Lifecycle>,
     /// The retention lock asked for (ms since the epoch).
@@ -83,6 +87,9 @@ pub async fn store(gw: &GatewayState, put: Put, body: Body) -> Result<FileStatus
         gw.index.record_copy(&target.id, info);
     }
     let (first, info) = &stored[0];
+    if let Some(trailer) = &put.trailer {
+        trailer.check(&info.sha256)?;
+    }
     let mut attrs = put.attrs;
     if let Some(finish) = put.finish {
         finish(&mut attrs)?;

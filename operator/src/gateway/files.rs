@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tracing::instrument;
 
 use super::deposit::{self, Put};
+use super::trailer::{self, Framing};
 use super::{transfer, GatewayState};
 use crate::engine::{now_ms, AgingChange, CatalogError, ContentAttrs, FileRecord};
 use crate::gateway::error::GatewayError;
@@ -89,7 +90,13 @@ pub struct PutQuery {
 #[utoipa::path(put, path = "/v1/files/{namespace}/{name}",
     params(PutQuery,
         ("x-deposito-sha256" = Option<String>, Header, pattern = r"^[0-9a-fA-F]{64}(?![\s\S])",
-            description = "expected sha256, hex; the deposit fails with `digest_mismatch` otherwise"),
+            description = "expected sha256, hex; the deposit fails with `digest_mismatch` otherwise. \
+            With `Trailer: x-deposito-sha256` and a chunked body, it may come after the bytes \
+            as a trailer instead (the client hashes as it sends): checked against the stored \
+            copies' digest before the content is recorded"),
+        ("x-deposito-content-length" = Option<u64>, Header,
+            description = "the exact length of a body sent without `Content-Length` (chunked, \
+            to carry the trailer); a longer or shorter body is `incomplete_body`"),
         ("x-deposito-lifecycle" = Option<String>, Header,
             description = "the file's lifecycle, e.g. `3,1@7d,expire@90d`: N from the start (in \
             place of `replicas`), `N@AGE` from that age, `expire@AGE` deleted then; ages in s, m, \
@@ -101,7 +108,8 @@ pub struct PutQuery {
     responses((status = 201, description = "stored, fsync'd and recorded; `holders` are the durable copies", body = FileStatus),
         (status = 400, description = "`invalid_name`, `invalid_replicas`, `invalid_digest`, \
             `digest_mismatch`, `incomplete_body`, `invalid_lifecycle`, or `bad_request` (an `ack` \
-            other than `one` or `all`)", body = deposito_api::ErrorBody),
+            other than `one` or `all`, an `x-deposito-content-length` that is not a number or \
+            differs from `Content-Length`)", body = deposito_api::ErrorBody),
         (status = 403, description = "the file in place is retained (`retained`)", body = deposito_api::ErrorBody),
         (status = 502, description = "the replica failed mid-transfer (`replica_error`)", body = deposito_api::ErrorBody),
         (status = 507, description = "no replica has room (`insufficient_storage`)", body = deposito_api::ErrorBody)))]
@@ -114,9 +122,13 @@ pub async fn put_file(
     body: Body,
 ) -> Result<(StatusCode, Json<FileStatus>), GatewayError> {
     match parse_put(path, query, &headers) {
-        Ok(put) => deposit::store(&ctx, put, body)
-            .await
-            .map(|status| (StatusCode::CREATED, Json(status))),
+        Ok((mut put, framing)) => {
+            let (body, trailer) = trailer::wrap(body, &framing);
+            put.trailer = trailer;
+            deposit::store(&ctx, put, body)
+                .await
+                .map(|status| (StatusCode::CREATED, Json(status)))
+        }
         Err(err) => {
             // Answer only after reading the body: a client still sending would otherwise
             // get a reset connection instead of this error.
@@ -131,15 +143,12 @@ fn parse_put(
     path: FilePath,
     query: Result<Query<PutQuery>, QueryRejection>,
     headers: &HeaderMap,
-) -> Result<Put, GatewayError> {
+) -> Result<(Put, Framing), GatewayError> {
     let key = file_key(path)?;
     let Query(query) = query.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
     let replicas = parse_replicas(query.replicas.as_deref())?;
     let expected = expected_digest(query.sha256.as_deref(), headers.get(HEADER_SHA256))?;
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let framing = Framing::of(headers)?;
     let ack = match query.ack.as_deref() {
         None => Ack::default(),
         Some(value) => Ack::parse(value).ok_or_else(|| {
@@ -151,17 +160,19 @@ fn parse_put(
     let replicas = lifecycle
         .as_ref()
         .map_or(replicas, |l| l.starting(replicas));
-    Ok(Put {
+    let put = Put {
         key,
         replicas,
         expected,
-        content_length,
+        content_length: framing.length,
         ack,
         attrs: ContentAttrs::default(),
         finish: None,
+        trailer: None,
         lifecycle,
         retain_until_ms,
-    })
+    };
+    Ok((put, framing))
 }
 
 /// A deposit's `x-deposito-lifecycle` and `x-deposito-retain-until`, checked together (an

@@ -13,6 +13,7 @@ mod replicas;
 pub mod s3;
 pub mod serve;
 pub mod store;
+mod trailer;
 mod transfer;
 
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use super::aging::lifecycle_patch;
 use super::cached::CachedFile;
 use super::catalog::{catalog_error, is_status, KubeCatalog};
 use super::content_attrs::{annotation_value, CONTENT_ANNOTATION};
-use super::crd::{FileSource, LifecycleSpec, StoredFile, StoredFileSpec, UploadSource};
+use super::crd::{FileSource, LifecycleSpec, StoredFile, StoredFileSpec, UploadSource, FINALIZER};
 use super::record::time_of;
 use crate::engine::{CatalogError, Deposit, FileRecord};
 
@@ -89,6 +89,9 @@ impl KubeCatalog {
             },
         );
         new_file.metadata.namespace = Some(key.namespace.clone());
+        // Created with the operator's finalizer, which its first reconcile would otherwise
+        // add with a PATCH of its own: one API write less per new file.
+        new_file.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
         new_file.metadata.annotations = Some([(CONTENT_ANNOTATION.to_string(), content)].into());
         let (params, merge_patch) = (PatchParams::default(), Patch::Merge(&patch));
         let merge = || api.patch(&key.name, &params, &merge_patch);

@@ -425,7 +425,10 @@ pub async fn run(args: KubeArgs) -> anyhow::Result<()> {
         ))
         .with_config(
             kube::runtime::controller::Config::default()
-                .debounce(Duration::from_millis(250))
+                // Triggers within 50 ms (a new file's create, the engine's word that its
+                // copies exist) make one reconcile; longer would only delay the status a
+                // client waits for (`deposito deposit` waits for it).
+                .debounce(Duration::from_millis(50))
                 .concurrency(args.engine.workers.clamp(1, u16::MAX as usize) as u16),
         )
         .graceful_shutdown_on(shutdown_signal())

@@ -219,6 +219,38 @@ async fn startup_rebuilds_and_repairs_the_index() {
 }
 
 #[tokio::test]
+async fn a_write_without_a_digest_of_trashed_content_brings_the_trashed_copy_back() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 0).await.unwrap();
+    let info = put(&store, "t", b"trash me, then deposit me again").await;
+    let key = ObjKey::of(&info);
+    store.trash(&key).await.unwrap();
+    let trashed = store.data_path(&key, ObjectState::Trashed);
+    let inode = std::fs::metadata(&trashed).unwrap().ino();
+    // The digest is not given: the body is hashed as it arrives (a trailer, S3).
+    let w = store
+        .write(
+            &fkey("t"),
+            None,
+            None,
+            chunks(b"trash me, then deposit me again"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.info.state, ObjectState::Ready);
+    let ready = store.data_path(&key, ObjectState::Ready);
+    assert_eq!(
+        std::fs::metadata(&ready).unwrap().ino(),
+        inode,
+        "the same file"
+    );
+    assert!(!trashed.exists());
+    assert!(files_under(&dir.path().join("tmp")).is_empty());
+    assert_eq!(store.get(&key).unwrap().state, ObjectState::Ready);
+}
+
+#[tokio::test]
 async fn quarantine_moves_the_copy_and_a_new_write_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), 0).await.unwrap();

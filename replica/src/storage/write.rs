@@ -121,12 +121,23 @@ impl Store {
             }
         }
         let okey = ObjKey::from_file_key(key.clone(), &actual)?;
-        if let Some(info) = self.get(&okey).filter(|i| i.state == ObjectState::Ready) {
-            tracing::debug!("copy already present");
-            return Ok(Written {
-                info,
-                created: false,
-            });
+        let present = self.get(&okey).map(|i| i.state);
+        if matches!(present, Some(ObjectState::Ready | ObjectState::Trashed)) {
+            // The same copy is stored, or in the trash: it is kept, or brought back (its
+            // bytes hashed again, then renamed into place: the same file), and the bytes
+            // just received are dropped with their temp file. A body whose digest was
+            // given beforehand takes this path before it is written (`put_from_trash`);
+            // one hashed on the way (a trailer, S3) takes it here. A trashed copy that
+            // changed is quarantined by the restore, and one purged meanwhile is gone: the
+            // new bytes are committed then.
+            match self.restore(&okey).await {
+                Ok(kept) => {
+                    tracing::debug!(created = kept.created, "copy already present");
+                    return Ok(kept);
+                }
+                Err(Error::Corrupt | Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
         let info = ObjectInfo {
             namespace: okey.namespace,

@@ -36,6 +36,8 @@ fn usage() -> &'static str {
      \x20      deposito-bench scale [--files N] [--batch N] [--idle-secs S] [--compare DIR]\n\
      \x20      deposito-bench kube [--files N]\n\
      \x20      deposito-bench lifecycle [--files N]\n\
+     \x20      deposito-bench kube-data [--quick]\n\
+     \x20      deposito-bench round2 [--quick] [--rounds R] [--compare DIR] [--churn C]\n\
      Starts a local Deposito cluster (3 replicas) from the binaries beside this one and prints\n\
      throughput and peak RSS beside same-run baselines.\n\
      --quick   1 MiB and 64 MiB only, 200 small files (CI smoke)\n\
@@ -50,7 +52,12 @@ fn usage() -> &'static str {
      kube      [--files N] N inline StoredFiles (default 1000) on the test control plane:\n\
      \x20         time to Ready, API requests per file, operator peak RSS\n\
      lifecycle [--files N] N small files (default 10000) at '2,1@60s' in one batch: CPU\n\
-     \x20         while the step waits and after, the transition's time, samples below N"
+     \x20         while the step waits and after, the transition's time, samples below N\n\
+     kube-data the data path in kube mode beside local mode, same run (small and large\n\
+     \x20         PUTs and GETs through each gateway)\n\
+     round2    the figures of performance round 2 beside their targets (BENCHMARKS.md):\n\
+     \x20         small PUTs (beside the build in DIR), small and large GETs (beside nginx),\n\
+     \x20         large PUTs at N=3 (beside cp + sync), small PUTs after C files of churn"
 }
 
 fn parse_scale(args: &[String]) -> anyhow::Result<crate::scale::ScaleOptions> {
@@ -97,6 +104,16 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
     }
     if args.first().is_some_and(|a| a == "lifecycle") {
         return crate::lifecycle_bench::run(files_arg(&args[1..], 10_000)?).await;
+    }
+    if args.first().is_some_and(|a| a == "kube-data") {
+        return match &args[1..] {
+            [] => crate::kube_data::run(false).await,
+            [q] if q == "--quick" => crate::kube_data::run(true).await,
+            other => bail!("unknown arguments {other:?}\n{}", usage()),
+        };
+    }
+    if args.first().is_some_and(|a| a == "round2") {
+        return crate::round2::run(crate::round2::Args::parse(&args[1..])?).await;
     }
     if args.first().is_some_and(|a| a == "kube") {
         return crate::kube_bench::run(files_arg(&args[1..], 1000)?).await;
@@ -388,20 +405,8 @@ async fn large_gets(
     rounds: usize,
 ) -> anyhow::Result<Vec<Row>> {
     let size = std::fs::metadata(input)?.len();
-    let served = plain.dir.join("large");
-    std::fs::hard_link(input, &served)?;
-    let http = deposito_e2e::http::pooled_client();
-    let gateway_url = format!("{}/v1/files/default/{name}", c.url());
-    let (mut ours, mut theirs, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        if let Some(n) = nginx {
-            theirs.push(get_discard(&http, &n.url("large"), None, size).await?);
-        }
-        let cpu0 = c.server_cpu_seconds();
-        ours.push(get_discard(&http, &gateway_url, Some(&c.token), size).await?);
-        cpu.push((c.server_cpu_seconds() - cpu0) / (size as f64 / GIB));
-    }
-    std::fs::remove_file(&served)?;
+    let gets = LargeGets::measure(c, nginx, plain, input, name, rounds).await?;
+    let (ours, theirs, cpu) = (&gets.gateway, &gets.nginx, &gets.cpu);
     let rate = |t: &[f64]| size as f64 / median(t);
     let mut rows = Vec::new();
     let mut vs = String::new();
@@ -409,28 +414,81 @@ async fn large_gets(
         rows.push(Row {
             op: format!(
                 "baseline: nginx GET (sendfile), median of {rounds}; drift {:.2}",
-                drift(&theirs)
+                drift(theirs)
             ),
             size: human_bytes(size),
-            time: secs(median(&theirs)),
-            rate: rate(&theirs),
+            time: secs(median(theirs)),
+            rate: rate(theirs),
             unit: "MiB/s",
             base: None,
         });
-        vs = format!("; {:.2}× nginx", rate(&ours) / rate(&theirs));
+        vs = format!("; {:.2}× nginx", rate(ours) / rate(theirs));
     }
     rows.push(Row {
         op: format!(
             "GET through the gateway, median of {rounds}{vs}; server CPU {:.1} s/GiB",
-            median(&cpu)
+            median(cpu)
         ),
         size: human_bytes(size),
-        time: secs(median(&ours)),
-        rate: rate(&ours),
+        time: secs(median(ours)),
+        rate: rate(ours),
         unit: "MiB/s",
         base: None,
     });
     Ok(rows)
+}
+
+/// Seconds of each large GET, interleaved: through the gateway, from nginx; server CPU
+/// seconds per GiB of the gateway's.
+pub(crate) struct LargeGets {
+    gateway: Vec<f64>,
+    nginx: Vec<f64>,
+    cpu: Vec<f64>,
+}
+
+impl LargeGets {
+    /// Median rates (bytes per second) of a file of `size` bytes: through the gateway, and
+    /// from nginx (None without nginx).
+    pub(crate) fn rates(&self, size: u64) -> (f64, Option<f64>) {
+        let rate = |t: &[f64]| size as f64 / median(t);
+        (
+            rate(&self.gateway),
+            (!self.nginx.is_empty()).then(|| rate(&self.nginx)),
+        )
+    }
+
+    pub(crate) async fn measure(
+        c: &Cluster,
+        nginx: Option<&Nginx>,
+        plain: &PlainServer,
+        input: &Path,
+        name: &str,
+        rounds: usize,
+    ) -> anyhow::Result<LargeGets> {
+        let size = std::fs::metadata(input)?.len();
+        let served = plain.dir.join("large");
+        std::fs::hard_link(input, &served)?;
+        let http = deposito_e2e::http::pooled_client();
+        let gateway_url = format!("{}/v1/files/default/{name}", c.url());
+        let mut gets = LargeGets {
+            gateway: Vec::new(),
+            nginx: Vec::new(),
+            cpu: Vec::new(),
+        };
+        for _ in 0..rounds {
+            if let Some(n) = nginx {
+                gets.nginx
+                    .push(get_discard(&http, &n.url("large"), None, size).await?);
+            }
+            let cpu0 = c.server_cpu_seconds();
+            gets.gateway
+                .push(get_discard(&http, &gateway_url, Some(&c.token), size).await?);
+            gets.cpu
+                .push((c.server_cpu_seconds() - cpu0) / (size as f64 / GIB));
+        }
+        std::fs::remove_file(&served)?;
+        Ok(gets)
+    }
 }
 
 /// Seconds to GET `url` and read its `size` bytes, discarding them.

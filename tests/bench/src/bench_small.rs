@@ -18,8 +18,8 @@ use deposito_e2e::cluster::Cluster;
 use deposito_e2e::files::{random_seed, Prng};
 use deposito_e2e::http::Reply;
 
-const SMALL: usize = 4096;
-const CONCURRENCY: usize = 16;
+pub(crate) const SMALL: usize = 4096;
+pub(crate) const CONCURRENCY: usize = 16;
 const CONVERGE: Duration = Duration::from_secs(1800);
 
 /// What to run against.
@@ -191,19 +191,21 @@ pub async fn run(s: Small<'_>) -> anyhow::Result<()> {
 }
 
 /// CPU seconds used so far by the operator (gateway) alone.
-fn operator_cpu(c: &Cluster) -> f64 {
+pub(crate) fn operator_cpu(c: &Cluster) -> f64 {
     c.operator_pid()
         .and_then(|pid| deposito_e2e::proc::cpu_seconds(pid).ok())
         .unwrap_or(0.0)
 }
 
-fn name(mode: &str, round: usize, i: usize) -> String {
+pub(crate) fn name(mode: &str, round: usize, i: usize) -> String {
     format!("small-{mode}-r{round}-{i}")
 }
 
 /// Deposits every body at N=2 (with `ack`, or the build's default when None): (acknowledged
-/// ops/s, until-2-copies ops/s, latencies, server CPU ms per op until 2 copies).
-async fn deposits(
+/// ops/s, until-2-copies ops/s, latencies, server CPU ms per op until 2 copies). When every
+/// acknowledgement already names 2 durable copies, that is the moment both exist; otherwise the
+/// gateway's list is polled until each file has them.
+pub(crate) async fn deposits(
     c: &Cluster,
     http: &reqwest::Client,
     bodies: &[Vec<u8>],
@@ -243,24 +245,12 @@ async fn deposits(
     if let Some((bad, _)) = results.iter().find(|(r, _)| r.status != 201) {
         bail!("small deposit (ack={mode}) failed: {bad:?}");
     }
-    let prefix = format!("small-{mode}-r{round}-");
-    let deadline = Instant::now() + CONVERGE;
-    loop {
-        let list = c.list().await.map_err(anyhow::Error::msg)?;
-        let done = list
-            .items
-            .iter()
-            .filter(|s| s.name.starts_with(&prefix) && s.is_converged())
-            .count();
-        if done == bodies.len() {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "small files (ack={mode}) not converged: {done}/{}",
-            bodies.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let all_durable = results.iter().all(|(r, _)| {
+        serde_json::from_str::<deposito_api::gateway::FileStatus>(&r.body)
+            .is_ok_and(|st| st.ready_replicas >= 2)
+    });
+    if !all_durable {
+        wait_converged(c, &format!("small-{mode}-r{round}-"), bodies.len(), mode).await?;
     }
     let until = bodies.len() as f64 / start.elapsed().as_secs_f64();
     let cpu = (c.server_cpu_seconds() - cpu0) * 1000.0 / bodies.len() as f64;
@@ -272,8 +262,29 @@ async fn deposits(
     ))
 }
 
+/// Polls the gateway's list until the `n` files named `prefix*` are converged.
+async fn wait_converged(c: &Cluster, prefix: &str, n: usize, mode: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let list = c.list().await.map_err(anyhow::Error::msg)?;
+        let done = list
+            .items
+            .iter()
+            .filter(|s| s.name.starts_with(prefix) && s.is_converged())
+            .count();
+        if done == n {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "small files (ack={mode}) not converged: {done}/{n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// (p50, p99) in milliseconds.
-fn percentiles(latencies: &[Duration]) -> (f64, f64) {
+pub(crate) fn percentiles(latencies: &[Duration]) -> (f64, f64) {
     let mut sorted = latencies.to_vec();
     sorted.sort();
     let at = |q: f64| {

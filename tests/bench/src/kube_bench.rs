@@ -30,7 +30,7 @@ const STATUS_GETS: usize = 400;
 const DEPOSITS: usize = 30;
 const DEPOSIT_SIZE: usize = 4096;
 
-fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
+pub(crate) fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
     let (_, ip) = k.operator_pod(NS);
     let out = deposito_e2e::proc::run(
         {
@@ -45,7 +45,7 @@ fn operator_metrics(k: &KubeCluster) -> anyhow::Result<String> {
 }
 
 /// Requests by verb, from the operator's `deposito_operator_kube_api_requests_total`.
-fn requests(metrics: &str) -> Vec<(String, f64)> {
+pub(crate) fn requests(metrics: &str) -> Vec<(String, f64)> {
     metrics
         .lines()
         .filter(|l| l.starts_with("deposito_operator_kube_api_requests_total{"))
@@ -65,7 +65,7 @@ fn gauge(metrics: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn total(requests: &[(String, f64)]) -> f64 {
+pub(crate) fn total(requests: &[(String, f64)]) -> f64 {
     requests.iter().map(|(_, n)| n).sum()
 }
 

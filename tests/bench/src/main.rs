@@ -6,7 +6,9 @@
 //! - [`bench_small`]: small-file operations per second, in interleaved rounds.
 //! - [`scale`]: `deposito-bench scale`, the reconcile engine's cost as the catalog grows.
 //! - [`kube_bench`]: `deposito-bench kube`, kube mode at scale on the test control plane.
+//! - [`kube_data`]: `deposito-bench kube-data`, kube mode's data path beside local mode's.
 //! - [`lifecycle_bench`]: `deposito-bench lifecycle`, many lifecycle steps falling due at once.
+//! - [`round2`]: `deposito-bench round2`, the figures of performance round 2 beside targets.
 //!
 //! The clusters, files, processes and HTTP helpers come from the e2e test support
 //! (`deposito-e2e`).
@@ -18,7 +20,9 @@ mod bench;
 mod bench_base;
 mod bench_small;
 mod kube_bench;
+mod kube_data;
 mod lifecycle_bench;
+mod round2;
 mod scale;
 
 use std::process::ExitCode;

@@ -145,6 +145,44 @@ pub fn raw_request(
     parse_response(&raw)
 }
 
+/// A raw HTTP/1.1 request with a chunked body: `chunks`, then `trailers` (none: the body
+/// ends with the last chunk and no trailer field). The answer's status line and body.
+pub fn raw_chunked_request(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    extra_headers: &[(&str, &str)],
+    chunks: &[&[u8]],
+    trailers: &[(&str, &str)],
+) -> Reply {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut req = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\nAuthorization: Bearer {token}\r\n"
+    )
+    .into_bytes();
+    for (k, v) in extra_headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    for chunk in chunks {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n");
+    for (k, v) in trailers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    // The server may answer early: ignore write errors.
+    let _ = s.write_all(&req);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
 /// Parses a raw HTTP/1.1 response (chunked bodies are de-chunked).
 pub fn parse_response(raw: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(raw);

@@ -321,3 +321,98 @@ async fn no_token_or_wrong_token_gets_401_from_gateway_and_replica() {
     // Nothing got in.
     assert_pristine(&c, "unauthenticated requests").await;
 }
+
+/// A deposit whose sha256 follows the bytes as a trailer (`deposito deposit` sends one): the
+/// right trailer stores the content; a wrong, malformed or missing trailer, or a body longer
+/// or shorter than its `x-deposito-content-length`, is refused with its code, and the file
+/// keeps its previous content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailed_deposit_is_checked_against_its_trailer() {
+    use deposito_api::{ErrorCode, HEADER_CONTENT_LENGTH, HEADER_SHA256};
+    use deposito_e2e::http::raw_chunked_request;
+    let c = Cluster::builder().replicas(2).start().await;
+    let path = "/v1/files/default/t.bin?replicas=2";
+    let first = c.scratch("first.bin");
+    write_random_file(&first, 300 * 1024, random_seed());
+    let bytes = std::fs::read(&first).unwrap();
+    let sha = deposito_api::sha256_hex(&bytes);
+    let (a, b) = bytes.split_at(100_000);
+    let len = bytes.len().to_string();
+    let framing = [
+        ("trailer", HEADER_SHA256),
+        (HEADER_CONTENT_LENGTH, len.as_str()),
+    ];
+    let r = raw_chunked_request(
+        c.op_addr,
+        path,
+        &c.token,
+        &framing,
+        &[a, b],
+        &[(HEADER_SHA256, &sha)],
+    );
+    assert_eq!(r.status, 201, "right trailer: {r:?}");
+    c.wait_copies(&first, 2, SETTLE);
+
+    let other = deposito_api::sha256_hex(b"other");
+    let half = &bytes[..150_000];
+    let half_len = half.len().to_string();
+    for (what, headers, chunks, trailers, code) in [
+        (
+            "wrong trailer",
+            vec![
+                ("trailer", HEADER_SHA256),
+                (HEADER_CONTENT_LENGTH, half_len.as_str()),
+            ],
+            vec![half],
+            vec![(HEADER_SHA256, other.as_str())],
+            ErrorCode::DigestMismatch,
+        ),
+        (
+            "malformed trailer",
+            vec![("trailer", HEADER_SHA256)],
+            vec![half],
+            vec![(HEADER_SHA256, "xyz")],
+            ErrorCode::InvalidDigest,
+        ),
+        (
+            "announced trailer missing",
+            vec![("trailer", HEADER_SHA256)],
+            vec![half],
+            vec![],
+            ErrorCode::IncompleteBody,
+        ),
+        (
+            "body shorter than declared",
+            vec![
+                ("trailer", HEADER_SHA256),
+                (HEADER_CONTENT_LENGTH, len.as_str()),
+            ],
+            vec![half],
+            vec![(HEADER_SHA256, sha.as_str())],
+            ErrorCode::IncompleteBody,
+        ),
+        (
+            "body longer than declared",
+            vec![(HEADER_CONTENT_LENGTH, "10")],
+            vec![half],
+            vec![],
+            ErrorCode::IncompleteBody,
+        ),
+        (
+            "declared length not a number",
+            vec![(HEADER_CONTENT_LENGTH, "ten")],
+            vec![half],
+            vec![],
+            ErrorCode::BadRequest,
+        ),
+    ] {
+        let r = raw_chunked_request(c.op_addr, path, &c.token, &headers, &chunks, &trailers);
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        assert_eq!(r.error_body().code, code, "{what}: {r:?}");
+        let st = c.status("t.bin").await.unwrap().expect("t.bin still there");
+        assert_eq!(st.sha256, sha, "{what} changed the file's content");
+    }
+    let copy = c.scratch("copy.bin");
+    c.client_ok(&["retrieve", "t.bin", "-o", copy.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes);
+}

@@ -12,7 +12,7 @@
 
 mod aging;
 mod buckets;
-mod checksums;
+pub(in crate::gateway) mod checksums;
 mod errors;
 mod level;
 mod listing;

@@ -382,6 +382,7 @@ async fn assemble(
         content_length: Some(size),
         ack: Ack::All,
         attrs: upload.attrs.clone(),
+        trailer: None,
         finish: Some(Box::new(move |attrs: &mut ContentAttrs| {
             attrs.md5_etag = Some(multipart_etag);
             Ok(())

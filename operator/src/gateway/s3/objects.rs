@@ -170,6 +170,7 @@ where
         ack: Ack::All,
         attrs,
         finish: Some(finish),
+        trailer: None,
         lifecycle: None,
         retain_until_ms,
     };

@@ -352,30 +352,26 @@ async fn churn_files(c: &Cluster, http: &reqwest::Client, n: usize) -> anyhow::R
         .filter(|s| !matches!(s, Ok(200..=299)))
         .count();
     ensure!(failed == 0, "churn: {failed} deletions failed");
-    // Deletions complete in the background: every deleted file's 2 copies in a replica's
-    // trash, as the replicas report it, then the servers idle (below 5% of a core over 2 s),
-    // so that the figures after churn measure deposits, not the deletions' tail.
-    let trashed = 2 * n.div_ceil(2) as u64;
+    // Deletions complete in the background: wait until the number of copies the replicas
+    // hold is the same three times 2 s apart (the scrubber keeps the servers from idling), so
+    // that the figures after churn measure deposits, not the deletions' tail.
     let deadline = Instant::now() + CONVERGE;
+    let mut seen = Vec::new();
     loop {
         let list = c.replica_list().await.map_err(anyhow::Error::msg)?;
-        let in_trash: u64 = list.items.iter().map(|r| r.trash_objects).sum();
-        if in_trash >= trashed {
+        seen.push(list.items.iter().map(|r| r.objects).sum::<u64>());
+        if seen.len() >= 3
+            && seen[seen.len() - 3..]
+                .iter()
+                .all(|n| *n == seen[seen.len() - 1])
+        {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "churn: {in_trash} of {trashed} copies in the trash"
+            "churn: copies still changing: {seen:?}"
         );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    loop {
-        let cpu0 = c.server_cpu_seconds();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if (c.server_cpu_seconds() - cpu0) / 2.0 < 0.05 {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "churn: the servers stay busy");
     }
     eprintln!(
         "round2: churn done in {:.0} s",

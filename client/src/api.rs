@@ -1,6 +1,5 @@
 //! A typed async client for the gateway API (`docs/api.md`, "Gateway").
 
-use std::path::Path;
 use std::time::Duration;
 
 use deposito_api::gateway::{
@@ -16,6 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::error::from_reqwest;
 pub use crate::error::Error;
 use crate::upload_body::TrailedBody;
+pub use crate::upload_body::UploadBody;
 
 /// Upper bound of a long poll the gateway honors (`timeout` at most 60 s).
 pub const MAX_LONG_POLL_SECS: u64 = 60;
@@ -365,15 +365,6 @@ pub struct Upload<'a> {
     pub lifecycle: Option<&'a str>,
     /// The file's retention lock (`x-deposito-retain-until`).
     pub retain_until: Option<&'a str>,
-}
-
-/// Where the bytes of an [`Upload`] come from.
-#[derive(Debug, Clone, Copy)]
-pub enum UploadBody<'a> {
-    /// A local file, read as it is sent.
-    File(&'a Path),
-    /// Bytes in memory (`deposito selftest` needs no scratch file).
-    Memory(&'a [u8]),
 }
 
 /// A download in progress.

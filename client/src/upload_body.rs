@@ -19,8 +19,16 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, Take};
 use tokio_util::io::ReaderStream;
 
-use crate::api::UploadBody;
 use crate::error::Error;
+
+/// Where the bytes of an upload come from.
+#[derive(Debug, Clone, Copy)]
+pub enum UploadBody<'a> {
+    /// A local file, read as it is sent.
+    File(&'a Path),
+    /// Bytes in memory (`deposito selftest` needs no scratch file).
+    Memory(&'a [u8]),
+}
 
 /// Read buffer for uploads.
 const UPLOAD_CHUNK: usize = 256 * 1024;

@@ -325,6 +325,22 @@ pub async fn terminate(child: &mut Child, grace: Duration) -> Option<std::proces
 mod tests {
     use super::*;
 
+    /// [`spawn`], tried again while the binary is "busy": a test that just copied it may
+    /// still have a writable descriptor of it in a child another test forked meanwhile
+    /// (`ETXTBSY` until that child execs), as Go's os/exec also allows for.
+    fn spawn_settled(l: &Launch) -> io::Result<(Child, mount_targets::Lease)> {
+        let mut tries = 0;
+        loop {
+            match spawn(l) {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     #[test]
     fn fd_paths_are_written_in_place() {
         let mut buf: FdPathBuf = [0xff; 32];
@@ -363,7 +379,7 @@ mod tests {
             }],
             log_path: base.join("log"),
         };
-        let (mut child, lease) = match spawn(&l) {
+        let (mut child, lease) = match spawn_settled(&l) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("skipping (no mount namespaces here?): {e}");
@@ -416,7 +432,7 @@ mod tests {
             ],
             log_path: logs.clone(),
         };
-        let (mut child, lease) = match spawn(&l) {
+        let (mut child, lease) = match spawn_settled(&l) {
             Ok(c) => c,
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 eprintln!("skipping (no mount namespaces here): {e}");
@@ -461,7 +477,7 @@ mod tests {
             }],
             log_path: base.join("log"),
         };
-        let (mut child, _lease) = match spawn(&l) {
+        let (mut child, _lease) = match spawn_settled(&l) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("skipping (no mount namespaces here?): {e}");

@@ -492,7 +492,7 @@ impl LargeGets {
 }
 
 /// Seconds to GET `url` and read its `size` bytes, discarding them.
-async fn get_discard(
+pub(crate) async fn get_discard(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,

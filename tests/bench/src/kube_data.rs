@@ -157,28 +157,7 @@ impl Target {
         name: &str,
         size: u64,
     ) -> anyhow::Result<f64> {
-        let start = Instant::now();
-        let mut r = http
-            .get(self.file_url(name))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        ensure!(
-            r.status() == 200,
-            "{}: GET {name}: {}",
-            self.label,
-            r.status()
-        );
-        let mut got = 0u64;
-        while let Some(chunk) = r.chunk().await? {
-            got += chunk.len() as u64;
-        }
-        ensure!(
-            got == size,
-            "{}: GET {name}: {got} of {size} bytes",
-            self.label
-        );
-        Ok(start.elapsed().as_secs_f64())
+        crate::bench::get_discard(http, &self.file_url(name), Some(&self.token), size).await
     }
 }
 

@@ -82,7 +82,12 @@ async fn pull_between_replicas_gives_identical_bytes() {
     let resp = pull(&c, &absent_pull, "http://127.0.0.1:9").await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert!(files_under(&b.dir.join("tmp")).is_empty());
-    assert!(!b.dir.join("objects/team-a/absent").exists());
+    let absent = deposito_replica::storage::layout::copies_of_name(
+        &b.dir.join("objects"),
+        "team-a",
+        "absent",
+    );
+    assert!(absent.is_empty());
     a.stop().await;
     b.stop().await;
 }
@@ -99,7 +104,7 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
             .await;
     }
     r.put_created(&c, "default", "fine.bin", "fine").await;
-    let stored = r.dir.join("objects/default/rot.bin").join(&sha);
+    let stored = copy_at(&r.dir, "objects", "rot.bin", &sha);
     flip_byte(&stored, 12_345);
 
     let scrub = format!("{}/v1/scrub", r.url());
@@ -115,7 +120,7 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     assert_eq!(s.corrupt_found, 1);
 
     assert!(!stored.exists());
-    assert!(r.dir.join("quarantine/default/rot.bin").join(&sha).exists());
+    assert!(copy_at(&r.dir, "quarantine", "rot.bin", &sha).exists());
     let url = format!("{}/{sha}", r.obj("default", "rot.bin"));
     let resp = get(&c, &url).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
@@ -143,7 +148,7 @@ async fn scrub_quarantines_a_flipped_byte_and_pull_repairs_it() {
     // A pull from a healthy holder replaces the quarantined copy.
     let resp = pull(&c, format!("{url}/pull"), &healthy.url()).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert!(!r.dir.join("quarantine/default/rot.bin").join(&sha).exists());
+    assert!(!copy_at(&r.dir, "quarantine", "rot.bin", &sha).exists());
     let got = get_bytes(&c, &url).await;
     assert_eq!(got.as_ref(), &data[..]);
     healthy.stop().await;
@@ -179,7 +184,7 @@ async fn a_flipped_byte_is_never_delivered_and_the_copy_is_quarantined() {
     let r = start("127.0.0.1").await;
     let c = client();
     let obj = |name: &str, sha: &str| format!("{}/{sha}", r.obj("default", name));
-    let path = |name: &str, sha: &str| r.dir.join("objects/default").join(name).join(sha);
+    let path = |name: &str, sha: &str| copy_at(&r.dir, "objects", name, sha);
 
     // One chunk: the whole copy is checked before the answer, which is 404 corrupt.
     let small = payload(1_000_000, 9);
@@ -238,14 +243,7 @@ async fn a_flipped_byte_is_never_delivered_and_the_copy_is_quarantined() {
         })
         .await;
         assert!(gone, "{name} still served");
-        assert!(
-            r.dir
-                .join("quarantine/default")
-                .join(name)
-                .join(sha)
-                .exists(),
-            "{name}"
-        );
+        assert!(copy_at(&r.dir, "quarantine", name, sha).exists(), "{name}");
         assert!(!path(name, sha).exists(), "{name} left in objects/");
     }
     r.stop().await;

@@ -30,7 +30,7 @@ async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
     assert_eq!(info.size, data.len() as u64);
     assert_eq!(info.state, ObjectState::Ready);
     // On disk exactly where the contract says, with no temp left.
-    let on_disk = r.dir.join("objects/default/big file.bin").join(&sha);
+    let on_disk = copy_at(&r.dir, "objects", "big file.bin", &sha);
     assert_eq!(std::fs::read(&on_disk).unwrap(), data);
     assert!(files_under(&r.dir.join("tmp")).is_empty());
 

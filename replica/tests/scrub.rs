@@ -31,7 +31,7 @@ async fn first_pass_runs_unasked_after_start_and_is_remembered_across_restarts()
     r.put_created(&c, "default", "fine.bin", "fine").await;
     r.stop().await;
     let sha = deposito_api::sha256_hex(&data);
-    let stored = tmp.path().join("objects/default/rot.bin").join(&sha);
+    let stored = copy_at(tmp.path(), "objects", "rot.bin", &sha);
     flip_byte(&stored, 777);
 
     // Interval an hour, first pass within 2 s of start-up: nobody asks for it.
@@ -165,13 +165,10 @@ async fn older_copies_get_chunk_digests_once_their_sha256_is_verified() {
         deposito_api::sha256_hex(&old),
         deposito_api::sha256_hex(&rotten),
     );
-    let objects = tmp.path().join("objects/default");
-    let old_data = objects.join("old.bin").join(&old_sha);
-    let old_meta = objects.join("old.bin").join(format!("{old_sha}.json"));
-    let rotten_data = objects.join("rotten.bin").join(&rotten_sha);
-    let rotten_meta = objects
-        .join("rotten.bin")
-        .join(format!("{rotten_sha}.json"));
+    let old_data = copy_at(tmp.path(), "objects", "old.bin", &old_sha);
+    let old_meta = meta_of(&old_data);
+    let rotten_data = copy_at(tmp.path(), "objects", "rotten.bin", &rotten_sha);
+    let rotten_meta = meta_of(&rotten_data);
     let recorded = chunks_of(&old_meta).expect("digests recorded at commit");
     strip_chunks(&old_meta);
     strip_chunks(&rotten_meta);
@@ -198,10 +195,12 @@ async fn older_copies_get_chunk_digests_once_their_sha256_is_verified() {
         !rotten_data.exists(),
         "the rotten copy is still in objects/"
     );
-    let quarantined = tmp
-        .path()
-        .join("quarantine/default/rotten.bin")
-        .join(format!("{rotten_sha}.json"));
+    let quarantined = meta_of(&copy_at(
+        tmp.path(),
+        "quarantine",
+        "rotten.bin",
+        &rotten_sha,
+    ));
     assert_eq!(chunks_of(&quarantined), None, "a rotten copy got digests");
     let metrics = r.metrics(&c).await;
     assert!(

@@ -43,8 +43,8 @@ async fn trashed_copies_are_not_served_and_come_back_without_a_copy() {
     let data = payload(3 * 1024 * 1024 + 17, 1);
     let sha = sha256_hex(&data);
     r.put_created(&c, "default", "kept.bin", data.clone()).await;
-    let ready_path = r.dir.join("objects/default/kept.bin").join(&sha);
-    let trash_path = r.dir.join("trash/default/kept.bin").join(&sha);
+    let ready_path = copy_at(&r.dir, "objects", "kept.bin", &sha);
+    let trash_path = copy_at(&r.dir, "trash", "kept.bin", &sha);
     let ino = inode(&ready_path);
 
     // Trash: gone from objects/, same inode in trash/, listed as trashed, never served.
@@ -144,17 +144,13 @@ async fn a_copy_that_changed_in_the_trash_is_quarantined_on_restore() {
     let sha = sha256_hex(&data);
     r.put_created(&c, "default", "rots.bin", data.clone()).await;
     post(&c, format!("{}/trash", copy_url(&r, "rots.bin", &sha))).await;
-    flip_byte(&r.dir.join("trash/default/rots.bin").join(&sha), 1234);
+    flip_byte(&copy_at(&r.dir, "trash", "rots.bin", &sha), 1234);
 
     let resp = post(&c, format!("{}/restore", copy_url(&r, "rots.bin", &sha))).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     assert_eq!(resp.json::<ErrorBody>().await.unwrap().code, "corrupt");
-    assert!(r
-        .dir
-        .join("quarantine/default/rots.bin")
-        .join(&sha)
-        .exists());
-    assert!(!r.dir.join("objects/default/rots.bin").join(&sha).exists());
+    assert!(copy_at(&r.dir, "quarantine", "rots.bin", &sha).exists());
+    assert!(!copy_at(&r.dir, "objects", "rots.bin", &sha).exists());
     let inventory = r.inventory(&c).await;
     assert_eq!(inventory.items[0].state, ObjectState::Corrupt);
 
@@ -191,22 +187,18 @@ async fn retention_deletes_old_trash_and_keeps_damaged_entries() {
         r.stop().await;
     }
     // b's metadata is damaged while the replica is down.
-    std::fs::write(
-        dir.join("trash/default/b").join(format!("{sha_b}.json")),
-        b"{not json",
-    )
-    .unwrap();
+    std::fs::write(meta_of(&copy_at(&dir, "trash", "b", &sha_b)), b"{not json").unwrap();
     let mut cfg = config(&dir, "127.0.0.1");
     cfg.trash_retention_secs = 1;
     let r = start_with(cfg).await;
     let gone = eventually(20, || async {
-        !dir.join("trash/default/a").join(&sha_a).exists()
+        !copy_at(&dir, "trash", "a", &sha_a).exists()
     })
     .await;
     assert!(gone, "a expired from the trash");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        dir.join("trash/default/b").join(&sha_b).exists(),
+        copy_at(&dir, "trash", "b", &sha_b).exists(),
         "a damaged entry is kept"
     );
     let metrics = r.metrics(&c).await;
@@ -278,11 +270,12 @@ async fn a_write_short_of_space_empties_the_trash_oldest_first_and_full_stays_re
     // 4 MiB disk, 1 MiB kept free, 2 MiB in the trash: a 1.5 MiB deposit needs one entry.
     let new = payload(1536 * 1024, 7);
     r.put_created(&c, "default", "new", new.clone()).await;
-    assert!(!dir.join("trash/default/old").exists(), "the oldest went");
     assert!(
-        dir.join("trash/default/young")
-            .join(sha256_hex(&young))
-            .exists(),
+        !copy_at(&dir, "trash", "old", &sha256_hex(&old)).exists(),
+        "the oldest went"
+    );
+    assert!(
+        copy_at(&dir, "trash", "young", &sha256_hex(&young)).exists(),
         "the younger stayed"
     );
     let metrics = r.metrics(&c).await;

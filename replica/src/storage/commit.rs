@@ -2,12 +2,11 @@
 //! they were asked for, and commits concurrent new copies together.
 //!
 //! A new copy reaches the committer with its data already written and fsync'd in `tmp/`
-//! beside its metadata (each writer does that itself, concurrently: the kernel's journal
-//! folds concurrent fsyncs into shared commits; the metadata is rebuilt from the data after
-//! a crash that tore it, so it needs no fsync of its own). What is left is cheap but must be serialized:
-//! create the copy's folders, rename both files into place, fsync the folders. The committer
-//! takes every commit waiting in its queue at once, renames them all, then fsyncs each
-//! folder the batch touched once; on ext4 the first of those fsyncs commits the journal
+//! (each writer does that itself, concurrently), beside its metadata when it has more than
+//! one chunk (rebuilt from the data after a crash that tore it, so it needs no fsync of its
+//! own). What is left is cheap but must be serialized: create the copy's folders, rename its
+//! files into place, fsync the folders. The committer takes every commit waiting in its
+//! queue at once, renames them all, then fsyncs each folder the batch touched once; on ext4 the first of those fsyncs commits the journal
 //! transaction that holds every rename of the batch, so the rest return at once. No copy is
 //! reported (index, change feed, answer) before its folders are fsync'd: rule 1 holds for
 //! each copy exactly as before, at the cost of one journal commit per batch instead of one
@@ -43,11 +42,11 @@ pub struct Written {
 }
 
 /// A verified copy waiting to be moved into place: its data fsync'd in `tmp/`, its metadata
-/// written beside it.
+/// (when it has more than one chunk) written beside it.
 pub(super) struct Staged {
     pub info: ObjectInfo,
     pub data: TempPath,
-    pub meta: TempPath,
+    pub meta: Option<TempPath>,
 }
 
 type Change = Box<dyn FnOnce(&Shared) + Send>;
@@ -211,8 +210,8 @@ fn commit_batch(
     }
 }
 
-/// Creates the copy's folders and renames its two files into place. Returns the folders to
-/// fsync: the copy's own and every parent that gained an entry.
+/// Creates the copy's folders and renames its files into place. Returns the folders to fsync:
+/// the copy's own and every parent that gained an entry.
 fn place(root: &Path, staged: Staged) -> io::Result<(ObjectInfo, PathBuf, Vec<PathBuf>)> {
     let key = ObjKey::of(&staged.info);
     let data = data_path(root, &key, ObjectState::Ready);
@@ -221,11 +220,13 @@ fn place(root: &Path, staged: Staged) -> io::Result<(ObjectInfo, PathBuf, Vec<Pa
     create_dirs(&dir, &mut dirs)?;
     std::fs::rename(staged.data.path(), &data)?;
     staged.data.keep();
-    if let Err(e) = std::fs::rename(staged.meta.path(), json_path(&data)) {
-        let _ = std::fs::remove_file(&data);
-        return Err(e);
+    if let Some(meta) = staged.meta {
+        if let Err(e) = std::fs::rename(meta.path(), json_path(&data)) {
+            let _ = std::fs::remove_file(&data);
+            return Err(e);
+        }
+        meta.keep();
     }
-    staged.meta.keep();
     dirs.push(dir);
     Ok((staged.info, data, dirs))
 }

@@ -55,6 +55,15 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A file's modification time in seconds since the epoch (now, when the file system keeps
+/// none).
+pub fn modified_secs(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(deposito_util::clock::unix_now, |d| d.as_secs())
+}
+
 /// A random file name for `tmp/`.
 pub fn temp_name(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())

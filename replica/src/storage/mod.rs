@@ -1,16 +1,17 @@
 //! The on-disk store of copies and its in-memory index.
 //!
-//! Layout under the data dir: `objects/{ns}/{name}/{sha256}` (the bytes) with `{sha256}.json`
-//! (its [`ObjectInfo`]), `quarantine/{ns}/{name}/{sha256}[.json]` for copies that failed
-//! verification, `trash/{ns}/{name}/{sha256}[.json]` for copies no file claimed when the
-//! operator collected them (see [`trash`]), and `tmp/` for in-flight writes. Nothing partial
-//! is ever visible under `objects/`: data is written to `tmp/`, verified, fsync'd and renamed
-//! into place.
+//! Layout under the data dir (see [`layout`]): `objects/{ns}/{name}@{sha256}` (the bytes),
+//! with `.json` appended for its metadata ([`ObjectInfo`] and chunk digests) when it has
+//! more than one chunk; `quarantine/` for copies that failed verification and `trash/` for
+//! copies no file claimed when the operator collected them (see [`trash`]), laid out alike;
+//! and `tmp/` for in-flight writes. Nothing partial is ever visible under `objects/`: data is
+//! written to `tmp/`, verified, fsync'd and renamed into place.
 
 pub mod changes;
 pub mod chunks;
 mod commit;
 pub mod fsutil;
+pub mod layout;
 mod scan;
 pub mod trash;
 mod write;
@@ -28,6 +29,7 @@ use crate::error::{Error, Result};
 use changes::ChangeLog;
 pub use commit::{CommitCounts, Written};
 pub use fsutil::Space;
+pub(crate) use layout::{area_name, data_path, json_path};
 pub use trash::{Readiness, TrashStats};
 
 /// Identity of one copy: (namespace, name, sha256). Orders like the inventory.
@@ -524,7 +526,7 @@ fn remove_blocking(
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
         _ => {}
     }
-    scan::tidy(dir);
+    layout::tidy(key, &data);
     shared.remove(key);
     Ok(info)
 }
@@ -543,30 +545,6 @@ impl CopyMeta {
     pub fn to_json(&self) -> std::io::Result<Vec<u8>> {
         serde_json::to_vec_pretty(self).map_err(std::io::Error::other)
     }
-}
-
-/// The folder of the copies in `state`: `objects`, `quarantine` or `trash`.
-pub(crate) fn area_name(state: ObjectState) -> &'static str {
-    match state {
-        ObjectState::Ready => "objects",
-        ObjectState::Corrupt => "quarantine",
-        ObjectState::Trashed => "trash",
-    }
-}
-
-/// `objects/`, `quarantine/` or `trash/` path of a copy.
-pub(crate) fn data_path(root: &Path, key: &ObjKey, state: ObjectState) -> PathBuf {
-    root.join(area_name(state))
-        .join(&key.namespace)
-        .join(&key.name)
-        .join(&key.sha256)
-}
-
-/// The metadata file beside a data file.
-pub(crate) fn json_path(data: &Path) -> PathBuf {
-    let mut s = data.as_os_str().to_owned();
-    s.push(".json");
-    PathBuf::from(s)
 }
 
 #[cfg(test)]

@@ -6,11 +6,11 @@ use std::path::Path;
 
 use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::{is_sha256_hex, FileKey};
-use deposito_util::clock::unix_now;
 use sha2::{Digest, Sha256};
 
-use super::chunks::{ChunkDigests, ChunkHasher};
+use super::chunks::{chunk_count, ChunkDigests, ChunkHasher};
 use super::fsutil;
+use super::layout::{self, FlatFile};
 use super::{area_name, data_path, json_path, CopyMeta, ObjKey};
 
 /// The index rebuilt from disk, and the trashed copies whose metadata is damaged.
@@ -46,13 +46,84 @@ pub(super) fn open_dir(root: &Path) -> io::Result<Scanned> {
 fn scan_area(root: &Path, state: ObjectState, index: &mut Scanned) -> io::Result<()> {
     let area = root.join(area_name(state));
     for ns in read_dirs(&area)? {
-        for name in read_dirs(&area.join(&ns))? {
-            let Ok(key) = FileKey::new(&ns, &name) else {
-                tracing::warn!(namespace = %ns, name = %name, area = area_name(state), "skipping folder with an invalid name");
-                continue;
-            };
-            scan_name_dir(root, state, &key, index)?;
+        let ns_dir = area.join(&ns);
+        // A folder per name is the older layout for a name that fits the flat one: its copies
+        // move into the namespace's folder first.
+        for name in read_dirs(&ns_dir)? {
+            if !layout::has_own_folder(&name) && FileKey::new(&ns, &name).is_ok() {
+                migrate_folder(&ns_dir, &name)?;
+            }
         }
+        let mut flat: BTreeMap<String, Found> = BTreeMap::new();
+        for entry in std::fs::read_dir(&ns_dir)? {
+            let entry = entry?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                let Ok(key) = FileKey::new(&ns, &fname) else {
+                    tracing::warn!(namespace = %ns, name = %fname, area = area_name(state), "skipping folder with an invalid name");
+                    continue;
+                };
+                let found = read_name_dir(&entry.path())?;
+                index_copies(root, state, &key, found, index)?;
+            } else {
+                match layout::parse_flat(&fname).filter(|_| kind.is_file()) {
+                    Some(FlatFile::Data(name, sha)) => {
+                        flat.entry(name).or_default().datas.insert(sha);
+                    }
+                    Some(FlatFile::Meta(name, sha)) => {
+                        flat.entry(name).or_default().jsons.insert(sha);
+                    }
+                    None => {
+                        tracing::warn!(path = %entry.path().display(), "ignoring unexpected entry");
+                    }
+                }
+            }
+        }
+        for (name, found) in flat {
+            match FileKey::new(&ns, &name) {
+                Ok(key) if !layout::has_own_folder(&name) => {
+                    index_copies(root, state, &key, found, index)?;
+                }
+                _ => {
+                    tracing::warn!(namespace = %ns, name = %name, area = area_name(state), "skipping copies with an invalid name");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The data files and metadata files of one name's copies, by sha256.
+#[derive(Debug, Default)]
+struct Found {
+    datas: BTreeSet<String>,
+    jsons: BTreeSet<String>,
+}
+
+/// Moves the copies in the folder of `name` (the older layout) into the flat layout of its
+/// namespace's folder `ns_dir`, then removes the folder. Each move is a rename: a crash leaves
+/// each file in one place or the other, and the next start moves what is left.
+fn migrate_folder(ns_dir: &Path, name: &str) -> io::Result<()> {
+    let dir = ns_dir.join(name);
+    let mut moved = 0;
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let fname = entry.file_name().to_string_lossy().into_owned();
+        let sha = fname.strip_suffix(".json").unwrap_or(&fname);
+        if !is_sha256_hex(sha) || !entry.file_type()?.is_file() {
+            continue;
+        }
+        std::fs::rename(entry.path(), ns_dir.join(format!("{name}@{fname}")))?;
+        moved += 1;
+    }
+    if moved > 0 {
+        fsutil::fsync_dir(ns_dir)?;
+        fsutil::fsync_dir(&dir)?;
+        tracing::info!(folder = %dir.display(), files = moved, "moved into the flat layout");
+    }
+    if std::fs::remove_dir(&dir).is_ok() {
+        fsutil::fsync_dir(ns_dir)?;
     }
     Ok(())
 }
@@ -72,42 +143,45 @@ fn read_dirs(dir: &Path) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-fn scan_name_dir(
-    root: &Path,
-    state: ObjectState,
-    key: &FileKey,
-    (index, damaged): &mut Scanned,
-) -> io::Result<()> {
-    let dir = root
-        .join(area_name(state))
-        .join(&key.namespace)
-        .join(&key.name);
-    let mut datas = BTreeSet::new();
-    let mut jsons = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir)? {
+/// The copies in the folder of a long name: `{sha256}` and `{sha256}.json` files.
+fn read_name_dir(dir: &Path) -> io::Result<Found> {
+    let mut found = Found::default();
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let fname = entry.file_name().to_string_lossy().into_owned();
         if !entry.file_type()?.is_file() {
             tracing::warn!(path = %entry.path().display(), "ignoring unexpected entry");
         } else if is_sha256_hex(&fname) {
-            datas.insert(fname);
+            found.datas.insert(fname);
         } else if let Some(sha) = fname.strip_suffix(".json").filter(|s| is_sha256_hex(s)) {
-            jsons.insert(sha.to_string());
+            found.jsons.insert(sha.to_string());
         } else {
             tracing::warn!(path = %entry.path().display(), "ignoring unexpected file");
         }
     }
-    for sha in jsons.difference(&datas) {
-        let path = dir.join(format!("{sha}.json"));
+    Ok(found)
+}
+
+/// Indexes the copies of one name found in `state`'s area; removes metadata without data.
+fn index_copies(
+    root: &Path,
+    state: ObjectState,
+    key: &FileKey,
+    found: Found,
+    (index, damaged): &mut Scanned,
+) -> io::Result<()> {
+    let okey = |sha: &String| ObjKey {
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        sha256: sha.clone(),
+    };
+    for sha in found.jsons.difference(&found.datas) {
+        let path = json_path(&data_path(root, &okey(sha), state));
         tracing::warn!(path = %path.display(), "removing metadata without data");
         fsutil::remove_if_exists(&path)?;
     }
-    for sha in &datas {
-        let okey = ObjKey {
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            sha256: sha.clone(),
-        };
+    for sha in &found.datas {
+        let okey = okey(sha);
         let loaded = if state == ObjectState::Trashed {
             let (info, intact) = load_trashed(root, &okey)?;
             if !intact {
@@ -138,9 +212,11 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
     let data = data_path(root, key, state);
     let meta = std::fs::metadata(&data)?;
     let len = meta.len();
-    let parsed: Option<ObjectInfo> = std::fs::read(json_path(&data))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let json = std::fs::read(json_path(&data));
+    let no_json = json
+        .as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+    let parsed: Option<ObjectInfo> = json.ok().and_then(|b| serde_json::from_slice(&b).ok());
     let matches = |i: &ObjectInfo| {
         i.namespace == key.namespace && i.name == key.name && i.sha256 == key.sha256
     };
@@ -149,17 +225,25 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
             i.state = state;
             return Ok(Some(i));
         }
+        None if no_json && state == ObjectState::Ready && chunk_count(len) <= 1 => {
+            // A ready copy of one chunk has no metadata (see `layout`): its data was fsync'd
+            // before it was renamed into place, and every read checks it against its sha256.
+            return Ok(Some(ObjectInfo {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                sha256: key.sha256.clone(),
+                size: len,
+                state,
+                stored_at: fsutil::modified_secs(&meta),
+            }));
+        }
         Some(i) if matches(&i) => {
             tracing::warn!(path = %data.display(), want = i.size, have = len, "data size disagrees with metadata");
             corrupt_info(key, len, i.stored_at)
         }
         _ => {
             tracing::warn!(path = %data.display(), "data without valid metadata: re-hashing");
-            let stored_at = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or_else(unix_now, |d| d.as_secs());
+            let stored_at = fsutil::modified_secs(&meta);
             let (actual, chunks) = hash_file(&data)?;
             if actual == key.sha256 && state == ObjectState::Ready {
                 let info = ObjectInfo {
@@ -170,11 +254,17 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                     state,
                     stored_at,
                 };
-                let meta = CopyMeta {
-                    info: info.clone(),
-                    chunks,
-                };
-                write_meta(root, &json_path(&data), &meta)?;
+                // A copy of one chunk needs no metadata (see `layout`).
+                match chunks {
+                    Some(chunks) => {
+                        let meta = CopyMeta {
+                            info: info.clone(),
+                            chunks: Some(chunks),
+                        };
+                        write_meta(root, &json_path(&data), &meta)?;
+                    }
+                    None => fsutil::remove_if_exists(&json_path(&data))?,
+                }
                 return Ok(Some(info));
             }
             corrupt_info(key, len, stored_at)
@@ -268,11 +358,7 @@ fn load_trashed(root: &Path, key: &ObjKey) -> io::Result<(ObjectInfo, bool)> {
         return Ok((info, true));
     }
     tracing::warn!(path = %data.display(), "trashed copy with damaged metadata: kept");
-    let trashed_at = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(unix_now, |d| d.as_secs());
+    let trashed_at = fsutil::modified_secs(&meta);
     let info = ObjectInfo {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
@@ -307,18 +393,8 @@ pub(super) fn relocate(
     fsutil::remove_if_exists(&json_path(&source))?;
     let source_dir = source.parent().expect("data path has a parent");
     fsutil::fsync_dir(source_dir)?;
-    tidy(source_dir);
+    layout::tidy(key, &source);
     Ok(())
-}
-
-/// Removes a copy's name folder and then its namespace folder when they are empty (failure,
-/// when they are not, is fine).
-pub(super) fn tidy(dir: &Path) {
-    if std::fs::remove_dir(dir).is_ok() {
-        if let Some(ns_dir) = dir.parent() {
-            let _ = std::fs::remove_dir(ns_dir);
-        }
-    }
 }
 
 /// Removes a copy's data and metadata, if present.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use deposito_api::replica::{ObjectInfo, ObjectState};
-use deposito_api::{sha256_hex, FileKey};
+use deposito_api::{is_sha256_hex, sha256_hex, FileKey};
 use futures::{stream, StreamExt};
 
 use super::*;
@@ -52,10 +52,15 @@ async fn commit_writes_data_and_metadata_atomically() {
     assert_eq!(w.info.size, data.len() as u64);
     let key = ObjKey::of(&w.info);
     let path = store.data_path(&key, ObjectState::Ready);
+    assert_eq!(
+        path,
+        dir.path().join(format!("objects/default/a.txt@{sha}"))
+    );
     assert_eq!(std::fs::read(&path).unwrap(), data);
-    let meta: ObjectInfo =
-        serde_json::from_slice(&std::fs::read(json_path(&path)).unwrap()).unwrap();
-    assert_eq!(meta, w.info);
+    // A copy of one chunk has no metadata file: its commit time is the data's.
+    assert!(!json_path(&path).exists());
+    let mtime = fsutil::modified_secs(&std::fs::metadata(&path).unwrap());
+    assert_eq!(w.info.stored_at, mtime);
     assert!(files_under(&dir.path().join("tmp")).is_empty());
     assert_eq!(store.get(&key), Some(w.info.clone()));
     // Same content again: idempotent, 200-style.
@@ -152,31 +157,41 @@ async fn min_free_bytes_refuses_writes() {
 async fn startup_rebuilds_and_repairs_the_index() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (good, nojson, torn, badjson, rotten) = {
+    let two_chunks = |tag: u8| vec![tag; chunks::CHUNK as usize + 1];
+    let (good, torn, badsize, big, nojson, rotten) = {
         let store = Store::open(root, 0).await.unwrap();
         (
             put(&store, "good", b"good bytes").await,
-            put(&store, "nojson", b"lost its metadata").await,
             put(&store, "torn", b"metadata torn by a crash").await,
             put(&store, "badsize", b"metadata says another size").await,
-            put(&store, "rotten", b"will rot without metadata").await,
+            put(&store, "big", &two_chunks(1)).await,
+            put(&store, "nojson", &two_chunks(2)).await,
+            put(&store, "rotten", &two_chunks(3)).await,
         )
     };
     let p = |i: &ObjectInfo, s| data_path(root, &ObjKey::of(i), s);
-    // Data without metadata, intact: metadata is recreated.
-    std::fs::remove_file(json_path(&p(&nojson, ObjectState::Ready))).unwrap();
-    // Metadata left empty and half-written by a crash (it is not fsync'd): recreated too.
+    // Metadata left half-written by a crash (it is not fsync'd): the copy is hashed again,
+    // and the torn file removed (a copy of one chunk needs none).
     std::fs::write(
         json_path(&p(&torn, ObjectState::Ready)),
         b"{\"namespace\": \"def",
     )
     .unwrap();
     // Data whose size disagrees with its metadata: quarantined.
-    std::fs::write(p(&badjson, ObjectState::Ready), b"short").unwrap();
-    // Data without metadata that no longer matches its name: quarantined.
+    std::fs::write(
+        json_path(&p(&badsize, ObjectState::Ready)),
+        serde_json::to_vec(&badsize).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(p(&badsize, ObjectState::Ready), b"short").unwrap();
+    // A copy of two chunks without metadata, intact: its metadata is recreated.
+    std::fs::remove_file(json_path(&p(&nojson, ObjectState::Ready))).unwrap();
+    // One without metadata that no longer matches its name: quarantined.
     std::fs::remove_file(json_path(&p(&rotten, ObjectState::Ready))).unwrap();
-    std::fs::write(p(&rotten, ObjectState::Ready), b"will rot without metadatA").unwrap();
-    // Metadata without data: dropped.
+    let mut bytes = two_chunks(3);
+    bytes[7] = 4;
+    std::fs::write(p(&rotten, ObjectState::Ready), bytes).unwrap();
+    // Metadata without data: dropped (this one in the older layout's folder, moved first).
     let orphan = root
         .join("objects/default/orphan")
         .join(format!("{}.json", "0".repeat(64)));
@@ -187,19 +202,27 @@ async fn startup_rebuilds_and_repairs_the_index() {
 
     let store = Store::open(root, 0).await.unwrap();
     assert!(files_under(&root.join("tmp")).is_empty());
-    assert!(!orphan.exists());
+    assert!(!orphan.parent().unwrap().exists());
+    assert!(!root
+        .join(format!("objects/default/orphan@{}.json", "0".repeat(64)))
+        .exists());
+    // A copy of one chunk is read from its path and file alone.
     assert_eq!(store.get(&ObjKey::of(&good)), Some(good.clone()));
-    for rebuilt in [&nojson, &torn] {
-        let info = store.get(&ObjKey::of(rebuilt)).unwrap();
-        assert_eq!(info.state, ObjectState::Ready, "{}", rebuilt.name);
-        assert_eq!(info.size, rebuilt.size);
-        let meta: ObjectInfo = serde_json::from_slice(
-            &std::fs::read(json_path(&p(rebuilt, ObjectState::Ready))).unwrap(),
-        )
-        .unwrap();
-        assert_eq!((meta.size, meta.state), (rebuilt.size, ObjectState::Ready));
-    }
-    for bad in [&badjson, &rotten] {
+    assert_eq!(store.get(&ObjKey::of(&big)), Some(big.clone()));
+    let info = store.get(&ObjKey::of(&torn)).unwrap();
+    assert_eq!((info.state, info.size), (ObjectState::Ready, torn.size));
+    assert!(!json_path(&p(&torn, ObjectState::Ready)).exists());
+    let info = store.get(&ObjKey::of(&nojson)).unwrap();
+    assert_eq!((info.state, info.size), (ObjectState::Ready, nojson.size));
+    let meta: CopyMeta =
+        serde_json::from_slice(&std::fs::read(json_path(&p(&nojson, ObjectState::Ready))).unwrap())
+            .unwrap();
+    assert_eq!(
+        (meta.info.size, meta.info.state),
+        (nojson.size, ObjectState::Ready)
+    );
+    assert!(meta.chunks.is_some_and(|c| c.fits(nojson.size)));
+    for bad in [&badsize, &rotten] {
         let info = store.get(&ObjKey::of(bad)).unwrap();
         assert_eq!(info.state, ObjectState::Corrupt, "{}", bad.name);
         assert!(!p(bad, ObjectState::Ready).exists());
@@ -211,11 +234,62 @@ async fn startup_rebuilds_and_repairs_the_index() {
         assert_eq!(meta.state, ObjectState::Corrupt);
     }
     let s = store.stats();
-    assert_eq!((s.ready, s.corrupt), (3, 2));
+    assert_eq!((s.ready, s.corrupt), (4, 2));
     // And a third open finds the same thing.
     drop(store);
     let store = Store::open(root, 0).await.unwrap();
     assert_eq!(store.stats(), s);
+}
+
+/// A data dir of the older layout (a folder per name, a metadata file per copy) opens with
+/// every copy in place, moved into the flat layout; a long name keeps its folder.
+#[tokio::test]
+async fn a_store_in_the_older_layout_is_moved_into_the_flat_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let long = "l".repeat(layout::FLAT_NAME_MAX + 1);
+    let mut want = Vec::new();
+    for (name, data) in [
+        ("a.txt", &b"first"[..]),
+        ("b@c", b"second"),
+        (&long, b"third"),
+    ] {
+        let sha = sha256_hex(data);
+        let folder = root.join("objects/default").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join(&sha), data).unwrap();
+        let info = ObjectInfo {
+            namespace: "default".into(),
+            name: name.to_string(),
+            sha256: sha.clone(),
+            size: data.len() as u64,
+            state: ObjectState::Ready,
+            stored_at: 1_700_000_000,
+        };
+        std::fs::write(
+            folder.join(format!("{sha}.json")),
+            serde_json::to_vec(&info).unwrap(),
+        )
+        .unwrap();
+        want.push((info, data.to_vec()));
+    }
+    let store = Store::open(root, 0).await.unwrap();
+    for (info, data) in &want {
+        let key = ObjKey::of(info);
+        assert_eq!(store.get(&key).as_ref(), Some(info), "{}", info.name);
+        let path = store.data_path(&key, ObjectState::Ready);
+        assert_eq!(&std::fs::read(&path).unwrap(), data, "{}", info.name);
+        assert!(json_path(&path).exists(), "{}", info.name);
+    }
+    assert!(!root.join("objects/default/a.txt").exists());
+    assert!(root
+        .join(format!("objects/default/a.txt@{}", want[0].0.sha256))
+        .is_file());
+    assert!(root.join("objects/default").join(&long).is_dir());
+    assert_eq!(ready_on_disk(root).len(), 3);
+    drop(store);
+    let store = Store::open(root, 0).await.unwrap();
+    assert_eq!(store.stats().ready, 3);
 }
 
 #[tokio::test]
@@ -388,26 +462,35 @@ async fn listing_plus_changes_reproduce_the_index() {
     ));
 }
 
-/// The ready copies on disk, by key, read from `objects/NS/NAME/SHA256` (metadata files aside).
+/// The ready copies on disk, by key, read from their paths (metadata files aside).
 fn ready_on_disk(root: &Path) -> Vec<ObjKey> {
     let objects = root.join("objects");
-    files_under(&objects)
+    let mut keys: Vec<ObjKey> = files_under(&objects)
         .iter()
-        .filter(|p| p.extension().is_none())
-        .map(|p| {
+        .filter_map(|p| {
             let parts: Vec<String> = p
                 .strip_prefix(&objects)
                 .unwrap()
                 .iter()
                 .map(|c| c.to_string_lossy().into_owned())
                 .collect();
-            ObjKey {
+            let (name, sha256) = match &parts[1..] {
+                [file] => match layout::parse_flat(file)? {
+                    layout::FlatFile::Data(name, sha) => (name, sha),
+                    layout::FlatFile::Meta(..) => return None,
+                },
+                [name, file] if is_sha256_hex(file) => (name.clone(), file.clone()),
+                _ => return None,
+            };
+            Some(ObjKey {
                 namespace: parts[0].clone(),
-                name: parts[1].clone(),
-                sha256: parts[2].clone(),
-            }
+                name,
+                sha256,
+            })
         })
-        .collect()
+        .collect();
+    keys.sort();
+    keys
 }
 
 /// A request dropped at any moment of a commit or a delete (the operator killed mid-request,

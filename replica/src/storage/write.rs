@@ -148,21 +148,32 @@ impl Store {
             stored_at: unix_now(),
         };
         // The data is made durable here, concurrently with other writers; the commit thread
-        // only renames it into place and fsyncs its folder (see `commit`). The metadata is
-        // not fsync'd: a crash that tears it leaves a ready copy whose data (named by its
+        // only renames it into place and fsyncs its folder (see `commit`). The metadata (of a
+        // copy of more than one chunk) is not fsync'd: a crash that tears it leaves a ready copy whose data (named by its
         // digest) the next start re-hashes and describes again (`scan::load_copy`).
         let tmp_dir = self.tmp_dir();
         let tmp_name = tmp.path().to_path_buf();
         let chunks = chunk_hasher.finish();
         let staging = tokio::task::spawn_blocking(move || -> Result<Staged> {
             file.sync_all()?;
+            // The commit time is the data's modification time: what the next start reads for
+            // a copy without metadata.
+            let mut info = info;
+            info.stored_at = fsutil::modified_secs(&file.metadata()?);
             drop(file);
-            let json = CopyMeta {
-                info: info.clone(),
-                chunks,
-            }
-            .to_json()?;
-            let meta = fsutil::write_temp_unsynced(&tmp_dir, "meta", &json)?;
+            // A copy of one chunk has no metadata file: its path and the file say it all
+            // (see `layout`).
+            let meta = match chunks {
+                None => None,
+                Some(chunks) => {
+                    let json = CopyMeta {
+                        info: info.clone(),
+                        chunks: Some(chunks),
+                    }
+                    .to_json()?;
+                    Some(fsutil::write_temp_unsynced(&tmp_dir, "meta", &json)?)
+                }
+            };
             Ok(Staged {
                 info,
                 data: tmp,

@@ -15,7 +15,7 @@
 use crate::ledger::{Ledger, NameRecord, State, Violation};
 use crate::workload::Workload;
 use deposito_api::gateway::{FileStatus, Phase};
-use deposito_e2e::files::{object_files, sha256_file, tmp_files};
+use deposito_e2e::files::{name_and_file, object_files, sha256_file, tmp_files};
 use deposito_e2e::Cluster;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -61,20 +61,14 @@ fn census(c: &Cluster) -> BTreeMap<String, Vec<DiskFile>> {
     for (i, dir) in c.data_dirs().iter().enumerate() {
         let root = dir.join("objects").join("default");
         for path in object_files(std::slice::from_ref(dir)) {
-            let Ok(rel) = path.strip_prefix(&root) else {
+            let Some((name, file)) = path.strip_prefix(&root).ok().and_then(name_and_file) else {
                 continue;
             };
-            let parts: Vec<String> = rel
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
-            if let [name, file] = parts.as_slice() {
-                by_name.entry(name.clone()).or_default().push(DiskFile {
-                    replica: i + 1,
-                    file: file.clone(),
-                    path,
-                });
-            }
+            by_name.entry(name).or_default().push(DiskFile {
+                replica: i + 1,
+                file,
+                path,
+            });
         }
     }
     by_name
@@ -133,7 +127,10 @@ fn judge_copies(
     if holders != good {
         problems.push(format!("holders {holders:?} but good copies on {good:?}"));
     }
-    if sidecars != good.len() {
+    // A copy of more than one chunk has its metadata beside it; one of one chunk has none,
+    // unless it came back from the trash (a restore writes it).
+    let one_chunk = s.size <= 1 << 20;
+    if (one_chunk && sidecars > good.len()) || (!one_chunk && sidecars != good.len()) {
         problems.push(format!("{sidecars} sidecars for {} copies", good.len()));
     }
     (!problems.is_empty()).then(|| Finding::Waiting(format!("{name}: {}", problems.join("; "))))

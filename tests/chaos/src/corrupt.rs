@@ -4,7 +4,7 @@
 //! twin is gone would be lost by any design, so such copies are not touched.
 
 use crate::ledger::{Ledger, State};
-use deposito_e2e::files::sha256_file;
+use deposito_e2e::files::{copy_path, files_under, name_and_file, sha256_file};
 use deposito_e2e::Cluster;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,7 +21,7 @@ pub enum Corruption {
     Truncate(u64),
 }
 
-/// One content file under a replica's `objects/default/{name}/{sha256}`.
+/// One content file under a replica's `objects/default/` (`{name}@{sha256}`).
 #[derive(Debug, Clone)]
 struct StoredCopy {
     name: String,
@@ -33,25 +33,14 @@ struct StoredCopy {
 fn copies_on(data_dir: &Path) -> Vec<StoredCopy> {
     let root = data_dir.join("objects").join("default");
     let mut out = Vec::new();
-    let Ok(names) = fs::read_dir(&root) else {
-        return out;
-    };
-    for name_dir in names.flatten() {
-        let name = name_dir.file_name().to_string_lossy().into_owned();
-        let Ok(files) = fs::read_dir(name_dir.path()) else {
+    for path in files_under(&root) {
+        let Some((name, sha256)) = path.strip_prefix(&root).ok().and_then(name_and_file) else {
             continue;
         };
-        for f in files.flatten() {
-            let sha256 = f.file_name().to_string_lossy().into_owned();
-            let is_content = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
-            let nonempty = f.metadata().map(|m| m.is_file() && m.len() > 0);
-            if is_content && nonempty.unwrap_or(false) {
-                out.push(StoredCopy {
-                    name: name.clone(),
-                    sha256,
-                    path: f.path(),
-                });
-            }
+        let is_content = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        let nonempty = fs::metadata(&path).map(|m| m.is_file() && m.len() > 0);
+        if is_content && nonempty.unwrap_or(false) {
+            out.push(StoredCopy { name, sha256, path });
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -98,11 +87,7 @@ pub fn corrupt_one_copy(
         }
         let twin = c.replicas.iter().enumerate().any(|(j, r)| {
             j + 1 != k && {
-                let p = r
-                    .dir
-                    .join("objects/default")
-                    .join(&copy.name)
-                    .join(&copy.sha256);
+                let p = copy_path(&r.dir, "objects", "default", &copy.name, &copy.sha256);
                 intact(&p, &copy.sha256)
             }
         });

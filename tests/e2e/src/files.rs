@@ -134,7 +134,50 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Files under `DATA/objects/` (content copies and their `.json` sidecars) of each data dir.
+/// Where the copy (`namespace`, `name`, `sha256`) lives in the area `area` (`objects`, `trash`
+/// or `quarantine`) of the replica data dir `data_dir` (the replica's own layout).
+pub fn copy_path(
+    data_dir: &Path,
+    area: &str,
+    namespace: &str,
+    name: &str,
+    sha256: &str,
+) -> PathBuf {
+    deposito_replica::storage::layout::copy_path(&data_dir.join(area), namespace, name, sha256)
+}
+
+/// The data files of every copy of (`namespace`, `name`) of any content in the area `area`
+/// of the data dir `data_dir`, as (sha256, path).
+pub fn copies_of_name(
+    data_dir: &Path,
+    area: &str,
+    namespace: &str,
+    name: &str,
+) -> Vec<(String, PathBuf)> {
+    deposito_replica::storage::layout::copies_of_name(&data_dir.join(area), namespace, name)
+}
+
+/// Reads a file of a replica data dir by its path `rel` relative to a namespace's folder of an
+/// area: (name, file), where `file` is the sha256 for a copy's data and `{sha256}.json` for
+/// its metadata. None for what is neither.
+pub fn name_and_file(rel: &Path) -> Option<(String, String)> {
+    use deposito_replica::storage::layout::{parse_flat, FlatFile};
+    let parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    match parts.as_slice() {
+        [file] => match parse_flat(file)? {
+            FlatFile::Data(name, sha) => Some((name, sha)),
+            FlatFile::Meta(name, sha) => Some((name, format!("{sha}.json"))),
+        },
+        [name, file] => Some((name.clone(), file.clone())),
+        _ => None,
+    }
+}
+
+/// Files under `DATA/objects/` (content copies and the `.json` metadata of those of more than
+/// one chunk) of each data dir.
 pub fn object_files(data_dirs: &[PathBuf]) -> Vec<PathBuf> {
     data_dirs
         .iter()

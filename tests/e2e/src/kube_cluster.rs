@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::files::{copies_of_name, copy_path};
 use crate::proc::{self, Output, Proc};
 use crate::wait::wait_sync;
 
@@ -361,11 +362,7 @@ impl KubeCluster {
         self.claim_dirs(release_namespace)
             .into_iter()
             .filter(|(_, dir)| {
-                let path = dir
-                    .join("objects")
-                    .join(file_namespace)
-                    .join(name)
-                    .join(sha256);
+                let path = copy_path(dir, "objects", file_namespace, name, sha256);
                 std::fs::read(path).is_ok_and(|bytes| bytes == content)
             })
             .map(|(claim, _)| claim)
@@ -387,12 +384,8 @@ impl KubeCluster {
     ) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (claim, dir) in self.claim_dirs(release_namespace) {
-            let folder = dir.join("objects").join(namespace).join(name);
-            for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-                let file = entry.file_name().to_string_lossy().into_owned();
-                if !file.ends_with(".json") {
-                    out.push((claim.clone(), file));
-                }
+            for (sha, _) in copies_of_name(&dir, "objects", namespace, name) {
+                out.push((claim.clone(), sha));
             }
         }
         out

@@ -5,7 +5,9 @@
 // Test code: unwrap is how a test fails.
 #![allow(clippy::unwrap_used)]
 
-use deposito_e2e::files::{files_under, random_seed, same_bytes, tmp_files, write_random_file};
+use deposito_e2e::files::{
+    copies_of_name, copy_path, random_seed, same_bytes, tmp_files, write_random_file,
+};
 use deposito_e2e::{wait_sync, Cluster, MIB};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,7 +20,7 @@ fn no_partial(dir: &Path, name: &str) {
         &format!("no partial {name} in {}", dir.display()),
         Duration::from_secs(30),
         || {
-            let objs: Vec<_> = files_under(&dir.join("objects").join("default").join(name));
+            let objs = copies_of_name(dir, "objects", "default", name);
             let tmp = tmp_files(&[dir.to_path_buf()]);
             if objs.is_empty() && tmp.is_empty() {
                 Ok(())
@@ -118,10 +120,13 @@ async fn full_disk_replica_next_to_a_roomy_one_leaves_no_partial_and_loses_nothi
         c.wait_copies(&big, 1, T);
         assert!(same_bytes(
             &big,
-            &c.replica(2)
-                .dir
-                .join("objects/default/big.bin")
-                .join(deposito_e2e::files::sha256_file(&big).unwrap())
+            &copy_path(
+                &c.replica(2).dir,
+                "objects",
+                "default",
+                "big.bin",
+                &deposito_e2e::files::sha256_file(&big).unwrap()
+            )
         ));
         let st = c
             .status("big.bin")

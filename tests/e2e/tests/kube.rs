@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use deposito_api::sha256_hex;
 use deposito_e2e::bins::bin;
+use deposito_e2e::files::copy_path;
 use deposito_e2e::kube_cluster::KubeCluster;
 use deposito_e2e::proc::{self, Proc};
 use deposito_e2e::wait::wait_sync;
@@ -662,13 +663,7 @@ fn forced_deletion_then_restored_from_the_trash(env: &Env, hello: &str) {
     let area = |area: &str| -> Vec<String> {
         k.claim_dirs(NS)
             .into_iter()
-            .filter(|(_, dir)| {
-                dir.join(area)
-                    .join(NS)
-                    .join("hello.txt")
-                    .join(&sha)
-                    .is_file()
-            })
+            .filter(|(_, dir)| copy_path(dir, area, NS, "hello.txt", &sha).is_file())
             .map(|(claim, _)| claim)
             .collect()
     };
@@ -685,7 +680,7 @@ fn forced_deletion_then_restored_from_the_trash(env: &Env, hello: &str) {
             .claim_dirs(NS)
             .into_iter()
             .filter_map(|(_, dir)| {
-                let path = dir.join(area).join(NS).join("hello.txt").join(&sha);
+                let path = copy_path(&dir, area, NS, "hello.txt", &sha);
                 std::fs::metadata(path).ok().map(|m| m.ino())
             })
             .collect();

@@ -76,14 +76,8 @@ fn wait_copies(k: &KubeCluster, namespace: &str, name: &str, n: usize) -> Vec<St
 fn copies_on_disk(k: &KubeCluster, namespace: &str, name: &str) -> usize {
     k.claim_dirs(NS)
         .iter()
-        .flat_map(|(_, dir)| {
-            std::fs::read_dir(dir.join("objects").join(namespace).join(name))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
-        .count()
+        .map(|(_, dir)| deposito_e2e::files::copies_of_name(dir, "objects", namespace, name).len())
+        .sum()
 }
 
 /// The zone of each replica claim (`data-<pod>` → the pod's node → the node's zone label).

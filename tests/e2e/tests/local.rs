@@ -9,7 +9,8 @@
 #![allow(clippy::unwrap_used)]
 
 use deposito_e2e::files::{
-    files_under, flip_middle_byte, identical_copies, random_seed, same_bytes, write_random_file,
+    copy_path, files_under, flip_middle_byte, identical_copies, random_seed, same_bytes,
+    write_random_file,
 };
 use deposito_e2e::{wait_sync, Cluster, MIB};
 use std::collections::BTreeSet;
@@ -133,16 +134,16 @@ async fn corrupt_copy_is_found_and_replaced(trigger_by_post: bool) {
     expect_copies(&c, "s.bin", &input, 2).await;
 
     let victim = c.holders_on_disk(&input)[0];
-    let copy = c
-        .replica(victim)
-        .dir
-        .join("objects")
-        .join("default")
-        .join("s.bin")
-        .join(&sha);
+    let copy = copy_path(&c.replica(victim).dir, "objects", "default", "s.bin", &sha);
+    assert_eq!(
+        copy,
+        c.replica(victim)
+            .dir
+            .join(format!("objects/default/s.bin@{sha}"))
+    );
     assert!(
         copy.is_file(),
-        "layout objects/{{ns}}/{{name}}/{{sha256}} not found: {}",
+        "layout objects/{{ns}}/{{name}}@{{sha256}} not found: {}",
         copy.display()
     );
     flip_middle_byte(&copy);

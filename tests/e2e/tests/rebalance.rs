@@ -33,14 +33,16 @@ fn stored_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Copies of each file on disk (by path: `objects/default/NAME/SHA`), over every replica.
+/// Copies of each file on disk (by path: `objects/default/NAME@SHA`), over every replica.
 fn copies_on_disk(c: &Cluster, files: &[(String, String, u64)]) -> Vec<usize> {
     files
         .iter()
         .map(|(name, sha, _)| {
             c.data_dirs()
                 .iter()
-                .filter(|d| d.join("objects/default").join(name).join(sha).is_file())
+                .filter(|d| {
+                    deposito_e2e::files::copy_path(d, "objects", "default", name, sha).is_file()
+                })
                 .count()
         })
         .collect()

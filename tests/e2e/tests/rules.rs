@@ -11,7 +11,7 @@
 use deposito_api::gateway::{Phase, ReplicaList};
 use deposito_api::replica::PullRequest;
 use deposito_e2e::files::{
-    files_under, identical_copies, random_seed, same_bytes, sha256_file, tmp_files,
+    copies_of_name, files_under, identical_copies, random_seed, same_bytes, sha256_file, tmp_files,
     write_random_file,
 };
 use deposito_e2e::http::Reply;
@@ -169,12 +169,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
     // A new deposit at N=3 (every non-draining replica) never lands on the draining one.
     let fresh = c.scratch("n.bin");
     write_random_file(&fresh, 4 * MIB, random_seed());
-    let watched = c
-        .replica(h)
-        .dir
-        .join("objects")
-        .join("default")
-        .join("n.bin");
+    let watched = &c.replica(h).dir;
     let out = std::thread::scope(|s| {
         let t = s.spawn(|| {
             c.client(&[
@@ -189,7 +184,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
             ])
         });
         while !t.is_finished() {
-            let seen = files_under(&watched);
+            let seen = copies_of_name(watched, "objects", "default", "n.bin");
             assert!(
                 seen.is_empty(),
                 "new deposit landed on draining {hid}: {seen:?}"
@@ -208,7 +203,7 @@ async fn draining_a_holder_moves_its_copy_then_removes_it() {
     let on_disk: BTreeSet<usize> = c.holders_on_disk(&fresh).into_iter().collect();
     assert_eq!(on_disk.len(), 3);
     assert!(!on_disk.contains(&h), "n.bin on draining disk: {on_disk:?}");
-    assert!(files_under(&watched).is_empty());
+    assert!(copies_of_name(watched, "objects", "default", "n.bin").is_empty());
 
     c.client_ok(&["undrain", &hid]);
     let listed = replicas_json(&c);

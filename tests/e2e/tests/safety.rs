@@ -23,7 +23,7 @@ const T: Duration = Duration::from_secs(120);
 
 /// Where replica `dir` keeps the copy `name`/`sha` in `area` (`objects` or `trash`).
 fn copy_path(dir: &Path, area: &str, name: &str, sha: &str) -> PathBuf {
-    dir.join(area).join("default").join(name).join(sha)
+    deposito_e2e::files::copy_path(dir, area, "default", name, sha)
 }
 
 /// The inode of each replica's copy in `area`, in replica order (None: absent).

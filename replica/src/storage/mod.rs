@@ -100,6 +100,18 @@ impl std::fmt::Display for ObjKey {
     }
 }
 
+/// How many folders of `tmp/` the temp files of new copies are spread over. A file's inode is
+/// allocated near its folder's, and its folder is locked while it is created: spread, the
+/// writers contend less, and on ext4 without a journal (which skips recently deleted inodes
+/// when it allocates one, scanning past each) the inodes a churn frees and reuses are spread
+/// over several allocation groups instead of one.
+pub const TEMP_FOLDERS: u64 = 16;
+
+/// The `i`-th folder of `tmp/`.
+fn temp_folder(root: &Path, i: u64) -> PathBuf {
+    root.join("tmp").join(format!("{i:02}"))
+}
+
 /// Counts over the index.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -306,6 +318,11 @@ impl Store {
 
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// A folder of `tmp/` for a new copy's temp files, one of [`TEMP_FOLDERS`] at random.
+    pub fn temp_folder(&self) -> PathBuf {
+        temp_folder(&self.root, rand::random::<u64>() % TEMP_FOLDERS)
     }
 
     pub fn min_free_bytes(&self) -> u64 {

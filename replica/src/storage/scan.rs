@@ -36,6 +36,9 @@ pub(super) fn open_dir(root: &Path) -> io::Result<Scanned> {
             tracing::warn!(path = %path.display(), error = %e, "cannot clean tmp entry");
         }
     }
+    for i in 0..super::TEMP_FOLDERS {
+        std::fs::create_dir(super::temp_folder(root, i))?;
+    }
     let mut scanned = (BTreeMap::new(), BTreeSet::new());
     scan_area(root, ObjectState::Corrupt, &mut scanned)?;
     scan_area(root, ObjectState::Trashed, &mut scanned)?;

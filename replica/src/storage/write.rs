@@ -54,7 +54,8 @@ impl Store {
         // write dropped while the file is being created (the client went away) drops the
         // guard with the task's output, which removes the file. (With `tokio::fs` the guard
         // would be dropped first, find nothing to remove, and the file be created after.)
-        let dir = self.tmp_dir();
+        let folder = self.temp_folder();
+        let dir = folder.clone();
         let (tmp, file) = tokio::task::spawn_blocking(move || {
             let tmp = TempPath::new(dir.join(fsutil::temp_name("data")));
             let file = std::fs::OpenOptions::new()
@@ -151,7 +152,7 @@ impl Store {
         // only renames it into place and fsyncs its folder (see `commit`). The metadata (of a
         // copy of more than one chunk) is not fsync'd: a crash that tears it leaves a ready copy whose data (named by its
         // digest) the next start re-hashes and describes again (`scan::load_copy`).
-        let tmp_dir = self.tmp_dir();
+        let tmp_dir = folder;
         let tmp_name = tmp.path().to_path_buf();
         let chunks = chunk_hasher.finish();
         let staging = tokio::task::spawn_blocking(move || -> Result<Staged> {

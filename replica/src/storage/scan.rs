@@ -52,19 +52,21 @@ fn scan_area(root: &Path, state: ObjectState, index: &mut Scanned) -> io::Result
         let ns_dir = area.join(&ns);
         // A folder per name is the older layout for a name that fits the flat one: its copies
         // move into the namespace's folder first.
-        for name in read_dirs(&ns_dir)? {
-            if !layout::has_own_folder(&name) && FileKey::new(&ns, &name).is_ok() {
-                migrate_folder(&ns_dir, &name)?;
-            }
-        }
+        let older: Vec<String> = read_dirs(&ns_dir)?
+            .into_iter()
+            .filter(|name| !layout::has_own_folder(name) && FileKey::new(&ns, name).is_ok())
+            .collect();
+        migrate_folders(&ns_dir, &older)?;
         let mut flat: BTreeMap<String, Found> = BTreeMap::new();
         for entry in std::fs::read_dir(&ns_dir)? {
             let entry = entry?;
             let fname = entry.file_name().to_string_lossy().into_owned();
             let kind = entry.file_type()?;
             if kind.is_dir() {
-                let Ok(key) = FileKey::new(&ns, &fname) else {
-                    tracing::warn!(namespace = %ns, name = %fname, area = area_name(state), "skipping folder with an invalid name");
+                let key = FileKey::new(&ns, &fname).ok();
+                let Some(key) = key.filter(|_| layout::has_own_folder(&fname)) else {
+                    // An invalid name, or an older folder left with what is not a copy.
+                    tracing::warn!(namespace = %ns, name = %fname, area = area_name(state), "skipping folder");
                     continue;
                 };
                 let found = read_name_dir(&entry.path())?;
@@ -104,30 +106,36 @@ struct Found {
     jsons: BTreeSet<String>,
 }
 
-/// Moves the copies in the folder of `name` (the older layout) into the flat layout of its
-/// namespace's folder `ns_dir`, then removes the folder. Each move is a rename: a crash leaves
-/// each file in one place or the other, and the next start moves what is left.
-fn migrate_folder(ns_dir: &Path, name: &str) -> io::Result<()> {
-    let dir = ns_dir.join(name);
+/// Moves the copies in the folders of `names` (the older layout) into the flat layout of
+/// their namespace's folder `ns_dir`, then removes the folders. Each move is a rename: a crash
+/// leaves each file in one place or the other, and the next start moves what is left. The
+/// namespace's folder is fsync'd once after all the moves (before any folder goes) and once
+/// after the removals, so a large store moves at the speed of renames.
+fn migrate_folders(ns_dir: &Path, names: &[String]) -> io::Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
     let mut moved = 0;
-    for entry in std::fs::read_dir(&dir)? {
-        let entry = entry?;
-        let fname = entry.file_name().to_string_lossy().into_owned();
-        let sha = fname.strip_suffix(".json").unwrap_or(&fname);
-        if !is_sha256_hex(sha) || !entry.file_type()?.is_file() {
-            continue;
+    for name in names {
+        for entry in std::fs::read_dir(ns_dir.join(name))? {
+            let entry = entry?;
+            let fname = entry.file_name().to_string_lossy().into_owned();
+            let sha = fname.strip_suffix(".json").unwrap_or(&fname);
+            if !is_sha256_hex(sha) || !entry.file_type()?.is_file() {
+                continue;
+            }
+            std::fs::rename(entry.path(), ns_dir.join(format!("{name}@{fname}")))?;
+            moved += 1;
         }
-        std::fs::rename(entry.path(), ns_dir.join(format!("{name}@{fname}")))?;
-        moved += 1;
     }
-    if moved > 0 {
-        fsutil::fsync_dir(ns_dir)?;
-        fsutil::fsync_dir(&dir)?;
-        tracing::info!(folder = %dir.display(), files = moved, "moved into the flat layout");
+    fsutil::fsync_dir(ns_dir)?;
+    for name in names {
+        // A folder left with what is not a copy stays (and is skipped, with a warning).
+        let _ = std::fs::remove_dir(ns_dir.join(name));
     }
-    if std::fs::remove_dir(&dir).is_ok() {
-        fsutil::fsync_dir(ns_dir)?;
-    }
+    fsutil::fsync_dir(ns_dir)?;
+    tracing::info!(folder = %ns_dir.display(), folders = names.len(), files = moved,
+        "moved into the flat layout");
     Ok(())
 }
 

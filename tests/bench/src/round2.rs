@@ -1,8 +1,8 @@
 //! `deposito-bench round2`: the figures of "performance, round 2" in one run, each beside the
 //! baseline of its target, measured in interleaved rounds (medians):
 //! - 4 KiB deposits at N=2 until both copies exist (16 in flight), beside an older build's
-//!   cluster running alongside (`--compare DIR`), fresh and again after churn (C files written
-//!   and C/2 deleted, `--churn C`);
+//!   cluster running alongside (`--compare DIR`; each goes first in every other round, after a
+//!   `sync`), fresh and again after churn (C files written and C/2 deleted, `--churn C`);
 //! - 4 KiB GETs through the gateway (16 in flight) beside nginx serving the same bytes;
 //! - a large GET through the gateway beside nginx, and a large deposit at N=3 until the three
 //!   copies are durable beside `cp` to three places and one `sync`;
@@ -116,10 +116,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut gets, mut get_p50, mut nginx_gets) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         eprintln!("round2: small files, round {} of {rounds}", round + 1);
-        if let Some(o) = &old {
-            theirs.push(deposits(o, &http, &bodies, None, round).await?.1);
+        // Each build goes first in every other round, and each starts once the disk has
+        // written back what came before (`sync`): otherwise the second of a round pays for
+        // the first one's writeback, a bias as large as the differences measured.
+        let old_first = round % 2 == 0;
+        if let Some(o) = old.as_ref().filter(|_| old_first) {
+            settle_disk().await;
+            theirs.push(deposits(o, &http, &bodies, Some("all"), round).await?.1);
         }
+        settle_disk().await;
         ours.push(deposits(&c, &http, &bodies, Some("all"), round).await?.1);
+        if let Some(o) = old.as_ref().filter(|_| !old_first) {
+            settle_disk().await;
+            theirs.push(deposits(o, &http, &bodies, Some("all"), round).await?.1);
+        }
         plain.put_small(&http, &bodies, CONCURRENCY).await;
         if let Some(n) = &nginx {
             let urls: Vec<String> = (0..small).map(|i| n.url(&format!("s{i}"))).collect();
@@ -264,6 +274,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "round2: small files after churn, round {} of {rounds}",
             round + 1
         );
+        settle_disk().await;
         after.push(
             deposits(&c, &http, &bodies, Some("all"), 1000 + round)
                 .await?
@@ -378,4 +389,13 @@ async fn churn_files(c: &Cluster, http: &reqwest::Client, n: usize) -> anyhow::R
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Waits until the disk has written back every dirty page (`sync`), so that a measurement does
+/// not pay for the writeback of the one before it.
+async fn settle_disk() {
+    let synced = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
+    if !matches!(synced, Ok(Ok(s)) if s.success()) {
+        eprintln!("round2: sync failed ({synced:?}); measuring anyway");
+    }
 }

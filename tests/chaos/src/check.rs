@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often a replica still holding a corrupt copy is asked to scrub again.
 const RESCRUB_EVERY: Duration = Duration::from_secs(4);
 
-/// A file under a replica's `objects/default/{name}/`.
+/// A file of a copy under a replica's `objects/default/` (`{name}@{sha256}[.json]`).
 #[derive(Debug, Clone)]
 struct DiskFile {
     /// 1-based replica index.

@@ -564,7 +564,7 @@ fn operator_end_to_end_on_a_real_control_plane() {
     assert!(
         before
             .iter()
-            .any(|p| p.to_string_lossy().contains("/objects/dep/hello.txt/")),
+            .any(|p| p.to_string_lossy().contains("/objects/dep/hello.txt@")),
         "{before:?}"
     );
     let sf_role = format!("{RELEASE}-deposito-storedfiles");

@@ -74,7 +74,7 @@ async fn the_data_folder_and_everything_in_it_are_private_to_the_user() {
     }
     let copies = names
         .iter()
-        .filter(|n| n.contains("/objects/default/p.bin/"))
+        .filter(|n| n.contains("/objects/default/p.bin@") && !n.ends_with(".json"))
         .count();
     assert!(
         copies >= 2,

@@ -150,8 +150,9 @@ impl Store {
         };
         // The data is made durable here, concurrently with other writers; the commit thread
         // only renames it into place and fsyncs its folder (see `commit`). The metadata (of a
-        // copy of more than one chunk) is not fsync'd: a crash that tears it leaves a ready copy whose data (named by its
-        // digest) the next start re-hashes and describes again (`scan::load_copy`).
+        // copy of more than one chunk) is not fsync'd: a crash that tears it leaves a ready
+        // copy whose data (named by its digest) the next start re-hashes and describes again
+        // (`scan::load_copy`).
         let tmp_dir = folder;
         let tmp_name = tmp.path().to_path_buf();
         let chunks = chunk_hasher.finish();

@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use deposito_api::replica::ScrubStatus;
+use deposito_replica::storage::layout::json_path;
 use serde_json::Value;
 
 const IP: &str = "127.0.0.7";
@@ -166,9 +167,9 @@ async fn older_copies_get_chunk_digests_once_their_sha256_is_verified() {
         deposito_api::sha256_hex(&rotten),
     );
     let old_data = copy_at(tmp.path(), "objects", "old.bin", &old_sha);
-    let old_meta = meta_of(&old_data);
+    let old_meta = json_path(&old_data);
     let rotten_data = copy_at(tmp.path(), "objects", "rotten.bin", &rotten_sha);
-    let rotten_meta = meta_of(&rotten_data);
+    let rotten_meta = json_path(&rotten_data);
     let recorded = chunks_of(&old_meta).expect("digests recorded at commit");
     strip_chunks(&old_meta);
     strip_chunks(&rotten_meta);
@@ -195,7 +196,7 @@ async fn older_copies_get_chunk_digests_once_their_sha256_is_verified() {
         !rotten_data.exists(),
         "the rotten copy is still in objects/"
     );
-    let quarantined = meta_of(&copy_at(
+    let quarantined = json_path(&copy_at(
         tmp.path(),
         "quarantine",
         "rotten.bin",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::*;
 use deposito_api::replica::{ObjectInfo, ObjectState, RegisterRequest};
 use deposito_api::{sha256_hex, ErrorBody};
+use deposito_replica::storage::layout::json_path;
 use reqwest::{Client, StatusCode};
 
 fn copy_url(r: &Replica, name: &str, sha: &str) -> String {
@@ -187,7 +188,11 @@ async fn retention_deletes_old_trash_and_keeps_damaged_entries() {
         r.stop().await;
     }
     // b's metadata is damaged while the replica is down.
-    std::fs::write(meta_of(&copy_at(&dir, "trash", "b", &sha_b)), b"{not json").unwrap();
+    std::fs::write(
+        json_path(&copy_at(&dir, "trash", "b", &sha_b)),
+        b"{not json",
+    )
+    .unwrap();
     let mut cfg = config(&dir, "127.0.0.1");
     cfg.trash_retention_secs = 1;
     let r = start_with(cfg).await;

@@ -57,8 +57,8 @@ pub fn copy_path(area: &Path, namespace: &str, name: &str, sha256: &str) -> Path
     }
 }
 
-/// The metadata file beside a data file.
-pub(crate) fn json_path(data: &Path) -> PathBuf {
+/// The metadata file beside a data file (for tools and tests too).
+pub fn json_path(data: &Path) -> PathBuf {
     let mut s = data.as_os_str().to_owned();
     s.push(".json");
     PathBuf::from(s)

@@ -186,13 +186,6 @@ pub fn copy_at(dir: &Path, area: &str, name: &str, sha256: &str) -> PathBuf {
     deposito_replica::storage::layout::copy_path(&dir.join(area), "default", name, sha256)
 }
 
-/// The metadata file beside the data file `data`.
-pub fn meta_of(data: &Path) -> PathBuf {
-    let mut s = data.as_os_str().to_owned();
-    s.push(".json");
-    PathBuf::from(s)
-}
-
 /// Flips one bit of the byte at `at` in `path` (and syncs), to simulate rot.
 pub fn flip_byte(path: &Path, at: u64) {
     use std::os::unix::fs::FileExt;

@@ -32,6 +32,27 @@ impl Cluster {
         .await
     }
 
+    /// Waits until `name` has converged without `replica` among its holders. The catalog
+    /// records a removed copy just after the replica deletes it, so a test that saw the disk
+    /// change waits here for the status to follow instead of reading it once.
+    pub async fn wait_converged_without(
+        &self,
+        name: &str,
+        replica: &str,
+        timeout: Duration,
+    ) -> FileStatus {
+        let c = &self;
+        let what = format!("{name} converged without {replica}");
+        wait_for(&what, timeout, || async move {
+            c.check_alive()?;
+            match c.status(name).await? {
+                Some(s) if s.is_converged() && !s.holders.iter().any(|h| h == replica) => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
     /// Waits until `name` is gone from the catalog.
     pub async fn wait_deleted(&self, name: &str, timeout: Duration) {
         let c = &self;

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub trash_expired: Counter,
     pub trash_evicted: Counter,
     pub full: Gauge<u64, AtomicU64>,
+    pub freed_inodes_kept: Gauge<u64, AtomicU64>,
     pub http_requests: Family<HttpLabels, Counter>,
     /// The background workers' metrics (`deposito_replica_worker_*`), given to the runner.
     pub workers: WorkerMetrics,
@@ -155,6 +156,11 @@ impl Metrics {
                 "full",
                 "1 while new copies are refused for lack of space (the replica stays ready)",
             ),
+            freed_inodes_kept: registered(
+                r,
+                "freed_inodes_kept",
+                "Emptied files of deleted small copies kept in free/ for new copies to reuse",
+            ),
             http_requests: registered(
                 r,
                 "http_requests",
@@ -188,6 +194,7 @@ impl Metrics {
         catch_up(&self.trash_expired, trash.expired);
         catch_up(&self.trash_evicted, trash.evicted);
         self.full.set(u64::from(full));
+        self.freed_inodes_kept.set(store.inode_pool().len() as u64);
     }
 
     /// Sets the scrub gauges from the scrubber's status.

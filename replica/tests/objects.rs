@@ -107,6 +107,54 @@ async fn put_then_get_returns_identical_bytes_etag_and_ranges() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_small_copy_s_file_is_kept_empty_and_holds_the_next_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let r = start("127.0.0.1").await;
+    let c = client();
+    let first = payload(4096, 2);
+    let sha = sha256_hex(&first);
+    r.put_created(&c, "default", "a", first.clone()).await;
+    let a_path = copy_at(&r.dir, "objects", "a", &sha);
+    let ino = std::fs::metadata(&a_path).unwrap().ino();
+    let url = format!("{}/{sha}", r.obj("default", "a"));
+    let resp = c.delete(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(!a_path.exists());
+    let kept = files_under(&r.dir.join("free"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let meta = std::fs::metadata(&kept[0]).unwrap();
+    assert_eq!(
+        (meta.ino(), meta.len()),
+        (ino, 0),
+        "not the copy's inode, emptied"
+    );
+    assert!(r
+        .metrics(&c)
+        .await
+        .contains("deposito_replica_freed_inodes_kept 1\n"));
+
+    let second = payload(3000, 3);
+    let sha2 = sha256_hex(&second);
+    r.put_created(&c, "default", "b", second.clone()).await;
+    let b_path = copy_at(&r.dir, "objects", "b", &sha2);
+    assert_eq!(
+        std::fs::metadata(&b_path).unwrap().ino(),
+        ino,
+        "a new inode"
+    );
+    assert!(files_under(&r.dir.join("free")).is_empty());
+    let resp = get(&c, format!("{}/{sha2}", r.obj("default", "b"))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &second[..]);
+    assert_eq!(get(&c, &url).await.status(), StatusCode::NOT_FOUND);
+    assert!(r
+        .metrics(&c)
+        .await
+        .contains("deposito_replica_freed_inodes_kept 0\n"));
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v1_routes_require_the_token_and_probes_do_not() {
     let r = start("127.0.0.1").await;
     let c = client();

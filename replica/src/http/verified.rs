@@ -115,7 +115,11 @@ pub async fn body(app: &AppState, path: &Path, check: Check, read: Read) -> Resu
             check.clone(),
             read.size,
         );
+        let pool = app.store.inode_pool();
         tokio::task::spawn_blocking(move || {
+            // A copy of one chunk is opened and read whole under the pool's gate: its file
+            // is not emptied or reused meanwhile (see `storage::pool`).
+            let _reading = pool.reading(size);
             let file = std::fs::File::open(&path).map_err(Error::missing_is_not_found)?;
             let chunk = read_chunk(&file, &key, size, &check, first)?;
             Ok::<_, Error>((file, chunk))

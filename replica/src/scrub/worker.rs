@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Scrubber, MIB};
 use crate::metrics::Metrics;
-use crate::storage::chunks::{chunk_count, ChunkDigests, ChunkHasher};
+use crate::storage::chunks::{chunk_count, ChunkDigests, ChunkHasher, CHUNK};
 use crate::storage::{ObjKey, Store};
 
 /// How often a pass in progress records its position.
@@ -243,6 +243,24 @@ fn hash_limited(path: &Path, limiter: &mut Limiter, with_chunks: bool) -> std::i
     })
 }
 
+/// Hashes a copy recorded as one chunk: reads at most a chunk and a byte of it (a longer
+/// file does not match, and its length is the file's).
+fn hash_small(path: &Path) -> std::io::Result<Hashed> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    let read = f.take(CHUNK + 1).read_to_end(&mut buf)? as u64;
+    let len = if read > CHUNK {
+        std::fs::metadata(path)?.len()
+    } else {
+        read
+    };
+    Ok(Hashed {
+        sha256: hex::encode(Sha256::digest(&buf)),
+        len,
+        chunks: None,
+    })
+}
+
 /// Hashes one copy and quarantines it when it no longer matches; gives a matching copy over
 /// one chunk the chunk digests it lacks. Returns what it found, and the limiter back; `None`
 /// if the hashing task died.
@@ -257,8 +275,21 @@ async fn verify(
     let lacks_digests =
         chunk_count(info.size) > 1 && store.chunk_digests(key, info.size).await.is_none();
     let mut lim = limiter.expect("limiter is returned after each object");
+    let (pool, size) = (store.inode_pool(), info.size);
     let res = tokio::task::spawn_blocking(move || {
-        let r = hash_limited(&path, &mut lim, lacks_digests);
+        // A copy of one chunk is read whole under the pool's gate (its file is not emptied or
+        // reused meanwhile: see `storage::pool`), and paced after the gate is let go.
+        let r = match pool.reading(size) {
+            Some(reading) => {
+                let r = hash_small(&path);
+                drop(reading);
+                if let Ok(h) = &r {
+                    lim.consume(h.len);
+                }
+                r
+            }
+            None => hash_limited(&path, &mut lim, lacks_digests),
+        };
         (r, lim)
     })
     .await;

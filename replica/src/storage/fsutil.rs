@@ -158,6 +158,21 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fsync_dir(dir)
 }
 
+/// Removes the entry `entry` of a folder, a file or a whole folder, and says so in the log
+/// when it cannot (a leftover of `what`, which the next start tries again).
+pub fn remove_stray(entry: &std::fs::DirEntry, what: &str) -> io::Result<()> {
+    let path = entry.path();
+    let removed = if entry.file_type()?.is_dir() {
+        std::fs::remove_dir_all(&path)
+    } else {
+        std::fs::remove_file(&path)
+    };
+    if let Err(e) = removed {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover of {what}");
+    }
+    Ok(())
+}
+
 /// Removes a file, treating "already gone" as success.
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match std::fs::remove_file(path) {

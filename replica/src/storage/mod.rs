@@ -4,14 +4,16 @@
 //! with `.json` appended for its metadata ([`ObjectInfo`] and chunk digests) when it has
 //! more than one chunk; `quarantine/` for copies that failed verification and `trash/` for
 //! copies no file claimed when the operator collected them (see [`trash`]), laid out alike;
-//! and `tmp/` for in-flight writes. Nothing partial is ever visible under `objects/`: data is
-//! written to `tmp/`, verified, fsync'd and renamed into place.
+//! `tmp/` for in-flight writes; and `free/`, the emptied files of deleted small copies that
+//! new copies are written into (see [`pool`]). Nothing partial is ever visible under
+//! `objects/`: data is written to a temp file, verified, fsync'd and renamed into place.
 
 pub mod changes;
 pub mod chunks;
 mod commit;
 pub mod fsutil;
 pub mod layout;
+pub mod pool;
 mod scan;
 pub mod trash;
 mod write;
@@ -197,6 +199,8 @@ pub struct Store {
     /// quarantines and deletions alone), in order and to the end: see [`commit`].
     committer: commit::Committer,
     trash_counters: Arc<trash::TrashCounters>,
+    /// Freed inodes that new small copies are written into.
+    pool: Arc<pool::InodePool>,
 }
 
 /// The index and the change-feed signal, shared with the blocking tasks that change the disk:
@@ -259,9 +263,15 @@ impl Store {
     pub async fn open(root: impl AsRef<Path>, min_free_bytes: u64) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         let r = root.clone();
-        let (index, damaged_trash) =
-            tokio::task::spawn_blocking(move || scan::open_dir(&r)).await??;
-        tracing::info!(objects = index.len(), "store opened");
+        let ((index, damaged_trash), pool) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((scan::open_dir(&r)?, pool::InodePool::open(&r)?))
+        })
+        .await??;
+        tracing::info!(
+            objects = index.len(),
+            freed_inodes_kept = pool.len(),
+            "store opened"
+        );
         if !damaged_trash.is_empty() {
             tracing::warn!(
                 copies = damaged_trash.len(),
@@ -293,6 +303,7 @@ impl Store {
             shared,
             committer,
             trash_counters: Arc::default(),
+            pool: Arc::new(pool),
         })
     }
 
@@ -323,6 +334,12 @@ impl Store {
     /// A folder of `tmp/` for a new copy's temp files, one of [`TEMP_FOLDERS`] at random.
     pub fn temp_folder(&self) -> PathBuf {
         temp_folder(&self.root, rand::random::<u64>() % TEMP_FOLDERS)
+    }
+
+    /// The freed inodes new small copies are written into, and the gate reads of small
+    /// copies hold (see [`pool`]).
+    pub fn inode_pool(&self) -> Arc<pool::InodePool> {
+        self.pool.clone()
     }
 
     pub fn min_free_bytes(&self) -> u64 {
@@ -514,8 +531,9 @@ impl Store {
     pub async fn delete(&self, key: &ObjKey) -> Result<ObjectInfo> {
         let root = self.root.clone();
         let key = key.clone();
+        let pool = self.pool.clone();
         let info = self
-            .change_on_disk(move |shared| remove_blocking(&root, shared, &key, None))
+            .change_on_disk(move |shared| remove_blocking(&root, shared, &pool, &key, None))
             .await?;
         tracing::info!("copy deleted");
         Ok(info)
@@ -523,10 +541,12 @@ impl Store {
 }
 
 /// Removes the copy `key` from the disk and the index; with `only`, only while it is in that
-/// state (`not_found` otherwise). Runs on the commit thread.
+/// state (`not_found` otherwise). The file of a ready copy of one chunk goes to `pool`; every
+/// other file is unlinked. Runs on the commit thread.
 fn remove_blocking(
     root: &Path,
     shared: &Shared,
+    pool: &pool::InodePool,
     key: &ObjKey,
     only: Option<ObjectState>,
 ) -> Result<ObjectInfo> {
@@ -535,7 +555,11 @@ fn remove_blocking(
         .filter(|i| only.is_none_or(|s| s == i.state))
         .ok_or(Error::NotFound)?;
     let data = data_path(root, key, info.state);
-    fsutil::remove_if_exists(&data)?;
+    if info.state == ObjectState::Ready {
+        pool.release(&data, info.size)?;
+    } else {
+        fsutil::remove_if_exists(&data)?;
+    }
     fsutil::remove_if_exists(&json_path(&data))?;
     let dir = data.parent().expect("data path has a parent");
     // A folder already gone (its last copy removed by hand) is as good as synced.

@@ -25,16 +25,7 @@ pub(super) fn open_dir(root: &Path) -> io::Result<Scanned> {
     }
     let tmp = root.join("tmp");
     for entry in std::fs::read_dir(&tmp)? {
-        let entry = entry?;
-        let path = entry.path();
-        let res = if entry.file_type()?.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        if let Err(e) = res {
-            tracing::warn!(path = %path.display(), error = %e, "cannot clean tmp entry");
-        }
+        fsutil::remove_stray(&entry?, "tmp/")?;
     }
     for i in 0..super::TEMP_FOLDERS {
         std::fs::create_dir(super::temp_folder(root, i))?;

@@ -253,8 +253,9 @@ impl Store {
         let root = self.root.clone();
         let key = key.clone();
         let counters = self.trash_counters.clone();
+        let pool = self.pool.clone();
         self.change_on_disk(move |shared| {
-            let info = remove_blocking(&root, shared, &key, Some(ObjectState::Trashed))?;
+            let info = remove_blocking(&root, shared, &pool, &key, Some(ObjectState::Trashed))?;
             counter(&counters).fetch_add(1, Ordering::Relaxed);
             Ok(info)
         })

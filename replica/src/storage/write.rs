@@ -1,5 +1,6 @@
-//! The write path: stream to `tmp/` while hashing, verify, fsync data and metadata, then hand
-//! both to the commit thread, which renames them into `objects/` (see `commit`).
+//! The write path: stream to a temp file (new in `tmp/`, or a freed one of `free/`) while
+//! hashing, verify, fsync data and metadata, then hand both to the commit thread, which
+//! renames them into `objects/` (see `commit`).
 
 use std::future::Future;
 use std::time::Duration;
@@ -54,9 +55,24 @@ impl Store {
         // write dropped while the file is being created (the client went away) drops the
         // guard with the task's output, which removes the file. (With `tokio::fs` the guard
         // would be dropped first, find nothing to remove, and the file be created after.)
+        // The temp file is a freed inode out of the pool when there is one (no inode to
+        // allocate: see `pool`), a new file in a folder of `tmp/` otherwise.
         let folder = self.temp_folder();
         let dir = folder.clone();
+        let pool = self.pool.clone();
         let (tmp, file) = tokio::task::spawn_blocking(move || {
+            if let Some(slot) = pool.take() {
+                let tmp = TempPath::new(slot);
+                let reopened = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(tmp.path());
+                match reopened {
+                    Ok(file) => return Ok((tmp, file)),
+                    Err(e) => tracing::warn!(path = %tmp.path().display(), error = %e,
+                        "cannot reopen a freed file; writing a new one"),
+                }
+            }
             let tmp = TempPath::new(dir.join(fsutil::temp_name("data")));
             let file = std::fs::OpenOptions::new()
                 .write(true)

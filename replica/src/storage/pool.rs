@@ -26,7 +26,6 @@
 //! folder's fsync did and the rename's target did not, an inode no folder names, which fsck
 //! finds like any other unlinked file.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
@@ -169,11 +168,6 @@ impl InodePool {
     pub fn take(&self) -> Option<PathBuf> {
         self.lock().ids.pop().map(|id| self.path_of(id))
     }
-
-    /// The inode number of `path` (for tests and logs).
-    pub fn inode_of(path: &Path) -> std::io::Result<u64> {
-        std::fs::metadata(path).map(|m| m.ino())
-    }
 }
 
 #[cfg(test)]
@@ -183,8 +177,13 @@ mod tests {
     use bytes::Bytes;
     use deposito_api::replica::ObjectState;
     use deposito_api::{sha256_hex, FileKey};
+    use std::os::unix::fs::MetadataExt;
     use std::sync::Arc;
     use std::time::Duration;
+
+    fn inode_of(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().ino()
+    }
 
     async fn put(store: &Store, name: &str, data: &[u8], digest: Option<&str>) -> Option<ObjKey> {
         let key = FileKey::new("default", name).unwrap();
@@ -216,12 +215,12 @@ mod tests {
         );
 
         let old = put(&store, "a", b"the first copy", None).await.unwrap();
-        let ino = InodePool::inode_of(&old_path).unwrap();
+        let ino = inode_of(&old_path);
         store.delete(&old).await.unwrap();
         let new_bytes = b"a second copy, shorter or longer than the first".repeat(3);
         let new = put(&store, "b", &new_bytes, None).await.unwrap();
         let new_path = store.data_path(&new, ObjectState::Ready);
-        assert_eq!(InodePool::inode_of(&new_path).unwrap(), ino, "a new inode");
+        assert_eq!(inode_of(&new_path), ino, "a new inode");
         assert_eq!(std::fs::read(&new_path).unwrap(), new_bytes);
         assert_eq!(new.sha256, sha256_hex(&new_bytes));
         assert_eq!(store.inode_pool().len(), 0);
@@ -252,12 +251,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let pool = InodePool::open(root.path()).unwrap();
         let data = copy_at(root.path(), "a@x", b"old bytes");
-        let ino = InodePool::inode_of(&data).unwrap();
+        let ino = inode_of(&data);
         pool.release(&data, 9).unwrap();
         assert!(!data.exists(), "the copy is still in objects/");
         assert_eq!(pool.len(), 1);
         let slot = pool.take().expect("a kept inode");
-        assert_eq!(InodePool::inode_of(&slot).unwrap(), ino);
+        assert_eq!(inode_of(&slot), ino);
         assert_eq!(std::fs::metadata(&slot).unwrap().len(), 0, "not emptied");
         assert!(pool.take().is_none());
     }

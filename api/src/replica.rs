@@ -30,6 +30,24 @@ pub struct ObjectInfo {
     /// Unix seconds when this copy was committed (for a `trashed` copy: when it went to the
     /// trash).
     pub stored_at: u64,
+    /// The same instant in milliseconds since the Unix epoch; 0 from replicas that predate it
+    /// (read [`ObjectInfo::committed_ms`], which falls back to `stored_at`). The operator
+    /// compares it with when the file's current content was acknowledged: a copy of other
+    /// content committed later is newer than anything its catalog knows.
+    #[serde(default)]
+    pub stored_at_ms: u64,
+}
+
+impl ObjectInfo {
+    /// When the copy was committed, in milliseconds since the Unix epoch (`stored_at_ms`, or
+    /// `stored_at` in whole seconds from an older replica).
+    pub fn committed_ms(&self) -> u64 {
+        if self.stored_at_ms > 0 {
+            self.stored_at_ms
+        } else {
+            self.stored_at.saturating_mul(1000)
+        }
+    }
 }
 
 /// `GET /v1/inventory?after=CURSOR&limit=N`: one page of a replica's objects, in a stable

@@ -1,4 +1,5 @@
-//! The wall clock, in the unit the catalogs and replicas store: seconds since the Unix epoch.
+//! The wall clock, in the units the catalogs and replicas store: seconds (and milliseconds)
+//! since the Unix epoch.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -7,6 +8,14 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is set before it).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 

@@ -8,7 +8,8 @@
 //! - Corrupt copies and copies of deleted files go without that check: they are never
 //!   served, so removing them loses nothing.
 //! - Orphans (copies no file claims, collected only with a complete view of the catalog) go
-//!   to their replica's trash, not away; restores bring such copies back without copying.
+//!   to their replica's trash, not away, and so do copies of content newer than the file's
+//!   own (a restored older catalog); restores bring such copies back without copying.
 //! - For `inline` and `url` sources the engine creates the first copy itself.
 //!
 //! Every success is recorded in the index at once; the replicas' change feeds confirm it.
@@ -96,7 +97,15 @@ impl Engine {
             if needs_verification(reason) && verified.is_err() {
                 continue;
             }
-            if let Err(err) = self.delete(key, views, replica, sha256, reason).await {
+            let to_trash = reason == DeleteReason::Newer;
+            let removed = self.remove(
+                key,
+                views,
+                (replica.as_str(), sha256.as_str()),
+                reason,
+                to_trash,
+            );
+            if let Err(err) = removed.await {
                 first_error.get_or_insert(err);
             }
         }
@@ -352,32 +361,41 @@ impl Engine {
     ) -> Result<(), ActError> {
         let mut first_error = None;
         for (orphan, state) in orphans {
-            let result = if *state == ObjectState::Corrupt {
-                self.delete(
-                    key,
-                    views,
-                    &orphan.replica,
-                    &orphan.sha256,
-                    DeleteReason::Orphan,
-                )
-                .await
-            } else {
-                self.trash(key, views, &orphan.replica, &orphan.sha256)
-                    .await
-            };
-            if let Err(err) = result {
+            let copy = (orphan.replica.as_str(), orphan.sha256.as_str());
+            let to_trash = *state != ObjectState::Corrupt;
+            let result = self.remove(key, views, copy, DeleteReason::Orphan, to_trash);
+            if let Err(err) = result.await {
                 first_error.get_or_insert(err);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Removes the copy `(replica, sha256)` from its replica's `objects/`: into the trash, or
+    /// away.
+    async fn remove(
+        &self,
+        key: &FileKey,
+        views: &[ReplicaView],
+        (replica, sha256): (&str, &str),
+        reason: DeleteReason,
+        to_trash: bool,
+    ) -> Result<(), ActError> {
+        if to_trash {
+            self.trash(key, views, replica, sha256, reason).await
+        } else {
+            self.delete(key, views, replica, sha256, reason).await
+        }
+    }
+
+    /// Moves a copy to its replica's trash (an orphan, or content newer than the catalog's).
     async fn trash(
         &self,
         key: &FileKey,
         views: &[ReplicaView],
         replica: &str,
         sha256: &str,
+        reason: DeleteReason,
     ) -> Result<(), ActError> {
         let Some(url) = url_of(views, replica) else {
             return Ok(());
@@ -390,7 +408,7 @@ impl Engine {
         })?;
         match trashed {
             Some(info) => {
-                info!(file = %key, %replica, "orphan moved to the trash");
+                info!(file = %key, %replica, ?reason, "copy moved to the trash");
                 self.index.record_copy(replica, &info);
             }
             None => {

@@ -18,7 +18,7 @@ struct Held {
     replica: u16,
     sha256: [u8; 32],
     size: u64,
-    stored_at: u64,
+    stored_at_ms: u64,
     state: ObjectState,
     /// The replica's listing under way (or last done) when this copy was last set: a full
     /// listing removes, at its end, the copies of that replica it did not set.
@@ -97,7 +97,7 @@ impl Inner {
             sha256: hex::encode(copy.sha256),
             size: copy.size,
             state: copy.state,
-            stored_at: copy.stored_at,
+            stored_at_ms: copy.stored_at_ms,
         }
     }
 
@@ -112,7 +112,7 @@ impl Inner {
             replica: slot,
             sha256: sha,
             size: info.size,
-            stored_at: info.stored_at,
+            stored_at_ms: info.committed_ms(),
             state: info.state,
             listing,
         });
@@ -427,6 +427,7 @@ mod tests {
             size: 4,
             state,
             stored_at: 10,
+            stored_at_ms: 10_250,
         }
     }
 

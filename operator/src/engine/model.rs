@@ -104,9 +104,7 @@ impl ContentAttrs {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    deposito_util::clock::unix_now_ms()
 }
 
 impl Deposit {

@@ -222,10 +222,11 @@ impl Engine {
         Ok(views)
     }
 
-    fn stale_cutoff(&self) -> u64 {
+    /// Copies of other content committed after this instant (ms) are too young to touch.
+    fn stale_cutoff_ms(&self) -> u64 {
         match &self.settings.stale_guard {
             StaleGuard::Fenced(_) => u64::MAX,
-            StaleGuard::Age(age) => unix_now().saturating_sub(age.as_secs()),
+            StaleGuard::Age(age) => now_ms().saturating_sub(age.as_millis() as u64),
         }
     }
 
@@ -261,7 +262,7 @@ impl Engine {
                 record.size = copy.size;
             }
         }
-        let cutoff = self.stale_cutoff();
+        let cutoff = self.stale_cutoff_ms();
         let mut desired = desired_of(&record, cutoff);
         desired.moving = self.moves.of(&record.key);
         let mut plan = plan::plan_file(&desired, &views, &copies);
@@ -443,7 +444,8 @@ impl Engine {
                         sha256: c.sha256.clone(),
                         size: c.size,
                         state: c.state,
-                        stored_at: c.stored_at,
+                        stored_at: c.stored_at_ms / 1000,
+                        stored_at_ms: c.stored_at_ms,
                     })
                     .collect(),
             })
@@ -484,7 +486,7 @@ impl Engine {
         let youngest_wait = copies
             .iter()
             .filter(|c| live.iter().any(|v| v.id == c.replica))
-            .map(|c| (c.stored_at + grace).saturating_sub(now))
+            .map(|c| (c.stored_at_ms / 1000 + grace).saturating_sub(now))
             .filter(|wait| *wait > 0)
             .min();
         self.metrics
@@ -521,7 +523,7 @@ impl Engine {
 }
 
 /// The plan's input for a record.
-pub fn desired_of(record: &FileRecord, stale_cutoff_unix: u64) -> DesiredFile {
+pub fn desired_of(record: &FileRecord, stale_cutoff_ms: u64) -> DesiredFile {
     let mut last_holders = record.status.holders.clone();
     last_holders.extend(record.status.unreachable_holders.iter().cloned());
     last_holders.sort();
@@ -535,7 +537,8 @@ pub fn desired_of(record: &FileRecord, stale_cutoff_unix: u64) -> DesiredFile {
         generation: record.generation,
         deleting: record.deleting,
         last_holders,
-        stale_cutoff_unix,
+        stale_cutoff_ms,
+        acked_ms: record.aging.acked_ms,
         moving: None,
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use deposito_api::replica::ObjectState;
-use deposito_util::clock::unix_now;
+use deposito_util::clock::unix_now_ms;
 
 use super::aging::{Schedule, LONGEST_WAIT_MS};
 use super::model::FileRecord;
@@ -43,7 +43,7 @@ pub(super) fn young_stale_wait(
     stale_age: Option<Duration>,
 ) -> Option<Duration> {
     let age = stale_age?;
-    let now = unix_now();
+    let now = unix_now_ms();
     copies
         .iter()
         .filter(|c| c.sha256 != record.sha256 && c.state == ObjectState::Ready)
@@ -52,8 +52,8 @@ pub(super) fn young_stale_wait(
                 .iter()
                 .any(|v| v.id == c.replica && v.health == Health::Live)
         })
-        .map(|c| (c.stored_at + age.as_secs()).saturating_sub(now))
+        .map(|c| (c.stored_at_ms + age.as_millis() as u64).saturating_sub(now))
         .filter(|wait| *wait > 0)
         .min()
-        .map(|s| Duration::from_secs(s + 1))
+        .map(|ms| Duration::from_millis(ms + 1))
 }

@@ -351,7 +351,16 @@ async fn a_lifecycle_lowers_the_level_then_expires_the_file_on_time_alone() {
         rig.reconciles() - reconciles <= 4,
         "the engine waited for the step instead of looking again and again"
     );
-    assert_eq!(rig.catalog.record(&key).unwrap().status.lifecycle_step, 1);
+    // The copies go before the status that says so is published: wait for it (bounded).
+    let mut step = 0;
+    for _ in 0..100 {
+        step = rig.catalog.record(&key).unwrap().status.lifecycle_step;
+        if step == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(step, 1, "the status shows the first step");
     for _ in 0..200 {
         if rig.catalog.record(&key).is_none() && rig.holders(&key, &sha).is_empty() {
             assert!(acked.elapsed() >= Duration::from_secs(4), "expired early");

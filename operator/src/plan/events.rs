@@ -8,6 +8,9 @@ use deposito_api::gateway::Phase;
 
 use super::model::{Action, DeleteReason, Event, Move};
 
+/// The event of copies of content newer than the catalog's going to the trash.
+pub(super) const NEWER_EVENT: &str = "TrashedNewerCopy";
+
 /// What the events of one plan are made from.
 pub(super) struct Facts<'a> {
     pub restores: &'a [Action],
@@ -115,6 +118,11 @@ pub(super) fn file_events(facts: &Facts) -> Vec<Event> {
             DeleteReason::Stale,
             "RemovedStaleCopy",
             "old content removed",
+        ),
+        (
+            DeleteReason::Newer,
+            NEWER_EVENT,
+            "content newer than the catalog's moved to the trash",
         ),
         (
             DeleteReason::Corrupt,

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use deposito_api::gateway::{Condition, Phase};
 use deposito_api::replica::ObjectState;
 
+use super::deletion::{is_newer, plan_deletion};
 use super::events::{file_events, Facts};
 use super::model::{
     Action, CopyView, DeleteReason, DesiredFile, FilePlan, Health, Move, ReplicaId, ReplicaView,
@@ -14,11 +15,11 @@ use super::placement::{choose_source, choose_trim, rank_targets, ZoneKey};
 
 /// One observed copy on a live replica, after filtering and de-duplication.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Observed<'a> {
-    replica: &'a str,
-    sha256: &'a str,
-    corrupt: bool,
-    stored_at: u64,
+pub(super) struct Observed<'a> {
+    pub(super) replica: &'a str,
+    pub(super) sha256: &'a str,
+    pub(super) corrupt: bool,
+    pub(super) stored_at_ms: u64,
 }
 
 /// Plans one file: which restores, pulls and deletes bring it to exactly N verified copies,
@@ -58,9 +59,13 @@ struct Observed<'a> {
 ///   (`from` a staying holder, `to` an eligible target, `to` in `from`'s zone or in a zone
 ///   without a staying copy). While `to` has no copy: a pull to `to`. Once it has: `from` is
 ///   the first copy trimmed (`Moved`), under the add-before-trim rule above.
-/// - **Stale** copies (`Ready`, other sha256) are deleted only when no restore or pull is
-///   planned, at least one good copy exists, staying >= min(N, capacity) (the new content is
-///   in place), and the copy was stored at or before `desired.stale_cutoff_unix`.
+/// - **Other content** (`Ready`, other sha256) committed after `desired.stale_cutoff_ms` is
+///   left alone (it may be an upload whose commit is in flight). Committed at or before it:
+///   **stale** when also committed at or before `desired.acked_ms` (older content), deleted
+///   only when no restore or pull is planned, at least one good copy exists and staying >=
+///   min(N, capacity) (the new content is in place); **newer** otherwise (content this
+///   catalog never knew: a restored older catalog), moved to the trash (`Newer`), never
+///   deleted.
 /// - **Corrupt** copies (any sha256) are deleted when at least one good copy exists, except
 ///   where the same replica also holds a `Ready` copy of the same sha256 (a delete would be
 ///   ambiguous) or is a pull target for it (the pull replaces it). A pull planned while a
@@ -68,7 +73,9 @@ struct Observed<'a> {
 /// - **Trashed** copies are never deleted here (the replica's retention does that).
 ///
 /// When `desired.deleting`: every observed copy that is not trashed (any sha256) is deleted
-/// (`FileDeleted`), the phase is `Deleting`, and `finalized` is true once none is observed.
+/// (`FileDeleted`), except Ready copies of other content newer than `desired.acked_ms`, which
+/// go to the trash (`Newer`); the phase is `Deleting`, and `finalized` is true once none is
+/// observed.
 ///
 /// Phase, first match: `Deleting`; with no good copy and no restore, `Degraded` if a holder
 /// is pending, else `Pending` if the file was never recorded held and no copy of its content
@@ -79,7 +86,7 @@ struct Observed<'a> {
 pub fn plan_file(desired: &DesiredFile, replicas: &[ReplicaView], copies: &[CopyView]) -> FilePlan {
     let shape = Shape::of(desired, replicas, copies);
     if desired.deleting {
-        return plan_deletion(&shape.observed, shape.holders());
+        return plan_deletion(desired, &shape.observed, shape.holders());
     }
     let coming = shape.plan_copies();
     let deletes = shape.plan_deletes(&coming);
@@ -147,7 +154,7 @@ impl<'a> Shape<'a> {
                 replica: copy.replica.as_str(),
                 sha256: copy.sha256.as_str(),
                 corrupt: copy.state == ObjectState::Corrupt,
-                stored_at: copy.stored_at,
+                stored_at_ms: copy.stored_at_ms,
             })
             .collect();
         observed.sort();
@@ -358,7 +365,10 @@ impl<'a> Shape<'a> {
             .filter(|c| c.sha256 != sha256 || c.corrupt)
         {
             if !copy.corrupt {
-                if new_content_in_place && copy.stored_at <= self.desired.stale_cutoff_unix {
+                let settled = copy.stored_at_ms <= self.desired.stale_cutoff_ms;
+                if settled && is_newer(self.desired, copy) {
+                    deletes.push(delete(copy.replica, copy.sha256, DeleteReason::Newer));
+                } else if settled && new_content_in_place {
                     deletes.push(delete(copy.replica, copy.sha256, DeleteReason::Stale));
                 } else {
                     leftovers += 1;
@@ -520,46 +530,7 @@ struct Deletes {
     leftovers: usize,
 }
 
-/// The plan of a file being deleted: every observed copy goes.
-fn plan_deletion(observed: &[Observed], holders: Vec<ReplicaId>) -> FilePlan {
-    let targets: BTreeSet<(&str, &str)> = observed.iter().map(|c| (c.replica, c.sha256)).collect();
-    let actions: Vec<Action> = targets
-        .iter()
-        .map(|(replica, sha256)| Action::Delete {
-            replica: replica.to_string(),
-            sha256: sha256.to_string(),
-            reason: DeleteReason::FileDeleted,
-        })
-        .collect();
-    let mut events = Vec::new();
-    if !actions.is_empty() {
-        let replicas: BTreeSet<&str> = targets.iter().map(|(r, _)| *r).collect();
-        events.push(super::model::Event {
-            reason: "Deleting".to_string(),
-            message: format!(
-                "deleting {} copies from {}",
-                actions.len(),
-                replicas.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        });
-    }
-    let message = format!("{} copies remain", actions.len());
-    FilePlan {
-        finalized: actions.is_empty(),
-        actions,
-        phase: Phase::Deleting,
-        ready_replicas: holders.len() as u32,
-        holders,
-        conditions: vec![
-            condition("Ready", false, "Deleting", &message),
-            condition("Degraded", false, "AsWanted", ""),
-        ],
-        events,
-        converged: false,
-    }
-}
-
-fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+pub(super) fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
     Condition {
         type_: type_.to_string(),
         status: if status { "True" } else { "False" }.to_string(),

@@ -8,8 +8,10 @@
 //! - [`model`]: input and output types.
 //! - [`placement`]: ranking of targets, trims and pull sources (rule 7).
 //! - [`file`]: [`plan_file`], one file's plan (rules 5, 8, 9), with the events it emits.
+//! - [`deletion`]: the plan of a file being deleted.
 //! - [`orphans`]: [`plan_orphans`], copies no catalog entry claims.
 
+mod deletion;
 mod events;
 pub mod file;
 pub mod model;
@@ -24,6 +26,8 @@ mod tests_capacity;
 mod tests_health;
 #[cfg(test)]
 mod tests_invariants;
+#[cfg(test)]
+mod tests_newer;
 
 pub use file::plan_file;
 pub use model::{

@@ -67,9 +67,11 @@ pub struct CopyView {
     pub sha256: String,
     pub size: u64,
     pub state: ObjectState,
-    /// Unix seconds when the replica committed this copy (`ObjectInfo.stored_at`). Used to
-    /// leave recent copies of other content alone (see [`DesiredFile::stale_cutoff_unix`]).
-    pub stored_at: u64,
+    /// When the replica committed this copy, in milliseconds since the Unix epoch
+    /// (`ObjectInfo::committed_ms`). Tells old content from newer (see
+    /// [`DesiredFile::acked_ms`]) and recent copies from settled ones (see
+    /// [`DesiredFile::stale_cutoff_ms`]).
+    pub stored_at_ms: u64,
 }
 
 /// The desired state of one file, from the catalog (spec plus what the last status recorded).
@@ -91,12 +93,20 @@ pub struct DesiredFile {
     /// it (or set it to the uploading replica) whenever the content (`sha256`) changes:
     /// holders of older content must not count for the new one.
     pub last_holders: Vec<ReplicaId>,
-    /// Ready copies of *other* content are deleted as stale only when their `stored_at` is at
-    /// or before this instant (unix seconds). Pass `now - grace` (e.g. the orphan grace): a
-    /// younger copy may be a new upload whose catalog commit is still in flight, and deleting
-    /// it would lose an acknowledged deposit. `u64::MAX` disables the guard (tests); `0`
-    /// keeps every stale copy.
-    pub stale_cutoff_unix: u64,
+    /// Ready copies of *other* content are touched only when committed at or before this
+    /// instant (milliseconds since the Unix epoch). Pass `now - grace` (e.g. the orphan
+    /// grace): a younger copy may be a new upload whose catalog commit is still in flight, and
+    /// deleting it would lose an acknowledged deposit. `u64::MAX` disables the guard (an
+    /// engine that fences uploads, tests); `0` keeps every such copy.
+    pub stale_cutoff_ms: u64,
+    /// When the current content was acknowledged (milliseconds since the Unix epoch; 0 when
+    /// unknown). A Ready copy of other content committed at or before it is older content,
+    /// deleted as `Stale`; one committed after it is content newer than anything this catalog
+    /// knows (written under a newer catalog that a restored backup replaced, or an upload
+    /// whose commit failed): it goes to the replica's trash (`Newer`), never away, so that the
+    /// catalog that knows it can bring it back.
+    #[serde(default)]
+    pub acked_ms: u64,
     /// A rebalancing move asked for this file: one copy to go from `from` to `to`, add before
     /// trim. Ignored unless the file is otherwise at rest (exactly N staying copies, nothing
     /// to repair or restore), `from` holds a staying good copy, `to` could take a new one, and
@@ -119,6 +129,9 @@ pub enum DeleteReason {
     Extra,
     /// A verified copy of older content, no longer current.
     Stale,
+    /// A verified copy of other content committed after the current content was acknowledged:
+    /// newer than anything the catalog knows. It goes to the replica's trash, not away.
+    Newer,
     /// A copy that failed verification: never served, replaced.
     Corrupt,
     /// A copy on a draining replica, now that enough copies exist elsewhere.

@@ -64,6 +64,7 @@ mod tests {
             size: 3,
             state,
             stored_at,
+            stored_at_ms: stored_at * 1000,
         }
     }
 

@@ -66,7 +66,7 @@ pub(super) fn copy(replica: &str, sha256: &str) -> CopyView {
         sha256: sha256.to_string(),
         size: 10,
         state: ObjectState::Ready,
-        stored_at: 1_000,
+        stored_at_ms: 1_000,
     }
 }
 
@@ -87,7 +87,8 @@ pub(super) fn file(replicas: u32) -> DesiredFile {
         generation: 1,
         deleting: false,
         last_holders: Vec::new(),
-        stale_cutoff_unix: u64::MAX,
+        stale_cutoff_ms: u64::MAX,
+        acked_ms: 0,
         moving: None,
     }
 }
@@ -287,7 +288,7 @@ fn new_content_replaces_old_only_after_n_new_copies() {
 
     // A copy of other content younger than the cutoff may be an upload in flight: kept.
     let guarded = DesiredFile {
-        stale_cutoff_unix: 999,
+        stale_cutoff_ms: 999,
         ..file(3)
     };
     let plan = plan_file(&guarded, &replicas, &with_new(&["r1", "r2", "r3"]));

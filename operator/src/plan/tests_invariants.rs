@@ -19,7 +19,8 @@ const SCENARIOS: u64 = 10_000;
 const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const SHA_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const SIZE: u64 = 1_000;
-/// `stale_cutoff_unix` when the guard is on; copies get `stored_at` in `0..10_000`.
+/// `stale_cutoff_ms` when the guard is on; copies get `stored_at_ms` in `0..10_000`, and the
+/// current content an `acked_ms` in that range too (or 0, unknown).
 const CUTOFF: u64 = 5_000;
 const MAX_ROUNDS: u64 = 10;
 
@@ -59,13 +60,13 @@ struct Scenario {
     copies: Vec<CopyView>,
 }
 
-fn copy_of(replica: &str, sha256: &str, state: ObjectState, stored_at: u64) -> CopyView {
+fn copy_of(replica: &str, sha256: &str, state: ObjectState, stored_at_ms: u64) -> CopyView {
     CopyView {
         replica: replica.to_string(),
         sha256: sha256.to_string(),
         size: SIZE,
         state,
-        stored_at,
+        stored_at_ms,
     }
 }
 
@@ -115,7 +116,8 @@ impl Scenario {
             generation: 1,
             deleting: rng.chance(10),
             last_holders,
-            stale_cutoff_unix: if rng.chance(80) { u64::MAX } else { CUTOFF },
+            stale_cutoff_ms: if rng.chance(80) { u64::MAX } else { CUTOFF },
+            acked_ms: if rng.chance(20) { 0 } else { rng.below(10_000) },
             moving: None,
         };
         let mut copies = Vec::new();
@@ -214,9 +216,18 @@ impl Scenario {
         self.copies.iter().any(|c| {
             c.sha256 != self.desired.sha256
                 && c.state == ObjectState::Ready
-                && c.stored_at > self.desired.stale_cutoff_unix
+                && c.stored_at_ms > self.desired.stale_cutoff_ms
                 && self.is_live(&c.replica)
         })
+    }
+
+    /// Whether a Ready copy of other content was committed after the current content was
+    /// acknowledged (content this catalog never knew).
+    fn is_newer(&self, c: &CopyView) -> bool {
+        c.sha256 != self.desired.sha256
+            && c.state == ObjectState::Ready
+            && self.desired.acked_ms > 0
+            && c.stored_at_ms > self.desired.acked_ms
     }
 }
 
@@ -292,11 +303,18 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
             .collect();
         assert!(pulls.is_empty(), "pull while deleting\n{}", ctx());
         assert!(restores.is_empty(), "restore while deleting\n{}", ctx());
-        assert!(
-            deletes.iter().all(|d| d.2 == DeleteReason::FileDeleted),
-            "delete reason while deleting\n{}",
-            ctx()
-        );
+        for (replica, sha, reason) in &deletes {
+            let newer = s
+                .copies
+                .iter()
+                .any(|c| c.replica == *replica && c.sha256 == *sha && s.is_newer(c));
+            let expected = if newer {
+                DeleteReason::Newer
+            } else {
+                DeleteReason::FileDeleted
+            };
+            assert_eq!(*reason, expected, "delete reason while deleting\n{}", ctx());
+        }
         assert_eq!(deleted, observed, "deleting: wrong copies\n{}", ctx());
         assert_eq!(plan.finalized, observed.is_empty(), "{}", ctx());
         assert_eq!(plan.phase, Phase::Deleting, "{}", ctx());
@@ -380,12 +398,13 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
         );
     }
 
-    // 5. Delete reasons match the copy, and stale copies wait for the new content.
+    // 5. Delete reasons match the copy, stale copies wait for the new content, and a copy of
+    // content newer than the catalog's only ever goes to the trash.
     let other_ready: BTreeMap<String, u64> = s
         .copies
         .iter()
         .filter(|c| c.sha256 != desired.sha256 && c.state == ObjectState::Ready)
-        .map(|c| (c.replica.clone(), c.stored_at))
+        .map(|c| (c.replica.clone(), c.stored_at_ms))
         .collect();
     for (replica, sha, reason) in &deletes {
         let expected: &[DeleteReason] = if *sha == desired.sha256 && good.contains(replica) {
@@ -395,7 +414,7 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
                 DeleteReason::Moved,
             ]
         } else if *sha != desired.sha256 && other_ready.contains_key(replica) {
-            &[DeleteReason::Stale]
+            &[DeleteReason::Stale, DeleteReason::Newer]
         } else {
             &[DeleteReason::Corrupt]
         };
@@ -426,8 +445,25 @@ fn check_plan(s: &Scenario, plan: &FilePlan) {
                 ctx()
             );
             assert!(
-                other_ready[replica] <= desired.stale_cutoff_unix,
+                other_ready[replica] <= desired.stale_cutoff_ms,
                 "young stale copy deleted\n{}",
+                ctx()
+            );
+            assert!(
+                desired.acked_ms == 0 || other_ready[replica] <= desired.acked_ms,
+                "content newer than the catalog's deleted as stale\n{}",
+                ctx()
+            );
+        }
+        if *reason == DeleteReason::Newer {
+            assert!(
+                other_ready[replica] <= desired.stale_cutoff_ms,
+                "young copy of other content trashed\n{}",
+                ctx()
+            );
+            assert!(
+                desired.acked_ms > 0 && other_ready[replica] > desired.acked_ms,
+                "older content trashed as newer\n{}",
                 ctx()
             );
         }
@@ -453,6 +489,19 @@ fn apply(copies: &mut Vec<CopyView>, plan: &FilePlan, round: u64) {
             Action::Pull { target, sha256, .. } => {
                 copies.retain(|c| !(c.replica == *target && c.sha256 == *sha256));
                 copies.push(copy_of(target, sha256, ObjectState::Ready, 20_000 + round));
+            }
+            Action::Delete {
+                replica,
+                sha256,
+                reason: DeleteReason::Newer,
+            } => {
+                // Moved to the trash: still held, never served.
+                for c in copies.iter_mut() {
+                    if c.replica == *replica && c.sha256 == *sha256 && c.state == ObjectState::Ready
+                    {
+                        c.state = ObjectState::Trashed;
+                    }
+                }
             }
             Action::Delete {
                 replica, sha256, ..
@@ -529,6 +578,10 @@ fn random_scenarios_keep_the_invariants() {
                     reason: DeleteReason::Moved,
                     ..
                 } => "moved",
+                Action::Delete {
+                    reason: DeleteReason::Newer,
+                    ..
+                } => "newer",
                 _ => continue,
             };
             *phases.entry(kind.to_string()).or_insert(0) += 1;
@@ -548,6 +601,7 @@ fn random_scenarios_keep_the_invariants() {
         "Deleting",
         "restore",
         "moved",
+        "newer",
     ] {
         assert!(
             phases.contains_key(phase),

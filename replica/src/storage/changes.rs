@@ -130,6 +130,7 @@ mod tests {
             size: 1,
             state: ObjectState::Ready,
             stored_at: 1,
+            stored_at_ms: 1_000,
         }
     }
 

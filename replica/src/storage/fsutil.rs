@@ -55,13 +55,13 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A file's modification time in seconds since the epoch (now, when the file system keeps
-/// none).
-pub fn modified_secs(meta: &std::fs::Metadata) -> u64 {
+/// A file's modification time in milliseconds since the epoch (now, when the file system
+/// keeps none).
+pub fn modified_ms(meta: &std::fs::Metadata) -> u64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(deposito_util::clock::unix_now, |d| d.as_secs())
+        .map_or_else(deposito_util::clock::unix_now_ms, |d| d.as_millis() as u64)
 }
 
 /// A random file name for `tmp/`.

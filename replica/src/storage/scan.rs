@@ -214,6 +214,7 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
     let data = data_path(root, key, state);
     let meta = std::fs::metadata(&data)?;
     let len = meta.len();
+    let modified_ms = fsutil::modified_ms(&meta);
     let json = std::fs::read(json_path(&data));
     let no_json = json
         .as_ref()
@@ -236,16 +237,16 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                 sha256: key.sha256.clone(),
                 size: len,
                 state,
-                stored_at: fsutil::modified_secs(&meta),
+                stored_at: modified_ms / 1000,
+                stored_at_ms: modified_ms,
             }));
         }
         Some(i) if matches(&i) => {
             tracing::warn!(path = %data.display(), want = i.size, have = len, "data size disagrees with metadata");
-            corrupt_info(key, len, i.stored_at)
+            corrupt_info(key, len, i.committed_ms())
         }
         _ => {
             tracing::warn!(path = %data.display(), "data without valid metadata: re-hashing");
-            let stored_at = fsutil::modified_secs(&meta);
             let (actual, chunks) = hash_file(&data)?;
             if actual == key.sha256 && state == ObjectState::Ready {
                 let info = ObjectInfo {
@@ -254,7 +255,8 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                     sha256: key.sha256.clone(),
                     size: len,
                     state,
-                    stored_at,
+                    stored_at: modified_ms / 1000,
+                    stored_at_ms: modified_ms,
                 };
                 // A copy of one chunk needs no metadata (see `layout`).
                 match chunks {
@@ -269,7 +271,7 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
                 }
                 return Ok(Some(info));
             }
-            corrupt_info(key, len, stored_at)
+            corrupt_info(key, len, modified_ms)
         }
     };
     if info.state == ObjectState::Corrupt && state == ObjectState::Ready {
@@ -288,14 +290,15 @@ fn load_copy(root: &Path, state: ObjectState, key: &ObjKey) -> io::Result<Option
     Ok(Some(info))
 }
 
-fn corrupt_info(key: &ObjKey, size: u64, stored_at: u64) -> ObjectInfo {
+fn corrupt_info(key: &ObjKey, size: u64, stored_at_ms: u64) -> ObjectInfo {
     ObjectInfo {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         sha256: key.sha256.clone(),
         size,
         state: ObjectState::Corrupt,
-        stored_at,
+        stored_at: stored_at_ms / 1000,
+        stored_at_ms,
     }
 }
 
@@ -360,14 +363,15 @@ fn load_trashed(root: &Path, key: &ObjKey) -> io::Result<(ObjectInfo, bool)> {
         return Ok((info, true));
     }
     tracing::warn!(path = %data.display(), "trashed copy with damaged metadata: kept");
-    let trashed_at = fsutil::modified_secs(&meta);
+    let trashed_at = fsutil::modified_ms(&meta);
     let info = ObjectInfo {
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         sha256: key.sha256.clone(),
         size: meta.len(),
         state: ObjectState::Trashed,
-        stored_at: trashed_at,
+        stored_at: trashed_at / 1000,
+        stored_at_ms: trashed_at,
     };
     Ok((info, false))
 }

@@ -59,8 +59,10 @@ async fn commit_writes_data_and_metadata_atomically() {
     assert_eq!(std::fs::read(&path).unwrap(), data);
     // A copy of one chunk has no metadata file: its commit time is the data's.
     assert!(!json_path(&path).exists());
-    let mtime = fsutil::modified_secs(&std::fs::metadata(&path).unwrap());
-    assert_eq!(w.info.stored_at, mtime);
+    let mtime_ms = fsutil::modified_ms(&std::fs::metadata(&path).unwrap());
+    assert_eq!(w.info.stored_at_ms, mtime_ms);
+    assert_eq!(w.info.stored_at, mtime_ms / 1000);
+    assert_eq!(w.info.committed_ms(), mtime_ms);
     assert!(files_under(&dir.path().join("tmp")).is_empty());
     assert_eq!(store.get(&key), Some(w.info.clone()));
     // Same content again: idempotent, 200-style.
@@ -265,6 +267,8 @@ async fn a_store_in_the_older_layout_is_moved_into_the_flat_one() {
             size: data.len() as u64,
             state: ObjectState::Ready,
             stored_at: 1_700_000_000,
+            // Metadata written before the milliseconds were kept.
+            stored_at_ms: 0,
         };
         std::fs::write(
             folder.join(format!("{sha}.json")),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deposito_api::replica::{ObjectInfo, ObjectState};
-use deposito_util::clock::unix_now;
+use deposito_util::clock::{unix_now, unix_now_ms};
 use tracing::instrument;
 
 use super::{data_path, fsutil, json_path, remove_blocking, scan, CopyMeta};
@@ -71,9 +71,11 @@ impl Store {
                 ObjectState::Ready => {}
             }
             let chunks = read_meta(&root, &key, ObjectState::Ready).and_then(|m| m.chunks);
+            let now = unix_now_ms();
             let trashed = ObjectInfo {
                 state: ObjectState::Trashed,
-                stored_at: unix_now(),
+                stored_at: now / 1000,
+                stored_at_ms: now,
                 ..info
             };
             let meta = CopyMeta {
@@ -145,10 +147,12 @@ impl Store {
                 return Err(Error::Corrupt);
             }
             // Restored is as good as new: the orphan grace starts again from now.
+            let now = unix_now_ms();
             let ready = ObjectInfo {
                 state: ObjectState::Ready,
                 size,
-                stored_at: unix_now(),
+                stored_at: now / 1000,
+                stored_at_ms: now,
                 ..info
             };
             let meta = CopyMeta {

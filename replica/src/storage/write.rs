@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use deposito_api::replica::{ObjectInfo, ObjectState};
 use deposito_api::FileKey;
-use deposito_util::clock::unix_now;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -162,7 +161,8 @@ impl Store {
             sha256: okey.sha256,
             size: written,
             state: ObjectState::Ready,
-            stored_at: unix_now(),
+            stored_at: 0,
+            stored_at_ms: 0,
         };
         // The data is made durable here, concurrently with other writers; the commit thread
         // only renames it into place and fsyncs its folder (see `commit`). The metadata (of a
@@ -177,7 +177,8 @@ impl Store {
             // The commit time is the data's modification time: what the next start reads for
             // a copy without metadata.
             let mut info = info;
-            info.stored_at = fsutil::modified_secs(&file.metadata()?);
+            info.stored_at_ms = fsutil::modified_ms(&file.metadata()?);
+            info.stored_at = info.stored_at_ms / 1000;
             drop(file);
             // A copy of one chunk has no metadata file: its path and the file say it all
             // (see `layout`).

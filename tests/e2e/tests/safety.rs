@@ -2,7 +2,9 @@
 //! real processes):
 //! - an older `catalog.sqlite3` restored from a backup: the copies of the files it does not
 //!   know go to the replicas' trash, not away; depositing one of them again restores its copy
-//!   from the trash (the same inode: no byte copied);
+//!   from the trash (the same inode: no byte copied); the newer content of a file it knows
+//!   goes to the trash too, even when its own older content can be brought back, and the
+//!   current catalog brings the newer content back;
 //! - a replica filled to its floor stays Ready and Full, serves every read, none of its copies
 //!   is re-copied after the grace period, new deposits land elsewhere, and the file that cannot
 //!   reach N says why (`ReplicasFull`).
@@ -140,6 +142,74 @@ async fn a_restored_older_catalog_sends_newer_copies_to_the_trash_and_a_new_depo
     // new2.bin stays in the trash.
     let (name, _, sha) = &newer[1];
     assert!(inodes(&c, "trash", name, sha).iter().all(Option::is_some));
+}
+
+/// The fault campaign's loss (seed 3, 2026-12-06): an older catalog that could bring its own
+/// content of a file back (here from a replica that was down while the file was overwritten)
+/// then deleted the newer content as stale. A copy of content committed after the catalog's
+/// own was acknowledged goes to the trash instead, and the current catalog brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_older_catalog_trashes_the_newer_content_of_an_overwritten_file() {
+    let mut c = Cluster::builder()
+        .replicas(3)
+        .orphan_grace_secs(2)
+        .start()
+        .await;
+    let (name, older, newer) = ("over.bin", c.scratch("older.bin"), c.scratch("newer.bin"));
+    write_random_file(&older, 100 * 1024, random_seed());
+    c.deposit_ok(&older, 3, name);
+    c.wait_copies(&older, 3, T);
+    c.kill_operator();
+    let backup = c.root_path.join("backup");
+    copy_catalog(&c.op_dir, &backup);
+    c.start_operator();
+    c.wait_healthy().await;
+
+    // Replica 3 down, the file overwritten at N=2: the older content stays only on replica 3.
+    c.kill_replica(3);
+    let newer_sha = write_random_file(&newer, 120 * 1024, random_seed());
+    c.deposit_ok(&newer, 2, name);
+    c.wait_copies(&older, 1, T);
+    assert_eq!(c.holders_on_disk(&newer), vec![1, 2]);
+
+    // The backup restored, replica 3 back: the older content is named and copied on again;
+    // the newer content's copies go to the trash, byte-identical, not away.
+    c.kill_operator();
+    let current = c.root_path.join("current");
+    copy_catalog(&c.op_dir, &current);
+    copy_catalog(&backup, &c.op_dir);
+    c.start_operator();
+    c.restart_replica(3).await;
+    c.wait_copies(&older, 3, T);
+    wait_sync(
+        "the newer content in the trash of replicas 1 and 2",
+        T,
+        || {
+            let trashed = inodes(&c, "trash", name, &newer_sha);
+            let served = inodes(&c, "objects", name, &newer_sha);
+            (trashed[..2].iter().all(Option::is_some) && served.iter().all(Option::is_none))
+                .then_some(())
+                .ok_or(format!("trash {trashed:?}, objects {served:?}"))
+        },
+    );
+    for dir in &c.data_dirs()[..2] {
+        let path = copy_path(dir, "trash", name, &newer_sha);
+        assert!(same_bytes(&newer, &path), "{} changed", path.display());
+    }
+
+    // The current catalog back: the newer content returns from the trash and reads back;
+    // the older content's copies leave `objects/`.
+    c.kill_operator();
+    copy_catalog(&current, &c.op_dir);
+    c.start_operator();
+    c.wait_healthy().await;
+    let status = c.wait_converged(name, T).await;
+    assert_eq!(status.sha256, newer_sha, "{status:?}");
+    assert_eq!(c.holders_on_disk(&newer), vec![1, 2]);
+    c.wait_copies(&older, 0, T);
+    let got = c.scratch("over.out");
+    c.client_ok(&["retrieve", name, "-o", got.to_str().unwrap()]);
+    assert!(same_bytes(&newer, &got));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use deposito_api::gateway::Phase;
 
 use super::events::NEWER_EVENT;
-use super::file::{condition, Observed};
-use super::model::{Action, DeleteReason, DesiredFile, Event, FilePlan, ReplicaId};
+use super::model::{
+    condition, Action, DeleteReason, DesiredFile, Event, FilePlan, Observed, ReplicaId,
+};
 
 /// A Ready copy of other content committed after the current content was acknowledged.
 pub(super) fn is_newer(desired: &DesiredFile, copy: &Observed) -> bool {

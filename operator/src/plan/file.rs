@@ -3,24 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deposito_api::gateway::{Condition, Phase};
+use deposito_api::gateway::Phase;
 use deposito_api::replica::ObjectState;
 
 use super::deletion::{is_newer, plan_deletion};
 use super::events::{file_events, Facts};
 use super::model::{
-    Action, CopyView, DeleteReason, DesiredFile, FilePlan, Health, Move, ReplicaId, ReplicaView,
+    condition, Action, CopyView, DeleteReason, DesiredFile, FilePlan, Health, Move, Observed,
+    ReplicaId, ReplicaView,
 };
 use super::placement::{choose_source, choose_trim, rank_targets, ZoneKey};
-
-/// One observed copy on a live replica, after filtering and de-duplication.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct Observed<'a> {
-    pub(super) replica: &'a str,
-    pub(super) sha256: &'a str,
-    pub(super) corrupt: bool,
-    pub(super) stored_at_ms: u64,
-}
 
 /// Plans one file: which restores, pulls and deletes bring it to exactly N verified copies,
 /// and the status to publish. Pure and deterministic: the same inputs, in any order, give the
@@ -528,15 +520,6 @@ impl<'a> Shape<'a> {
 struct Deletes {
     deletes: Vec<Action>,
     leftovers: usize,
-}
-
-pub(super) fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if status { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-    }
 }
 
 /// The replica an action is for (a restore's or pull's target, a delete's replica).

@@ -217,3 +217,22 @@ impl OrphanCopy {
         }
     }
 }
+
+/// One observed copy on a live replica, after filtering and de-duplication.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Observed<'a> {
+    pub(super) replica: &'a str,
+    pub(super) sha256: &'a str,
+    pub(super) corrupt: bool,
+    pub(super) stored_at_ms: u64,
+}
+
+/// A status condition.
+pub(super) fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+    }
+}
